@@ -1,0 +1,46 @@
+"""TrialConfig: the one meeting point between the search (Optuna) and training (PyTorch)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from gsearch import GsearchError
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    n_layers: int = 2            # hidden layers
+    width: int = 256             # units per hidden layer
+    dropout: float = 0.3
+    batch_norm: bool = True
+    lr: float = 1e-3             # AdamW learning rate
+    weight_decay: float = 1e-4   # AdamW decoupled weight decay
+    batch_size: int = 64
+    epochs: int = 100
+    label_smoothing: float = 0.0
+    input_noise: float = 0.0     # std of Gaussian noise on standardized inputs while training
+
+    def __post_init__(self) -> None:
+        checks = {
+            "n_layers": self.n_layers >= 0,
+            "width": self.width >= 1,
+            "dropout": 0 <= self.dropout < 1,
+            "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "batch_size": self.batch_size >= 2,
+            "epochs": self.epochs >= 1,
+            "label_smoothing": 0 <= self.label_smoothing < 1,
+            "input_noise": self.input_noise >= 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise GsearchError(f"invalid model configuration: {bad[0]}={getattr(self, bad[0])!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrialConfig":
+        """Build from stored params; keys that are not config fields are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})

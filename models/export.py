@@ -1,0 +1,94 @@
+"""Write a trained model as a self-contained folder.
+
+- model.onnx: float32 [N, 57] raw features -> logits [N, n_classes]
+- model.pt:   a plain state_dict (tensors only; loads with weights_only=True)
+- model.json: classes, features, config and metadata (everything needed to rebuild)
+- report.json, confusion_matrix.png: held-out evaluation
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from gsearch.models.config import TrialConfig
+
+MODEL_FILE, ONNX_FILE, META_FILE = "model.pt", "model.onnx", "model.json"
+REPORT_FILE, CONFUSION_FILE = "report.json", "confusion_matrix.png"
+
+
+def package_versions() -> dict[str, str]:
+    names = ["gsearch", "torch", "optuna", "numpy", "scikit-learn", "onnx", "onnxruntime"]
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def evaluate(y_true: np.ndarray, y_pred: np.ndarray, classes: tuple[str, ...]) -> dict:
+    """scikit-learn metrics as a JSON-ready dict."""
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+
+    labels = list(range(len(classes)))
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "n": int(len(y_true)),
+        "per_class": classification_report(y_true, y_pred, labels=labels, target_names=list(classes),
+                                           output_dict=True, zero_division=0),
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def plot_confusion(report: dict, classes: tuple[str, ...], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(7.5, 6.5), dpi=120)
+    display = ConfusionMatrixDisplay(np.array(report["confusion_matrix"]), display_labels=list(classes))
+    display.plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def export_onnx(model: nn.Module, n_features: int, path: Path) -> None:
+    model = model.cpu().eval()
+    example = torch.zeros(2, n_features)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), input_names=["features"],
+                          output_names=["logits"], dynamo=False, opset_version=17,
+                          dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}})
+
+
+def save_model(model: nn.Module, config: TrialConfig, classes: tuple[str, ...],
+               features: tuple[str, ...], out_dir: Path, meta: dict) -> dict:
+    """Write model.pt, model.onnx and model.json; return the metadata written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    torch.save(model.state_dict(), out_dir / MODEL_FILE)
+    export_onnx(model, len(features), out_dir / ONNX_FILE)
+    info = {
+        "format": "gsearch-mlp/1",
+        "classes": list(classes),
+        "features": list(features),
+        "hyperparameters": config.to_dict(),
+        **meta,
+        "versions": package_versions(),
+    }
+    (out_dir / META_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return info

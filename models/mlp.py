@@ -1,0 +1,45 @@
+"""The MLP builder shared by training, export and prediction."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from gsearch.models.config import TrialConfig
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std with the training statistics stored as buffers, so an
+    exported model takes raw features."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def build_mlp(config: TrialConfig, n_features: int, n_classes: int,
+              mean: np.ndarray | None = None, std: np.ndarray | None = None) -> nn.Sequential:
+    """Standardize -> [Linear -> BatchNorm? -> ReLU -> Dropout] x n_layers -> Linear (logits)."""
+    mean = np.zeros(n_features, np.float32) if mean is None else mean
+    std = np.ones(n_features, np.float32) if std is None else std
+    layers: list[nn.Module] = [Standardize(mean, std)]
+    width_in = n_features
+    for _ in range(config.n_layers):
+        layers.append(nn.Linear(width_in, config.width))
+        if config.batch_norm:
+            layers.append(nn.BatchNorm1d(config.width))
+        layers.append(nn.ReLU())
+        if config.dropout > 0:
+            layers.append(nn.Dropout(config.dropout))
+        width_in = config.width
+    layers.append(nn.Linear(width_in, n_classes))
+    return nn.Sequential(*layers)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
