@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, fields
 
 from gsearch import GsearchError
 
+LR_SCHEDULES = ("constant", "onecycle", "cosine")
+
 
 @dataclass(frozen=True)
 class TrialConfig:
@@ -19,6 +21,9 @@ class TrialConfig:
     epochs: int = 100
     label_smoothing: float = 0.0
     input_noise: float = 0.0     # std of Gaussian noise on standardized inputs while training
+    lr_schedule: str = "constant"  # constant | onecycle | cosine (per step, over all epochs)
+    early_stop_patience: int = 0   # stop after this many epochs without a better validation
+                                   # loss (0 = off); needs a validation part
 
     def __post_init__(self) -> None:
         checks = {
@@ -31,6 +36,8 @@ class TrialConfig:
             "epochs": self.epochs >= 1,
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "input_noise": self.input_noise >= 0,
+            "lr_schedule": self.lr_schedule in LR_SCHEDULES,
+            "early_stop_patience": self.early_stop_patience >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -43,10 +43,12 @@ class TrainData:
 @dataclass
 class History:
     val_accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     seconds: float = 0.0
     n_params: int = 0
-    stopped_early: bool = False
+    stopped_early: bool = False   # the on_epoch callback (the pruner) stopped training
+    early_stopped: bool = False   # early_stop_patience ran out
 
     @property
     def epochs_run(self) -> int:
@@ -67,9 +69,21 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.inference_mode()
-def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+def evaluate_loss_accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     model.eval()
-    return (model(X).argmax(dim=1) == y).float().mean().item()
+    logits = model(X)
+    loss = nn.functional.cross_entropy(logits, y)
+    acc = (logits.argmax(dim=1) == y).float().mean()
+    return loss.item(), acc.item()
+
+
+def make_scheduler(config: TrialConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    """A per-step learning-rate scheduler, or None for a constant rate."""
+    if config.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps)
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return None
 
 
 def train(config: TrialConfig, data: TrainData, *, device: torch.device | str = "cpu",
@@ -90,7 +104,9 @@ def train(config: TrialConfig, data: TrainData, *, device: torch.device | str = 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     n, batch = len(X), min(config.batch_size, len(X))
     starts = [s for s in range(0, n, batch) if n - s >= 2]  # BatchNorm needs 2 rows
+    scheduler = make_scheduler(config, optimizer, config.epochs * len(starts))
     history = History(n_params=count_parameters(model))
+    best_val_loss, since_best = math.inf, 0
     t0 = time.perf_counter()
     for epoch in range(config.epochs):
         model.train()
@@ -105,6 +121,8 @@ def train(config: TrialConfig, data: TrainData, *, device: torch.device | str = 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             total += loss.detach()
         train_loss = (total / len(starts)).item()
         if not math.isfinite(train_loss):
@@ -112,11 +130,20 @@ def train(config: TrialConfig, data: TrainData, *, device: torch.device | str = 
             raise DivergedError(f"training loss became {train_loss} at epoch {epoch + 1} "
                                 f"(lr={config.lr:.3g})")
         history.train_loss.append(train_loss)
-        val_acc = accuracy(model, X_val, y_val) if has_val else float("nan")
+        val_loss, val_acc = evaluate_loss_accuracy(model, X_val, y_val) if has_val else (math.nan, math.nan)
+        history.val_loss.append(val_loss)
         history.val_accuracy.append(val_acc)
         if on_epoch is not None and on_epoch(epoch, val_acc, train_loss):
             history.stopped_early = True
             break
+        if config.early_stop_patience and has_val:
+            if val_loss < best_val_loss:
+                best_val_loss, since_best = val_loss, 0
+            else:
+                since_best += 1
+            if since_best >= config.early_stop_patience:
+                history.early_stopped = True
+                break
     history.seconds = time.perf_counter() - t0
     model.eval()
     return model, history
