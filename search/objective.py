@@ -1,28 +1,47 @@
 """The objective: trial -> TrialConfig -> train -> validation accuracy.
 
-Validation accuracy is reported after every epoch (learning curves in the
-dashboard) and the pruner may stop the trial there.
+A trial is evaluated on `evaluation_sets`: the fixed validation split (cv=1) or k
+track-grouped folds of train+validation (cv>1). Validation accuracy is reported
+after every epoch (learning curves in the dashboard) and the pruner may stop the
+trial there; with folds, the first fold is reported and pruned on, and the value
+is the mean final accuracy over folds.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import optuna
 import torch
 
 from gsearch.data.load import Dataset
-from gsearch.data.split import Split
-from gsearch.models.train import DivergedError, TrainData, train
+from gsearch.data.split import Split, kfold_splits
+from gsearch.models.train import DivergedError, History, TrainData, train
 from gsearch.search.space import suggest_config
 
 
-def train_data(ds: Dataset, split: Split) -> TrainData:
-    return TrainData(X_train=ds.X[split.train], y_train=ds.y[split.train], n_classes=len(ds.classes),
-                     X_val=ds.X[split.val], y_val=ds.y[split.val])
+def _train_data(ds: Dataset, train_rows: np.ndarray, val_rows: np.ndarray) -> TrainData:
+    return TrainData(X_train=ds.X[train_rows], y_train=ds.y[train_rows], n_classes=len(ds.classes),
+                     X_val=ds.X[val_rows], y_val=ds.y[val_rows])
+
+
+def evaluation_sets(ds: Dataset, split: Split, cv: int = 1, seed: int = 0) -> list[TrainData]:
+    """What one trial trains and validates on. The test split is never part of it."""
+    if cv <= 1:
+        return [_train_data(ds, split.train, split.val)]
+    return [_train_data(ds, a, b) for a, b in kfold_splits(ds, split.train_val, cv, seed)]
+
+
+def record_history(trial: optuna.Trial, histories: list[History]) -> None:
+    """User attributes shown in the dashboard (first member's curves)."""
+    trial.set_user_attr("n_params", histories[0].n_params)
+    trial.set_user_attr("train_seconds", round(sum(h.seconds for h in histories), 3))
+    trial.set_user_attr("epochs_run", histories[0].epochs_run)
+    trial.set_user_attr("train_loss", [round(v, 5) for v in histories[0].train_loss])
 
 
 class Objective:
-    def __init__(self, ds: Dataset, split: Split, device: torch.device, seed: int = 0):
-        self.data = train_data(ds, split)
+    def __init__(self, ds: Dataset, split: Split, device: torch.device, seed: int = 0, cv: int = 1):
+        self.sets = evaluation_sets(ds, split, cv, seed)
         self.device = device
         self.seed = seed
 
@@ -36,18 +55,21 @@ class Objective:
             trial.report(val_accuracy, epoch)
             return trial.should_prune()
 
+        histories = []
         try:
-            _, history = train(config, self.data, device=self.device, seed=seed, on_epoch=on_epoch)
+            for i, data in enumerate(self.sets):
+                _, history = train(config, data, device=self.device, seed=seed,
+                                   on_epoch=on_epoch if i == 0 else None)
+                histories.append(history)
+                if history.stopped_early:
+                    break
         except DivergedError as e:  # a hopeless configuration, not a crash: the study goes on
             trial.set_user_attr("pruned_reason", str(e))
             raise optuna.TrialPruned(str(e)) from None
-        trial.set_user_attr("n_params", history.n_params)
-        trial.set_user_attr("train_seconds", round(history.seconds, 3))
-        trial.set_user_attr("epochs_run", history.epochs_run)
-        trial.set_user_attr("train_loss", [round(v, 5) for v in history.train_loss])
-        if history.stopped_early:
+        record_history(trial, histories)
+        if histories[-1].stopped_early:
             reason = (f"pruner stopped it after epoch {history.epochs_run} "
                       f"(validation accuracy {history.val_accuracy[-1]:.3f})")
             trial.set_user_attr("pruned_reason", reason)
             raise optuna.TrialPruned(reason)
-        return history.val_accuracy[-1]
+        return float(np.mean([h.val_accuracy[-1] for h in histories]))
