@@ -93,15 +93,18 @@ def extract_to_csv(paths, out: str | os.PathLike, *, segment_seconds: float | No
             bar.write(f"error: {result}; skipped", file=sys.stderr)
         bar.update()
 
-    with bar:
-        if jobs <= 1 or len(files) == 1:
-            for i, f in enumerate(files):
-                done(i, _extract_one(f, segment_seconds))
-        else:
-            with ProcessPoolExecutor(max_workers=min(jobs, len(files))) as pool:
-                futures = {pool.submit(_extract_one, f, segment_seconds): i for i, f in enumerate(files)}
-                for future in as_completed(futures):
-                    done(futures[future], future.result())
+    try:
+        with bar:
+            if jobs <= 1 or len(files) == 1:
+                for i, f in enumerate(files):
+                    done(i, _extract_one(f, segment_seconds))
+            else:
+                with ProcessPoolExecutor(max_workers=min(jobs, len(files))) as pool:
+                    futures = {pool.submit(_extract_one, f, segment_seconds): i for i, f in enumerate(files)}
+                    for future in as_completed(futures):
+                        done(futures[future], future.result())
+    except KeyboardInterrupt:
+        raise GsearchError(f"interrupted: {out} not written; run the same command again") from None
     rows = [(row, label_from_path(f, GENRES)) for f, result in zip(files, results)
             if not isinstance(result, str) for row in result]
     if rows:

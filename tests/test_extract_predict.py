@@ -250,6 +250,9 @@ def test_corrupt_file_among_good_ones(cli, trained, tmp_path):
     assert [r["file"] for r in out] == [str(g) for g in good]
     assert [r["genre"] for r in out] == ["blues", "classical"]
     assert all(len(r["probabilities"]) == 1 and r["windows"] == 1 for r in out)
+    folder = cli("predict", "--model", root / "export", tmp_path)  # a folder: each audio file in it
+    assert folder.exit_code == 1 and len(lines(folder.stderr)) == 1 and "broken.wav" in folder.stderr
+    assert [line.split(":")[0] for line in lines(folder.stdout)] == [str(g) for g in good]
 
 
 def test_long_audio_is_classified_in_averaged_windows(cli, trained, tmp_path):
