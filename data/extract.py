@@ -15,6 +15,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from gsearch import GsearchError
 # data.audio sets NUMBA_CACHE_DIR before librosa is first imported: keep this import first.
 from gsearch.data.audio import AudioError, extract_file, iter_audio_files, label_from_path
@@ -72,8 +74,6 @@ def extract_to_csv(paths, out: str | os.PathLike, *, segment_seconds: float | No
 
     A file that cannot be read is reported on stderr (one line) and skipped; the CSV holds the
     others. progress: a tqdm bar on stderr (None: only when stderr is a terminal)."""
-    from tqdm import tqdm
-
     out = Path(out)
     _check_out(out)
     files = iter_audio_files(paths)
