@@ -52,7 +52,8 @@ def _style_learning_curves(ax, study: optuna.Study) -> None:
         line.set(color=color, alpha=alpha, linewidth=width, marker="", markersize=0,
                  label=label if label not in seen else "_nolegend_")
         seen.add(label)
-    ax.legend(loc="lower right")
+    if seen:
+        ax.legend(loc="lower right")
     ax.set_xlabel("epoch")
     ax.set_ylabel(OBJECTIVE_NAME)
 
@@ -84,6 +85,8 @@ def _png(study: optuna.Study, name: str, draw, path: Path) -> None:
 def _html(study: optuna.Study, name: str, draw, path: Path) -> None:
     fig = draw()
     fig.update_layout(title=f"{study.study_name}: {PLOTS[name][0]}")
+    if name == "intermediate_values":
+        fig.update_layout(xaxis_title="epoch", yaxis_title=OBJECTIVE_NAME)
     # "directory": one plotly.min.js beside the pages instead of 4 MB in each, no CDN needed
     fig.write_html(path, include_plotlyjs="directory", full_html=True)
 
@@ -118,25 +121,24 @@ def _summary(study: optuna.Study, storage_url: str, skipped: dict[str, str]) -> 
 
 def write_report(study: optuna.Study, out_dir: Path, storage_url: str) -> list[Path]:
     """Write <plot>.png, <plot>.html and summary.md to out_dir; return the files written."""
-    if not state_counts(study)["complete"]:
+    complete = state_counts(study)["complete"]
+    if not complete:
         raise GsearchError(f"study '{study.study_name}' has no completed trial yet; "
                            "run 'gsearch run' until one completes")
     import optuna.visualization as plotly_plots
     import optuna.visualization.matplotlib as mpl_plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written, skipped = [], {}
+    skipped = {} if complete > 1 else {"param_importances": "needs at least 2 completed trials"}
+    written = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         pngs, htmls = _figures(study, mpl_plots), _figures(study, plotly_plots)
         for name in PLOTS:
-            try:
+            if name not in skipped:
                 _png(study, name, pngs[name], out_dir / f"{name}.png")
                 _html(study, name, htmls[name], out_dir / f"{name}.html")
-            except (ValueError, RuntimeError) as e:  # e.g. importances of a single trial
-                skipped[name] = str(e).splitlines()[0]
-                continue
-            written += [out_dir / f"{name}.png", out_dir / f"{name}.html"]
+                written += [out_dir / f"{name}.png", out_dir / f"{name}.html"]
     summary = out_dir / "summary.md"
     summary.write_text(_summary(study, storage_url, skipped))
-    return written + [summary] + ([out_dir / "plotly.min.js"] if written else [])
+    return written + [out_dir / "plotly.min.js", summary]

@@ -225,3 +225,15 @@ def test_report_without_completed_trials_is_a_clear_error(tmp_path):
                                        "--out", str(tmp_path / "r")])
     assert result.exit_code == 1 and "no completed trial yet" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_report_of_a_single_completed_trial_skips_importances(tmp_path):
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    study = optuna.create_study(study_name="one", storage=url, direction="maximize")
+    study.enqueue_trial({"x": 0.5})
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    invoke("report", "--study", "one", "--storage", url, "--out", tmp_path / "r")
+    assert not (tmp_path / "r" / "param_importances.png").exists()
+    assert (tmp_path / "r" / "intermediate_values.png").is_file()
+    assert "param_importances: not drawn (needs at least 2 completed trials)" in \
+        (tmp_path / "r" / "summary.md").read_text()
