@@ -55,9 +55,6 @@ def _setup_torch(threads: int, device: str):
 @click.version_option(__version__, prog_name="gsearch")
 def main() -> None:
     """Hyperparameter search for music-genre MLPs on GTZAN features."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @main.command()
