@@ -56,18 +56,23 @@ def _sqlite_wal(engine: sqlalchemy.Engine) -> None:
     engine.dispose()  # reconnect the pool through the listener
 
 
-def _check_sqlite(url: str, parsed, must_exist: bool) -> None:
-    database = parsed.database or ""
-    if database in ("", ":memory:"):
-        raise GsearchError("an in-memory SQLite storage keeps nothing; give a file, "
-                           f"for example {DEFAULT_STORAGE}")
-    path = Path(database)
+def _check_file(url: str, path: Path, must_exist: bool) -> None:
     if not path.parent.is_dir():
         raise GsearchError(f"folder {path.parent} for storage {url} does not exist; create it "
                            "or choose another path")
     if must_exist and not path.is_file():
         raise GsearchError(f"no study storage at {path}; run 'gsearch run' first or pass "
                            "--storage")
+
+
+def _journal_file(url: str, must_exist: bool) -> optuna.storages.BaseStorage:
+    """Optuna's journal storage in a local file (no heartbeats in Optuna's journal storages)."""
+    from optuna.storages.journal import JournalFileBackend
+
+    _check_file(url, Path(url), must_exist)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
 
 
 def _redis_storage(url: str) -> optuna.storages.BaseStorage:
@@ -87,27 +92,42 @@ def _redis_storage(url: str) -> optuna.storages.BaseStorage:
         return optuna.storages.JournalStorage(JournalRedisBackend(url))
 
 
+def _is_redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://", "unix://"))
+
+
+def has_heartbeats(url: str) -> bool:
+    """Whether open_storage(url, heartbeat=...) gives trials heartbeats: RDB storages do,
+    Optuna's journal storages (Redis, a .log file) do not."""
+    return "://" in url and not _is_redis(url)
+
+
 def open_storage(url: str, *, must_exist: bool = False,
                  heartbeat: int | None = None) -> optuna.storages.BaseStorage:
-    """An Optuna storage for a URL: sqlite:// (WAL), postgresql://, mysql:// (RDBStorage)
-    or redis:// (JournalStorage).
+    """An Optuna storage for a URL: sqlite:// (WAL), postgresql://, mysql:// (RDBStorage),
+    redis:// or a file path ending in .log (JournalStorage).
 
     With `heartbeat` (seconds), running trials of a RDB storage beat that often; one whose
     process died is marked failed after 3 missed beats by the next trial any worker starts,
     and run again (up to RETRIES times, with user attribute `retry_of`).
     """
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if _is_redis(url):
         return _redis_storage(url)
+    if "://" not in url and url.endswith(".log"):
+        return _journal_file(url, must_exist)
     try:
         parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError:
         raise GsearchError(f"bad storage URL {safe_url(url)!r}; use for example "
-                           f"{DEFAULT_STORAGE}, postgresql://user@host/dbname or "
-                           "redis://host:6379/0") from None
+                           f"{DEFAULT_STORAGE}, postgresql://user@host/dbname, "
+                           "redis://host:6379/0 or a journal file studies.log") from None
     sqlite = parsed.get_backend_name() == "sqlite"
     engine_kwargs = {}
     if sqlite:
-        _check_sqlite(url, parsed, must_exist)
+        if (parsed.database or "") in ("", ":memory:"):
+            raise GsearchError("an in-memory SQLite storage keeps nothing; give a file, "
+                               f"for example {DEFAULT_STORAGE}")
+        _check_file(url, Path(parsed.database), must_exist)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
     elif parsed.get_driver_name() in ("psycopg2", "psycopg"):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}  # an unreachable host fails fast

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import optuna
 
 from gsearch import GsearchError
+from gsearch.search.study import has_heartbeats
 
 if TYPE_CHECKING:
     from gsearch.data.load import Dataset
@@ -168,8 +169,9 @@ def _work(spec: RunSpec, ds: Dataset, split: Split, *, slot: int, index: int, bu
     torch.set_num_threads(spec.threads)
     seed = None if spec.seed is None else spec.seed + index * SEED_STRIDE
     interrupt = _Interrupt()
-    study = _Study(spec.study, open_storage(spec.storage, heartbeat=spec.heartbeat),
-                   make_sampler(spec.sampler, seed, spec.fixed), make_pruner(spec.pruner), interrupt)
+    storage = open_storage(spec.storage, heartbeat=spec.heartbeat)
+    study = _Study(spec.study, storage, make_sampler(spec.sampler, seed, spec.fixed),
+                   make_pruner(spec.pruner), interrupt)
 
     def account(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         budget.release(slot, trial.state in COUNTED)
@@ -315,9 +317,10 @@ class _Parent:
             return
         if code < 0 and self.started < 2 * len(self.budget.holding):
             self.budget.release(slot)
+            fate = ("is failed by the heartbeat and run again" if self.spec.heartbeat
+                    and has_heartbeats(self.spec.storage) else "stays RUNNING (no heartbeat)")
             progress.bar.write(f"worker {slot} was killed ({signal.Signals(-code).name}); its "
-                               "trial is failed by the heartbeat and run again; starting a "
-                               "replacement", file=sys.stderr)
+                               f"trial {fate}; starting a replacement", file=sys.stderr)
             self.start(slot)
             return
         if not self.errors:

@@ -56,6 +56,10 @@ def test_four_workers_on_sqlite_finish_exactly_the_requested_trials(cli, make_cs
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_workers_on_a_journal_file(cli, make_csv, tmp_path):
+    run_workers_and_resume(cli, str(tmp_path / "studies.log"), "j", make_csv(), 3, 6, 2)
+
+
 def test_four_workers_on_postgresql(cli, make_csv, postgres_url):
     name = f"test-workers-{uuid.uuid4().hex[:8]}"
     try:
