@@ -1,4 +1,4 @@
-"""The gsearch command line: run, export-best, studies, dashboard."""
+"""The gsearch command line: run, export-best, report, studies, dashboard."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ study_option = click.option("--study", "study_name", default=DEFAULT_STUDY, show
                             help="Study name.")
 device_option = click.option("--device", default="auto", show_default=True,
                              help="auto, cpu or cuda (auto picks CUDA when available).")
+artifacts_option = click.option(
+    "--artifacts", type=click.Path(path_type=Path, file_okay=False), default=None,
+    help="Artifact folder for the dashboard [default: beside a SQLite file, e.g. "
+         "studies-artifacts/ for studies.db; none for a server storage].")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
                               help="Torch CPU threads; tiny MLPs train fastest on one.")
 
@@ -123,21 +127,44 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
               default=Path("export"), show_default=True, help="Folder to write the model to.")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
               help="Feature CSV (default: the file the study recorded).")
+@artifacts_option
 @device_option
 @threads_option
 @user_errors
-def export_best_command(study_name, storage, out_dir, data_path, device, threads) -> None:
+def export_best_command(study_name, storage, out_dir, data_path, artifacts, device, threads) -> None:
     """Retrain the best trial, test it on the held-out split, export it."""
+    from gsearch.search.dashboard import artifact_dir, attach_export
     from gsearch.search.export import export_best
     from gsearch.search.study import load_study, open_storage
 
     device = _setup_torch(threads, device)
     study = load_study(open_storage(storage, must_exist=True), study_name)
+    artifacts = artifact_dir(artifacts, storage)
     info = export_best(study, out_dir, data_path=str(data_path) if data_path else None, device=device)
     click.echo(f"trial #{info['trial_number']}: validation accuracy {info['validation_accuracy']:.3f}, "
                f"test accuracy {info['test_accuracy']:.3f}, test macro-F1 {info['test_macro_f1']:.3f} "
                f"({info['n_test']} held-out rows)")
     click.echo(f"wrote {out_dir}/: model.onnx, model.pt, model.json, report.json, confusion_matrix.png")
+    attach_export(study, out_dir, artifacts)
+    click.echo(f"dashboard: test metrics noted on trial #{info['trial_number']}, " +
+               (f"confusion matrix and report attached to the study (artifacts in {artifacts}/)"
+                if artifacts else "no artifacts (pass --artifacts DIR for a server storage)"))
+
+
+@main.command()
+@study_option
+@storage_option
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("report"), show_default=True, help="Folder to write the plots to.")
+@user_errors
+def report(study_name, storage, out_dir) -> None:
+    """Plots of a study (PNG and interactive HTML) and a markdown summary."""
+    from gsearch.search.report import write_report
+    from gsearch.search.study import load_study, open_storage
+
+    study = load_study(open_storage(storage, must_exist=True), study_name)
+    files = write_report(study, out_dir, safe_url(storage))
+    click.echo(f"wrote {len(files)} files to {out_dir}/: " + ", ".join(f.name for f in files))
 
 
 @main.command()
@@ -169,16 +196,18 @@ def studies(storage) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; 0.0.0.0 exposes the dashboard to the network.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@artifacts_option
 @user_errors
-def dashboard(storage, host, port) -> None:
+def dashboard(storage, host, port, artifacts) -> None:
     """Serve optuna-dashboard for a storage."""
-    import optuna_dashboard
-
+    from gsearch.search.dashboard import artifact_dir, serve
     from gsearch.search.study import open_storage
 
     store = open_storage(storage, must_exist=True)
-    click.echo(f"optuna-dashboard for {safe_url(storage)} at http://{host}:{port}/ (Ctrl-C stops)")
-    optuna_dashboard.run_server(store, host=host, port=port)
+    artifacts = artifact_dir(artifacts, storage)
+    click.echo(f"optuna-dashboard for {safe_url(storage)} at http://{host}:{port}/ "
+               f"(artifacts: {artifacts or 'none, pass --artifacts DIR'}; Ctrl-C stops)")
+    serve(store, host=host, port=port, artifacts=artifacts)
 
 
 if __name__ == "__main__":
