@@ -21,6 +21,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 import optuna
 
 from gsearch import GsearchError
-from gsearch.search.study import has_heartbeats
+from gsearch.search.study import has_heartbeats, safe_url
 
 if TYPE_CHECKING:
     from gsearch.data.load import Dataset
@@ -203,6 +204,13 @@ def _child(spec: RunSpec, ds: Dataset, split: Split, slot: int, index: int, budg
         sys.exit(130)
     except GsearchError as e:
         conn.send(str(e))
+        sys.exit(1)
+    except Exception as e:  # a storage server gone, a bug: one line; -v shows the traceback
+        if spec.verbose:
+            traceback.print_exc()
+        lines = str(e).strip().splitlines() or [""]
+        conn.send(f"worker {slot} failed: {type(e).__name__}: {safe_url(lines[0])}"
+                  f"{'' if spec.verbose else ' (run with -v for the traceback)'}")
         sys.exit(1)
 
 
