@@ -210,5 +210,21 @@ def dashboard(storage, host, port, artifacts) -> None:
     serve(store, host=host, port=port, artifacts=artifacts)
 
 
+@main.command("serve-storage")
+@storage_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; 0.0.0.0 lets workers on other machines connect.")
+@click.option("--port", type=click.IntRange(1, 65535), default=13000, show_default=True)
+@user_errors
+def serve_storage_command(storage, host, port) -> None:
+    """Serve a storage to workers through Optuna's gRPC proxy (--storage grpc://HOST:PORT)."""
+    from gsearch.search.study import serve_storage
+
+    click.echo(f"storage proxy for {safe_url(storage)} at grpc://{host}:{port} (Ctrl-C stops; "
+               "workers: gsearch run --storage grpc://HOST:PORT)")
+    serve_storage(storage, host=host, port=port)
+    click.echo("storage proxy stopped")
+
+
 if __name__ == "__main__":
     main()

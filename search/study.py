@@ -75,6 +75,26 @@ def _journal_file(url: str, must_exist: bool) -> optuna.storages.BaseStorage:
         return optuna.storages.JournalStorage(JournalFileBackend(url))
 
 
+def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
+    """A client of `gsearch serve-storage` (Optuna's gRPC storage proxy)."""
+    hostport = url.removeprefix("grpc://").rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise GsearchError(f"bad storage URL {url!r}; use grpc://HOST:PORT of a "
+                           "'gsearch serve-storage'")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            proxy = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+        proxy.wait_server_ready(timeout=3)
+    except ImportError:
+        raise GsearchError("grpc:// needs grpcio; pip install grpcio protobuf") from None
+    except ConnectionError:
+        raise GsearchError(f"cannot reach the storage proxy at {url}; start it with "
+                           "'gsearch serve-storage' or check the address") from None
+    return proxy
+
+
 def _redis_storage(url: str) -> optuna.storages.BaseStorage:
     """Optuna's journal storage on Redis (no heartbeats in Optuna's journal storages)."""
     import redis
@@ -97,15 +117,16 @@ def _is_redis(url: str) -> bool:
 
 
 def has_heartbeats(url: str) -> bool:
-    """Whether open_storage(url, heartbeat=...) gives trials heartbeats: RDB storages do,
-    Optuna's journal storages (Redis, a .log file) do not."""
-    return "://" in url and not _is_redis(url)
+    """Whether open_storage(url, heartbeat=...) gives trials heartbeats: RDB storages do;
+    Optuna's journal storages (Redis, a .log file) and its gRPC proxy do not."""
+    return "://" in url and not _is_redis(url) and not url.startswith("grpc://")
 
 
 def open_storage(url: str, *, must_exist: bool = False,
                  heartbeat: int | None = None) -> optuna.storages.BaseStorage:
     """An Optuna storage for a URL: sqlite:// (WAL), postgresql://, mysql:// (RDBStorage),
-    redis:// or a file path ending in .log (JournalStorage).
+    redis:// or a file path ending in .log (JournalStorage), grpc://host:port (a
+    `gsearch serve-storage` proxy).
 
     With `heartbeat` (seconds), running trials of a RDB storage beat that often; one whose
     process died is marked failed after 3 missed beats by the next trial any worker starts,
@@ -113,6 +134,8 @@ def open_storage(url: str, *, must_exist: bool = False,
     """
     if _is_redis(url):
         return _redis_storage(url)
+    if url.startswith("grpc://"):
+        return _grpc_storage(url)
     if "://" not in url and url.endswith(".log"):
         return _journal_file(url, must_exist)
     try:
@@ -273,3 +296,30 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] += 1
     return counts
+
+
+def serve_storage(url: str, *, host: str, port: int) -> None:
+    """Optuna's gRPC storage proxy in front of a RDB storage until Ctrl-C: workers then
+    need only grpc://host:port, not the database's address and password."""
+    import socket
+
+    from optuna.storages._grpc.server import make_server
+
+    if not has_heartbeats(url):
+        raise GsearchError(f"the gRPC proxy serves database storages (sqlite://, "
+                           f"postgresql://, mysql://), not {safe_url(url)}")
+    storage = optuna.storages.get_storage(open_storage(url))  # with Optuna's in-process cache
+    try:  # gRPC shares a port with SO_REUSEPORT; a plain bind finds a server already there
+        with socket.create_server((host, port)):
+            pass
+        server = make_server(storage, host, port)
+        server.start()
+    except (OSError, RuntimeError) as e:
+        raise GsearchError(f"cannot serve on {host}:{port}: {_first_line(e)}; "
+                           "choose another --port") from None
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop(grace=None)
