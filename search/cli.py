@@ -78,17 +78,27 @@ def main() -> None:
               show_default=True, help="Fraction of the remaining tracks used for validation.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop starting new trials after this many seconds.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes on this machine sharing the study; --trials is their total.")
+@click.option("--heartbeat", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Seconds between heartbeats of a running trial (SQLite, PostgreSQL, MySQL); "
+                   "a trial silent for 3 beats is failed and run again. 0: off.")
+@click.option("--fix", multiple=True, metavar="NAME=VALUE",
+              help="Hold a search-space parameter at one value, e.g. --fix epochs=20 (repeatable).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every trial.")
 @user_errors
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
-        test_size, val_size, timeout, verbose) -> None:
+        test_size, val_size, timeout, workers, heartbeat, fix, verbose) -> None:
     """Run (or resume) a study: TRIALS more trials."""
     from gsearch.data.load import load_dataset
     from gsearch.data.split import split_dataset
-    from gsearch.search.runner import run_study
-    from gsearch.search.study import fingerprint, open_storage, open_study
+    from gsearch.search.study import fingerprint, open_storage, open_study, parse_fixed
+    from gsearch.search.workers import RunSpec, cpu_count, run_search, start_workers_server
 
+    if workers > 1:
+        start_workers_server()  # its imports run while this process imports its own
     device = _setup_torch(threads, device)
+    fixed = parse_fixed(fix)
     ds = load_dataset(data_path)  # every data error surfaces before the storage is touched
     split = split_dataset(ds, test_size=test_size, val_size=val_size, seed=split_seed)
     data = fingerprint(ds, split_seed=split_seed, test_size=test_size, val_size=val_size)
@@ -97,8 +107,13 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     click.echo(f"study '{study_name}' in {safe_url(storage)}: {len(ds.y)} rows "
                f"({len(split.train)} train / {len(split.val)} validation / {len(split.test)} test, "
                f"test never used by the search), device {device}")
-    run_study(study, ds, split, trials=trials, device=device, seed=seed or 0, timeout=timeout,
-              verbose=verbose)
+    done = len(study.get_trials(deepcopy=False))
+    spec = RunSpec(storage=storage, study=study_name, sampler=sampler, pruner=pruner,
+                   seed=None if seed is None else seed + done, train_seed=seed or 0,
+                   device=str(device), threads=max(1, min(threads, cpu_count() // workers)),
+                   trials=trials, timeout=timeout, heartbeat=heartbeat or None, fixed=fixed,
+                   verbose=verbose)
+    run_search(spec, ds, split, study, workers)
     click.echo(f"next: gsearch export-best --study {study_name} --storage {safe_url(storage)}")
 
 
@@ -246,6 +261,22 @@ def predict(model_dir, files, top_k, as_json, backend) -> None:
             click.echo(p.format(top_k or 1))
     if errors:
         sys.exit(1)
+
+
+@main.command("serve-storage")
+@storage_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; 0.0.0.0 lets workers on other machines connect.")
+@click.option("--port", type=click.IntRange(1, 65535), default=13000, show_default=True)
+@user_errors
+def serve_storage_command(storage, host, port) -> None:
+    """Serve a storage to workers through Optuna's gRPC proxy (--storage grpc://HOST:PORT)."""
+    from gsearch.search.study import serve_storage
+
+    click.echo(f"storage proxy for {safe_url(storage)} at grpc://{host}:{port} (Ctrl-C stops; "
+               "workers: gsearch run --storage grpc://HOST:PORT)")
+    serve_storage(storage, host=host, port=port)
+    click.echo("storage proxy stopped")
 
 
 if __name__ == "__main__":

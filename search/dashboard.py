@@ -21,6 +21,8 @@ EXPORT_ATTR = "export"  # study user attribute: what export-best last measured
 
 def default_artifact_dir(storage_url: str) -> Path | None:
     """sqlite:///dir/studies.db -> dir/studies-artifacts; None for a server storage."""
+    if "://" not in storage_url:  # a journal file: dir/studies.log -> dir/studies-artifacts
+        return Path(storage_url).with_name(f"{Path(storage_url).stem}-artifacts")
     url = make_url(storage_url)
     if url.get_backend_name() != "sqlite" or not url.database:
         return None

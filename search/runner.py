@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import optuna
 import torch
 from tqdm.auto import tqdm
@@ -46,12 +48,15 @@ def summary(study: optuna.Study) -> str:
 
 
 def run_study(study: optuna.Study, ds: Dataset, split: Split, *, trials: int, device: torch.device,
-              seed: int = 0, timeout: float | None = None, verbose: bool = False) -> None:
+              seed: int = 0, timeout: float | None = None, verbose: bool = False,
+              callbacks: Sequence[Callable] = ()) -> None:
+    """`callbacks` run after each finished trial, as in study.optimize (workers.py counts
+    the run's trials with one and may call study.stop())."""
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     progress = _Progress(study, trials)
     try:
         study.optimize(Objective(ds, split, device, seed), n_trials=trials, timeout=timeout,
-                       callbacks=[progress])
+                       callbacks=[progress, *callbacks])
     finally:
         progress.bar.close()
         print(summary(study))
