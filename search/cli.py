@@ -77,10 +77,12 @@ def main() -> None:
               show_default=True, help="Fraction of the remaining tracks used for validation.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop starting new trials after this many seconds.")
+@click.option("--population", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Trials trained at once as one batched model; 1 trains them one by one.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every trial.")
 @user_errors
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
-        test_size, val_size, timeout, verbose) -> None:
+        test_size, val_size, timeout, population, verbose) -> None:
     """Run (or resume) a study: TRIALS more trials."""
     from gsearch.data.load import load_dataset
     from gsearch.data.split import split_dataset
@@ -97,7 +99,7 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
                f"({len(split.train)} train / {len(split.val)} validation / {len(split.test)} test, "
                f"test never used by the search), device {device}")
     run_study(study, ds, split, trials=trials, device=device, seed=seed or 0, timeout=timeout,
-              verbose=verbose)
+              verbose=verbose, population=population)
     click.echo(f"next: gsearch export-best --study {study_name} --storage {safe_url(storage)}")
 
 

@@ -1,14 +1,28 @@
-"""Run trials of a study with a progress bar and print a summary at the end."""
+"""Run trials of a study with a progress bar and print a summary at the end.
+
+Two paths: study.optimize over the sequential Objective (`population=1`), or ask/tell
+with several trials trained at once as one batched model (models.population).
+"""
 
 from __future__ import annotations
 
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
 import optuna
 import torch
 from tqdm.auto import tqdm
 
 from gsearch.data.load import Dataset
 from gsearch.data.split import Split
-from gsearch.search.objective import Objective
+from gsearch.models.config import TrialConfig
+from gsearch.models.population import EpochResult, Population, population_key
+from gsearch.models.train import History, TrainData
+from gsearch.search.objective import Objective, evaluation_sets, record_history
+from gsearch.search.space import suggest_config
 from gsearch.search.study import state_counts
 
 TrialState = optuna.trial.TrialState
@@ -45,13 +59,149 @@ def summary(study: optuna.Study) -> str:
     return "\n".join(lines)
 
 
+# Trials trained at once as one batched model (`--population`); 1 trains them one by
+# one with study.optimize. Chosen by measurement, see bench/bench_speed.py.
+DEFAULT_POPULATION = 16
+
+
 def run_study(study: optuna.Study, ds: Dataset, split: Split, *, trials: int, device: torch.device,
-              seed: int = 0, timeout: float | None = None, verbose: bool = False) -> None:
+              seed: int = 0, timeout: float | None = None, verbose: bool = False,
+              population: int = DEFAULT_POPULATION, cv: int = 1) -> None:
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     progress = _Progress(study, trials)
     try:
-        study.optimize(Objective(ds, split, device, seed), n_trials=trials, timeout=timeout,
-                       callbacks=[progress])
+        if population <= 1:
+            study.optimize(Objective(ds, split, device, seed, cv), n_trials=trials, timeout=timeout,
+                           callbacks=[progress])
+        else:
+            _PopulationSearch(study, evaluation_sets(ds, split, cv, seed), device, seed,
+                              population, progress).run(trials, timeout)
     finally:
         progress.bar.close()
         print(summary(study))
+
+
+class _StudyView:
+    """The study as a pruner sees it, read once per epoch for all trials in flight:
+    trial.should_prune() re-reads every running trial from the storage per call
+    (about 20 ms with 16 running trials on SQLite), so K calls per epoch cost K^2."""
+
+    def __init__(self, study: optuna.Study):
+        self._study = study
+        self._trials = study.get_trials(deepcopy=False)
+        self.by_number = {t.number: t for t in self._trials}
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list[optuna.trial.FrozenTrial]:
+        trials = [t for t in self._trials if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
+
+
+@dataclass(eq=False)
+class _Run:
+    """A trial in flight: its folds are members of populations, trained in lockstep."""
+
+    trial: optuna.Trial
+    config: TrialConfig
+    members: list[tuple[tuple, int]]          # (population key, member id) per fold
+    histories: list[History | None]
+    accuracy: list[float]                     # last validation accuracy per fold
+    done: list[bool]
+    epoch: int = -1
+    reported: bool = False
+    diverged: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return all(self.done)
+
+
+class _PopulationSearch:
+    """Ask/tell search: up to `size` trials in flight, their folds grouped into
+    populations that each train one epoch per round. Every trial is reported, pruned
+    and told on its own, with the same user attributes as the sequential objective."""
+
+    def __init__(self, study: optuna.Study, sets: list[TrainData], device: torch.device, seed: int,
+                 size: int, progress: _Progress):
+        self.study, self.sets, self.device, self.seed = study, sets, device, seed
+        self.size, self.progress = size, progress
+        self.pops: dict[tuple, Population] = {}
+        self.owner: dict[tuple[tuple, int], tuple[_Run, int]] = {}
+        self.running: list[_Run] = []
+
+    def run(self, trials: int, timeout: float | None) -> None:
+        start, asked = time.monotonic(), 0
+        try:
+            while True:
+                while (len(self.running) < self.size and asked < trials
+                       and (timeout is None or time.monotonic() - start < timeout)):
+                    self._start(self.study.ask())
+                    asked += 1
+                if not self.running:
+                    return
+                for key, pop in self.pops.items():
+                    for result in pop.run_epoch():
+                        self._record(key, result)
+                self._report_prune_finish()
+        except BaseException:
+            for run in self.running:   # leave no trial RUNNING behind
+                self.study.tell(run.trial, state=TrialState.FAIL)
+            raise
+
+    def _start(self, trial: optuna.Trial) -> None:
+        config = suggest_config(trial)
+        seed = self.seed + trial.number
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("device", str(self.device))
+        n = len(self.sets)
+        run = _Run(trial, config, [], [None] * n, [math.nan] * n, [False] * n)
+        for fold, data in enumerate(self.sets):
+            key = population_key(config, data, self.device)
+            if key not in self.pops:
+                self.pops[key] = Population(device=self.device, seed=self.seed * 7919 + len(self.pops))
+            member = self.pops[key].add(config, data, seed)
+            run.members.append((key, member))
+            self.owner[key, member] = (run, fold)
+        self.running.append(run)
+
+    def _record(self, key: tuple, result: EpochResult) -> None:
+        run, fold = self.owner[key, result.member]
+        run.epoch, run.reported = result.epoch, True
+        run.histories[fold] = result.history
+        if result.history.diverged:
+            run.diverged = result.history.diverged
+        else:
+            run.accuracy[fold] = result.val_accuracy
+        run.done[fold] = result.done
+
+    def _report_prune_finish(self) -> None:
+        reported = [r for r in self.running if r.reported and not r.diverged]
+        for run in reported:
+            run.trial.report(float(np.mean(run.accuracy)), run.epoch)
+        view = _StudyView(self.study) if reported else None
+        for run in list(self.running):
+            if run.diverged:
+                self._end(run, TrialState.PRUNED, reason=run.diverged)
+            elif run.reported and self.study.pruner.prune(view, view.by_number[run.trial.number]):
+                reason = (f"pruner stopped it after epoch {run.epoch + 1} "
+                          f"(validation accuracy {np.mean(run.accuracy):.3f})")
+                self._end(run, TrialState.PRUNED, reason=reason)
+            elif run.finished:
+                self._end(run, TrialState.COMPLETE)
+            run.reported = False
+
+    def _end(self, run: _Run, state: TrialState, reason: str = "") -> None:
+        for fold, (key, member) in enumerate(run.members):
+            if not run.done[fold]:
+                run.histories[fold] = self.pops[key].remove(member)
+                run.histories[fold].stopped_early = True
+            del self.owner[key, member]
+        self.running.remove(run)
+        if reason:
+            run.trial.set_user_attr("pruned_reason", reason)
+        if not run.diverged:
+            record_history(run.trial, [h for h in run.histories if h is not None])
+        value = float(np.mean(run.accuracy)) if state == TrialState.COMPLETE else None
+        self.progress(self.study, self.study.tell(run.trial, value, state=state))

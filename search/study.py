@@ -88,7 +88,9 @@ def load_study(storage: optuna.storages.BaseStorage, name: str, **kwargs) -> opt
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        # constant_liar: trials asked while others run (populations, workers) avoid
+        # the configurations still in flight.
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise GsearchError(f"unknown sampler {name!r}; use tpe or random")
