@@ -21,7 +21,7 @@ REDIS_URL = os.environ.get("GSEARCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 def synthetic_frame(classes=GENRES[:4], tracks_per_class=30, segments=None, seed=0,
-                    separation=3.0) -> pd.DataFrame:
+                    separation=0.6) -> pd.DataFrame:
     """Rows in the Kaggle schema whose features carry the class (learnable, not trivial).
     With `segments=K`, K rows per track named like features_3_sec.csv."""
     rng = np.random.default_rng(seed)
