@@ -10,7 +10,7 @@ import contextlib
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import optuna
@@ -82,43 +82,55 @@ def run_study(study: optuna.Study, ds: Dataset, split: Split, *, trials: int, de
         print(summary(study))
 
 
-# Pruners that read nothing but the trial's own curve and the completed trials; for them
-# the study is read from a local copy instead of the storage.
-_LOCAL_PRUNERS = (optuna.pruners.PercentilePruner, optuna.pruners.ThresholdPruner,
-                  optuna.pruners.NopPruner)
 _REFRESH_SECONDS = 30.0
 
 
-class _FinishedTrials:
-    """The study as a pruner that only reads completed trials sees it, kept locally.
+class _LocalReads:
+    """A storage front for the pruner: trials are read from a local copy, writes go through.
 
     trial.should_prune() re-reads every running trial from the storage on each call
-    (about 20 ms with 16 trials running on SQLite, so K calls an epoch cost O(K^2));
-    here the finished trials come from our own tells and a re-read of the storage every
-    _REFRESH_SECONDS (trials other workers finished). Pruning decisions are the same as
-    should_prune's, up to that staleness."""
+    (about 20 ms with 16 trials running on SQLite), so K calls an epoch cost O(K^2). Here
+    our own trials are kept up to date locally (the curves we report, the system
+    attributes a pruner writes), and the storage is re-read every _REFRESH_SECONDS for
+    what other workers did. Pruning decisions are should_prune's, up to that staleness.
+    """
 
     def __init__(self, study: optuna.Study):
-        self._study = study
-        self._finished: dict[int, optuna.trial.FrozenTrial] = {}
+        self._storage = study._storage
+        self._study_id = study._study_id
+        self._directions = study.directions
+        self.mine: dict[int, optuna.trial.FrozenTrial] = {}    # our running trials by number
+        self._others: dict[int, optuna.trial.FrozenTrial] = {}
         self._read_at = -math.inf
 
-    def add(self, trial: optuna.trial.FrozenTrial) -> None:
-        self._finished[trial.number] = trial
-
-    def refresh(self) -> None:
+    def refresh(self, study: optuna.Study) -> None:
         if time.monotonic() - self._read_at > _REFRESH_SECONDS:
-            for trial in self._study.get_trials(deepcopy=False):
-                if trial.state.is_finished():
-                    self._finished.setdefault(trial.number, trial)
+            self._others = {t.number: t for t in study.get_trials(deepcopy=False) if t.number not in self.mine}
             self._read_at = time.monotonic()
 
-    def get_trials(self, deepcopy: bool = True, states=None) -> list[optuna.trial.FrozenTrial]:
-        trials = [t for _, t in sorted(self._finished.items()) if states is None or t.state in states]
+    def finished(self, trial: optuna.trial.FrozenTrial) -> None:
+        self.mine.pop(trial.number, None)
+        self._others[trial.number] = trial
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list:
+        trials = sorted({**self._others, **self.mine}.items())
+        trials = [t for _, t in trials if states is None or t.state in states]
         return copy.deepcopy(trials) if deepcopy else trials
 
+    def set_trial_system_attr(self, trial_id: int, key: str, value) -> None:
+        for trial in self.mine.values():
+            if trial._trial_id == trial_id:
+                trial.system_attrs[key] = value
+        self._storage.set_trial_system_attr(trial_id, key, value)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._study_id
+
+    def get_study_directions(self, study_id: int) -> list:
+        return self._directions
+
     def __getattr__(self, name):
-        return getattr(self._study, name)
+        return getattr(self._storage, name)
 
 
 @dataclass(eq=False)
@@ -134,15 +146,7 @@ class _Run:
     epoch: int = -1
     reported: bool = False
     diverged: str = ""
-    curve: dict[int, float] = field(default_factory=dict)   # what was reported
-
-    def frozen(self) -> optuna.trial.FrozenTrial:
-        """The running trial as a pruner sees it (params and curve)."""
-        return optuna.trial.FrozenTrial(
-            number=self.trial.number, state=TrialState.RUNNING, value=None, datetime_start=None,
-            datetime_complete=None, params=self.trial.params, distributions=self.trial.distributions,
-            user_attrs={}, system_attrs={}, intermediate_values=dict(self.curve),
-            trial_id=self.trial._trial_id)
+    frozen: optuna.trial.FrozenTrial | None = None   # as the pruner sees it
 
     @property
     def finished(self) -> bool:
@@ -161,7 +165,9 @@ class _PopulationSearch:
         self.pops: dict[tuple, Population] = {}
         self.owner: dict[tuple[tuple, int], tuple[_Run, int]] = {}
         self.running: list[_Run] = []
-        self.finished = _FinishedTrials(study)
+        self.local = _LocalReads(study)
+        # The same study, read through the local copy: what the pruner is shown.
+        self.view = optuna.Study(study.study_name, self.local, sampler=study.sampler, pruner=study.pruner)
 
     def run(self, trials: int, timeout: float | None) -> None:
         start, asked = time.monotonic(), 0
@@ -197,6 +203,11 @@ class _PopulationSearch:
             member = self.pops[key].add(config, data, seed)
             run.members.append((key, member))
             self.owner[key, member] = (run, fold)
+        run.frozen = optuna.trial.FrozenTrial(
+            number=trial.number, state=TrialState.RUNNING, value=None, datetime_start=None,
+            datetime_complete=None, params=trial.params, distributions=trial.distributions,
+            user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=trial._trial_id)
+        self.local.mine[trial.number] = run.frozen
         self.running.append(run)
 
     def _record(self, key: tuple, result: EpochResult) -> None:
@@ -210,9 +221,7 @@ class _PopulationSearch:
         run.done[fold] = result.done
 
     def _report_prune_finish(self) -> None:
-        local = isinstance(self.study.pruner, _LOCAL_PRUNERS)
-        if local:
-            self.finished.refresh()
+        self.local.refresh(self.study)
         for run in list(self.running):
             if run.diverged:
                 self._end(run, TrialState.PRUNED, reason=run.diverged)
@@ -222,9 +231,8 @@ class _PopulationSearch:
             run.reported = False
             value = float(np.mean(run.accuracy))
             run.trial.report(value, run.epoch)
-            run.curve[run.epoch] = value
-            if (self.study.pruner.prune(self.finished, run.frozen()) if local
-                    else run.trial.should_prune()):
+            run.frozen.intermediate_values[run.epoch] = value
+            if self.study.pruner.prune(self.view, run.frozen):
                 reason = f"pruner stopped it after epoch {run.epoch + 1} (validation accuracy {value:.3f})"
                 self._end(run, TrialState.PRUNED, reason=reason)
             elif run.finished:
@@ -243,5 +251,5 @@ class _PopulationSearch:
             record_history(run.trial, [h for h in run.histories if h is not None])
         value = float(np.mean(run.accuracy)) if state == TrialState.COMPLETE else None
         frozen = self.study.tell(run.trial, value, state=state)
-        self.finished.add(frozen)
+        self.local.finished(frozen)
         self.progress(self.study, frozen)

@@ -139,3 +139,34 @@ def test_interrupt_leaves_no_running_trial_and_the_study_resumes(ds, monkeypatch
     run_study(study, ds, split, trials=2, device=torch.device("cpu"), population=3)
     assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 2
     assert TrialState.RUNNING not in [t.state for t in study.trials]
+
+
+def test_pruning_decisions_are_should_prunes(ds, monkeypatch):
+    """The pruner is shown a local copy of the study (no storage read per trial and
+    epoch); in one process it must decide exactly as it would on the storage."""
+    monkeypatch.setattr("gsearch.search.runner.suggest_config", small_space)
+    median = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    decisions = []
+
+    class Checked(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            decision = median.prune(study, trial)
+            stored = real.get_trials(deepcopy=False)[trial.number]
+            assert stored.intermediate_values == trial.intermediate_values
+            assert median.prune(real, stored) == decision
+            decisions.append(decision)
+            return decision
+
+    real = in_memory_study(Checked())
+    run_study(real, ds, split_dataset(ds), trials=10, device=torch.device("cpu"), population=4)
+    assert True in decisions and False in decisions
+
+
+def test_successive_halving_sees_its_rungs(ds, monkeypatch):
+    monkeypatch.setattr("gsearch.search.runner.suggest_config", small_space)
+    study = in_memory_study(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))
+    run_study(study, ds, split_dataset(ds), trials=8, device=torch.device("cpu"), population=4)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned and all("completed_rung_0" in t.system_attrs for t in study.trials)
+    survivors = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert all("completed_rung_1" in t.system_attrs for t in survivors if t.params["epochs"] > 2)
