@@ -85,10 +85,12 @@ def main() -> None:
                    "a trial silent for 3 beats is failed and run again. 0: off.")
 @click.option("--fix", multiple=True, metavar="NAME=VALUE",
               help="Hold a search-space parameter at one value, e.g. --fix epochs=20 (repeatable).")
+@click.option("--population", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Trials trained at once as one batched model; 1 trains them one by one.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every trial.")
 @user_errors
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
-        test_size, val_size, timeout, workers, heartbeat, fix, verbose) -> None:
+        test_size, val_size, timeout, workers, heartbeat, fix, population, verbose) -> None:
     """Run (or resume) a study: TRIALS more trials."""
     from gsearch.data.load import load_dataset
     from gsearch.data.split import split_dataset
@@ -112,7 +114,7 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
                    seed=None if seed is None else seed + done, train_seed=seed or 0,
                    device=str(device), threads=max(1, min(threads, cpu_count() // workers)),
                    trials=trials, timeout=timeout, heartbeat=heartbeat or None, fixed=fixed,
-                   verbose=verbose)
+                   population=population, verbose=verbose)
     run_search(spec, ds, split, study, workers)
     click.echo(f"next: gsearch export-best --study {study_name} --storage {safe_url(storage)}")
 

@@ -209,7 +209,9 @@ def make_sampler(name: str, seed: int | None,
                  fixed: dict | None = None) -> optuna.samplers.BaseSampler:
     """`fixed`: parameters held at one value (see parse_fixed), the others are sampled."""
     if name == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=seed)
+        # constant_liar: trials asked while others run (populations, workers) avoid
+        # the configurations still in flight.
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     elif name == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
