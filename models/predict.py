@@ -10,8 +10,8 @@ import torch
 
 from gsearch import GsearchError
 from gsearch.models.config import TrialConfig
-from gsearch.models.export import META_FILE, MODEL_FILE, ONNX_FILE
-from gsearch.models.mlp import build_mlp
+from gsearch.models.export import ENSEMBLE_FORMAT, FORMAT, META_FILE, MODEL_FILE, ONNX_FILE
+from gsearch.models.mlp import build_ensemble, build_mlp
 
 
 class ExportedModel:
@@ -28,8 +28,14 @@ class ExportedModel:
             self.classes = tuple(self.meta["classes"])
             self.features = tuple(self.meta["features"])
             self.config = TrialConfig.from_dict(self.meta["hyperparameters"])
+            fmt = self.meta.get("format", FORMAT)
+            self.members = ([TrialConfig.from_dict(m) for m in self.meta["members"]]
+                            if fmt == ENSEMBLE_FORMAT else [])
         except (ValueError, KeyError, TypeError) as e:
             raise GsearchError(f"{meta_path} is damaged ({e}); export the model again") from None
+        if fmt not in (FORMAT, ENSEMBLE_FORMAT):
+            raise GsearchError(f"{meta_path} has format {fmt!r}, which this gsearch cannot read; "
+                               "upgrade gsearch or export the model again")
         self.backend = backend
         if backend == "onnx":
             import onnxruntime
@@ -42,7 +48,9 @@ class ExportedModel:
             except Exception as e:
                 raise GsearchError(f"cannot load {directory / MODEL_FILE} ({str(e).splitlines()[0]}); "
                                    "export the model again") from None
-            self._model = build_mlp(self.config, len(self.features), len(self.classes))
+            n_features, n_classes = len(self.features), len(self.classes)
+            self._model = (build_ensemble(self.members, n_features, n_classes) if self.members
+                           else build_mlp(self.config, n_features, n_classes))
             self._model.load_state_dict(state)
             self._model.eval()
         else:
