@@ -1,4 +1,4 @@
-"""The gsearch command line: run, export-best, studies, dashboard."""
+"""The gsearch command line: run, export-best, evaluate, studies, dashboard."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ study_option = click.option("--study", "study_name", default=DEFAULT_STUDY, show
                             help="Study name.")
 device_option = click.option("--device", default="auto", show_default=True,
                              help="auto, cpu or cuda (auto picks CUDA when available).")
+cv_option = click.option("--cv", type=click.IntRange(min=1), default=1, show_default=True,
+                         help="Score each trial by K-fold track-grouped CV on train+validation "
+                              "(1: the fixed validation split). Recorded in the study.")
+ensemble_option = click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
+                               help="Export the top K trials (by validation/CV value) as one "
+                                    "model averaging their probabilities.")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
                               help="Torch CPU threads; tiny MLPs train fastest on one.")
 
@@ -75,12 +81,13 @@ def main() -> None:
               show_default=True, help="Fraction of tracks held out for the final test.")
 @click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
               show_default=True, help="Fraction of the remaining tracks used for validation.")
+@cv_option
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop starting new trials after this many seconds.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every trial.")
 @user_errors
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
-        test_size, val_size, timeout, verbose) -> None:
+        test_size, val_size, cv, timeout, verbose) -> None:
     """Run (or resume) a study: TRIALS more trials."""
     from gsearch.data.load import load_dataset
     from gsearch.data.split import split_dataset
@@ -90,7 +97,7 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     device = _setup_torch(threads, device)
     ds = load_dataset(data_path)  # every data error surfaces before the storage is touched
     split = split_dataset(ds, test_size=test_size, val_size=val_size, seed=split_seed)
-    data = fingerprint(ds, split_seed=split_seed, test_size=test_size, val_size=val_size)
+    data = fingerprint(ds, split_seed=split_seed, test_size=test_size, val_size=val_size, cv=cv)
     study = open_study(open_storage(storage), study_name, data=data, sampler=sampler,
                        pruner=pruner, seed=seed)
     click.echo(f"study '{study_name}' in {safe_url(storage)}: {len(ds.y)} rows "
@@ -108,21 +115,68 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
               default=Path("export"), show_default=True, help="Folder to write the model to.")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
               help="Feature CSV (default: the file the study recorded).")
+@ensemble_option
 @device_option
 @threads_option
 @user_errors
-def export_best_command(study_name, storage, out_dir, data_path, device, threads) -> None:
+def export_best_command(study_name, storage, out_dir, data_path, ensemble, device, threads) -> None:
     """Retrain the best trial, test it on the held-out split, export it."""
     from gsearch.search.export import export_best
     from gsearch.search.study import load_study, open_storage
 
     device = _setup_torch(threads, device)
     study = load_study(open_storage(storage, must_exist=True), study_name)
-    info = export_best(study, out_dir, data_path=str(data_path) if data_path else None, device=device)
-    click.echo(f"trial #{info['trial_number']}: validation accuracy {info['validation_accuracy']:.3f}, "
+    info = export_best(study, out_dir, data_path=str(data_path) if data_path else None, device=device,
+                       ensemble=ensemble)
+    what = f"trial #{info['trial_number']}"
+    if ensemble > 1:
+        alone = ", ".join(f"{a:.3f}" for a in info["member_test_accuracy"])
+        what = f"top-{ensemble} ensemble of trials {info['member_trials']} (test accuracy alone: {alone})\n"
+    click.echo(f"{what}: validation accuracy {info['validation_accuracy']:.3f}, "
                f"test accuracy {info['test_accuracy']:.3f}, test macro-F1 {info['test_macro_f1']:.3f} "
                f"({info['n_test']} held-out rows)")
     click.echo(f"wrote {out_dir}/: model.onnx, model.pt, model.json, report.json, confusion_matrix.png")
+
+
+@main.command("evaluate")
+@click.option("--split-seeds", default="42,0,1", show_default=True,
+              help="Comma-separated split seeds; each gets its own study and test split.")
+@click.option("--trials", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Finished trials per split seed (a study that has them is not searched again).")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=DEFAULT_DATA,
+              show_default=True, help="GTZAN feature CSV.")
+@click.option("--storage", default=None,
+              help="Storage for the per-seed studies evaluate-split<seed>-cv<K> "
+                   "[default: sqlite:///evaluate.db, apart from studies.db].")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("evaluation"), show_default=True,
+              help="Folder for the exported models, one subfolder per split seed.")
+@cv_option
+@ensemble_option
+@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True)
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampler and training seed.")
+@device_option
+@threads_option
+@user_errors
+def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensemble, sampler, pruner,
+                     seed, device, threads) -> None:
+    """Honest benchmark: per split seed, search train+validation, export, score on test."""
+    from gsearch.search.evaluate import DEFAULT_EVAL_STORAGE, evaluate_seeds, format_table
+
+    try:
+        seeds = [int(s) for s in split_seeds.split(",") if s.strip()]
+    except ValueError:
+        raise GsearchError(f"--split-seeds must be integers separated by commas, got {split_seeds!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise GsearchError(f"--split-seeds needs distinct integers, got {split_seeds!r}; e.g. 42,0,1")
+    device = _setup_torch(threads, device)
+    results = evaluate_seeds(data_path, split_seeds=seeds, trials=trials, cv=cv,
+                             storage=storage or DEFAULT_EVAL_STORAGE, out_dir=out_dir, device=device,
+                             ensemble=ensemble, sampler=sampler, pruner=pruner, seed=seed)
+    click.echo(format_table(results))
+    click.echo(f"models in {out_dir}/split<seed>/; studies in {safe_url(storage or DEFAULT_EVAL_STORAGE)}")
 
 
 @main.command()
