@@ -21,9 +21,10 @@ device_option = click.option("--device", default="auto", show_default=True,
 cv_option = click.option("--cv", type=click.IntRange(min=1), default=1, show_default=True,
                          help="Score each trial by K-fold track-grouped CV on train+validation "
                               "(1: the fixed validation split). Recorded in the study.")
-ensemble_option = click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
-                               help="Export the top K trials (by validation/CV value) as one "
-                                    "model averaging their probabilities.")
+ensemble_option = click.option("--ensemble", type=click.IntRange(min=1), default=None,
+                               help="Export the top K trials (ranked by validation/CV value) as one "
+                                    "model averaging their probabilities; 1 = the best trial alone "
+                                    "[default: 5, or every completed trial when fewer].")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
                               help="Torch CPU threads; tiny MLPs train fastest on one.")
 
@@ -129,9 +130,10 @@ def export_best_command(study_name, storage, out_dir, data_path, ensemble, devic
     info = export_best(study, out_dir, data_path=str(data_path) if data_path else None, device=device,
                        ensemble=ensemble)
     what = f"trial #{info['trial_number']}"
-    if ensemble > 1:
+    if "member_trials" in info:
         alone = ", ".join(f"{a:.3f}" for a in info["member_test_accuracy"])
-        what = f"top-{ensemble} ensemble of trials {info['member_trials']} (test accuracy alone: {alone})\n"
+        what = (f"top-{len(info['member_trials'])} ensemble of trials {info['member_trials']} "
+                f"(test accuracy alone: {alone})\nbest member {what}")
     click.echo(f"{what}: validation accuracy {info['validation_accuracy']:.3f}, "
                f"test accuracy {info['test_accuracy']:.3f}, test macro-F1 {info['test_macro_f1']:.3f} "
                f"({info['n_test']} held-out rows)")

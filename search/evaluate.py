@@ -64,7 +64,7 @@ def baselines(ds: Dataset, split: Split, seed: int = 0) -> dict[str, tuple[float
 
 
 def evaluate_seeds(data_path: str | Path, *, split_seeds: list[int], trials: int, cv: int,
-                   storage: str, out_dir: Path, device: torch.device, ensemble: int = 1,
+                   storage: str, out_dir: Path, device: torch.device, ensemble: int | None = None,
                    sampler: str = "tpe", pruner: str = "median", seed: int = 0,
                    test_size: float = 0.2, val_size: float = 0.2) -> list[SeedResult]:
     """Search, export and score once per split seed; a seed's study is topped up to
@@ -88,11 +88,11 @@ def evaluate_seeds(data_path: str | Path, *, split_seeds: list[int], trials: int
                            device=device, ensemble=ensemble)
         result = SeedResult(split_seed, name, sum(state_counts(study)[s] for s in FINISHED),
                             info["validation_accuracy"])
-        if ensemble > 1:
+        if "member_trials" in info:
             result.scores["MLP best"] = (info["member_test_accuracy"][0],
-                                               info["member_test_macro_f1"][0])
-            result.scores[f"MLP top-{ensemble}"] = (info["test_accuracy"],
-                                                            info["test_macro_f1"])
+                                         info["member_test_macro_f1"][0])
+            result.scores[f"MLP top-{len(info['member_trials'])}"] = (info["test_accuracy"],
+                                                                      info["test_macro_f1"])
         else:
             result.scores["MLP best"] = (info["test_accuracy"], info["test_macro_f1"])
         result.scores.update(baselines(ds, split, seed))

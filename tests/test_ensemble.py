@@ -26,7 +26,7 @@ def searched(make_csv, tmp_path, cli, tiny_space):  # noqa: F811
 def test_ensemble_export_is_one_graph_matching_torch(searched, tmp_path, cli):
     csv, db = searched
     out = tmp_path / "ens"
-    result = cli("export-best", "--storage", db, "--out", out, "--ensemble", 3)
+    result = cli("export-best", "--storage", db, "--out", out)  # default: top 5, here all 3
     assert result.exit_code == 0, result.output
     assert "top-3 ensemble of trials" in result.output
     meta = json.loads((out / "model.json").read_text())
@@ -66,7 +66,7 @@ def test_ensemble_export_is_one_graph_matching_torch(searched, tmp_path, cli):
 def test_single_model_format_still_exports_and_loads(searched, tmp_path, cli):
     csv, db = searched
     out = tmp_path / "one"
-    assert cli("export-best", "--storage", db, "--out", out).exit_code == 0
+    assert cli("export-best", "--storage", db, "--out", out, "--ensemble", 1).exit_code == 0
     meta = json.loads((out / "model.json").read_text())
     assert meta["format"] == "gsearch-mlp/1" and "members" not in meta
     X = load_dataset(csv).X[:10]
