@@ -38,6 +38,7 @@ class Dataset:
     filenames: np.ndarray
     sha256: str
     path: str
+    clip_samples: int | None = None  # median row length in samples; None without a length column
 
     @property
     def n_tracks(self) -> int:
@@ -62,6 +63,12 @@ def track_ids(filenames: pd.Series, lengths: pd.Series) -> np.ndarray:
     if len(lengths) and (lengths <= SEGMENT_MAX_SAMPLES).all():
         stems = stems.map(lambda stem: re.sub(r"\.\d+$", "", stem))
     return stems.to_numpy()
+
+
+def _median_length(lengths: pd.Series) -> int | None:
+    values = pd.to_numeric(lengths, errors="coerce")
+    values = values[(values > 0) & (values < np.iinfo(np.int64).max)]
+    return int(values.median()) if len(values) else None
 
 
 def read_features(path: str | Path, *, require_labels: bool = True) -> pd.DataFrame:
@@ -110,8 +117,8 @@ def read_features(path: str | Path, *, require_labels: bool = True) -> pd.DataFr
 
 
 def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None) -> Dataset:
-    """Load a labelled feature CSV. `classes` fixes the label order (default: GENRES
-    when every label is a GTZAN genre, else the sorted labels found)."""
+    """Load a labelled feature CSV. Labels must be GTZAN genres (or the given `classes`);
+    the model's classes are the genres present, in GENRES order."""
     path = Path(path)
     frame = read_features(path)
     labels = frame[LABEL_COLUMN]
@@ -122,24 +129,24 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None) -> Da
                         "every row needs a genre")
     labels = labels.astype(str).str.strip()
     found = sorted(set(labels))
-    if classes is None:
-        gtzan = set(found) <= set(GENRES)
-        classes = tuple(g for g in GENRES if g in found) if gtzan else tuple(found)
-    unknown = [label for label in found if label not in classes]
+    unknown = [label for label in found if label not in (classes or GENRES)]
     if unknown:
         row = int(np.flatnonzero(labels.isin(unknown).to_numpy())[0])
         raise DataError(f"{path}: unknown label {unknown[0]!r} at data row {row + 1}; "
-                        f"expected one of {', '.join(classes)}")
+                        f"expected one of {', '.join(classes or GENRES)}")
+    if classes is None:
+        classes = tuple(g for g in GENRES if g in found)
     if len(found) < 2:
         raise DataError(f"{path}: only {len(found)} class ({', '.join(found)}) found; "
                         "a classifier needs at least 2 genres")
     index = {c: i for i, c in enumerate(classes)}
     return Dataset(
-        X=frame[list(FEATURE_NAMES)].to_numpy(np.float32),
-        y=labels.map(index).to_numpy(np.int64),
+        X=frame[list(FEATURE_NAMES)].to_numpy(np.float32, copy=True),
+        y=labels.map(index).to_numpy(np.int64, copy=True),
         classes=tuple(classes),
         groups=track_ids(frame[FILENAME_COLUMN], frame[LENGTH_COLUMN]),
         filenames=frame[FILENAME_COLUMN].astype(str).to_numpy(),
         sha256=file_sha256(path),
         path=str(path.resolve()),
+        clip_samples=_median_length(frame[LENGTH_COLUMN]),
     )

@@ -1,4 +1,5 @@
-"""The gsearch command line: run, export-best, evaluate, studies, dashboard."""
+"""The gsearch command line: run, export-best, evaluate, report, studies, dashboard, extract,
+predict."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ ensemble_option = click.option("--ensemble", type=click.IntRange(min=1), default
                                help="Export the top K trials (ranked by validation/CV value) as one "
                                     "model averaging their probabilities; 1 = the best trial alone "
                                     "[default: 5, or every completed trial when fewer].")
+artifacts_option = click.option(
+    "--artifacts", type=click.Path(path_type=Path, file_okay=False), default=None,
+    help="Artifact folder for the dashboard [default: beside a SQLite file, e.g. "
+         "studies-artifacts/ for studies.db; none for a server storage].")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
                               help="Torch CPU threads; tiny MLPs train fastest on one.")
 
@@ -58,9 +63,6 @@ def _setup_torch(threads: int, device: str):
 @click.version_option(__version__, prog_name="gsearch")
 def main() -> None:
     """Hyperparameter search for music-genre MLPs on GTZAN features."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @main.command()
@@ -117,27 +119,53 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
               help="Feature CSV (default: the file the study recorded).")
 @ensemble_option
+@artifacts_option
 @device_option
 @threads_option
 @user_errors
-def export_best_command(study_name, storage, out_dir, data_path, ensemble, device, threads) -> None:
-    """Retrain the best trial, test it on the held-out split, export it."""
+def export_best_command(study_name, storage, out_dir, data_path, ensemble, artifacts, device,
+                        threads) -> None:
+    """Retrain the top trials (5 by default) or the best, test on the held-out split, export."""
+    from gsearch.search.dashboard import artifact_dir, attach_export
     from gsearch.search.export import export_best
     from gsearch.search.study import load_study, open_storage
 
     device = _setup_torch(threads, device)
     study = load_study(open_storage(storage, must_exist=True), study_name)
+    artifacts = artifact_dir(artifacts, storage)
     info = export_best(study, out_dir, data_path=str(data_path) if data_path else None, device=device,
                        ensemble=ensemble)
-    what = f"trial #{info['trial_number']}"
+    scores = (f"test accuracy {info['test_accuracy']:.3f}, test macro-F1 {info['test_macro_f1']:.3f} "
+              f"({info['n_test']} held-out rows)")
     if "member_trials" in info:
-        alone = ", ".join(f"{a:.3f}" for a in info["member_test_accuracy"])
-        what = (f"top-{len(info['member_trials'])} ensemble of trials {info['member_trials']} "
-                f"(test accuracy alone: {alone})\nbest member {what}")
-    click.echo(f"{what}: validation accuracy {info['validation_accuracy']:.3f}, "
-               f"test accuracy {info['test_accuracy']:.3f}, test macro-F1 {info['test_macro_f1']:.3f} "
-               f"({info['n_test']} held-out rows)")
+        click.echo(f"top-{len(info['member_trials'])} trials {info['member_trials']}: validation "
+                   + ", ".join(f"{v:.3f}" for v in info["member_validation_accuracy"]) + "; test alone "
+                   + ", ".join(f"{a:.3f}" for a in info["member_test_accuracy"]))
+        click.echo(f"ensemble (their mean probability): {scores}")
+    else:
+        click.echo(f"trial #{info['trial_number']}: validation accuracy "
+                   f"{info['validation_accuracy']:.3f}, {scores}")
     click.echo(f"wrote {out_dir}/: model.onnx, model.pt, model.json, report.json, confusion_matrix.png")
+    attach_export(study, out_dir, artifacts)
+    click.echo(f"dashboard: test metrics noted on trial #{info['trial_number']}, " +
+               (f"confusion matrix and report attached to the study (artifacts in {artifacts}/)"
+                if artifacts else "no artifacts (pass --artifacts DIR for a server storage)"))
+
+
+@main.command()
+@study_option
+@storage_option
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("report"), show_default=True, help="Folder to write the plots to.")
+@user_errors
+def report(study_name, storage, out_dir) -> None:
+    """Plots of a study (PNG and interactive HTML) and a markdown summary."""
+    from gsearch.search.report import write_report
+    from gsearch.search.study import load_study, open_storage
+
+    study = load_study(open_storage(storage, must_exist=True), study_name)
+    files = write_report(study, out_dir, safe_url(storage))
+    click.echo(f"wrote {len(files)} files to {out_dir}/: " + ", ".join(f.name for f in files))
 
 
 @main.command("evaluate")
@@ -210,16 +238,74 @@ def studies(storage) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; 0.0.0.0 exposes the dashboard to the network.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@artifacts_option
 @user_errors
-def dashboard(storage, host, port) -> None:
+def dashboard(storage, host, port, artifacts) -> None:
     """Serve optuna-dashboard for a storage."""
-    import optuna_dashboard
-
+    from gsearch.search.dashboard import artifact_dir, serve
     from gsearch.search.study import open_storage
 
     store = open_storage(storage, must_exist=True)
-    click.echo(f"optuna-dashboard for {safe_url(storage)} at http://{host}:{port}/ (Ctrl-C stops)")
-    optuna_dashboard.run_server(store, host=host, port=port)
+    artifacts = artifact_dir(artifacts, storage)
+    click.echo(f"optuna-dashboard for {safe_url(storage)} at http://{host}:{port}/ "
+               f"(artifacts: {artifacts or 'none, pass --artifacts DIR'}; Ctrl-C stops)")
+    serve(store, host=host, port=port, artifacts=artifacts)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="CSV to write (Kaggle schema: filename,length,<57 features>,label).")
+@click.option("--segment-seconds", type=click.Choice(["30", "3"]), default="30", show_default=True,
+              help="30: one row per file, over the whole file (like features_30_sec.csv); "
+                   "3: one row per consecutive 3 s segment (like features_3_sec.csv).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (files are extracted in parallel).")
+@user_errors
+def extract(paths, out, segment_seconds, jobs) -> None:
+    """Extract the 57 GTZAN features of audio files (or folders, recursively) into a CSV.
+    The label is the parent folder when it is a genre (genres_original/<genre>/<file>)."""
+    from gsearch.data.extract import extract_to_csv  # sets the numba cache before librosa loads
+
+    report = extract_to_csv(paths, out, segment_seconds=None if segment_seconds == "30" else 3.0, jobs=jobs)
+    done = f"wrote {report.rows} rows from {report.files - len(report.failed)} file(s) to {out}"
+    if report.failed:
+        raise GsearchError(f"{len(report.failed)} of {report.files} file(s) skipped (listed above); "
+                           + (done if report.rows else "nothing written"))
+    click.echo(done)
+
+
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder written by 'gsearch export-best'.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="Show the K most likely genres [default: 1; with --json: all].")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {file, genre, probabilities}.")
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@user_errors
+def predict(model_dir, files, top_k, as_json, backend) -> None:
+    """Classify audio files (or folders) and feature CSVs (one result per row) with an exported
+    model. Audio longer than two of the model's clips is classified in clip-long windows, averaged."""
+    import json
+
+    from gsearch.models.predict import ExportedModel, predict_files
+
+    model = ExportedModel(model_dir, backend)
+    errors = []
+
+    def report(error: GsearchError) -> None:  # one line per bad file; the others go on
+        errors.append(error)
+        click.echo(f"error: {error}", err=True)
+
+    predictions = predict_files(model, files, on_error=report)
+    if as_json:
+        click.echo(json.dumps([p.to_json(top_k) for p in predictions], indent=2))
+    else:
+        for p in predictions:
+            click.echo(p.format(top_k or 1))
+    if errors:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

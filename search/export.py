@@ -108,6 +108,7 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None,
         "retrained_on_rows": int(len(rows)),
         "train_seconds": round(seconds, 3),
         "data_sha256": ds.sha256,
+        "clip_samples": ds.clip_samples,  # predict cuts longer audio into windows of this length
         "split": options,
     }
     if ensemble > 1:

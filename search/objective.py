@@ -72,6 +72,7 @@ class Objective:
         seed = self.seed + trial.number
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr("config", config.describe())  # with the fields the space does not search
 
         def on_epoch(epoch: int, val_accuracy: float, train_loss: float) -> bool:
             trial.report(val_accuracy, epoch)

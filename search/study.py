@@ -33,6 +33,7 @@ def _first_line(error: BaseException) -> str:
 
 def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
     """An Optuna storage for a SQLAlchemy URL (sqlite://, postgresql://, mysql://)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # gsearch prints its own progress
     try:
         parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError:

@@ -28,7 +28,7 @@ def test_ensemble_export_is_one_graph_matching_torch(searched, tmp_path, cli):
     out = tmp_path / "ens"
     result = cli("export-best", "--storage", db, "--out", out)  # default: top 5, here all 3
     assert result.exit_code == 0, result.output
-    assert "top-3 ensemble of trials" in result.output
+    assert "top-3 trials" in result.output and "ensemble (their mean probability)" in result.output
     meta = json.loads((out / "model.json").read_text())
     study = optuna.load_study(study_name="gtzan-mlp", storage=db)
     ranked = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)),

@@ -1,6 +1,7 @@
 """gsearch: hyperparameter search for music-genre MLPs on GTZAN features.
 
-The code lives in three top-level folders, installed under this name:
+This file is the repository root's __init__.py; setup.cfg installs the root as
+the package gsearch, with three folders:
 ``gsearch.data`` (load, validate, split), ``gsearch.models`` (config, MLP,
 training, export, prediction) and ``gsearch.search`` (Optuna study and CLI).
 """

@@ -1,0 +1,235 @@
+"""The search end to end through the CLI: run, resume, prune, guard, bad inputs."""
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from conftest import synthetic_frame
+
+from gsearch.data.load import load_dataset
+from gsearch.data.split import split_dataset
+from gsearch.models.config import TrialConfig
+from gsearch.models.train import DivergedError, TrainData, train
+from gsearch.search.objective import Objective
+from gsearch.search.study import open_storage, safe_url
+
+TrialState = optuna.trial.TrialState
+
+
+def storage_url(tmp_path):
+    return f"sqlite:///{tmp_path / 's.db'}"
+
+
+def load(tmp_path, name="t"):
+    return optuna.load_study(study_name=name, storage=storage_url(tmp_path))
+
+
+def test_short_search_persists_trials_with_curves_and_attributes(cli, make_csv, tmp_path):
+    csv = make_csv()
+    result = cli("run", "--trials", 3, "--data", csv, "--storage", storage_url(tmp_path),
+                 "--study", "t", "--seed", 1)
+    assert result.exit_code == 0, result.output
+    assert "3 trials" in result.output and "best trial #" in result.output
+    study = load(tmp_path)
+    assert len(study.trials) == 3
+    assert study.metric_names == ["validation accuracy"]
+    assert study.user_attrs["data_sha256"] == load_dataset(csv).sha256
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert done, "no trial completed"
+    for trial in done:
+        assert set(trial.params) >= {"n_layers", "width", "dropout", "batch_norm", "lr", "epochs",
+                                     "batch_size", "weight_decay"}
+        assert len(trial.intermediate_values) == trial.params["epochs"]  # a report per epoch
+        assert trial.user_attrs["epochs_run"] == trial.params["epochs"]
+        assert trial.user_attrs["n_params"] > 0 and trial.user_attrs["device"] == "cpu"
+        assert trial.user_attrs["train_seconds"] > 0
+        assert trial.value == trial.intermediate_values[trial.params["epochs"] - 1]
+    assert max(t.value for t in done) > 0.5  # 4 classes: chance is 0.25
+
+
+def test_rerun_resumes_with_n_more_trials(cli, make_csv, tmp_path):
+    args = ["--data", make_csv(), "--storage", storage_url(tmp_path), "--study", "t", "--seed", 1]
+    assert cli("run", "--trials", 2, *args).exit_code == 0
+    first = [t.params for t in load(tmp_path).trials]
+    assert cli("run", "--trials", 2, *args).exit_code == 0
+    trials = load(tmp_path).trials
+    assert len(trials) == 4 and [t.params for t in trials[:2]] == first
+    assert trials[2].params != trials[0].params  # the seeded sampler continues, no replay
+
+
+def test_seed_makes_a_study_reproducible(cli, make_csv, tmp_path):
+    csv = make_csv()
+    values = []
+    for name in ("a", "b"):
+        assert cli("run", "--trials", 2, "--data", csv, "--storage", storage_url(tmp_path),
+                   "--study", name, "--seed", 7).exit_code == 0
+        values.append([(t.params, t.value) for t in load(tmp_path, name).trials])
+    assert values[0] == values[1]
+
+
+def test_pruner_stops_hopeless_trials_early(make_csv):
+    ds = load_dataset(make_csv())
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.ThresholdPruner(lower=1.1, n_warmup_steps=2))
+    study.optimize(Objective(ds, split_dataset(ds), "cpu"), n_trials=2)
+    for trial in study.trials:
+        assert trial.state == TrialState.PRUNED
+        assert len(trial.intermediate_values) == 3 == trial.user_attrs["epochs_run"]
+        assert "pruner stopped it after epoch 3" in trial.user_attrs["pruned_reason"]
+
+
+def test_cli_pruners_and_samplers_run(cli, make_csv, tmp_path):
+    for i, (pruner, sampler) in enumerate([("hyperband", "random"), ("none", "tpe")]):
+        result = cli("run", "--trials", 2, "--data", make_csv(), "--storage", storage_url(tmp_path),
+                     "--study", f"s{i}", "--pruner", pruner, "--sampler", sampler)
+        assert result.exit_code == 0, result.output
+        assert len(load(tmp_path, f"s{i}").trials) == 2
+
+
+def test_diverging_loss_ends_the_trial_not_the_study(make_csv, monkeypatch):
+    ds = load_dataset(make_csv())
+    data = TrainData(ds.X, ds.y, 4, ds.X, ds.y)
+    with pytest.raises(DivergedError, match="nan"):
+        train(TrialConfig(n_layers=3, width=64, batch_norm=False, dropout=0, lr=1e15,
+                          weight_decay=0, epochs=5), data)
+
+    def explosive(trial):
+        return TrialConfig(n_layers=3, width=64, batch_norm=False, dropout=0, lr=1e15,
+                           weight_decay=0, epochs=5 + trial.suggest_int("k", 0, 0))
+
+    monkeypatch.setattr("gsearch.search.objective.suggest_config", explosive)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(Objective(ds, split_dataset(ds), "cpu"), n_trials=2)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
+    assert "training loss became nan" in study.trials[0].user_attrs["pruned_reason"]
+
+
+def test_other_data_is_refused_on_an_existing_study(cli, make_csv, tmp_path):
+    url = storage_url(tmp_path)
+    assert cli("run", "--trials", 1, "--data", make_csv("a.csv"), "--storage", url,
+               "--study", "t").exit_code == 0
+    before = digest(tmp_path / "s.db")
+    result = cli("run", "--trials", 1, "--data", make_csv("b.csv", seed=5), "--storage", url,
+                 "--study", "t")
+    assert result.exit_code == 1 and "data_sha256" in result.output and "--study" in result.output
+    result = cli("run", "--trials", 1, "--data", make_csv("a.csv"), "--storage", url,
+                 "--study", "t", "--split-seed", 3)
+    assert result.exit_code == 1 and "split_seed" in result.output
+    assert digest(tmp_path / "s.db") == before and len(load(tmp_path).trials) == 1
+
+
+@pytest.fixture(scope="module")
+def one_trial_store(tmp_path_factory):
+    """A storage holding study 't' with one finished trial, made once per module."""
+    from click.testing import CliRunner
+
+    from gsearch.search.cli import main
+
+    folder = tmp_path_factory.mktemp("store")
+    synthetic_frame().to_csv(folder / "features.csv", index=False)
+    result = CliRunner().invoke(main, ["run", "--trials", "1", "--data", str(folder / "features.csv"),
+                                       "--storage", f"sqlite:///{folder / 's.db'}", "--study", "t"])
+    assert result.exit_code == 0, result.output
+    return folder / "s.db"
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def nan_csv(make_csv):
+    frame = synthetic_frame()
+    frame.loc[5, "rms_var"] = np.nan
+    return make_csv("nan.csv", frame=frame)
+
+
+def unknown_label_csv(make_csv):
+    frame = synthetic_frame()
+    frame.loc[0, "label"] = "polka"
+    return make_csv("unknown.csv", frame=frame)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing", "feature file not found"),
+    ("schema", "lacks 1 feature column"),
+    ("nan", "'rms_var'"),
+    ("unknown", "unknown label 'polka' at data row 1"),
+    ("bad_url", "bad storage URL"),
+    ("no_folder", "does not exist"),
+    ("cuda", "CUDA is not available"),
+])
+def test_bad_inputs_fail_with_one_line_and_leave_the_store_untouched(
+        cli, make_csv, tmp_path, one_trial_store, case, expected):
+    url = storage_url(tmp_path)
+    good = make_csv()
+    shutil.copy(one_trial_store, tmp_path / "s.db")
+    before = digest(tmp_path / "s.db")
+    args = {"data": good, "storage": url, "device": "cpu"}
+    if case == "missing":
+        args["data"] = tmp_path / "nope.csv"
+    elif case == "schema":
+        args["data"] = make_csv("schema.csv", frame=synthetic_frame().drop(columns=["tempo"]))
+    elif case == "nan":
+        args["data"] = nan_csv(make_csv)
+    elif case == "unknown":
+        args["data"] = unknown_label_csv(make_csv)
+    elif case == "bad_url":
+        args["storage"] = "notadb:://x"
+    elif case == "no_folder":
+        args["storage"] = f"sqlite:///{tmp_path}/missing/dir/s.db"
+    elif case == "cuda":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        args["device"] = "cuda"
+    result = cli("run", "--trials", 1, "--data", args["data"], "--storage", args["storage"],
+                 "--study", "t", "--device", args["device"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert re.search(expected, lines[0]), lines[0]
+    assert digest(tmp_path / "s.db") == before
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("option", [["--trials", "0"], ["--test-size", "1.5"], ["--pruner", "magic"]])
+def test_impossible_options_are_usage_errors(cli, option, tmp_path):
+    result = cli("run", *option, "--storage", storage_url(tmp_path))
+    assert result.exit_code == 2 and "Invalid value" in result.output
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_real_process_prints_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "gsearch.search.cli", "run", "--data",
+                           str(tmp_path / "none.csv"), "--storage", storage_url(tmp_path)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: feature file not found")
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_password_never_shown(cli, tmp_path):
+    assert safe_url("postgresql://me:s3cret@db.example/x") == "postgresql://me:***@db.example/x"
+    result = cli("studies", "--storage", "postgresql://me:s3cret@127.0.0.1:9/x")
+    assert result.exit_code == 1 and "s3cret" not in result.output and "***" in result.output
+
+
+def test_studies_lists_counts(cli, make_csv, tmp_path):
+    assert cli("run", "--trials", 2, "--data", make_csv(), "--storage", storage_url(tmp_path),
+               "--study", "listed").exit_code == 0
+    result = cli("studies", "--storage", storage_url(tmp_path))
+    row = [line for line in result.output.splitlines() if line.startswith("listed")][0].split()
+    assert row[1] == "2" and int(row[2]) + int(row[3]) + int(row[4]) == 2
+    missing = cli("studies", "--storage", f"sqlite:///{tmp_path}/none.db")
+    assert missing.exit_code == 1 and "gsearch run" in missing.output
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_open_storage_creates_tables_for_a_new_file(tmp_path):
+    open_storage(storage_url(tmp_path))
+    assert (tmp_path / "s.db").exists()
