@@ -198,7 +198,8 @@ def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensem
     try:
         seeds = [int(s) for s in split_seeds.split(",") if s.strip()]
     except ValueError:
-        raise GsearchError(f"--split-seeds must be integers separated by commas, got {split_seeds!r}") from None
+        raise GsearchError(f"--split-seeds must be integers separated by commas, got "
+                           f"{split_seeds!r}; e.g. 42,0,1") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise GsearchError(f"--split-seeds needs distinct integers, got {split_seeds!r}; e.g. 42,0,1")
     device = _setup_torch(threads, device)

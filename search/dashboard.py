@@ -70,9 +70,9 @@ def _note(report: dict, links: dict[str, str], out_dir: Path) -> str:
                      f"| {m['support']:.0f} |"
                      for genre, m in test["per_class"].items()
                      if genre != "accuracy" and not genre.endswith(" avg"))
+    alone = ", ".join(f"{a:.3f}" for a in report.get("member_test_accuracy", []))
     ensemble = (f"An ensemble of trials {report['member_trials']} (this trial is its best member; "
-                f"test accuracy of each alone: {', '.join(f'{a:.3f}' for a in report['member_test_accuracy'])}).\n"
-                if "member_trials" in report else "")
+                f"test accuracy of each alone: {alone}).\n" if "member_trials" in report else "")
     shown = "".join(f"![confusion matrix]({url})\n\n" if name.endswith(".png") else
                     f"Full report: [{name}]({url})\n\n" for name, url in links.items())
     return f"""## Held-out test (gsearch export-best)
