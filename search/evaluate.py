@@ -31,6 +31,7 @@ class SeedResult:
     study: str
     trials: int
     search_value: float  # the search's own estimate for its best trial (validation / CV)
+    search_minutes: float  # summed trial durations: the search's cost
     scores: dict[str, tuple[float, float]] = field(default_factory=dict)  # model -> (acc, F1)
 
 
@@ -87,7 +88,7 @@ def evaluate_seeds(data_path: str | Path, *, split_seeds: list[int], trials: int
         info = export_best(study, out_dir / f"split{split_seed}", data_path=ds.path,
                            device=device, ensemble=ensemble)
         result = SeedResult(split_seed, name, sum(state_counts(study)[s] for s in FINISHED),
-                            info["validation_accuracy"])
+                            info["validation_accuracy"], _search_minutes(study))
         if "member_trials" in info:
             result.scores["MLP best"] = (info["member_test_accuracy"][0],
                                          info["member_test_macro_f1"][0])
@@ -100,6 +101,12 @@ def evaluate_seeds(data_path: str | Path, *, split_seeds: list[int], trials: int
     return results
 
 
+def _search_minutes(study) -> float:
+    return sum((t.datetime_complete - t.datetime_start).total_seconds()
+               for t in study.get_trials(deepcopy=False)
+               if t.datetime_start and t.datetime_complete) / 60
+
+
 def _mean_std(values: list[float]) -> str:
     std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     return f"{np.mean(values):.3f} ± {std:.3f}"
@@ -107,16 +114,17 @@ def _mean_std(values: list[float]) -> str:
 
 def format_table(results: list[SeedResult]) -> str:
     """Per seed: test accuracy / macro-F1 of every model; then mean ± std over seeds.
-    'search value' is the search's own (validation / CV) estimate for its best trial."""
+    'search value' is the search's own (validation / CV) estimate for its best trial,
+    'search min' the summed duration of its trials."""
     models = list(results[0].scores)
-    head = f"{'split seed':>10} {'trials':>6} {'search value':>12}" + "".join(
+    head = f"{'split seed':>10} {'trials':>6} {'search min':>10} {'search value':>12}" + "".join(
         f" | {m + ' acc / F1':>20}" for m in models)
     lines = [head, "-" * len(head)]
     for r in results:
-        lines.append(f"{r.split_seed:>10} {r.trials:>6} {r.search_value:>12.3f}" + "".join(
-            f" | {f'{r.scores[m][0]:.3f} / {r.scores[m][1]:.3f}':>20}" for m in models))
+        lines.append(f"{r.split_seed:>10} {r.trials:>6} {r.search_minutes:>10.1f} {r.search_value:>12.3f}"
+                     + "".join(f" | {f'{r.scores[m][0]:.3f} / {r.scores[m][1]:.3f}':>20}" for m in models))
     lines.append("-" * len(head))
     for i, what in enumerate(("test accuracy", "test macro-F1")):
-        lines.append(f"{'mean ± std ' + what:>30}" + "".join(
+        lines.append(f"{'mean ± std ' + what:>41}" + "".join(
             f" | {_mean_std([r.scores[m][i] for r in results]):>20}" for m in models))
     return "\n".join(lines)
