@@ -24,7 +24,7 @@ from gsearch.data.split import Split
 from gsearch.models.config import TrialConfig
 from gsearch.models.population import EpochResult, Population, population_key
 from gsearch.models.train import History, TrainData
-from gsearch.search.objective import Objective, evaluation_sets, record_history
+from gsearch.search.objective import Objective, record_history
 from gsearch.search.space import suggest_config
 from gsearch.search.study import state_counts
 
@@ -69,19 +69,20 @@ DEFAULT_POPULATION = 16
 
 def run_study(study: optuna.Study, ds: Dataset, split: Split, *, trials: int, device: torch.device,
               seed: int = 0, timeout: float | None = None, verbose: bool = False,
-              population: int = DEFAULT_POPULATION, cv: int = 1,
+              population: int = DEFAULT_POPULATION, cv: int | None = None,
               callbacks: Sequence[Callable] = (), claim: Callable[[], bool] | None = None) -> None:
-    """`callbacks` run after each finished trial, as in study.optimize (workers.py counts
-    the run's trials with one and may call study.stop() on the sequential path); the
-    population path asks for a trial only while `claim()` (if given) grants one."""
+    """`cv=None` follows the study's protocol (objective.study_protocol). `callbacks` run
+    after each finished trial, as in study.optimize (workers.py counts the run's trials
+    with one and may call study.stop() on the sequential path); the population path asks
+    for a trial only while `claim()` (if given) grants one."""
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     progress = _Progress(study, trials)
+    objective = Objective(ds, split, device, seed, cv)
     try:
         if population <= 1:
-            study.optimize(Objective(ds, split, device, seed, cv), n_trials=trials, timeout=timeout,
-                           callbacks=[progress, *callbacks])
+            study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[progress, *callbacks])
         else:
-            _PopulationSearch(study, evaluation_sets(ds, split, cv, seed), device, seed,
+            _PopulationSearch(study, objective.evaluation_sets(study), device, seed,
                               population, [progress, *callbacks], claim).run(trials, timeout)
     finally:
         progress.bar.close()
@@ -225,6 +226,7 @@ class _PopulationSearch:
         seed = self.seed + trial.number
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr("config", config.describe())
         n = len(self.sets)
         run = _Run(trial, config, [], [None] * n, [math.nan] * n, [False] * n)
         for fold, data in enumerate(self.sets):
