@@ -1,6 +1,6 @@
 """Several workers on one study, for real: worker processes on SQLite, PostgreSQL and Redis,
 a worker killed mid-trial, Ctrl-C/SIGTERM, unreachable servers. Trials are kept short with
---fix epochs=20 on a tiny synthetic CSV."""
+--fix epochs=30 on a tiny synthetic CSV."""
 
 import os
 import re
@@ -20,7 +20,7 @@ from gsearch.search.study import open_storage
 
 TrialState = optuna.trial.TrialState
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-FAST = ("--fix", "epochs=20", "--seed", "3")
+FAST = ("--fix", "epochs=30", "--seed", "3")  # the smallest epochs in the space
 
 
 def counts(url, name):
