@@ -1,4 +1,4 @@
-"""The gsearch command line: run, export-best, report, studies, dashboard."""
+"""The gsearch command line: run, export-best, report, studies, dashboard, extract, predict."""
 
 from __future__ import annotations
 
@@ -57,9 +57,6 @@ def _setup_torch(threads: int, device: str):
 @click.version_option(__version__, prog_name="gsearch")
 def main() -> None:
     """Hyperparameter search for music-genre MLPs on GTZAN features."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @main.command()
@@ -210,6 +207,62 @@ def dashboard(storage, host, port, artifacts) -> None:
     click.echo(f"optuna-dashboard for {safe_url(storage)} at http://{host}:{port}/ "
                f"(artifacts: {artifacts or 'none, pass --artifacts DIR'}; Ctrl-C stops)")
     serve(store, host=host, port=port, artifacts=artifacts)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="CSV to write (Kaggle schema: filename,length,<57 features>,label).")
+@click.option("--segment-seconds", type=click.Choice(["30", "3"]), default="30", show_default=True,
+              help="30: one row per file, over the whole file (like features_30_sec.csv); "
+                   "3: one row per consecutive 3 s segment (like features_3_sec.csv).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (files are extracted in parallel).")
+@user_errors
+def extract(paths, out, segment_seconds, jobs) -> None:
+    """Extract the 57 GTZAN features of audio files (or folders, recursively) into a CSV.
+    The label is the parent folder when it is a genre (genres_original/<genre>/<file>)."""
+    from gsearch.data.extract import extract_to_csv  # sets the numba cache before librosa loads
+
+    report = extract_to_csv(paths, out, segment_seconds=None if segment_seconds == "30" else 3.0, jobs=jobs)
+    done = f"wrote {report.rows} rows from {report.files - len(report.failed)} file(s) to {out}"
+    if report.failed:
+        raise GsearchError(f"{len(report.failed)} of {report.files} file(s) skipped (listed above); "
+                           + (done if report.rows else "nothing written"))
+    click.echo(done)
+
+
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder written by 'gsearch export-best'.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="Show the K most likely genres [default: 1; with --json: all].")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {file, genre, probabilities}.")
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@user_errors
+def predict(model_dir, files, top_k, as_json, backend) -> None:
+    """Classify audio files (or folders) and feature CSVs (one result per row) with an exported
+    model. Audio longer than two of the model's clips is classified in clip-long windows, averaged."""
+    import json
+
+    from gsearch.models.predict import ExportedModel, predict_files
+
+    model = ExportedModel(model_dir, backend)
+    errors = []
+
+    def report(error: GsearchError) -> None:  # one line per bad file; the others go on
+        errors.append(error)
+        click.echo(f"error: {error}", err=True)
+
+    predictions = predict_files(model, files, on_error=report)
+    if as_json:
+        click.echo(json.dumps([p.to_json(top_k) for p in predictions], indent=2))
+    else:
+        for p in predictions:
+            click.echo(p.format(top_k or 1))
+    if errors:
+        sys.exit(1)
 
 
 @main.command("serve-storage")

@@ -59,6 +59,7 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None,
         "retrained_on_rows": int(len(rows)),
         "train_seconds": round(history.seconds, 3),
         "data_sha256": ds.sha256,
+        "clip_samples": ds.clip_samples,  # predict cuts longer audio into windows of this length
         "split": split_options,
     }
     info = save_model(model, config, ds.classes, FEATURE_NAMES, out_dir, meta)

@@ -132,6 +132,7 @@ def open_storage(url: str, *, must_exist: bool = False,
     process died is marked failed after 3 missed beats by the next trial any worker starts,
     and run again (up to RETRIES times, with user attribute `retry_of`).
     """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # gsearch prints its own progress
     if _is_redis(url):
         return _redis_storage(url)
     if url.startswith("grpc://"):
