@@ -20,7 +20,7 @@ from gsearch.search.study import open_storage
 
 TrialState = optuna.trial.TrialState
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-FAST = ("--fix", "epochs=20", "--seed", "3")
+FAST = ("--fix", "epochs=20", "--seed", "3", "--pruner", "none")  # no pruner reads per epoch
 
 
 def counts(url, name):
@@ -51,7 +51,7 @@ def run_workers_and_resume(cli, url, name, csv, workers, first, more):
 
 def test_four_workers_on_sqlite_finish_exactly_the_requested_trials(cli, make_csv, tmp_path):
     db = tmp_path / "s.db"
-    run_workers_and_resume(cli, f"sqlite:///{db}", "w", make_csv(), 4, 8, 4)
+    run_workers_and_resume(cli, f"sqlite:///{db}", "w", make_csv(), 4, 8, 2)
     with sqlite3.connect(db) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -87,7 +87,7 @@ def test_workers_through_the_grpc_storage_proxy(cli, make_csv, tmp_path):
 def test_four_workers_on_postgresql(cli, make_csv, postgres_url):
     name = f"test-workers-{uuid.uuid4().hex[:8]}"
     try:
-        run_workers_and_resume(cli, postgres_url, name, make_csv(), 4, 8, 4)
+        run_workers_and_resume(cli, postgres_url, name, make_csv(), 4, 8, 2)
     finally:
         optuna.delete_study(study_name=name, storage=open_storage(postgres_url))
 
@@ -213,7 +213,7 @@ def test_interrupt_leaves_no_running_trial_and_a_rerun_resumes(cli, make_csv, tm
     assert err.strip().splitlines()[-1].startswith("interrupted: finished trials are saved")
     before = counts(url, "i")
     assert before["running"] == 0 and before["finished"] >= 1
-    rerun = cli("run", "--trials", 2, *args)
+    rerun = cli("run", "--trials", 2, *args, "--workers", 1)  # in this process: cheaper
     assert rerun.exit_code == 0, rerun.output
     after = counts(url, "i")
     assert after["running"] == 0 and after["finished"] == before["finished"] + 2
