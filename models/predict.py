@@ -20,8 +20,8 @@ from gsearch import GsearchError
 from gsearch.data.load import read_features
 from gsearch.data.schema import FEATURE_NAMES, FILENAME_COLUMN
 from gsearch.models.config import TrialConfig
-from gsearch.models.export import META_FILE, MODEL_FILE, ONNX_FILE
-from gsearch.models.mlp import build_mlp
+from gsearch.models.export import ENSEMBLE_FORMAT, FORMAT, META_FILE, MODEL_FILE, ONNX_FILE
+from gsearch.models.mlp import build_ensemble, build_mlp
 
 # The window for exports that do not record clip_samples: a GTZAN 30 s clip (features_30_sec.csv).
 DEFAULT_CLIP_SAMPLES = 661794
@@ -41,9 +41,15 @@ class ExportedModel:
             self.classes = tuple(self.meta["classes"])
             self.features = tuple(self.meta["features"])
             self.config = TrialConfig.from_dict(self.meta["hyperparameters"])
+            fmt = self.meta.get("format", FORMAT)
+            self.members = ([TrialConfig.from_dict(m) for m in self.meta["members"]]
+                            if fmt == ENSEMBLE_FORMAT else [])
             self.clip_samples = int(self.meta.get("clip_samples") or DEFAULT_CLIP_SAMPLES)
         except (ValueError, KeyError, TypeError) as e:
             raise GsearchError(f"{meta_path} is damaged ({e}); export the model again") from None
+        if fmt not in (FORMAT, ENSEMBLE_FORMAT):
+            raise GsearchError(f"{meta_path} has format {fmt!r}, which this gsearch cannot read; "
+                               "upgrade gsearch or export the model again")
         self.backend = backend
         if backend == "onnx":
             import onnxruntime
@@ -56,7 +62,9 @@ class ExportedModel:
             except Exception as e:
                 raise GsearchError(f"cannot load {directory / MODEL_FILE} ({str(e).splitlines()[0]}); "
                                    "export the model again") from None
-            self._model = build_mlp(self.config, len(self.features), len(self.classes))
+            n_features, n_classes = len(self.features), len(self.classes)
+            self._model = (build_ensemble(self.members, n_features, n_classes) if self.members
+                           else build_mlp(self.config, n_features, n_classes))
             self._model.load_state_dict(state)
             self._model.eval()
         else:

@@ -49,10 +49,20 @@ class History:
     n_params: int = 0
     stopped_early: bool = False   # the on_epoch callback (the pruner) stopped training
     early_stopped: bool = False   # early_stop_patience ran out
+    diverged: str = ""            # why training stopped on a NaN/infinite loss (population)
 
     @property
     def epochs_run(self) -> int:
         return len(self.train_loss)
+
+
+def batch_starts(n: int, batch: int) -> list[int]:
+    """First row of each batch of an epoch; BatchNorm needs 2 rows, so a last single row is dropped."""
+    return [s for s in range(0, n, batch) if n - s >= 2]
+
+
+def diverged_message(train_loss: float, epoch: int, config: TrialConfig) -> str:
+    return f"training loss became {train_loss} at epoch {epoch + 1} (lr={config.lr:.3g})"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -99,11 +109,13 @@ def train(config: TrialConfig, data: TrainData, *, device: torch.device | str = 
         X_val = torch.as_tensor(data.X_val, dtype=torch.float32, device=device)
         y_val = torch.as_tensor(data.y_val, dtype=torch.long, device=device)
     noise_scale = torch.as_tensor(std * config.input_noise, device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay, foreach=True)
+    # The fused kernel is one pass over each tensor (CPU and CUDA); it is several times
+    # faster than the foreach path for these small models.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=device.type in ("cpu", "cuda"))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     n, batch = len(X), min(config.batch_size, len(X))
-    starts = [s for s in range(0, n, batch) if n - s >= 2]  # BatchNorm needs 2 rows
+    starts = batch_starts(n, batch)
     scheduler = make_scheduler(config, optimizer, config.epochs * len(starts))
     history = History(n_params=count_parameters(model))
     best_val_loss, since_best = math.inf, 0
@@ -127,8 +139,7 @@ def train(config: TrialConfig, data: TrainData, *, device: torch.device | str = 
         train_loss = (total / len(starts)).item()
         if not math.isfinite(train_loss):
             history.seconds = time.perf_counter() - t0
-            raise DivergedError(f"training loss became {train_loss} at epoch {epoch + 1} "
-                                f"(lr={config.lr:.3g})")
+            raise DivergedError(diverged_message(train_loss, epoch, config))
         history.train_loss.append(train_loss)
         val_loss, val_acc = evaluate_loss_accuracy(model, X_val, y_val) if has_val else (math.nan, math.nan)
         history.val_loss.append(val_loss)

@@ -1,4 +1,5 @@
-"""The gsearch command line: run, export-best, report, studies, dashboard, extract, predict."""
+"""The gsearch command line: run, export-best, evaluate, report, studies, dashboard, extract,
+predict."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ study_option = click.option("--study", "study_name", default=DEFAULT_STUDY, show
                             help="Study name.")
 device_option = click.option("--device", default="auto", show_default=True,
                              help="auto, cpu or cuda (auto picks CUDA when available).")
+cv_option = click.option("--cv", type=click.IntRange(min=1), default=1, show_default=True,
+                         help="Score each trial by K-fold track-grouped CV on train+validation "
+                              "(1: the fixed validation split). Recorded in the study.")
+ensemble_option = click.option("--ensemble", type=click.IntRange(min=1), default=None,
+                               help="Export the top K trials (ranked by validation/CV value) as one "
+                                    "model averaging their probabilities; 1 = the best trial alone "
+                                    "[default: 5, or every completed trial when fewer].")
 artifacts_option = click.option(
     "--artifacts", type=click.Path(path_type=Path, file_okay=False), default=None,
     help="Artifact folder for the dashboard [default: beside a SQLite file, e.g. "
@@ -78,6 +86,7 @@ def main() -> None:
               show_default=True, help="Fraction of tracks held out for the final test.")
 @click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
               show_default=True, help="Fraction of the remaining tracks used for validation.")
+@cv_option
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop starting new trials after this many seconds.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
@@ -87,10 +96,12 @@ def main() -> None:
                    "a trial silent for 3 beats is failed and run again. 0: off.")
 @click.option("--fix", multiple=True, metavar="NAME=VALUE",
               help="Hold a search-space parameter at one value, e.g. --fix epochs=20 (repeatable).")
+@click.option("--population", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Trials trained at once as one batched model; 1 trains them one by one.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every trial.")
 @user_errors
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
-        test_size, val_size, timeout, workers, heartbeat, fix, verbose) -> None:
+        test_size, val_size, cv, timeout, workers, heartbeat, fix, population, verbose) -> None:
     """Run (or resume) a study: TRIALS more trials."""
     from gsearch.data.load import load_dataset
     from gsearch.data.split import split_dataset
@@ -103,7 +114,7 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     fixed = parse_fixed(fix)
     ds = load_dataset(data_path)  # every data error surfaces before the storage is touched
     split = split_dataset(ds, test_size=test_size, val_size=val_size, seed=split_seed)
-    data = fingerprint(ds, split_seed=split_seed, test_size=test_size, val_size=val_size)
+    data = fingerprint(ds, split_seed=split_seed, test_size=test_size, val_size=val_size, cv=cv)
     study = open_study(open_storage(storage), study_name, data=data, sampler=sampler,
                        pruner=pruner, seed=seed)
     click.echo(f"study '{study_name}' in {safe_url(storage)}: {len(ds.y)} rows "
@@ -114,7 +125,7 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
                    seed=None if seed is None else seed + done, train_seed=seed or 0,
                    device=str(device), threads=max(1, min(threads, cpu_count() // workers)),
                    trials=trials, timeout=timeout, heartbeat=heartbeat or None, fixed=fixed,
-                   verbose=verbose)
+                   population=population, verbose=verbose)
     run_search(spec, ds, split, study, workers)
     click.echo(f"next: gsearch export-best --study {study_name} --storage {safe_url(storage)}")
 
@@ -126,12 +137,14 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
               default=Path("export"), show_default=True, help="Folder to write the model to.")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
               help="Feature CSV (default: the file the study recorded).")
+@ensemble_option
 @artifacts_option
 @device_option
 @threads_option
 @user_errors
-def export_best_command(study_name, storage, out_dir, data_path, artifacts, device, threads) -> None:
-    """Retrain the best trial, test it on the held-out split, export it."""
+def export_best_command(study_name, storage, out_dir, data_path, ensemble, artifacts, device,
+                        threads) -> None:
+    """Retrain the top trials (5 by default) or the best, test on the held-out split, export."""
     from gsearch.search.dashboard import artifact_dir, attach_export
     from gsearch.search.export import export_best
     from gsearch.search.study import load_study, open_storage
@@ -139,10 +152,18 @@ def export_best_command(study_name, storage, out_dir, data_path, artifacts, devi
     device = _setup_torch(threads, device)
     study = load_study(open_storage(storage, must_exist=True), study_name)
     artifacts = artifact_dir(artifacts, storage)
-    info = export_best(study, out_dir, data_path=str(data_path) if data_path else None, device=device)
-    click.echo(f"trial #{info['trial_number']}: validation accuracy {info['validation_accuracy']:.3f}, "
-               f"test accuracy {info['test_accuracy']:.3f}, test macro-F1 {info['test_macro_f1']:.3f} "
-               f"({info['n_test']} held-out rows)")
+    info = export_best(study, out_dir, data_path=str(data_path) if data_path else None, device=device,
+                       ensemble=ensemble)
+    scores = (f"test accuracy {info['test_accuracy']:.3f}, test macro-F1 {info['test_macro_f1']:.3f} "
+              f"({info['n_test']} held-out rows)")
+    if "member_trials" in info:
+        click.echo(f"top-{len(info['member_trials'])} trials {info['member_trials']}: validation "
+                   + ", ".join(f"{v:.3f}" for v in info["member_validation_accuracy"]) + "; test alone "
+                   + ", ".join(f"{a:.3f}" for a in info["member_test_accuracy"]))
+        click.echo(f"ensemble (their mean probability): {scores}")
+    else:
+        click.echo(f"trial #{info['trial_number']}: validation accuracy "
+                   f"{info['validation_accuracy']:.3f}, {scores}")
     click.echo(f"wrote {out_dir}/: model.onnx, model.pt, model.json, report.json, confusion_matrix.png")
     attach_export(study, out_dir, artifacts)
     click.echo(f"dashboard: test metrics noted on trial #{info['trial_number']}, " +
@@ -164,6 +185,48 @@ def report(study_name, storage, out_dir) -> None:
     study = load_study(open_storage(storage, must_exist=True), study_name)
     files = write_report(study, out_dir, safe_url(storage))
     click.echo(f"wrote {len(files)} files to {out_dir}/: " + ", ".join(f.name for f in files))
+
+
+@main.command("evaluate")
+@click.option("--split-seeds", default="42,0,1", show_default=True,
+              help="Comma-separated split seeds; each gets its own study and test split.")
+@click.option("--trials", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Finished trials per split seed (a study that has them is not searched again).")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=DEFAULT_DATA,
+              show_default=True, help="GTZAN feature CSV.")
+@click.option("--storage", default=None,
+              help="Storage for the per-seed studies evaluate-split<seed>-cv<K> "
+                   "[default: sqlite:///evaluate.db, apart from studies.db].")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("evaluation"), show_default=True,
+              help="Folder for the exported models, one subfolder per split seed.")
+@cv_option
+@ensemble_option
+@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True)
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampler and training seed.")
+@device_option
+@threads_option
+@user_errors
+def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensemble, sampler, pruner,
+                     seed, device, threads) -> None:
+    """Honest benchmark: per split seed, search train+validation, export, score on test."""
+    from gsearch.search.evaluate import DEFAULT_EVAL_STORAGE, evaluate_seeds, format_table
+
+    try:
+        seeds = [int(s) for s in split_seeds.split(",") if s.strip()]
+    except ValueError:
+        raise GsearchError(f"--split-seeds must be integers separated by commas, got "
+                           f"{split_seeds!r}; e.g. 42,0,1") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise GsearchError(f"--split-seeds needs distinct integers, got {split_seeds!r}; e.g. 42,0,1")
+    device = _setup_torch(threads, device)
+    results = evaluate_seeds(data_path, split_seeds=seeds, trials=trials, cv=cv,
+                             storage=storage or DEFAULT_EVAL_STORAGE, out_dir=out_dir, device=device,
+                             ensemble=ensemble, sampler=sampler, pruner=pruner, seed=seed)
+    click.echo(format_table(results))
+    click.echo(f"models in {out_dir}/split<seed>/; studies in {safe_url(storage or DEFAULT_EVAL_STORAGE)}")
 
 
 @main.command()

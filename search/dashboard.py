@@ -72,6 +72,9 @@ def _note(report: dict, links: dict[str, str], out_dir: Path) -> str:
                      f"| {m['support']:.0f} |"
                      for genre, m in test["per_class"].items()
                      if genre != "accuracy" and not genre.endswith(" avg"))
+    alone = ", ".join(f"{a:.3f}" for a in report.get("member_test_accuracy", []))
+    ensemble = (f"An ensemble of trials {report['member_trials']} (this trial is its best member; "
+                f"test accuracy of each alone: {alone}).\n" if "member_trials" in report else "")
     shown = "".join(f"![confusion matrix]({url})\n\n" if name.endswith(".png") else
                     f"Full report: [{name}]({url})\n\n" for name, url in links.items())
     return f"""## Held-out test (gsearch export-best)
@@ -80,7 +83,7 @@ def _note(report: dict, links: dict[str, str], out_dir: Path) -> str:
 |---|---|---|---|
 | **{test['accuracy']:.3f}** | {test['macro_f1']:.3f} | {report['validation_accuracy']:.3f} | {test['n']} |
 
-Retrained on {report['retrained_on_rows']} train+validation rows in {report['train_seconds']:.1f} s;
+{ensemble}Retrained on {report['retrained_on_rows']} train+validation rows in {report['train_seconds']:.1f} s;
 the search never saw the test rows. Model folder: `{out_dir.resolve()}`.
 
 {shown}| genre | precision | recall | F1 | test rows |

@@ -17,8 +17,9 @@ from gsearch.data.load import Dataset
 DEFAULT_STORAGE = "sqlite:///studies.db"
 DEFAULT_STUDY = "gtzan-mlp"
 OBJECTIVE_NAME = "validation accuracy"
-# Study user attributes that must match between runs and exports of one study.
-GUARDED = ("data_sha256", "split_seed", "test_size", "val_size")
+# Study user attributes that must match between runs and exports of one study
+# (cv: trials' values are only comparable under one evaluation protocol).
+GUARDED = ("data_sha256", "split_seed", "test_size", "val_size", "cv")
 
 
 def safe_url(url: str) -> str:
@@ -175,15 +176,16 @@ def open_storage(url: str, *, must_exist: bool = False,
                            f"{safe_url(_first_line(e))}") from None
 
 
-def fingerprint(ds: Dataset, *, split_seed: int, test_size: float, val_size: float) -> dict:
-    """What a study records about its data; see GUARDED for what must match."""
+def fingerprint(ds: Dataset, *, split_seed: int, test_size: float, val_size: float,
+                cv: int = 1) -> dict:
+    """What a study records about its data and evaluation; see GUARDED for what must match."""
     return {"data_sha256": ds.sha256, "data_path": ds.path, "n_rows": int(len(ds.y)),
             "classes": list(ds.classes), "split_seed": split_seed,
-            "test_size": test_size, "val_size": val_size}
+            "test_size": test_size, "val_size": val_size, "cv": cv}
 
 
 def check_fingerprint(study: optuna.Study, expected: dict) -> None:
-    recorded = study.user_attrs
+    recorded = {"cv": 1, **study.user_attrs}  # studies made before --cv used the split
     for key in GUARDED:
         if key in recorded and recorded[key] != expected[key]:
             raise GsearchError(
@@ -209,7 +211,9 @@ def make_sampler(name: str, seed: int | None,
                  fixed: dict | None = None) -> optuna.samplers.BaseSampler:
     """`fixed`: parameters held at one value (see parse_fixed), the others are sampled."""
     if name == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=seed)
+        # constant_liar: trials asked while others run (populations, workers) avoid
+        # the configurations still in flight.
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     elif name == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:

@@ -56,28 +56,30 @@ class RunSpec:
     timeout: float | None
     heartbeat: int | None
     fixed: dict = field(default_factory=dict)  # parameters held at one value (--fix)
+    population: int = 1  # trials a worker trains at once (runner.run_study)
     verbose: bool = False
 
 
 class _Budget:
-    """The run's trial count, shared by its workers: a trial starts only with a slot."""
+    """The run's trial count, shared by its workers: a trial starts only with a claim
+    (a worker training a population holds one claim per trial in flight)."""
 
     def __init__(self, ctx, workers: int, total: int):
         self.total = total
         self.lock = ctx.Lock()
         self.finished = ctx.Value("i", 0, lock=False)
-        self.holding = ctx.Array("b", workers, lock=False)
+        self.holding = ctx.Array("i", workers, lock=False)
 
     def claim(self, slot: int) -> bool:
         with self.lock:
             if self.finished.value + sum(self.holding) >= self.total:
                 return False
-            self.holding[slot] = 1
+            self.holding[slot] += 1
             return True
 
     def release(self, slot: int, finished: bool = False) -> None:
         with self.lock:
-            self.holding[slot] = 0
+            self.holding[slot] = max(0, self.holding[slot] - 1)
             self.finished.value += finished
 
 
@@ -174,20 +176,23 @@ def _work(spec: RunSpec, ds: Dataset, split: Split, *, slot: int, index: int, bu
     study = _Study(spec.study, storage, make_sampler(spec.sampler, seed, spec.fixed),
                    make_pruner(spec.pruner), interrupt)
 
+    sequential = spec.population <= 1
+
     def account(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         budget.release(slot, trial.state in COUNTED)
         if report is not None:
             report(trial)
-        if not budget.claim(slot):
+        if sequential and not budget.claim(slot):  # a population claims before each ask
             study.stop()
 
     with _handlers(interrupt, signals):
-        if not budget.claim(slot):
+        if sequential and not budget.claim(slot):
             return
         try:
             run_study(study, ds, split, trials=spec.trials, device=resolve_device(spec.device),
                       seed=spec.train_seed, timeout=spec.timeout, verbose=spec.verbose,
-                      callbacks=[account])
+                      population=spec.population, callbacks=[account],
+                      claim=None if sequential else (lambda: budget.claim(slot)))
         except KeyboardInterrupt:
             study.fail_unfinished()
             raise

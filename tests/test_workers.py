@@ -148,7 +148,7 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cli, make_csv,
     thread freezes both workers when both are mid-trial and kills one with SIGKILL."""
     url = f"sqlite:///{tmp_path / 's.db'}"
     args = ["--data", make_csv(), "--storage", url, "--study", "k", "--workers", 2,
-            "--heartbeat", 1, "--fix", "epochs=60", "--pruner", "none"]
+            "--heartbeat", 1, "--fix", "epochs=60", "--pruner", "none", "--population", 1]
     killed = {}
 
     def kill_one_mid_trial():

@@ -1,0 +1,160 @@
+"""Population training: members compute what `train` computes, independently of each other."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import synthetic_frame
+
+from gsearch.data.load import load_dataset
+from gsearch.data.split import split_dataset
+from gsearch.models.config import TrialConfig
+from gsearch.models.population import Population, schedule_table, train_population
+from gsearch.models.train import TrainData, train
+from gsearch.search.objective import evaluation_sets
+
+# Every test runs on CPU, and on CUDA too where there is one.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """As `gsearch --threads 1`: tiny models on several threads only fight over cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> TrainData:
+    """A hard enough synthetic problem: accuracies well between chance and 1."""
+    path = tmp_path_factory.mktemp("pop") / "f.csv"
+    synthetic_frame(tracks_per_class=50, separation=0.3, seed=3).to_csv(path, index=False)
+    ds = load_dataset(path)
+    return evaluation_sets(ds, split_dataset(ds))[0]
+
+
+def full_batch(**kwargs) -> TrialConfig:
+    """No randomness after initialization: one batch of all rows, no dropout, no noise."""
+    return TrialConfig(**{"batch_size": 4096, "dropout": 0.0, **kwargs})
+
+
+MIXED = [  # depths 0-3, widths, batch norm on/off and every other per-member field
+    full_batch(n_layers=2, width=48, batch_norm=True, epochs=12, lr=3e-3),
+    full_batch(n_layers=1, width=96, batch_norm=False, epochs=8, lr=1e-2, weight_decay=1e-2,
+               label_smoothing=0.1),
+    full_batch(n_layers=3, width=16, batch_norm=True, epochs=10, lr=2e-3, lr_schedule="onecycle"),
+    full_batch(n_layers=0, width=16, epochs=9, lr=1e-2, lr_schedule="cosine"),
+    full_batch(n_layers=2, width=32, batch_norm=False, epochs=40, lr=0.3, early_stop_patience=2),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_members_compute_what_train_computes(data, device):
+    """Same seed, same initial weights; without sampling noise the curves must agree to
+    float rounding. (Validation loss of batch-norm members wobbles a little more: the
+    Linear bias before batch norm gets a zero gradient up to rounding, which Adam scales
+    to full steps, and the running mean follows that bias.)"""
+    histories = train_population(MIXED, [data] * len(MIXED), list(range(len(MIXED))), device=device)
+    for seed, (config, pop) in enumerate(zip(MIXED, histories)):
+        _, single = train(config, data, device=device, seed=seed)
+        assert pop.epochs_run == single.epochs_run, config
+        np.testing.assert_allclose(pop.train_loss, single.train_loss, atol=1e-4)
+        np.testing.assert_allclose(pop.val_loss, single.val_loss, atol=1e-2 if config.batch_norm else 1e-4)
+        assert pop.n_params == single.n_params
+    assert histories[4].early_stopped and histories[4].epochs_run < 40
+
+
+def test_schedule_table_is_what_torch_schedulers_give_adamw():
+    steps = 57
+    for name, make in [("onecycle", lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.02, total_steps=steps)),
+                       ("cosine", lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps))]:
+        optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=0.02)
+        scheduler = make(optimizer)
+        lrs, betas = [], []
+        for _ in range(steps):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            betas.append(optimizer.param_groups[0]["betas"][0])
+            optimizer.step()
+            scheduler.step()
+        lr, beta1 = schedule_table(TrialConfig(lr=0.02, lr_schedule=name), steps)
+        np.testing.assert_allclose(lr, lrs, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(beta1, betas, rtol=1e-9)
+
+
+def _final(histories):
+    return (np.array([h.val_accuracy[-1] for h in histories]),
+            np.array([h.train_loss[-1] for h in histories]))
+
+
+def test_member_accuracy_distribution_matches_train(data):
+    """With minibatches, dropout and input noise the two trainers draw different random
+    numbers, so only the distributions can agree. Over 8 seeds each (same initial weights
+    per seed) the means of final validation accuracy and training loss must agree within
+    3 standard errors of a difference of two 8-sample means, the standard deviation taken
+    from train()'s seeds. The same check rejects a population trained with another
+    dropout, so it has the power to fail."""
+    config = TrialConfig(n_layers=2, width=32, dropout=0.3, batch_norm=True, lr=3e-3, batch_size=32,
+                         epochs=25, input_noise=0.1)
+    seeds = list(range(8))
+    single = [train(config, data, seed=s)[1] for s in seeds]
+    acc, loss = _final(single)
+    assert 0.4 < acc.mean() < 0.95, "the problem must be neither trivial nor hopeless"
+    tolerance = 3 * np.sqrt(2 / len(seeds))
+
+    def agrees(population):
+        pop_acc, pop_loss = _final(population)
+        return (abs(pop_acc.mean() - acc.mean()) <= tolerance * max(acc.std(ddof=1), 0.01)
+                and abs(pop_loss.mean() - loss.mean()) <= tolerance * loss.std(ddof=1))
+
+    assert agrees(train_population([config] * 8, [data] * 8, seeds))
+    other = TrialConfig(**{**config.to_dict(), "dropout": 0.0, "input_noise": 0.0})
+    assert not agrees(train_population([other] * 8, [data] * 8, seeds))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_pruning_a_member_leaves_the_others_unchanged(data, device):
+    """Members shuffle with their own generators, so without dropout/noise a survivor's
+    run is the same whether or not another member (here the widest, so the padding
+    shrinks too) was taken out early. With dropout the survivors draw other masks from
+    the shared generator: different numbers, the same distribution."""
+    configs = [TrialConfig(n_layers=d, width=w, dropout=0.0, batch_norm=bn, batch_size=32, epochs=10)
+               for d, w, bn in [(2, 32, True), (3, 128, True), (1, 24, False), (2, 40, True)]]
+    seeds = [11, 12, 13, 14]
+    whole = train_population(configs, [data] * 4, seeds, device=device)
+
+    def prune_member_1(results):
+        return [1] if results[0].epoch == 2 else []
+
+    pruned = train_population(configs, [data] * 4, seeds, device=device, on_epoch=prune_member_1)
+    assert pruned[1].stopped_early and pruned[1].epochs_run == 3
+    np.testing.assert_allclose(pruned[1].train_loss, whole[1].train_loss[:3], rtol=1e-5)
+    for i in (0, 2, 3):
+        assert pruned[i].epochs_run == 10 and not pruned[i].stopped_early
+        np.testing.assert_allclose(pruned[i].train_loss, whole[i].train_loss, rtol=1e-5)
+        np.testing.assert_allclose(pruned[i].val_accuracy, whole[i].val_accuracy, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_diverging_member_leaves_alone(data, device):
+    configs = [TrialConfig(n_layers=3, width=64, batch_norm=False, dropout=0, lr=1e15, weight_decay=0,
+                           epochs=6),
+               TrialConfig(n_layers=2, width=32, epochs=6)]
+    pop = Population(device=device, seed=0)
+    bad, good = (pop.add(c, data, seed=1) for c in configs)
+    assert pop._members[0].X.device.type == device
+    done = {}
+    while len(pop):
+        done.update({r.member: r.history for r in pop.run_epoch() if r.done})
+    assert "training loss became nan" in done[bad].diverged
+    assert done[good].epochs_run == 6 and np.isfinite(done[good].train_loss).all()
+    assert not done[good].diverged
+
+
+def test_members_must_share_rows_and_batch_size(data):
+    pop = Population()
+    pop.add(TrialConfig(batch_size=32), data, seed=0)
+    with pytest.raises(ValueError, match="does not match"):
+        pop.add(TrialConfig(batch_size=64), data, seed=0)
+    with pytest.raises(ValueError, match="validation rows"):
+        pop.add(TrialConfig(batch_size=32), TrainData(data.X_train, data.y_train, data.n_classes), seed=0)
