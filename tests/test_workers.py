@@ -1,6 +1,6 @@
 """Several workers on one study, for real: worker processes on SQLite, PostgreSQL and Redis,
 a worker killed mid-trial, Ctrl-C/SIGTERM, unreachable servers. Trials are kept short with
---fix epochs=20 on a tiny synthetic CSV."""
+--fix epochs=30 on a tiny synthetic CSV."""
 
 import os
 import re
@@ -20,7 +20,7 @@ from gsearch.search.study import open_storage
 
 TrialState = optuna.trial.TrialState
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-FAST = ("--fix", "epochs=20", "--seed", "3", "--pruner", "none")  # no pruner reads per epoch
+FAST = ("--fix", "epochs=30", "--seed", "3", "--pruner", "none")  # no pruner reads per epoch
 
 
 def counts(url, name):
@@ -143,6 +143,21 @@ def wait_for(condition, seconds=90):
         time.sleep(0.1)
 
 
+def test_budget_counts_the_run_and_gets_a_dead_workers_claims_back():
+    import multiprocessing
+
+    from gsearch.search.workers import _Budget
+
+    budget = _Budget(multiprocessing.get_context(), workers=2, total=5)
+    assert [budget.claim(0) for _ in range(3)] == [True] * 3  # a population: 3 in flight
+    assert budget.claim(1) and budget.claim(1) and not budget.claim(1)  # 5 claimed
+    budget.release(1, finished=True)
+    budget.release(1, finished=False)  # a failed trial gives its claim back
+    assert budget.claim(1) and not budget.claim(0)
+    budget.drop(0)  # worker 0 was killed with 3 trials in flight
+    assert [budget.claim(1) for _ in range(4)] == [True, True, True, False]
+
+
 def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cli, make_csv, tmp_path):
     """The run's parent is this process (its forkserver's children are the workers); a
     thread freezes both workers when both are mid-trial and kills one with SIGKILL."""
@@ -196,7 +211,7 @@ def test_interrupt_leaves_no_running_trial_and_a_rerun_resumes(cli, make_csv, tm
                                                                how):
     url = f"sqlite:///{tmp_path / 's.db'}"
     args = ["--data", make_csv(), "--storage", url, "--study", "i", "--workers", workers,
-            "--fix", "epochs=40", "--pruner", "none"]
+            "--fix", "epochs=40", "--pruner", "none", "--population", 2]  # 2 in flight each
     proc = gsearch("run", "--trials", 500, *args, cwd=tmp_path, start_new_session=True)
     try:
         wait_for(lambda: has_study(tmp_path / "s.db", "i")
