@@ -282,6 +282,8 @@ class _PopulationSearch:
             run.trial.set_user_attr("pruned_reason", reason)
         if not run.diverged:
             record_history(run.trial, [h for h in run.histories if h is not None])
+        if len(run.accuracy) > 1 and state == TrialState.COMPLETE:
+            run.trial.set_user_attr("fold_accuracies", [round(a, 5) for a in run.accuracy])
         value = float(np.mean(run.accuracy)) if state == TrialState.COMPLETE else None
         frozen = self.study.tell(run.trial, value, state=state)
         self.local.finished(frozen)
