@@ -32,7 +32,7 @@ FIXED = ["n_layers=2", "width=256", "batch_size=64", "epochs=100"]
 
 
 def one(data: Path, workers: int, trials: int, fixed: list[str], folder: Path,
-        kind: str) -> dict:
+        kind: str, population: int | None) -> dict:
     url = (f"sqlite:///{folder / f'bench-{workers}.db'}" if kind == "sqlite"
            else str(folder / f"bench-{workers}.log"))
     command = [sys.executable, "-m", "gsearch.search.cli", "run", "--data", str(data),
@@ -41,6 +41,8 @@ def one(data: Path, workers: int, trials: int, fixed: list[str], folder: Path,
                "--device", "cpu"]
     for item in fixed:
         command += ["--fix", item]
+    if population is not None:
+        command += ["--population", str(population)]
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - start
@@ -79,21 +81,25 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4", help="comma-separated worker counts")
     parser.add_argument("--storage", choices=["sqlite", "journal"], default="sqlite",
                         help="a fresh SQLite file (default) or journal file per run")
+    parser.add_argument("--population", type=int, default=None,
+                        help="trials each worker trains at once (default: gsearch's default)")
     parser.add_argument("--fix", nargs="*", default=FIXED, metavar="NAME=VALUE",
                         help=f"parameters held fixed (default: {' '.join(FIXED)})")
     args = parser.parse_args()
     if not args.data.is_file():
         sys.exit(f"no data at {args.data}; pass --data features_30_sec.csv")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    population = "default" if args.population is None else args.population
     print(f"data {args.data}, {args.trials} trials per run, {args.storage} storage, "
-          f"fixed: {' '.join(args.fix)}")
+          f"population {population}, fixed: {' '.join(args.fix)}")
     print("| workers | trials | wall s | trials/min overall | trials/min while searching "
           "| speed-up | CPU control |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     base = None
     with tempfile.TemporaryDirectory() as folder:
         for workers in (int(w) for w in args.workers.split(",")):
-            r = one(args.data, workers, args.trials, args.fix, Path(folder), args.storage)
+            r = one(args.data, workers, args.trials, args.fix, Path(folder), args.storage,
+                    args.population)
             spin = cpu_control(workers)
             base = base or (r["rate"], spin)
             print(f"| {r['workers']} | {r['trials']} | {r['wall']:.1f} | {r['overall']:.1f} | "

@@ -14,7 +14,9 @@ from gsearch.data.load import DEFAULT_DATA
 from gsearch.search.study import DEFAULT_STORAGE, DEFAULT_STUDY, safe_url
 
 storage_option = click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
-                              help="Optuna storage URL (sqlite:///file.db, postgresql://...).")
+                              help="Optuna storage: sqlite:///file.db, postgresql://..., "
+                                   "mysql+pymysql://..., redis://..., grpc://HOST:PORT or a "
+                                   "journal file NAME.log.")
 study_option = click.option("--study", "study_name", default=DEFAULT_STUDY, show_default=True,
                             help="Study name.")
 device_option = click.option("--device", default="auto", show_default=True,

@@ -82,6 +82,11 @@ class _Budget:
             self.holding[slot] = max(0, self.holding[slot] - 1)
             self.finished.value += finished
 
+    def drop(self, slot: int) -> None:
+        """A dead worker's claims (one per trial it had in flight) go back to the run."""
+        with self.lock:
+            self.holding[slot] = 0
+
 
 class _Interrupt:
     """Signal handler: KeyboardInterrupt once, deferred while Optuna creates a trial.
@@ -329,11 +334,11 @@ class _Parent:
         if code == 0 or self.stopping:
             return
         if code < 0 and self.started < 2 * len(self.budget.holding):
-            self.budget.release(slot)
-            fate = ("is failed by the heartbeat and run again" if self.spec.heartbeat
-                    and has_heartbeats(self.spec.storage) else "stays RUNNING (no heartbeat)")
+            self.budget.drop(slot)
+            fate = ("are failed by the heartbeat and run again" if self.spec.heartbeat
+                    and has_heartbeats(self.spec.storage) else "stay RUNNING (no heartbeat)")
             progress.bar.write(f"worker {slot} was killed ({signal.Signals(-code).name}); its "
-                               f"trial {fate}; starting a replacement", file=sys.stderr)
+                               f"running trials {fate}; starting a replacement", file=sys.stderr)
             self.start(slot)
             return
         if not self.errors:

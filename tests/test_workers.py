@@ -20,7 +20,7 @@ from gsearch.search.study import open_storage
 
 TrialState = optuna.trial.TrialState
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-FAST = ("--fix", "epochs=30", "--seed", "3")  # the smallest epochs in the space
+FAST = ("--fix", "epochs=30", "--seed", "3", "--pruner", "none")  # no pruner reads per epoch
 
 
 def counts(url, name):
@@ -51,7 +51,7 @@ def run_workers_and_resume(cli, url, name, csv, workers, first, more):
 
 def test_four_workers_on_sqlite_finish_exactly_the_requested_trials(cli, make_csv, tmp_path):
     db = tmp_path / "s.db"
-    run_workers_and_resume(cli, f"sqlite:///{db}", "w", make_csv(), 4, 8, 4)
+    run_workers_and_resume(cli, f"sqlite:///{db}", "w", make_csv(), 4, 8, 2)
     with sqlite3.connect(db) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -87,7 +87,7 @@ def test_workers_through_the_grpc_storage_proxy(cli, make_csv, tmp_path):
 def test_four_workers_on_postgresql(cli, make_csv, postgres_url):
     name = f"test-workers-{uuid.uuid4().hex[:8]}"
     try:
-        run_workers_and_resume(cli, postgres_url, name, make_csv(), 4, 8, 4)
+        run_workers_and_resume(cli, postgres_url, name, make_csv(), 4, 8, 2)
     finally:
         optuna.delete_study(study_name=name, storage=open_storage(postgres_url))
 
@@ -143,6 +143,21 @@ def wait_for(condition, seconds=90):
         time.sleep(0.1)
 
 
+def test_budget_counts_the_run_and_gets_a_dead_workers_claims_back():
+    import multiprocessing
+
+    from gsearch.search.workers import _Budget
+
+    budget = _Budget(multiprocessing.get_context(), workers=2, total=5)
+    assert [budget.claim(0) for _ in range(3)] == [True] * 3  # a population: 3 in flight
+    assert budget.claim(1) and budget.claim(1) and not budget.claim(1)  # 5 claimed
+    budget.release(1, finished=True)
+    budget.release(1, finished=False)  # a failed trial gives its claim back
+    assert budget.claim(1) and not budget.claim(0)
+    budget.drop(0)  # worker 0 was killed with 3 trials in flight
+    assert [budget.claim(1) for _ in range(4)] == [True, True, True, False]
+
+
 def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cli, make_csv, tmp_path):
     """The run's parent is this process (its forkserver's children are the workers); a
     thread freezes both workers when both are mid-trial and kills one with SIGKILL."""
@@ -196,7 +211,7 @@ def test_interrupt_leaves_no_running_trial_and_a_rerun_resumes(cli, make_csv, tm
                                                                how):
     url = f"sqlite:///{tmp_path / 's.db'}"
     args = ["--data", make_csv(), "--storage", url, "--study", "i", "--workers", workers,
-            "--fix", "epochs=40", "--pruner", "none"]
+            "--fix", "epochs=40", "--pruner", "none", "--population", 2]  # 2 in flight each
     proc = gsearch("run", "--trials", 500, *args, cwd=tmp_path, start_new_session=True)
     try:
         wait_for(lambda: has_study(tmp_path / "s.db", "i")
@@ -213,7 +228,7 @@ def test_interrupt_leaves_no_running_trial_and_a_rerun_resumes(cli, make_csv, tm
     assert err.strip().splitlines()[-1].startswith("interrupted: finished trials are saved")
     before = counts(url, "i")
     assert before["running"] == 0 and before["finished"] >= 1
-    rerun = cli("run", "--trials", 2, *args)
+    rerun = cli("run", "--trials", 2, *args, "--workers", 1)  # in this process: cheaper
     assert rerun.exit_code == 0, rerun.output
     after = counts(url, "i")
     assert after["running"] == 0 and after["finished"] == before["finished"] + 2
