@@ -10,7 +10,7 @@ import click
 
 from gsearch import GsearchError, __version__
 from gsearch.data.load import DEFAULT_DATA
-from gsearch.search.study import DEFAULT_STORAGE, DEFAULT_STUDY, safe_url
+from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_STORAGE, DEFAULT_STUDY, safe_url
 
 storage_option = click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
                               help="Optuna storage URL (sqlite:///file.db, postgresql://...).")
@@ -77,7 +77,8 @@ def main() -> None:
               show_default=True, help="Fraction of the remaining tracks used for validation.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop starting new trials after this many seconds.")
-@click.option("--population", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--population", type=click.IntRange(min=1), default=DEFAULT_POPULATION,
+              show_default=True,
               help="Trials trained at once as one batched model; 1 trains them one by one.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every trial.")
 @user_errors

@@ -15,6 +15,9 @@ from gsearch.data.load import Dataset
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
 DEFAULT_STUDY = "gtzan-mlp"
+# Trials trained at once as one batched model (gsearch run --population); measured in
+# bench/bench_speed.py and the README's performance section.
+DEFAULT_POPULATION = 4
 OBJECTIVE_NAME = "validation accuracy"
 # Study user attributes that must match between runs and exports of one study.
 GUARDED = ("data_sha256", "split_seed", "test_size", "val_size")

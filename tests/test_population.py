@@ -67,8 +67,9 @@ def test_members_compute_what_train_computes(data, device):
 
 def test_schedule_table_is_what_torch_schedulers_give_adamw():
     steps = 57
-    for name, make in [("onecycle", lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.02, total_steps=steps)),
-                       ("cosine", lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps))]:
+    schedulers = torch.optim.lr_scheduler
+    for name, make in [("onecycle", lambda o: schedulers.OneCycleLR(o, max_lr=0.02, total_steps=steps)),
+                       ("cosine", lambda o: schedulers.CosineAnnealingLR(o, T_max=steps))]:
         optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=0.02)
         scheduler = make(optimizer)
         lrs, betas = [], []
