@@ -120,18 +120,23 @@ def extract_file(path: str | os.PathLike, segment_seconds: float | None = None) 
 
     Like the Kaggle features_3_sec.csv, segment K is y[K*n : K*n + n - 1] with n = segment_seconds
     * 22050: its rows are 66149 samples long, 3 s steps less one sample (this reproduces its values)."""
+    n = None if segment_seconds is None else int(round(segment_seconds * _SR))
+    if n is not None and n <= _N_FFT:
+        raise GsearchError(f"--segment-seconds {segment_seconds} is too short; use at least "
+                           f"{_N_FFT / _SR:.2f} (for example 3 or 30)")
+    return extract_signal(load_audio(path), path, n)
+
+
+def extract_signal(y: np.ndarray, path: str | os.PathLike, step: int | None = None) -> list[tuple[str, int, dict[str, float]]]:
+    """extract_file's rows for a signal already loaded from path: the whole signal when step is
+    None, else segments y[K*step : K*step + step - 1] (step in samples). Raises AudioError."""
     path = Path(path)
-    y = load_audio(path)
-    if segment_seconds is None:
+    if step is None:
         segs = [(path.name, y)]
     else:
-        n = int(round(segment_seconds * _SR))
-        if n <= _N_FFT:
-            raise GsearchError(f"--segment-seconds {segment_seconds} is too short; use at least "
-                               f"{_N_FFT / _SR:.2f} (for example 3 or 30)")
-        segs = [(f"{path.stem}.{k}{path.suffix}", y[s:s + n - 1]) for k, s in enumerate(range(0, y.size - n + 2, n))]
+        segs = [(f"{path.stem}.{k}{path.suffix}", y[s:s + step - 1]) for k, s in enumerate(range(0, y.size - step + 2, step))]
         if not segs:
-            raise AudioError(f"{path}: too short for one {segment_seconds:g} s segment ({y.size / _SR:.2f} s)")
+            raise AudioError(f"{path}: too short for one {step / _SR:g} s segment ({y.size / _SR:.2f} s)")
         segs = [(name, s) for name, s in segs if np.abs(s).max() >= _SILENCE_PEAK] or segs[:1]  # all silent: fail below
     try:
         return [(name, s.size, extract_features(s)) for name, s in segs]

@@ -38,6 +38,7 @@ class Dataset:
     filenames: np.ndarray
     sha256: str
     path: str
+    clip_samples: int | None = None  # median row length in samples; None without a length column
 
     @property
     def n_tracks(self) -> int:
@@ -62,6 +63,12 @@ def track_ids(filenames: pd.Series, lengths: pd.Series) -> np.ndarray:
     if len(lengths) and (lengths <= SEGMENT_MAX_SAMPLES).all():
         stems = stems.map(lambda stem: re.sub(r"\.\d+$", "", stem))
     return stems.to_numpy()
+
+
+def _median_length(lengths: pd.Series) -> int | None:
+    values = pd.to_numeric(lengths, errors="coerce")
+    values = values[(values > 0) & (values < np.iinfo(np.int64).max)]
+    return int(values.median()) if len(values) else None
 
 
 def read_features(path: str | Path, *, require_labels: bool = True) -> pd.DataFrame:
@@ -141,4 +148,5 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None) -> Da
         filenames=frame[FILENAME_COLUMN].astype(str).to_numpy(),
         sha256=file_sha256(path),
         path=str(path.resolve()),
+        clip_samples=_median_length(frame[LENGTH_COLUMN]),
     )

@@ -46,6 +46,11 @@ class TrialConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> str:
+        """Every field on one readable line (searched or not), e.g. for the dashboard."""
+        return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in self.to_dict().items())
+
     @classmethod
     def from_dict(cls, values: dict) -> "TrialConfig":
         """Build from stored params; keys that are not config fields are ignored."""

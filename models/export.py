@@ -3,6 +3,11 @@
 - model.onnx: float32 [N, 57] raw features -> logits [N, n_classes]
 - model.pt:   a plain state_dict (tensors only; loads with weights_only=True)
 - model.json: classes, features, config and metadata (everything needed to rebuild)
+
+An ensemble (format gsearch-mlp-ensemble/1) is one mlp.Ensemble module: one
+model.pt, one ONNX graph whose "logits" output is the log of the members' mean
+probability (softmax of it is that mean), and model.json lists every member's
+config under "members" ("hyperparameters" is the best member's).
 - report.json, confusion_matrix.png: held-out evaluation
 """
 
@@ -21,6 +26,7 @@ from torch import nn
 from gsearch.models.config import TrialConfig
 
 MODEL_FILE, ONNX_FILE, META_FILE = "model.pt", "model.onnx", "model.json"
+FORMAT, ENSEMBLE_FORMAT = "gsearch-mlp/1", "gsearch-mlp-ensemble/1"
 REPORT_FILE, CONFUSION_FILE = "report.json", "confusion_matrix.png"
 
 
@@ -76,17 +82,20 @@ def export_onnx(model: nn.Module, n_features: int, path: Path) -> None:
 
 
 def save_model(model: nn.Module, config: TrialConfig, classes: tuple[str, ...],
-               features: tuple[str, ...], out_dir: Path, meta: dict) -> dict:
-    """Write model.pt, model.onnx and model.json; return the metadata written."""
+               features: tuple[str, ...], out_dir: Path, meta: dict,
+               members: list[TrialConfig] | None = None) -> dict:
+    """Write model.pt, model.onnx and model.json; return the metadata written.
+    `members`: the member configs when `model` is an mlp.Ensemble (config is the best's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
     torch.save(model.state_dict(), out_dir / MODEL_FILE)
     export_onnx(model, len(features), out_dir / ONNX_FILE)
     info = {
-        "format": "gsearch-mlp/1",
+        "format": ENSEMBLE_FORMAT if members else FORMAT,
         "classes": list(classes),
         "features": list(features),
         "hyperparameters": config.to_dict(),
+        **({"members": [m.to_dict() for m in members]} if members else {}),
         **meta,
         "versions": package_versions(),
     }

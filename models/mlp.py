@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -39,6 +41,26 @@ def build_mlp(config: TrialConfig, n_features: int, n_classes: int,
         width_in = config.width
     layers.append(nn.Linear(width_in, n_classes))
     return nn.Sequential(*layers)
+
+
+class Ensemble(nn.Module):
+    """K classifiers as one module: log of the mean of their softmax probabilities.
+
+    The output is a log-probability, so softmax(output) is the averaged probability
+    and argmax is the ensemble's vote; one module exports as one ONNX graph."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.stack([m(x).log_softmax(dim=1) for m in self.members])
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+
+
+def build_ensemble(configs: list[TrialConfig], n_features: int, n_classes: int) -> Ensemble:
+    """Untrained members with unit scalers: the shape load_state_dict fills in."""
+    return Ensemble([build_mlp(c, n_features, n_classes) for c in configs])
 
 
 def count_parameters(model: nn.Module) -> int:

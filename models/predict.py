@@ -1,17 +1,30 @@
-"""Load an exported model folder and classify feature rows. Uses only the folder."""
+"""Load an exported model folder and classify feature rows, feature CSVs or audio files.
+Uses only the folder.
+
+Audio longer than two of the model's clips (model.json clip_samples: the training rows' length)
+is cut into consecutive clip-long windows whose probabilities are averaged; shorter audio is
+classified whole.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from gsearch import GsearchError
+from gsearch.data.load import read_features
+from gsearch.data.schema import FEATURE_NAMES, FILENAME_COLUMN
 from gsearch.models.config import TrialConfig
-from gsearch.models.export import META_FILE, MODEL_FILE, ONNX_FILE
-from gsearch.models.mlp import build_mlp
+from gsearch.models.export import ENSEMBLE_FORMAT, FORMAT, META_FILE, MODEL_FILE, ONNX_FILE
+from gsearch.models.mlp import build_ensemble, build_mlp
+
+# The window for exports that do not record clip_samples: a GTZAN 30 s clip (features_30_sec.csv).
+DEFAULT_CLIP_SAMPLES = 661794
 
 
 class ExportedModel:
@@ -28,8 +41,15 @@ class ExportedModel:
             self.classes = tuple(self.meta["classes"])
             self.features = tuple(self.meta["features"])
             self.config = TrialConfig.from_dict(self.meta["hyperparameters"])
+            fmt = self.meta.get("format", FORMAT)
+            self.members = ([TrialConfig.from_dict(m) for m in self.meta["members"]]
+                            if fmt == ENSEMBLE_FORMAT else [])
+            self.clip_samples = int(self.meta.get("clip_samples") or DEFAULT_CLIP_SAMPLES)
         except (ValueError, KeyError, TypeError) as e:
             raise GsearchError(f"{meta_path} is damaged ({e}); export the model again") from None
+        if fmt not in (FORMAT, ENSEMBLE_FORMAT):
+            raise GsearchError(f"{meta_path} has format {fmt!r}, which this gsearch cannot read; "
+                               "upgrade gsearch or export the model again")
         self.backend = backend
         if backend == "onnx":
             import onnxruntime
@@ -42,7 +62,9 @@ class ExportedModel:
             except Exception as e:
                 raise GsearchError(f"cannot load {directory / MODEL_FILE} ({str(e).splitlines()[0]}); "
                                    "export the model again") from None
-            self._model = build_mlp(self.config, len(self.features), len(self.classes))
+            n_features, n_classes = len(self.features), len(self.classes)
+            self._model = (build_ensemble(self.members, n_features, n_classes) if self.members
+                           else build_mlp(self.config, n_features, n_classes))
             self._model.load_state_dict(state)
             self._model.eval()
         else:
@@ -65,3 +87,88 @@ class ExportedModel:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.logits(X).argmax(axis=1)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One classified file (audio) or row (feature CSV)."""
+
+    file: str                        # the audio file, or the CSV row's filename column
+    probabilities: dict[str, float]  # every class, most likely first
+    windows: int | None = None       # audio: how many windows were averaged
+    source: str | None = None        # CSV rows: the CSV file
+
+    @property
+    def genre(self) -> str:
+        return next(iter(self.probabilities))
+
+    def to_json(self, top_k: int | None = None) -> dict:
+        extra = {"windows": self.windows} if self.windows else {"source": self.source}
+        return {"file": self.file, "genre": self.genre,
+                "probabilities": dict(list(self.probabilities.items())[:top_k]), **extra}
+
+    def format(self, top_k: int = 1) -> str:
+        best = ", ".join(f"{g} {p:.3f}" for g, p in list(self.probabilities.items())[:top_k])
+        return f"{self.file}: {best}" + (f" ({self.windows} windows)" if (self.windows or 0) > 1 else "")
+
+
+def _prediction(model: ExportedModel, name: str, p: np.ndarray, **where) -> Prediction:
+    order = np.argsort(-p, kind="stable")
+    return Prediction(name, {model.classes[i]: float(p[i]) for i in order}, **where)
+
+
+def predict_csv(model: ExportedModel, path: Path) -> list[Prediction]:
+    """One prediction per row of a feature CSV (label column optional)."""
+    frame = read_features(path, require_labels=False)
+    P = model.predict_proba(frame[list(model.features)].to_numpy(np.float32))
+    return [_prediction(model, str(name), p, source=str(path)) for name, p in zip(frame[FILENAME_COLUMN], P)]
+
+
+def audio_windows(model: ExportedModel, path: Path) -> list[tuple[str, int, dict[str, float]]]:
+    """The feature rows predict_audio averages: consecutive windows of model.clip_samples
+    (silent ones skipped) when the audio holds at least two, else the whole file."""
+    from gsearch.data.audio import extract_signal, load_audio
+
+    y = load_audio(path)
+    step = model.clip_samples + 1  # as in data.audio: a window is one sample shorter than its step
+    return extract_signal(y, path, step if y.size >= 2 * step else None)
+
+
+def predict_audio(model: ExportedModel, path: Path) -> Prediction:
+    missing = [f for f in model.features if f not in FEATURE_NAMES]
+    if missing:
+        raise GsearchError(f"this model uses features audio extraction does not compute ({missing[0]}, ...); "
+                           "classify a feature CSV instead")
+    rows = audio_windows(model, path)
+    X = np.array([[feats[k] for k in model.features] for _, _, feats in rows], np.float32)
+    return _prediction(model, str(path), model.predict_proba(X).mean(axis=0), windows=len(rows))
+
+
+def predict_file(model: ExportedModel, path: str | Path) -> list[Prediction]:
+    """A .csv file: one prediction per row; else one prediction for the audio file."""
+    path = Path(path)
+    if not path.is_file():
+        raise GsearchError(f"{path}: no such file")
+    if path.suffix.lower() == ".csv":
+        return predict_csv(model, path)
+    return [predict_audio(model, path)]
+
+
+def predict_files(model: ExportedModel, paths, on_error: Callable[[GsearchError], None]) -> Iterator[Prediction]:
+    """Predictions for every path (a folder: each audio file in it, recursively); a file that
+    fails goes to on_error and the others go on."""
+    for path in map(Path, paths):
+        files = [path]
+        if path.is_dir():
+            from gsearch.data.audio import iter_audio_files
+
+            files = iter_audio_files([path])
+            if not files:
+                on_error(GsearchError(f"{path}: no audio files in this folder"))
+        for f in files:
+            try:
+                preds = predict_file(model, f)
+            except GsearchError as e:
+                on_error(e)
+                continue
+            yield from preds

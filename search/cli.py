@@ -1,4 +1,5 @@
-"""The gsearch command line: run, export-best, studies, dashboard."""
+"""The gsearch command line: run, export-best, evaluate, report, studies, dashboard, extract,
+predict."""
 
 from __future__ import annotations
 
@@ -18,6 +19,17 @@ study_option = click.option("--study", "study_name", default=DEFAULT_STUDY, show
                             help="Study name.")
 device_option = click.option("--device", default="auto", show_default=True,
                              help="auto, cpu or cuda (auto picks CUDA when available).")
+cv_option = click.option("--cv", type=click.IntRange(min=1), default=1, show_default=True,
+                         help="Score each trial by K-fold track-grouped CV on train+validation "
+                              "(1: the fixed validation split). Recorded in the study.")
+ensemble_option = click.option("--ensemble", type=click.IntRange(min=1), default=None,
+                               help="Export the top K trials (ranked by validation/CV value) as one "
+                                    "model averaging their probabilities; 1 = the best trial alone "
+                                    "[default: 5, or every completed trial when fewer].")
+artifacts_option = click.option(
+    "--artifacts", type=click.Path(path_type=Path, file_okay=False), default=None,
+    help="Artifact folder for the dashboard [default: beside a SQLite file, e.g. "
+         "studies-artifacts/ for studies.db; none for a server storage].")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
                               help="Torch CPU threads; tiny MLPs train fastest on one.")
 
@@ -51,9 +63,6 @@ def _setup_torch(threads: int, device: str):
 @click.version_option(__version__, prog_name="gsearch")
 def main() -> None:
     """Hyperparameter search for music-genre MLPs on GTZAN features."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @main.command()
@@ -75,32 +84,48 @@ def main() -> None:
               show_default=True, help="Fraction of tracks held out for the final test.")
 @click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
               show_default=True, help="Fraction of the remaining tracks used for validation.")
+@cv_option
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop starting new trials after this many seconds.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes on this machine sharing the study; --trials is their total.")
+@click.option("--heartbeat", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Seconds between heartbeats of a running trial (SQLite, PostgreSQL, MySQL); "
+                   "a trial silent for 3 beats is failed and run again. 0: off.")
+@click.option("--fix", multiple=True, metavar="NAME=VALUE",
+              help="Hold a search-space parameter at one value, e.g. --fix epochs=20 (repeatable).")
 @click.option("--population", type=click.IntRange(min=1), default=DEFAULT_POPULATION,
               show_default=True,
               help="Trials trained at once as one batched model; 1 trains them one by one.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every trial.")
 @user_errors
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
-        test_size, val_size, timeout, population, verbose) -> None:
+        test_size, val_size, cv, timeout, workers, heartbeat, fix, population, verbose) -> None:
     """Run (or resume) a study: TRIALS more trials."""
     from gsearch.data.load import load_dataset
     from gsearch.data.split import split_dataset
-    from gsearch.search.runner import run_study
-    from gsearch.search.study import fingerprint, open_storage, open_study
+    from gsearch.search.study import fingerprint, open_storage, open_study, parse_fixed
+    from gsearch.search.workers import RunSpec, cpu_count, run_search, start_workers_server
 
+    if workers > 1:
+        start_workers_server()  # its imports run while this process imports its own
     device = _setup_torch(threads, device)
+    fixed = parse_fixed(fix)
     ds = load_dataset(data_path)  # every data error surfaces before the storage is touched
     split = split_dataset(ds, test_size=test_size, val_size=val_size, seed=split_seed)
-    data = fingerprint(ds, split_seed=split_seed, test_size=test_size, val_size=val_size)
+    data = fingerprint(ds, split_seed=split_seed, test_size=test_size, val_size=val_size, cv=cv)
     study = open_study(open_storage(storage), study_name, data=data, sampler=sampler,
                        pruner=pruner, seed=seed)
     click.echo(f"study '{study_name}' in {safe_url(storage)}: {len(ds.y)} rows "
                f"({len(split.train)} train / {len(split.val)} validation / {len(split.test)} test, "
                f"test never used by the search), device {device}")
-    run_study(study, ds, split, trials=trials, device=device, seed=seed or 0, timeout=timeout,
-              verbose=verbose, population=population)
+    done = len(study.get_trials(deepcopy=False))
+    spec = RunSpec(storage=storage, study=study_name, sampler=sampler, pruner=pruner,
+                   seed=None if seed is None else seed + done, train_seed=seed or 0,
+                   device=str(device), threads=max(1, min(threads, cpu_count() // workers)),
+                   trials=trials, timeout=timeout, heartbeat=heartbeat or None, fixed=fixed,
+                   population=population, verbose=verbose)
+    run_search(spec, ds, split, study, workers)
     click.echo(f"next: gsearch export-best --study {study_name} --storage {safe_url(storage)}")
 
 
@@ -111,21 +136,96 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
               default=Path("export"), show_default=True, help="Folder to write the model to.")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
               help="Feature CSV (default: the file the study recorded).")
+@ensemble_option
+@artifacts_option
 @device_option
 @threads_option
 @user_errors
-def export_best_command(study_name, storage, out_dir, data_path, device, threads) -> None:
-    """Retrain the best trial, test it on the held-out split, export it."""
+def export_best_command(study_name, storage, out_dir, data_path, ensemble, artifacts, device,
+                        threads) -> None:
+    """Retrain the top trials (5 by default) or the best, test on the held-out split, export."""
+    from gsearch.search.dashboard import artifact_dir, attach_export
     from gsearch.search.export import export_best
     from gsearch.search.study import load_study, open_storage
 
     device = _setup_torch(threads, device)
     study = load_study(open_storage(storage, must_exist=True), study_name)
-    info = export_best(study, out_dir, data_path=str(data_path) if data_path else None, device=device)
-    click.echo(f"trial #{info['trial_number']}: validation accuracy {info['validation_accuracy']:.3f}, "
-               f"test accuracy {info['test_accuracy']:.3f}, test macro-F1 {info['test_macro_f1']:.3f} "
-               f"({info['n_test']} held-out rows)")
+    artifacts = artifact_dir(artifacts, storage)
+    info = export_best(study, out_dir, data_path=str(data_path) if data_path else None, device=device,
+                       ensemble=ensemble)
+    scores = (f"test accuracy {info['test_accuracy']:.3f}, test macro-F1 {info['test_macro_f1']:.3f} "
+              f"({info['n_test']} held-out rows)")
+    if "member_trials" in info:
+        click.echo(f"top-{len(info['member_trials'])} trials {info['member_trials']}: validation "
+                   + ", ".join(f"{v:.3f}" for v in info["member_validation_accuracy"]) + "; test alone "
+                   + ", ".join(f"{a:.3f}" for a in info["member_test_accuracy"]))
+        click.echo(f"ensemble (their mean probability): {scores}")
+    else:
+        click.echo(f"trial #{info['trial_number']}: validation accuracy "
+                   f"{info['validation_accuracy']:.3f}, {scores}")
     click.echo(f"wrote {out_dir}/: model.onnx, model.pt, model.json, report.json, confusion_matrix.png")
+    attach_export(study, out_dir, artifacts)
+    click.echo(f"dashboard: test metrics noted on trial #{info['trial_number']}, " +
+               (f"confusion matrix and report attached to the study (artifacts in {artifacts}/)"
+                if artifacts else "no artifacts (pass --artifacts DIR for a server storage)"))
+
+
+@main.command()
+@study_option
+@storage_option
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("report"), show_default=True, help="Folder to write the plots to.")
+@user_errors
+def report(study_name, storage, out_dir) -> None:
+    """Plots of a study (PNG and interactive HTML) and a markdown summary."""
+    from gsearch.search.report import write_report
+    from gsearch.search.study import load_study, open_storage
+
+    study = load_study(open_storage(storage, must_exist=True), study_name)
+    files = write_report(study, out_dir, safe_url(storage))
+    click.echo(f"wrote {len(files)} files to {out_dir}/: " + ", ".join(f.name for f in files))
+
+
+@main.command("evaluate")
+@click.option("--split-seeds", default="42,0,1", show_default=True,
+              help="Comma-separated split seeds; each gets its own study and test split.")
+@click.option("--trials", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Finished trials per split seed (a study that has them is not searched again).")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=DEFAULT_DATA,
+              show_default=True, help="GTZAN feature CSV.")
+@click.option("--storage", default=None,
+              help="Storage for the per-seed studies evaluate-split<seed>-cv<K> "
+                   "[default: sqlite:///evaluate.db, apart from studies.db].")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("evaluation"), show_default=True,
+              help="Folder for the exported models, one subfolder per split seed.")
+@cv_option
+@ensemble_option
+@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True)
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampler and training seed.")
+@device_option
+@threads_option
+@user_errors
+def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensemble, sampler, pruner,
+                     seed, device, threads) -> None:
+    """Honest benchmark: per split seed, search train+validation, export, score on test."""
+    from gsearch.search.evaluate import DEFAULT_EVAL_STORAGE, evaluate_seeds, format_table
+
+    try:
+        seeds = [int(s) for s in split_seeds.split(",") if s.strip()]
+    except ValueError:
+        raise GsearchError(f"--split-seeds must be integers separated by commas, got "
+                           f"{split_seeds!r}; e.g. 42,0,1") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise GsearchError(f"--split-seeds needs distinct integers, got {split_seeds!r}; e.g. 42,0,1")
+    device = _setup_torch(threads, device)
+    results = evaluate_seeds(data_path, split_seeds=seeds, trials=trials, cv=cv,
+                             storage=storage or DEFAULT_EVAL_STORAGE, out_dir=out_dir, device=device,
+                             ensemble=ensemble, sampler=sampler, pruner=pruner, seed=seed)
+    click.echo(format_table(results))
+    click.echo(f"models in {out_dir}/split<seed>/; studies in {safe_url(storage or DEFAULT_EVAL_STORAGE)}")
 
 
 @main.command()
@@ -157,16 +257,90 @@ def studies(storage) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; 0.0.0.0 exposes the dashboard to the network.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@artifacts_option
 @user_errors
-def dashboard(storage, host, port) -> None:
+def dashboard(storage, host, port, artifacts) -> None:
     """Serve optuna-dashboard for a storage."""
-    import optuna_dashboard
-
+    from gsearch.search.dashboard import artifact_dir, serve
     from gsearch.search.study import open_storage
 
     store = open_storage(storage, must_exist=True)
-    click.echo(f"optuna-dashboard for {safe_url(storage)} at http://{host}:{port}/ (Ctrl-C stops)")
-    optuna_dashboard.run_server(store, host=host, port=port)
+    artifacts = artifact_dir(artifacts, storage)
+    click.echo(f"optuna-dashboard for {safe_url(storage)} at http://{host}:{port}/ "
+               f"(artifacts: {artifacts or 'none, pass --artifacts DIR'}; Ctrl-C stops)")
+    serve(store, host=host, port=port, artifacts=artifacts)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="CSV to write (Kaggle schema: filename,length,<57 features>,label).")
+@click.option("--segment-seconds", type=click.Choice(["30", "3"]), default="30", show_default=True,
+              help="30: one row per file, over the whole file (like features_30_sec.csv); "
+                   "3: one row per consecutive 3 s segment (like features_3_sec.csv).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (files are extracted in parallel).")
+@user_errors
+def extract(paths, out, segment_seconds, jobs) -> None:
+    """Extract the 57 GTZAN features of audio files (or folders, recursively) into a CSV.
+    The label is the parent folder when it is a genre (genres_original/<genre>/<file>)."""
+    from gsearch.data.extract import extract_to_csv  # sets the numba cache before librosa loads
+
+    report = extract_to_csv(paths, out, segment_seconds=None if segment_seconds == "30" else 3.0, jobs=jobs)
+    done = f"wrote {report.rows} rows from {report.files - len(report.failed)} file(s) to {out}"
+    if report.failed:
+        raise GsearchError(f"{len(report.failed)} of {report.files} file(s) skipped (listed above); "
+                           + (done if report.rows else "nothing written"))
+    click.echo(done)
+
+
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder written by 'gsearch export-best'.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="Show the K most likely genres [default: 1; with --json: all].")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {file, genre, probabilities}.")
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@user_errors
+def predict(model_dir, files, top_k, as_json, backend) -> None:
+    """Classify audio files (or folders) and feature CSVs (one result per row) with an exported
+    model. Audio longer than two of the model's clips is classified in clip-long windows, averaged."""
+    import json
+
+    from gsearch.models.predict import ExportedModel, predict_files
+
+    model = ExportedModel(model_dir, backend)
+    errors = []
+
+    def report(error: GsearchError) -> None:  # one line per bad file; the others go on
+        errors.append(error)
+        click.echo(f"error: {error}", err=True)
+
+    predictions = predict_files(model, files, on_error=report)
+    if as_json:
+        click.echo(json.dumps([p.to_json(top_k) for p in predictions], indent=2))
+    else:
+        for p in predictions:
+            click.echo(p.format(top_k or 1))
+    if errors:
+        sys.exit(1)
+
+
+@main.command("serve-storage")
+@storage_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; 0.0.0.0 lets workers on other machines connect.")
+@click.option("--port", type=click.IntRange(1, 65535), default=13000, show_default=True)
+@user_errors
+def serve_storage_command(storage, host, port) -> None:
+    """Serve a storage to workers through Optuna's gRPC proxy (--storage grpc://HOST:PORT)."""
+    from gsearch.search.study import serve_storage
+
+    click.echo(f"storage proxy for {safe_url(storage)} at grpc://{host}:{port} (Ctrl-C stops; "
+               "workers: gsearch run --storage grpc://HOST:PORT)")
+    serve_storage(storage, host=host, port=port)
+    click.echo("storage proxy stopped")
 
 
 if __name__ == "__main__":

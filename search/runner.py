@@ -10,7 +10,9 @@ import contextlib
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import optuna
@@ -22,7 +24,7 @@ from gsearch.data.split import Split
 from gsearch.models.config import TrialConfig
 from gsearch.models.population import EpochResult, Population, population_key
 from gsearch.models.train import History, TrainData
-from gsearch.search.objective import Objective, evaluation_sets, record_history
+from gsearch.search.objective import Objective, record_history
 from gsearch.search.space import suggest_config
 from gsearch.search.study import DEFAULT_POPULATION, state_counts
 
@@ -62,18 +64,23 @@ def summary(study: optuna.Study) -> str:
 
 def run_study(study: optuna.Study, ds: Dataset, split: Split, *, trials: int, device: torch.device,
               seed: int = 0, timeout: float | None = None, verbose: bool = False,
-              population: int = DEFAULT_POPULATION, cv: int = 1) -> None:
-    """`population` trials at a time are trained as one batched model (ask/tell);
-    1 runs the sequential objective under study.optimize."""
+              population: int = DEFAULT_POPULATION, cv: int | None = None,
+              callbacks: Sequence[Callable] = (), claim: Callable[[], bool] | None = None) -> None:
+    """`population` trials at a time are trained as one batched model (ask/tell); 1 runs
+    the sequential objective under study.optimize. `cv=None` follows the study's protocol
+    (objective.study_protocol). `callbacks` run after each finished trial, as in
+    study.optimize (workers.py counts the run's trials with one and may call study.stop()
+    on the sequential path); the population path asks for a trial only while `claim()`
+    (if given) grants one."""
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     progress = _Progress(study, trials)
+    objective = Objective(ds, split, device, seed, cv)
     try:
         if population <= 1:
-            study.optimize(Objective(ds, split, device, seed, cv), n_trials=trials, timeout=timeout,
-                           callbacks=[progress])
+            study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[progress, *callbacks])
         else:
-            _PopulationSearch(study, evaluation_sets(ds, split, cv, seed), device, seed,
-                              population, progress).run(trials, timeout)
+            _PopulationSearch(study, objective.evaluation_sets(study), device, seed,
+                              population, [progress, *callbacks], claim).run(trials, timeout)
     finally:
         progress.bar.close()
         print(summary(study))
@@ -157,9 +164,9 @@ class _PopulationSearch:
     and told on its own, with the same user attributes as the sequential objective."""
 
     def __init__(self, study: optuna.Study, sets: list[TrainData], device: torch.device, seed: int,
-                 size: int, progress: _Progress):
+                 size: int, callbacks: Sequence[Callable], claim: Callable[[], bool] | None = None):
         self.study, self.sets, self.device, self.seed = study, sets, device, seed
-        self.size, self.progress = size, progress
+        self.size, self.callbacks, self.claim = size, callbacks, claim
         self.pops: dict[tuple, Population] = {}
         self.owner: dict[tuple[tuple, int], tuple[_Run, int]] = {}
         self.running: list[_Run] = []
@@ -167,16 +174,41 @@ class _PopulationSearch:
         # The same study, read through the local copy: what the pruner is shown.
         self.view = optuna.Study(study.study_name, self.local, sampler=study.sampler, pruner=study.pruner)
 
+    def _beat(self) -> None:
+        """Heartbeats, as study.optimize gives them, for ask/tell: every trial in flight beats
+        at half the storage's interval, and stale trials of dead workers are failed (and
+        retried by the storage's callback) before new trials are asked for."""
+        storage = self.study._storage
+        interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
+        if not interval or time.monotonic() - self._beat_at < interval / 2:
+            return
+        self._beat_at = time.monotonic()
+        for run in self.running:
+            storage.record_heartbeat(run.trial._trial_id)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+
+    def _ask(self) -> optuna.Trial:
+        with warnings.catch_warnings():  # heartbeats are handled by _beat
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            return self.study.ask()
+
     def run(self, trials: int, timeout: float | None) -> None:
         start, asked = time.monotonic(), 0
+        self._beat_at = -math.inf
         try:
             while True:
+                self._beat()
                 while (len(self.running) < self.size and asked < trials
-                       and (timeout is None or time.monotonic() - start < timeout)):
-                    self._start(self.study.ask())
+                       and (timeout is None or time.monotonic() - start < timeout)
+                       and (self.claim is None or self.claim())):
+                    self._start(self._ask())
                     asked += 1
+                    self._beat_at = -math.inf  # the new trial beats at once
                 if not self.running:
                     return
+                self._beat()
                 for key, pop in self.pops.items():
                     for result in pop.run_epoch():
                         self._record(key, result)
@@ -192,6 +224,7 @@ class _PopulationSearch:
         seed = self.seed + trial.number
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr("config", config.describe())
         n = len(self.sets)
         run = _Run(trial, config, [], [None] * n, [math.nan] * n, [False] * n)
         for fold, data in enumerate(self.sets):
@@ -247,7 +280,10 @@ class _PopulationSearch:
             run.trial.set_user_attr("pruned_reason", reason)
         if not run.diverged:
             record_history(run.trial, [h for h in run.histories if h is not None])
+        if len(run.accuracy) > 1 and state == TrialState.COMPLETE:
+            run.trial.set_user_attr("fold_accuracies", [round(a, 5) for a in run.accuracy])
         value = float(np.mean(run.accuracy)) if state == TrialState.COMPLETE else None
         frozen = self.study.tell(run.trial, value, state=state)
         self.local.finished(frozen)
-        self.progress(self.study, frozen)
+        for callback in self.callbacks:
+            callback(self.study, frozen)

@@ -1,0 +1,113 @@
+"""What gsearch adds to optuna-dashboard: an artifact store beside the storage, and the
+results of export-best attached to the study (confusion matrix and report as artifacts,
+a markdown note with the test metrics on the exported trial)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+from optuna_dashboard import run_server, save_note
+from sqlalchemy.engine import make_url
+
+from gsearch import GsearchError
+
+EXPORT_ATTR = "export"  # study user attribute: what export-best last measured
+
+
+def default_artifact_dir(storage_url: str) -> Path | None:
+    """sqlite:///dir/studies.db -> dir/studies-artifacts; None for a server storage."""
+    if "://" not in storage_url:  # a journal file: dir/studies.log -> dir/studies-artifacts
+        return Path(storage_url).with_name(f"{Path(storage_url).stem}-artifacts")
+    url = make_url(storage_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return None
+    database = Path(url.database)
+    return database.with_name(f"{database.stem}-artifacts")
+
+
+def artifact_dir(path: Path | None, storage_url: str) -> Path | None:
+    """The artifact folder: `path`, else beside a SQLite file; created if missing."""
+    path = path or default_artifact_dir(storage_url)
+    if path is None:
+        return None
+    try:
+        path.mkdir(exist_ok=True)
+    except FileNotFoundError:
+        raise GsearchError(f"folder {path.parent} for the artifacts does not exist; create it "
+                           "or pass another --artifacts") from None
+    except OSError as e:
+        raise GsearchError(f"cannot create the artifact folder {path}: {e.strerror}; "
+                           "pass another --artifacts") from None
+    return path
+
+
+def serve(storage: optuna.storages.BaseStorage, *, host: str, port: int,
+          artifacts: Path | None) -> None:
+    """Run optuna-dashboard until interrupted, with the artifact folder when there is one."""
+    store = None if artifacts is None else FileSystemArtifactStore(artifacts)
+    run_server(storage, host=host, port=port, artifact_store=store)
+
+
+def _upload(study: optuna.Study, store: FileSystemArtifactStore, path: Path, filename: str) -> str:
+    """Upload `path` as a study artifact named `filename`; one of the same name is replaced."""
+    for meta in get_all_artifact_meta(study):
+        if meta.filename == filename:
+            with path.open("rb") as f:
+                store.write(meta.artifact_id, f)
+            return meta.artifact_id
+    with tempfile.TemporaryDirectory() as tmp:  # upload_artifact names it after the file
+        named = Path(tmp) / filename
+        shutil.copyfile(path, named)
+        return upload_artifact(artifact_store=store, file_path=str(named), study_or_trial=study)
+
+
+def _note(report: dict, links: dict[str, str], out_dir: Path) -> str:
+    test = report["test"]
+    rows = "\n".join(f"| {genre} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1-score']:.2f} "
+                     f"| {m['support']:.0f} |"
+                     for genre, m in test["per_class"].items()
+                     if genre != "accuracy" and not genre.endswith(" avg"))
+    alone = ", ".join(f"{a:.3f}" for a in report.get("member_test_accuracy", []))
+    ensemble = (f"An ensemble of trials {report['member_trials']} (this trial is its best member; "
+                f"test accuracy of each alone: {alone}).\n" if "member_trials" in report else "")
+    shown = "".join(f"![confusion matrix]({url})\n\n" if name.endswith(".png") else
+                    f"Full report: [{name}]({url})\n\n" for name, url in links.items())
+    return f"""## Held-out test (gsearch export-best)
+
+| test accuracy | test macro-F1 | validation accuracy | test rows |
+|---|---|---|---|
+| **{test['accuracy']:.3f}** | {test['macro_f1']:.3f} | {report['validation_accuracy']:.3f} | {test['n']} |
+
+{ensemble}Retrained on {report['retrained_on_rows']} train+validation rows in {report['train_seconds']:.1f} s;
+the search never saw the test rows. Model folder: `{out_dir.resolve()}`.
+
+{shown}| genre | precision | recall | F1 | test rows |
+|---|---|---|---|---|
+{rows}
+"""
+
+
+def attach_export(study: optuna.Study, out_dir: Path, artifacts: Path | None) -> None:
+    """Record export-best's results in the study so the dashboard shows them: the
+    confusion matrix and report.json as study artifacts (a finished trial takes no
+    artifacts), the test metrics as a note on the exported trial and a study attribute."""
+    from gsearch.models.export import CONFUSION_FILE, REPORT_FILE  # torch: not for `dashboard`
+
+    report = json.loads((out_dir / REPORT_FILE).read_text())
+    number = report["trial_number"]
+    study.set_user_attr(EXPORT_ATTR, {key: report[key] for key in
+                                      ("trial_number", "test_accuracy", "test_macro_f1", "n_test")})
+    links = {}  # file name -> dashboard URL of the uploaded artifact
+    if artifacts is not None:
+        store = FileSystemArtifactStore(artifacts)
+        for name in (CONFUSION_FILE, REPORT_FILE):
+            artifact_id = _upload(study, store, out_dir / name, f"trial-{number}-{name}")
+            links[name] = f"/artifacts/{study._study_id}/{artifact_id}"
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    save_note(optuna.Trial(study, trial_id),  # save_note takes a live Trial, also for a finished one
+              _note(report, links, out_dir))

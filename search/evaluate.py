@@ -1,0 +1,130 @@
+"""gsearch evaluate: the honest benchmark of the whole search.
+
+For each split seed: a study of its own searches train+validation only, the chosen
+model (best trial or top-K ensemble, ranked by the study's value) is retrained on
+train+validation and exported, and only then that seed's test split scores it, next
+to an RBF-SVM and a logistic regression (logreg) tuned by grouped CV on the same rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gsearch.data.load import Dataset, load_dataset
+from gsearch.data.split import Split, split_dataset
+from gsearch.models.export import evaluate
+from gsearch.search.export import export_best
+from gsearch.search.runner import run_study
+from gsearch.search.study import fingerprint, open_storage, open_study, state_counts
+
+DEFAULT_EVAL_STORAGE = "sqlite:///evaluate.db"
+FINISHED = ("complete", "pruned", "fail")
+
+
+@dataclass
+class SeedResult:
+    split_seed: int
+    study: str
+    trials: int
+    search_value: float  # the search's own estimate for its best trial (validation / CV)
+    search_minutes: float  # summed trial durations: the search's cost
+    scores: dict[str, tuple[float, float]] = field(default_factory=dict)  # model -> (acc, F1)
+
+
+def study_name(split_seed: int, cv: int) -> str:
+    return f"evaluate-split{split_seed}-cv{cv}"
+
+
+def baselines(ds: Dataset, split: Split, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """RBF-SVM and logistic regression (StandardScaler pipelines), C tuned by 5-fold
+    track-grouped CV on train+validation, scored on the test split."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    rows = split.train_val
+    folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+    models = {
+        "RBF-SVM": (SVC(kernel="rbf"), {"svc__C": [1, 3, 10, 30, 100]}),
+        "logreg": (LogisticRegression(max_iter=5000),
+                                {"logisticregression__C": [0.01, 0.1, 1, 10]}),
+    }
+    scores = {}
+    for name, (estimator, grid) in models.items():
+        search = GridSearchCV(make_pipeline(StandardScaler(), estimator), grid, cv=folds)
+        search.fit(ds.X[rows], ds.y[rows], groups=ds.groups[rows])
+        report = evaluate(ds.y[split.test], search.predict(ds.X[split.test]), ds.classes)
+        scores[name] = (report["accuracy"], report["macro_f1"])
+    return scores
+
+
+def evaluate_seeds(data_path: str | Path, *, split_seeds: list[int], trials: int, cv: int,
+                   storage: str, out_dir: Path, device: torch.device, ensemble: int | None = None,
+                   sampler: str = "tpe", pruner: str = "median", seed: int = 0,
+                   test_size: float = 0.2, val_size: float = 0.2) -> list[SeedResult]:
+    """Search, export and score once per split seed; a seed's study is topped up to
+    `trials` finished trials, so an interrupted benchmark resumes where it stopped."""
+    ds = load_dataset(data_path)
+    splits = {s: split_dataset(ds, test_size=test_size, val_size=val_size, seed=s)
+              for s in split_seeds}  # every data error surfaces before the storage is touched
+    store = open_storage(storage)
+    results = []
+    for split_seed, split in splits.items():
+        name = study_name(split_seed, cv)
+        data = fingerprint(ds, split_seed=split_seed, test_size=test_size, val_size=val_size, cv=cv)
+        study = open_study(store, name, data=data, sampler=sampler, pruner=pruner, seed=seed)
+        done = sum(state_counts(study)[s] for s in FINISHED)
+        if done < trials:
+            print(f"split seed {split_seed}: study '{name}', {len(split.train_val)} train+validation "
+                  f"rows searched ({'%d-fold CV' % cv if cv > 1 else 'fixed validation split'}), "
+                  f"{len(split.test)} test rows held out")
+            run_study(study, ds, split, trials=trials - done, device=device, seed=seed)
+        info = export_best(study, out_dir / f"split{split_seed}", data_path=ds.path,
+                           device=device, ensemble=ensemble)
+        result = SeedResult(split_seed, name, sum(state_counts(study)[s] for s in FINISHED),
+                            info["validation_accuracy"], _search_minutes(study))
+        if "member_trials" in info:
+            result.scores["MLP best"] = (info["member_test_accuracy"][0],
+                                         info["member_test_macro_f1"][0])
+            result.scores[f"MLP top-{len(info['member_trials'])}"] = (info["test_accuracy"],
+                                                                      info["test_macro_f1"])
+        else:
+            result.scores["MLP best"] = (info["test_accuracy"], info["test_macro_f1"])
+        result.scores.update(baselines(ds, split, seed))
+        results.append(result)
+    return results
+
+
+def _search_minutes(study) -> float:
+    return sum((t.datetime_complete - t.datetime_start).total_seconds()
+               for t in study.get_trials(deepcopy=False)
+               if t.datetime_start and t.datetime_complete) / 60
+
+
+def _mean_std(values: list[float]) -> str:
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.3f} ± {std:.3f}"
+
+
+def format_table(results: list[SeedResult]) -> str:
+    """Per seed: test accuracy / macro-F1 of every model; then mean ± std over seeds.
+    'search value' is the search's own (validation / CV) estimate for its best trial,
+    'search min' the summed duration of its trials."""
+    models = list(results[0].scores)
+    head = f"{'split seed':>10} {'trials':>6} {'search min':>10} {'search value':>12}" + "".join(
+        f" | {m + ' acc / F1':>20}" for m in models)
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(f"{r.split_seed:>10} {r.trials:>6} {r.search_minutes:>10.1f} {r.search_value:>12.3f}"
+                     + "".join(f" | {f'{r.scores[m][0]:.3f} / {r.scores[m][1]:.3f}':>20}" for m in models))
+    lines.append("-" * len(head))
+    for i, what in enumerate(("test accuracy", "test macro-F1")):
+        lines.append(f"{'mean ± std ' + what:>41}" + "".join(
+            f" | {_mean_std([r.scores[m][i] for r in results]):>20}" for m in models))
+    return "\n".join(lines)

@@ -1,0 +1,144 @@
+"""gsearch report: a study's plots as PNG (matplotlib) and interactive HTML (plotly), with
+Optuna's visualization module, plus a short markdown summary. Works offline: the HTML
+files share one plotly.min.js written beside them, and no PNG goes through kaleido."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from gsearch import GsearchError
+from gsearch.search.dashboard import EXPORT_ATTR
+from gsearch.search.study import OBJECTIVE_NAME, state_counts
+
+DPI = 100
+# plot name -> (title, PNG size in inches)
+PLOTS = {
+    "optimization_history": ("Validation accuracy per trial", (10, 5.5)),
+    "intermediate_values": ("Learning curves: validation accuracy per epoch", (10, 5.5)),
+    "param_importances": ("Which hyperparameters mattered (fANOVA importance)", (10, 5.5)),
+    "parallel_coordinate": ("Hyperparameters of the completed trials", (14, 6)),
+}
+
+
+def _figures(study: optuna.Study, plots) -> dict:
+    """Plot name -> what optuna's `plots` module (matplotlib or plotly) draws for it."""
+    target = {"target_name": OBJECTIVE_NAME}
+    return {
+        "optimization_history": lambda: plots.plot_optimization_history(study, **target),
+        "intermediate_values": lambda: plots.plot_intermediate_values(study),
+        "param_importances": lambda: plots.plot_param_importances(study, **target),
+        "parallel_coordinate": lambda: plots.plot_parallel_coordinate(study, **target),
+    }
+
+
+def _style_learning_curves(ax, study: optuna.Study) -> None:
+    """One line per trial labelled 'Trial<n>': color by outcome instead of a 200-entry legend."""
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    best = study.best_trial.number
+    styles = {TrialState.COMPLETE: ("tab:blue", 0.45, 1.0), TrialState.PRUNED: ("0.55", 0.45, 0.8)}
+    seen = set()
+    for line in ax.get_lines():
+        number = int(line.get_label().removeprefix("Trial"))
+        state = states[number]
+        color, alpha, width = styles.get(state, ("tab:orange", 0.6, 0.8))
+        label = state.name.lower()
+        if number == best:
+            color, alpha, width, label = "tab:red", 1.0, 2.2, f"best (trial {best})"
+            line.set_zorder(3)
+        line.set(color=color, alpha=alpha, linewidth=width, marker="", markersize=0,
+                 label=label if label not in seen else "_nolegend_")
+        seen.add(label)
+    if seen:
+        ax.legend(loc="lower right")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(OBJECTIVE_NAME)
+
+
+def _png(study: optuna.Study, name: str, draw, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    title, size = PLOTS[name]
+    # optuna draws most plots in ggplot style; parallel coordinates need a plain background
+    style = "default" if name == "parallel_coordinate" else "ggplot"
+    with plt.style.context(style), matplotlib.rc_context({"figure.figsize": size}):
+        ax = draw()
+        fig = ax.figure
+        if name == "intermediate_values":
+            _style_learning_curves(ax, study)
+        if name == "parallel_coordinate":
+            for lines in ax.collections:  # optuna's Blues draws the worst trials white
+                lines.set_cmap("viridis_r")  # best trials darkest
+        ax.set_title("")  # optuna's generic centred title
+        ax.set_title(f"{study.study_name}: {title}", loc="left")
+        fig.set_size_inches(*size)
+        fig.tight_layout()
+        fig.savefig(path, dpi=DPI)
+        plt.close(fig)
+
+
+def _html(study: optuna.Study, name: str, draw, path: Path) -> None:
+    fig = draw()
+    fig.update_layout(title=f"{study.study_name}: {PLOTS[name][0]}")
+    if name == "intermediate_values":
+        fig.update_layout(xaxis_title="epoch", yaxis_title=OBJECTIVE_NAME)
+    # "directory": one plotly.min.js beside the pages instead of 4 MB in each, no CDN needed
+    fig.write_html(path, include_plotlyjs="directory", full_html=True)
+
+
+def _summary(study: optuna.Study, storage_url: str, skipped: dict[str, str]) -> str:
+    counts = state_counts(study)
+    best = study.best_trial
+    attrs = study.user_attrs
+    lines = [f"# Study `{study.study_name}`", "",
+             f"Storage `{storage_url}`, data `{attrs.get('data_path', '?')}` "
+             f"({attrs.get('n_rows', '?')} rows, sha256 {str(attrs.get('data_sha256', '?'))[:12]}).", "",
+             f"{len(study.trials)} trials: {counts['complete']} complete, {counts['pruned']} pruned, "
+             f"{counts['fail']} failed, {counts['running']} running.", "",
+             f"**Best: trial #{best.number}, {OBJECTIVE_NAME} {best.value:.4f}**", "",
+             "| parameter | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+              for k, v in best.params.items()]
+    export = attrs.get(EXPORT_ATTR)
+    if export:
+        lines += ["", f"export-best (trial #{export['trial_number']}): test accuracy "
+                      f"{export['test_accuracy']:.4f}, test macro-F1 {export['test_macro_f1']:.4f} "
+                      f"on {export['n_test']} held-out rows."]
+    lines += ["", "## Plots", ""]
+    for name in PLOTS:
+        if name in skipped:
+            lines.append(f"- {name}: not drawn ({skipped[name]})")
+        else:
+            lines += [f"### {PLOTS[name][0]}", "", f"![{name}]({name}.png)", "",
+                      f"Interactive: [{name}.html]({name}.html)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(study: optuna.Study, out_dir: Path, storage_url: str) -> list[Path]:
+    """Write <plot>.png, <plot>.html and summary.md to out_dir; return the files written."""
+    complete = state_counts(study)["complete"]
+    if not complete:
+        raise GsearchError(f"study '{study.study_name}' has no completed trial yet; "
+                           "run 'gsearch run' until one completes")
+    import optuna.visualization as plotly_plots
+    import optuna.visualization.matplotlib as mpl_plots
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    skipped = {} if complete > 1 else {"param_importances": "needs at least 2 completed trials"}
+    written = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        pngs, htmls = _figures(study, mpl_plots), _figures(study, plotly_plots)
+        for name in PLOTS:
+            if name not in skipped:
+                _png(study, name, pngs[name], out_dir / f"{name}.png")
+                _html(study, name, htmls[name], out_dir / f"{name}.html")
+                written += [out_dir / f"{name}.png", out_dir / f"{name}.html"]
+    summary = out_dir / "summary.md"
+    summary.write_text(_summary(study, storage_url, skipped))
+    return written + [out_dir / "plotly.min.js", summary]

@@ -1,0 +1,238 @@
+"""Several workers on one study, for real: worker processes on SQLite, PostgreSQL and Redis,
+a worker killed mid-trial, Ctrl-C/SIGTERM, unreachable servers. Trials are kept short with
+--fix epochs=20 on a tiny synthetic CSV."""
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+
+from gsearch.search.study import open_storage
+
+TrialState = optuna.trial.TrialState
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+FAST = ("--fix", "epochs=20", "--seed", "3")
+
+
+def counts(url, name):
+    trials = optuna.load_study(study_name=name, storage=open_storage(url)).trials
+    return {"finished": sum(t.state in FINISHED for t in trials),
+            "fail": sum(t.state == TrialState.FAIL for t in trials),
+            "running": sum(t.state == TrialState.RUNNING for t in trials),
+            "waiting": sum(t.state == TrialState.WAITING for t in trials),
+            "all": len(trials)}
+
+
+def run_workers_and_resume(cli, url, name, csv, workers, first, more):
+    args = ["--data", csv, "--storage", url, "--study", name, "--workers", workers, *FAST]
+    result = cli("run", "--trials", first, *args)
+    assert result.exit_code == 0, result.output
+    assert counts(url, name) == {"finished": first, "fail": 0, "running": 0, "waiting": 0,
+                                 "all": first}
+    study = optuna.load_study(study_name=name, storage=open_storage(url))
+    params = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(params)) == len(params)  # each worker samples with its own seed
+    result = cli("run", "--trials", more, *args)
+    assert result.exit_code == 0, result.output
+    assert counts(url, name)["finished"] == first + more  # --trials counts this run only
+    listed = cli("studies", "--storage", url)
+    row = next(line.split() for line in listed.output.splitlines() if line.startswith(name))
+    assert row[1:6] == [str(first + more), row[2], row[3], "0", "0"]
+
+
+def test_four_workers_on_sqlite_finish_exactly_the_requested_trials(cli, make_csv, tmp_path):
+    db = tmp_path / "s.db"
+    run_workers_and_resume(cli, f"sqlite:///{db}", "w", make_csv(), 4, 8, 4)
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_workers_on_a_journal_file(cli, make_csv, tmp_path):
+    run_workers_and_resume(cli, str(tmp_path / "studies.log"), "j", make_csv(), 3, 6, 2)
+
+
+def free_port():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        return server.getsockname()[1]
+
+
+def test_workers_through_the_grpc_storage_proxy(cli, make_csv, tmp_path):
+    port = free_port()
+    server = gsearch("serve-storage", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--port",
+                     port, cwd=tmp_path)
+    try:
+        url = f"grpc://127.0.0.1:{port}"
+        wait_for(lambda: cli("studies", "--storage", url).exit_code == 0, seconds=60)
+        taken = cli("serve-storage", "--storage", f"sqlite:///{tmp_path / 'o.db'}", "--port", port)
+        assert taken.exit_code == 1 and "choose another --port" in taken.output
+        run_workers_and_resume(cli, url, "g", make_csv(), 2, 4, 2)
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=30)
+    assert server.returncode == 0 and "storage proxy stopped" in out
+    assert counts(f"sqlite:///{tmp_path / 's.db'}", "g")["finished"] == 6
+
+
+def test_four_workers_on_postgresql(cli, make_csv, postgres_url):
+    name = f"test-workers-{uuid.uuid4().hex[:8]}"
+    try:
+        run_workers_and_resume(cli, postgres_url, name, make_csv(), 4, 8, 4)
+    finally:
+        optuna.delete_study(study_name=name, storage=open_storage(postgres_url))
+
+
+def test_workers_on_a_redis_journal(cli, make_csv, redis_url):
+    import redis
+
+    name = f"test-workers-{uuid.uuid4().hex[:8]}"
+    storage = open_storage(redis_url)
+    try:
+        run_workers_and_resume(cli, redis_url, name, make_csv(), 3, 6, 2)
+    finally:
+        optuna.delete_study(study_name=name, storage=storage)
+        if not storage.get_all_studies():  # nobody else's journal: leave Redis as it was
+            client = redis.Redis.from_url(redis_url)
+            keys = client.keys(":log:*") + [":log_number", ":snapshot"]
+            client.delete(*keys)
+
+
+def gsearch(*args, cwd, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "gsearch.search.cli", *map(str, args)],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **kwargs)
+
+
+def workers_of(pid):
+    """Worker processes of a run's parent: the children of its forkserver."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    return [w for child in children.get(pid, []) for w in children.get(child, [])]
+
+
+def has_study(db, name):
+    """Whether the SQLite file already holds the study (read directly: opening the storage
+    while the run creates its tables would race with it)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+            rows = connection.execute("SELECT study_name FROM studies").fetchall()
+    except sqlite3.Error:
+        return False
+    return (name,) in rows
+
+
+def wait_for(condition, seconds=90):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cli, make_csv, tmp_path):
+    """The run's parent is this process (its forkserver's children are the workers); a
+    thread freezes both workers when both are mid-trial and kills one with SIGKILL."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    args = ["--data", make_csv(), "--storage", url, "--study", "k", "--workers", 2,
+            "--heartbeat", 1, "--fix", "epochs=60", "--pruner", "none", "--population", 1]
+    killed = {}
+
+    def kill_one_mid_trial():
+        wait_for(lambda: has_study(tmp_path / "s.db", "k") and len(workers_of(os.getpid())) == 2
+                 and counts(url, "k")["finished"] >= 1)
+        study = optuna.load_study(study_name="k", storage=open_storage(url))
+        while True:
+            workers = workers_of(os.getpid())
+            for w in workers:
+                os.kill(w, signal.SIGSTOP)
+            running = [t for t in study.get_trials(states=(TrialState.RUNNING,))
+                       if t.intermediate_values]  # reporting, so its heartbeat is beating
+            if len(workers) == 2 and len(running) == 2:
+                os.kill(workers[0], signal.SIGKILL)
+                os.kill(workers[1], signal.SIGCONT)
+                killed["at"] = time.monotonic()
+                return
+            for w in workers:
+                os.kill(w, signal.SIGCONT)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_mid_trial, daemon=True)
+    killer.start()
+    result = cli("run", "--trials", 6, *args)
+    killer.join(timeout=1)
+    assert result.exit_code == 0, result.output
+    assert "at" in killed, "the run ended before a worker could be killed"
+    assert re.search(r"worker \d was killed \(SIGKILL\).*starting a replacement", result.output)
+    assert counts(url, "k")["finished"] == 6  # the run still reached its count
+    time.sleep(max(0.0, killed["at"] + 4 - time.monotonic()))  # past the grace period (3 s)
+    rerun = cli("run", "--trials", 1, *args)
+    assert rerun.exit_code == 0, rerun.output
+    after = counts(url, "k")
+    assert after["running"] == 0 and after["waiting"] == 0 and after["fail"] == 1
+    assert after["finished"] == 7
+    trials = optuna.load_study(study_name="k", storage=open_storage(url)).trials
+    failed = next(t for t in trials if t.state == TrialState.FAIL)
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == failed.number)
+    assert retry.state in FINISHED and retry.params == failed.params
+    assert retry.system_attrs["failed_trial"] == failed.number
+
+
+@pytest.mark.parametrize("workers, how", [(2, "ctrl-c"), (1, "sigterm")])
+def test_interrupt_leaves_no_running_trial_and_a_rerun_resumes(cli, make_csv, tmp_path, workers,
+                                                               how):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    args = ["--data", make_csv(), "--storage", url, "--study", "i", "--workers", workers,
+            "--fix", "epochs=40", "--pruner", "none"]
+    proc = gsearch("run", "--trials", 500, *args, cwd=tmp_path, start_new_session=True)
+    try:
+        wait_for(lambda: has_study(tmp_path / "s.db", "i")
+                 and counts(url, "i")["finished"] >= 1 and counts(url, "i")["running"] >= 1)
+        if how == "ctrl-c":  # a terminal sends SIGINT to the whole process group
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted: finished trials are saved")
+    before = counts(url, "i")
+    assert before["running"] == 0 and before["finished"] >= 1
+    rerun = cli("run", "--trials", 2, *args)
+    assert rerun.exit_code == 0, rerun.output
+    after = counts(url, "i")
+    assert after["running"] == 0 and after["finished"] == before["finished"] + 2
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("postgresql://me:s3cret@127.0.0.1:9/x", "cannot open storage postgresql://me:\\*\\*\\*@"),
+    ("redis://:s3cret@127.0.0.1:9/0", "cannot reach Redis storage redis://:\\*\\*\\*@"),
+    ("mysql://me:s3cret@127.0.0.1/x", "no database driver for mysql://me:\\*\\*\\*@"),
+    ("grpc://127.0.0.1:9", "cannot reach the storage proxy at grpc://127.0.0.1:9"),
+    ("sqlite:///{tmp}/s.db --fix epochs=25", "not a value of epochs"),
+])
+def test_bad_storage_fails_in_one_line_with_the_password_masked(cli, make_csv, tmp_path, url,
+                                                                  expected):
+    url, *extra = url.format(tmp=tmp_path).split()
+    result = cli("run", "--trials", 1, "--data", make_csv(), "--storage", url, "--workers", 2,
+                 *extra)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "s3cret" not in lines[0]
+    assert re.search(expected, lines[0]), lines[0]
+    assert not (tmp_path / "s.db").exists()
