@@ -10,9 +10,10 @@ In one run, on one data file and one split (64/16/20 by track, split seed 42):
 (b) a reference study (that loop as the objective, TPE, MedianPruner, in-memory storage,
     one process; depth 1-4, width 16-512, dropout 0-0.6, batch norm, lr 1e-4..1e-1,
     epochs 20-200, batch 64) and `gsearch run` with default settings (the real CLI, a
-    fresh SQLite file), both with --trials trials. The best trial of each is retrained on
-    train+validation with its own trainer (--repeats seeds) and scored on the untouched
-    test split.
+    fresh SQLite file; its own default space, which is wider: width 32-1024, lr schedules,
+    weight decay, label smoothing, input noise, batch 32-128), both with --trials trials.
+    The best trial of each is retrained on train+validation with its own trainer
+    (--repeats seeds, a single model each) and scored on the untouched test split.
 
 Usage: python bench/bench_speed.py [--trials 200] [--repeats 3] [--data CSV] [--skip-study]
 Timings are wall-clock seconds; run it on a quiet machine for absolute figures.

@@ -9,7 +9,7 @@ from gsearch.data.load import load_dataset
 from gsearch.data.split import split_dataset
 from gsearch.models.config import TrialConfig
 from gsearch.models.train import train
-from gsearch.search.objective import evaluation_sets
+from gsearch.search.objective import evaluation_sets, study_protocol
 from gsearch.search.runner import run_study
 
 TrialState = optuna.trial.TrialState
@@ -86,7 +86,7 @@ def test_folds_train_in_lockstep_and_the_value_is_their_mean(ds, monkeypatch):
     split = split_dataset(ds)
     study = in_memory_study()
     run_study(study, ds, split, trials=3, device=torch.device("cpu"), seed=5, population=3, cv=2)
-    folds = evaluation_sets(ds, split, cv=2, seed=5)
+    folds = evaluation_sets(ds, split, cv=2, seed=study_protocol(study)[1])
     for t in study.trials:
         config = space(optuna.trial.FixedTrial(t.params))
         curves = [train(config, fold, seed=5 + t.number)[1].val_accuracy for fold in folds]
