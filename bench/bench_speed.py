@@ -4,14 +4,16 @@ In one run, on one data file and one split (64/16/20 by track, split seed 42):
 
 (a) the fixed configuration (3 x 256, batch norm, dropout 0.3, Adam lr 1e-3, 100 epochs,
     batch 64) trained by Optuna's PyTorch example shape (a DataLoader over a TensorDataset,
-    evaluation every epoch) and by gsearch's trainer; also by a gsearch population of
-    --repeats seeds at once. Mean seconds and test accuracy over --repeats seeds.
+    evaluation every epoch) and by gsearch's trainer: as configured, with early stopping
+    (patience 10 epochs on validation loss), and as a population of --repeats seeds at
+    once. Mean seconds and test accuracy over --repeats seeds.
 (b) a reference study (that loop as the objective, TPE, MedianPruner, in-memory storage,
     one process; depth 1-4, width 16-512, dropout 0-0.6, batch norm, lr 1e-4..1e-1,
     epochs 20-200, batch 64) and `gsearch run` with default settings (the real CLI, a
-    fresh SQLite file), both with --trials trials. The best trial of each is retrained on
-    train+validation with its own trainer (--repeats seeds) and scored on the untouched
-    test split.
+    fresh SQLite file; its own default space, which is wider: width 32-1024, lr schedules,
+    weight decay, label smoothing, input noise, batch 32-128), both with --trials trials.
+    The best trial of each is retrained on train+validation with its own trainer
+    (--repeats seeds, a single model each) and scored on the untouched test split.
 
 Usage: python bench/bench_speed.py [--trials 200] [--repeats 3] [--data CSV] [--skip-study]
 Timings are wall-clock seconds; run it on a quiet machine for absolute figures.
@@ -173,8 +175,9 @@ def main() -> None:
     seeds = list(range(args.seed, args.seed + args.repeats))
     config = TrialConfig(**FIXED, weight_decay=0.0)   # AdamW without decay is Adam
     data = TrainData(X, y, len(ds.classes), X_val, y_val)
-    ref_t, ref_acc, gs_t, gs_acc = [], [], [], []
-    for s in seeds:   # interleaved, so machine load hits both alike
+    stopping = TrialConfig(**{**config.to_dict(), "early_stop_patience": 10})
+    ref_t, ref_acc, gs_t, gs_acc, es_t, es_acc, es_epochs = [], [], [], [], [], [], []
+    for s in seeds:   # interleaved, so machine load hits all alike
         t0 = time.perf_counter()
         model, _ = reference_train(FIXED, X, y, X_val, y_val, s)
         ref_t.append(time.perf_counter() - t0)
@@ -183,12 +186,19 @@ def main() -> None:
         model, _ = train(config, data, seed=s)
         gs_t.append(time.perf_counter() - t0)
         gs_acc.append(gsearch_test_accuracy(model, X_test, y_test))
+        t0 = time.perf_counter()
+        model, history = train(stopping, data, seed=s)
+        es_t.append(time.perf_counter() - t0)
+        es_acc.append(gsearch_test_accuracy(model, X_test, y_test))
+        es_epochs.append(history.epochs_run)
     t0 = time.perf_counter()
     histories = train_population([config] * len(seeds), [data] * len(seeds), seeds)
     pop_t = (time.perf_counter() - t0) / len(seeds)
     pop_val = [h.val_accuracy[-1] for h in histories]
     print(row("DataLoader loop (Optuna example shape)", np.mean(ref_t), ref_acc))
     print(row("gsearch train()", np.mean(gs_t), gs_acc, np.mean(ref_t)))
+    print(row(f"gsearch train(), early stop (ran {np.mean(es_epochs):.0f} epochs)", np.mean(es_t), es_acc,
+              np.mean(ref_t)))
     print(f"  {'gsearch population of ' + str(len(seeds)) + ' seeds, per model':<48} {pop_t:9.2f} s "
           f"{np.mean(ref_t) / pop_t:7.1f}x   (validation accuracy {np.mean(pop_val):.3f})")
     if args.skip_study:

@@ -44,7 +44,7 @@ _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8        # torch.optim.AdamW defaults
 # On CPU a member padded to a wider population pays for the padding in every matmul and
 # optimizer pass; past about this many squared units that costs more than running a
 # population of its own (measured, bench/bench_speed.py). On CUDA padding is nearly free.
-_CPU_WIDTH_QUANTUM = 256
+_CPU_WIDTH_QUANTUM = 128
 
 
 def population_key(config: TrialConfig, data: TrainData, device: torch.device | str = "cpu") -> tuple:
@@ -184,7 +184,8 @@ class Population:
             X_val=standardize(data.X_val), y_val=torch.as_tensor(data.y_val, dtype=torch.long, device=dev),
             params=params, exp_avg=[torch.zeros_like(p) for p in params],
             exp_avg_sq=[torch.zeros_like(p) for p in params],
-            running=[t for w in widths for t in (torch.zeros(1, w, device=dev), torch.ones(1, w, device=dev))],
+            running=[t for w in widths
+                     for t in (torch.zeros(1, w, device=dev), torch.ones(1, w, device=dev))],
             lr=lr, beta1=beta1, step_t=torch.zeros((), device=dev))
         self._next_id += 1
         self._unpack()
@@ -356,7 +357,8 @@ class Population:
             total += loss.detach()
         with torch.no_grad():
             logits = self._forward(self.X_val, train=False)
-            val_loss = nn.functional.cross_entropy(logits.transpose(1, 2), self.y_val, reduction="none").mean(1)
+            val_loss = nn.functional.cross_entropy(logits.transpose(1, 2), self.y_val,
+                                                   reduction="none").mean(1)
             val_acc = (logits.argmax(dim=2) == self.y_val).float().mean(1)
             stats = torch.stack([total / len(starts), val_loss, val_acc]).T.tolist()
         seconds = (time.perf_counter() - t0) / K

@@ -11,7 +11,7 @@ import click
 
 from gsearch import GsearchError, __version__
 from gsearch.data.load import DEFAULT_DATA
-from gsearch.search.study import DEFAULT_STORAGE, DEFAULT_STUDY, safe_url
+from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_STORAGE, DEFAULT_STUDY, safe_url
 
 storage_option = click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
                               help="Optuna storage: sqlite:///file.db, postgresql://..., "
@@ -96,7 +96,8 @@ def main() -> None:
                    "a trial silent for 3 beats is failed and run again. 0: off.")
 @click.option("--fix", multiple=True, metavar="NAME=VALUE",
               help="Hold a search-space parameter at one value, e.g. --fix epochs=20 (repeatable).")
-@click.option("--population", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--population", type=click.IntRange(min=1), default=DEFAULT_POPULATION,
+              show_default=True,
               help="Trials trained at once as one batched model; 1 trains them one by one.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every trial.")
 @user_errors

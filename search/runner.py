@@ -26,7 +26,7 @@ from gsearch.models.population import EpochResult, Population, population_key
 from gsearch.models.train import History, TrainData
 from gsearch.search.objective import Objective, record_history
 from gsearch.search.space import suggest_config
-from gsearch.search.study import state_counts
+from gsearch.search.study import DEFAULT_POPULATION, state_counts
 
 TrialState = optuna.trial.TrialState
 
@@ -62,19 +62,16 @@ def summary(study: optuna.Study) -> str:
     return "\n".join(lines)
 
 
-# Trials trained at once as one batched model (`--population`); 1 trains them one by
-# one with study.optimize. Chosen by measurement, see bench/bench_speed.py.
-DEFAULT_POPULATION = 16
-
-
 def run_study(study: optuna.Study, ds: Dataset, split: Split, *, trials: int, device: torch.device,
               seed: int = 0, timeout: float | None = None, verbose: bool = False,
               population: int = DEFAULT_POPULATION, cv: int | None = None,
               callbacks: Sequence[Callable] = (), claim: Callable[[], bool] | None = None) -> None:
-    """`cv=None` follows the study's protocol (objective.study_protocol). `callbacks` run
-    after each finished trial, as in study.optimize (workers.py counts the run's trials
-    with one and may call study.stop() on the sequential path); the population path asks
-    for a trial only while `claim()` (if given) grants one."""
+    """`population` trials at a time are trained as one batched model (ask/tell); 1 runs
+    the sequential objective under study.optimize. `cv=None` follows the study's protocol
+    (objective.study_protocol). `callbacks` run after each finished trial, as in
+    study.optimize (workers.py counts the run's trials with one and may call study.stop()
+    on the sequential path); the population path asks for a trial only while `claim()`
+    (if given) grants one."""
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     progress = _Progress(study, trials)
     objective = Objective(ds, split, device, seed, cv)
@@ -112,7 +109,8 @@ class _LocalReads:
 
     def refresh(self, study: optuna.Study) -> None:
         if time.monotonic() - self._read_at > _REFRESH_SECONDS:
-            self._others = {t.number: t for t in study.get_trials(deepcopy=False) if t.number not in self.mine}
+            self._others = {t.number: t for t in study.get_trials(deepcopy=False)
+                            if t.number not in self.mine}
             self._read_at = time.monotonic()
 
     def finished(self, trial: optuna.trial.FrozenTrial) -> None:

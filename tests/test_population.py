@@ -45,7 +45,7 @@ MIXED = [  # depths 0-3, widths, batch norm on/off and every other per-member fi
                label_smoothing=0.1),
     full_batch(n_layers=3, width=16, batch_norm=True, epochs=10, lr=2e-3, lr_schedule="onecycle"),
     full_batch(n_layers=0, width=16, epochs=9, lr=1e-2, lr_schedule="cosine"),
-    full_batch(n_layers=2, width=32, batch_norm=False, epochs=40, lr=0.3, early_stop_patience=2),
+    full_batch(n_layers=2, width=32, batch_norm=False, epochs=30, lr=0.3, early_stop_patience=2),
 ]
 
 
@@ -62,13 +62,14 @@ def test_members_compute_what_train_computes(data, device):
         np.testing.assert_allclose(pop.train_loss, single.train_loss, atol=1e-4)
         np.testing.assert_allclose(pop.val_loss, single.val_loss, atol=1e-2 if config.batch_norm else 1e-4)
         assert pop.n_params == single.n_params
-    assert histories[4].early_stopped and histories[4].epochs_run < 40
+    assert histories[4].early_stopped and histories[4].epochs_run < 30
 
 
 def test_schedule_table_is_what_torch_schedulers_give_adamw():
     steps = 57
-    for name, make in [("onecycle", lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.02, total_steps=steps)),
-                       ("cosine", lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps))]:
+    schedulers = torch.optim.lr_scheduler
+    for name, make in [("onecycle", lambda o: schedulers.OneCycleLR(o, max_lr=0.02, total_steps=steps)),
+                       ("cosine", lambda o: schedulers.CosineAnnealingLR(o, T_max=steps))]:
         optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=0.02)
         scheduler = make(optimizer)
         lrs, betas = [], []

@@ -79,7 +79,8 @@ def test_folds_train_in_lockstep_and_the_value_is_their_mean(ds, monkeypatch):
     of two train() curves."""
     def space(trial):
         return TrialConfig(n_layers=trial.suggest_int("n_layers", 1, 2), width=24, dropout=0.0,
-                           batch_norm=False, lr=1e-2, batch_size=4096, epochs=trial.suggest_int("epochs", 3, 6))
+                           batch_norm=False, lr=1e-2, batch_size=4096,
+                           epochs=trial.suggest_int("epochs", 3, 6))
 
     monkeypatch.setattr("gsearch.search.runner.suggest_config", space)
     split = split_dataset(ds)
@@ -90,7 +91,8 @@ def test_folds_train_in_lockstep_and_the_value_is_their_mean(ds, monkeypatch):
         config = space(optuna.trial.FixedTrial(t.params))
         curves = [train(config, fold, seed=5 + t.number)[1].val_accuracy for fold in folds]
         expected = np.mean(curves, axis=0)
-        np.testing.assert_allclose([t.intermediate_values[e] for e in range(config.epochs)], expected, atol=1e-6)
+        curve = [t.intermediate_values[e] for e in range(config.epochs)]
+        np.testing.assert_allclose(curve, expected, atol=1e-6)
         assert t.value == pytest.approx(expected[-1])
 
 
