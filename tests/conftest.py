@@ -50,6 +50,17 @@ def make_csv(tmp_path):
 
 
 @pytest.fixture
+def one_thread():
+    """As `gsearch --threads 1`: tiny models on several threads only fight over cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def real_csv() -> Path:
     if not REAL_CSV.is_file():
         pytest.skip(f"needs the real GTZAN file at {REAL_CSV} (../shared beside the checkout)")

@@ -17,12 +17,7 @@ TrialState = optuna.trial.TrialState
 ATTRS = {"seed", "device", "n_params", "train_seconds", "epochs_run", "train_loss"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def small_space(trial: optuna.Trial) -> TrialConfig:
