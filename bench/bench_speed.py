@@ -209,6 +209,7 @@ def main() -> None:
     t0 = time.perf_counter()
     ref_study = reference_study(args.trials, args.seed, X, y, X_val, y_val)
     ref_seconds = time.perf_counter() - t0
+    print(f"  reference study finished in {ref_seconds:.0f} s ({counts(ref_study)}); now gsearch run", flush=True)
     gs_seconds, gs_study = gsearch_run(args.data, args.trials, args.seed, args.threads)
 
     ref_best, gs_best = ref_study.best_trial, gs_study.best_trial

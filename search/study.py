@@ -129,7 +129,8 @@ def has_heartbeats(url: str) -> bool:
 
 def open_storage(url: str, *, must_exist: bool = False,
                  heartbeat: int | None = None) -> optuna.storages.BaseStorage:
-    """An Optuna storage for a URL: sqlite:// (WAL), postgresql://, mysql:// (RDBStorage),
+    """An Optuna storage for a URL: sqlite:// (WAL), postgresql://, mysql:// (RDBStorage;
+    mysql:// means PyMySQL),
     redis:// or a file path ending in .log (JournalStorage), grpc://host:port (a
     `gsearch serve-storage` proxy).
 
@@ -158,7 +159,9 @@ def open_storage(url: str, *, must_exist: bool = False,
                                f"for example {DEFAULT_STORAGE}")
         _check_file(url, Path(parsed.database), must_exist)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
-    elif parsed.get_driver_name() in ("psycopg2", "psycopg"):
+    elif parsed.drivername == "mysql":  # SQLAlchemy's default driver is mysqlclient (C)
+        parsed = parsed.set(drivername="mysql+pymysql")
+    if parsed.get_driver_name() in ("psycopg2", "psycopg", "pymysql"):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}  # an unreachable host fails fast
     try:
         with warnings.catch_warnings():
@@ -167,14 +170,15 @@ def open_storage(url: str, *, must_exist: bool = False,
             if heartbeat:
                 beats = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat,
                          "heartbeat_stale_trial_callback": _RetryStale(max_retry=RETRIES)}
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **beats)
+            storage = optuna.storages.RDBStorage(parsed.render_as_string(hide_password=False),
+                                                  engine_kwargs=engine_kwargs, **beats)
         if sqlite:
             _sqlite_wal(storage.engine)
         return storage
     except ImportError:
         raise GsearchError(f"no database driver for {safe_url(url)}; install it, for example "
-                           "pip install 'psycopg[binary]' (postgresql://) or pymysql "
-                           "(mysql+pymysql://)") from None
+                           "pip install 'psycopg[binary]' (postgresql://) or PyMySQL "
+                           "(mysql://)") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as e:
         raise GsearchError(f"cannot open storage {safe_url(url)}: "
                            f"{safe_url(_first_line(e))}") from None

@@ -17,6 +17,7 @@ from gsearch.data.schema import COLUMNS, FEATURE_NAMES, GENRES
 SHARED_GTZAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "gtzan"
 REAL_CSV = SHARED_GTZAN / "features_30_sec.csv"
 POSTGRES_URL = os.environ.get("GSEARCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("GSEARCH_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")
 REDIS_URL = os.environ.get("GSEARCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
@@ -94,6 +95,12 @@ def require_service(name: str, host: str, port: int) -> None:
 def postgres_url() -> str:
     require_service("PostgreSQL", "127.0.0.1", 5432)
     return POSTGRES_URL
+
+
+@pytest.fixture
+def mysql_url() -> str:
+    require_service("MySQL/MariaDB", "127.0.0.1", 3306)
+    return MYSQL_URL
 
 
 @pytest.fixture

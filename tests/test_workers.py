@@ -84,12 +84,14 @@ def test_workers_through_the_grpc_storage_proxy(cli, make_csv, tmp_path):
     assert counts(f"sqlite:///{tmp_path / 's.db'}", "g")["finished"] == 6
 
 
-def test_four_workers_on_postgresql(cli, make_csv, postgres_url):
+@pytest.mark.parametrize("server", ["postgres_url", "mysql_url"])
+def test_four_workers_on_a_database_server(cli, make_csv, request, server):
+    url = request.getfixturevalue(server)
     name = f"test-workers-{uuid.uuid4().hex[:8]}"
     try:
-        run_workers_and_resume(cli, postgres_url, name, make_csv(), 4, 8, 2)
+        run_workers_and_resume(cli, url, name, make_csv(), 4, 8, 2)
     finally:
-        optuna.delete_study(study_name=name, storage=open_storage(postgres_url))
+        optuna.delete_study(study_name=name, storage=open_storage(url))
 
 
 def test_workers_on_a_redis_journal(cli, make_csv, redis_url):
@@ -237,7 +239,8 @@ def test_interrupt_leaves_no_running_trial_and_a_rerun_resumes(cli, make_csv, tm
 @pytest.mark.parametrize("url, expected", [
     ("postgresql://me:s3cret@127.0.0.1:9/x", "cannot open storage postgresql://me:\\*\\*\\*@"),
     ("redis://:s3cret@127.0.0.1:9/0", "cannot reach Redis storage redis://:\\*\\*\\*@"),
-    ("mysql://me:s3cret@127.0.0.1/x", "no database driver for mysql://me:\\*\\*\\*@"),
+    ("mysql://me:s3cret@127.0.0.1:9/x", "cannot open storage mysql://me:\\*\\*\\*@"),
+    ("mysql+mysqldb://me:s3cret@127.0.0.1/x", "no database driver for mysql\\+mysqldb://me:\\*\\*\\*@"),
     ("grpc://127.0.0.1:9", "cannot reach the storage proxy at grpc://127.0.0.1:9"),
     ("sqlite:///{tmp}/s.db --fix epochs=25", "not a value of epochs"),
 ])
