@@ -4,6 +4,7 @@ predict."""
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -343,6 +344,11 @@ def serve_storage_command(storage, host, port) -> None:
                "workers: gsearch run --storage grpc://HOST:PORT)")
     serve_storage(storage, host=host, port=port)
     click.echo("storage proxy stopped")
+    # gRPC's executor threads are joined at interpreter exit; one stuck in a cancelled call
+    # would keep a stopped proxy alive (seen once under load), so leave at once: every
+    # storage write the proxy made is already committed.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

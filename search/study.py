@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -330,9 +331,10 @@ def serve_storage(url: str, *, host: str, port: int) -> None:
     except (OSError, RuntimeError) as e:
         raise GsearchError(f"cannot serve on {host}:{port}: {_first_line(e)}; "
                            "choose another --port") from None
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
     try:
         server.wait_for_termination()
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop(grace=None)
+        server.stop(grace=None).wait(5)  # cancel in-flight calls; their writes are committed

@@ -67,7 +67,8 @@ def free_port():
         return server.getsockname()[1]
 
 
-def test_workers_through_the_grpc_storage_proxy(cli, make_csv, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_workers_through_the_grpc_storage_proxy(cli, make_csv, tmp_path, stop):
     port = free_port()
     server = gsearch("serve-storage", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--port",
                      port, cwd=tmp_path)
@@ -78,7 +79,7 @@ def test_workers_through_the_grpc_storage_proxy(cli, make_csv, tmp_path):
         assert taken.exit_code == 1 and "choose another --port" in taken.output
         run_workers_and_resume(cli, url, "g", make_csv(), 2, 4, 2)
     finally:
-        server.send_signal(signal.SIGINT)
+        server.send_signal(stop)
         out, err = server.communicate(timeout=30)
     assert server.returncode == 0 and "storage proxy stopped" in out
     assert counts(f"sqlite:///{tmp_path / 's.db'}", "g")["finished"] == 6
