@@ -331,7 +331,10 @@ def serve_storage(url: str, *, host: str, port: int) -> None:
     except (OSError, RuntimeError) as e:
         raise GsearchError(f"cannot serve on {host}:{port}: {_first_line(e)}; "
                            "choose another --port") from None
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
+    # Ctrl-C and SIGTERM stop the proxy, also when it was started with SIGINT ignored
+    # (a shell script's `&`, a CI runner): a proxy left running holds the port.
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.default_int_handler)
     try:
         server.wait_for_termination()
     except KeyboardInterrupt:

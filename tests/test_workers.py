@@ -71,7 +71,7 @@ def free_port():
 def test_workers_through_the_grpc_storage_proxy(cli, make_csv, tmp_path, stop):
     port = free_port()
     server = gsearch("serve-storage", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--port",
-                     port, cwd=tmp_path)
+                     port, cwd=tmp_path, preexec_fn=ignore_sigint)
     try:
         url = f"grpc://127.0.0.1:{port}"
         wait_for(lambda: cli("studies", "--storage", url).exit_code == 0, seconds=60)
@@ -80,8 +80,12 @@ def test_workers_through_the_grpc_storage_proxy(cli, make_csv, tmp_path, stop):
         run_workers_and_resume(cli, url, "g", make_csv(), 2, 4, 2)
     finally:
         server.send_signal(stop)
-        out, err = server.communicate(timeout=30)
-    assert server.returncode == 0 and "storage proxy stopped" in out
+        try:
+            out, err = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()  # do not leave it holding the port for the tests after this one
+            raise
+    assert server.returncode == 0 and "storage proxy stopped" in out, err
     assert counts(f"sqlite:///{tmp_path / 's.db'}", "g")["finished"] == 6
 
 
@@ -114,6 +118,12 @@ def gsearch(*args, cwd, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "gsearch.search.cli", *map(str, args)],
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             **kwargs)
+
+
+def ignore_sigint():
+    """Start a child as a script's `cmd &` or a CI runner does: with SIGINT ignored, which
+    Python then leaves ignored. gsearch must still stop on it where it promises to."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def workers_of(pid):
@@ -215,7 +225,8 @@ def test_interrupt_leaves_no_running_trial_and_a_rerun_resumes(cli, make_csv, tm
     url = f"sqlite:///{tmp_path / 's.db'}"
     args = ["--data", make_csv(), "--storage", url, "--study", "i", "--workers", workers,
             "--fix", "epochs=40", "--pruner", "none", "--population", 2]  # 2 in flight each
-    proc = gsearch("run", "--trials", 500, *args, cwd=tmp_path, start_new_session=True)
+    proc = gsearch("run", "--trials", 500, *args, cwd=tmp_path, start_new_session=True,
+                   preexec_fn=ignore_sigint)
     try:
         wait_for(lambda: has_study(tmp_path / "s.db", "i")
                  and counts(url, "i")["finished"] >= 1 and counts(url, "i")["running"] >= 1)
@@ -226,7 +237,7 @@ def test_interrupt_leaves_no_running_trial_and_a_rerun_resumes(cli, make_csv, tm
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted: finished trials are saved")
     before = counts(url, "i")
