@@ -131,9 +131,8 @@ def has_heartbeats(url: str) -> bool:
 def open_storage(url: str, *, must_exist: bool = False,
                  heartbeat: int | None = None) -> optuna.storages.BaseStorage:
     """An Optuna storage for a URL: sqlite:// (WAL), postgresql://, mysql:// (RDBStorage;
-    mysql:// means PyMySQL),
-    redis:// or a file path ending in .log (JournalStorage), grpc://host:port (a
-    `gsearch serve-storage` proxy).
+    mysql:// means PyMySQL), redis:// or a file path ending in .log (JournalStorage),
+    grpc://host:port (a `gsearch serve-storage` proxy).
 
     With `heartbeat` (seconds), running trials of a RDB storage beat that often; one whose
     process died is marked failed after 3 missed beats by the next trial any worker starts,
