@@ -12,7 +12,7 @@ import click
 
 from gsearch import GsearchError, __version__
 from gsearch.data.load import DEFAULT_DATA
-from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_STORAGE, DEFAULT_STUDY, safe_url
+from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_STORAGE, DEFAULT_STUDY, PRUNERS, safe_url
 
 storage_option = click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
                               help="Optuna storage: sqlite:///file.db, postgresql://..., "
@@ -76,8 +76,7 @@ def main() -> None:
 @storage_option
 @study_option
 @click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True)
-@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median",
-              show_default=True)
+@click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True)
 @click.option("--seed", type=int, default=None, help="Makes sampling and training reproducible.")
 @device_option
 @threads_option
@@ -205,8 +204,7 @@ def report(study_name, storage, out_dir) -> None:
 @cv_option
 @ensemble_option
 @click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True)
-@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median",
-              show_default=True)
+@click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampler and training seed.")
 @device_option
 @threads_option

@@ -92,6 +92,17 @@ def test_cli_pruners_and_samplers_run(cli, make_csv, tmp_path):
         assert len(load(tmp_path, f"s{i}").trials) == 2
 
 
+def test_asha_prunes_only_at_its_rungs(cli, make_csv, tmp_path):
+    result = cli("run", "--trials", 9, "--data", make_csv(), "--storage", storage_url(tmp_path),
+                 "--study", "asha", "--pruner", "asha", "--seed", 3, "--fix", "epochs=30")
+    assert result.exit_code == 0, result.output
+    trials = load(tmp_path, "asha").trials
+    pruned = [len(t.intermediate_values) for t in trials if t.state == TrialState.PRUNED]
+    assert pruned, "successive halving pruned nothing in 9 trials"
+    assert set(pruned) <= {6, 16}   # stopped right after epoch 5 or 15 (steps count from 0)
+    assert all(len(t.intermediate_values) == 30 for t in trials if t.state == TrialState.COMPLETE)
+
+
 def test_diverging_loss_ends_the_trial_not_the_study(make_csv, monkeypatch):
     ds = load_dataset(make_csv())
     data = TrainData(ds.X, ds.y, 4, ds.X, ds.y)
