@@ -14,8 +14,13 @@ In one run, on one data file and one split (64/16/20 by track, split seed 42):
     weight decay, label smoothing, input noise, batch 32-128), both with --trials trials.
     The best trial of each is retrained on train+validation with its own trainer
     (--repeats seeds, a single model each) and scored on the untouched test split.
+    For both studies it also prints the epochs trained and their arithmetic floor: the
+    matmul FLOPs of those epochs at this machine's one-core float32 matmul rate.
+(c) where the time of one epoch goes: seconds per member-epoch of `train` and of populations
+    of 1, 4 and 16 members for 3 hidden layers of each of --widths, next to the floor.
 
 Usage: python bench/bench_speed.py [--trials 200] [--repeats 3] [--data CSV] [--skip-study]
+       [--widths 64,256,1024]
 Timings are wall-clock seconds; run it on a quiet machine for absolute figures.
 """
 
@@ -137,6 +142,56 @@ def gsearch_run(csv: Path, trials: int, seed: int, threads: int) -> tuple[float,
     return seconds, optuna.load_study(study_name="bench", storage=storage)
 
 
+# -- the arithmetic floor ---------------------------------------------------------------------
+
+def matmul_rate() -> float:
+    """FLOP/s of a large float32 matmul on the current torch threads."""
+    a = torch.randn(2048, 2048)
+    a @ a
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ a
+    return 2 * 2048 ** 3 * 10 / (time.perf_counter() - t0)
+
+
+def epoch_flops(n_layers: int, width: int, n_features: int, n_classes: int, n_train: int, n_val: int) -> float:
+    """Matmul FLOPs of one epoch: forward and backward (3 matmuls) on the training rows,
+    forward on the validation rows; elementwise work and the optimizer are left out."""
+    sizes = [n_features] + [width] * n_layers + [n_classes]
+    macs = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    return 2 * macs * (3 * n_train + n_val)
+
+
+def study_floor(study: optuna.Study, shape: tuple[int, int, int, int], rate: float) -> tuple[int, float]:
+    """(epochs trained, their floor in seconds) over all trials; every epoch is reported."""
+    epochs, flops = 0, 0.0
+    for t in study.trials:
+        n = len(t.intermediate_values)
+        epochs += n
+        flops += n * epoch_flops(t.params["n_layers"], t.params["width"], *shape)
+    return epochs, flops / rate
+
+
+def where_time_goes(data: TrainData, widths: list[int], rate: float, epochs: int = 30) -> None:
+    shape = (data.X_train.shape[1], data.n_classes, len(data.X_train), len(data.X_val))
+    print(f"\n(c) milliseconds per member-epoch, 3 hidden layers, batch 64 ({epochs} epochs; "
+          f"one-core matmul {rate / 1e9:.0f} GFLOP/s)")
+    print(f"  {'width':>6} {'floor':>7} {'train()':>8} {'pop 1':>7} {'pop 4':>7} {'pop 16':>7}")
+    for width in widths:
+        config = TrialConfig(n_layers=3, width=width, dropout=0.3, batch_norm=True, lr=1e-3,
+                             epochs=epochs, batch_size=64)
+        train(config, data)   # warm-up
+        t0 = time.perf_counter()
+        train(config, data)
+        cells = [epoch_flops(3, width, *shape) / rate * 1e3, (time.perf_counter() - t0) / epochs * 1e3]
+        for k in (1, 4, 16):
+            t0 = time.perf_counter()
+            train_population([config] * k, [data] * k, list(range(k)))
+            cells.append((time.perf_counter() - t0) / epochs / k * 1e3)
+        print(f"  {width:>6}" + "".join(f" {c:>7.1f}" for c in cells[:1]) + f" {cells[1]:>8.1f}"
+              + "".join(f" {c:>7.1f}" for c in cells[2:]))
+
+
 # -- the benchmark ----------------------------------------------------------------------------
 
 def row(name: str, seconds: float, accuracy: list[float], base: float | None = None) -> str:
@@ -158,7 +213,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="seeds per fixed-config trainer and retrain")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for every contender")
-    parser.add_argument("--skip-study", action="store_true", help="only (a), the fixed configuration")
+    parser.add_argument("--skip-study", action="store_true", help="skip (b), the studies")
+    parser.add_argument("--widths", default="64,256,1024", help="widths for (c); empty to skip it")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -201,9 +257,17 @@ def main() -> None:
               np.mean(ref_t)))
     print(f"  {'gsearch population of ' + str(len(seeds)) + ' seeds, per model':<48} {pop_t:9.2f} s "
           f"{np.mean(ref_t) / pop_t:7.1f}x   (validation accuracy {np.mean(pop_val):.3f})")
-    if args.skip_study:
-        return
+    rate = matmul_rate()
+    if not args.skip_study:
+        studies(args, ds, split, seeds, rate)
+    if args.widths:
+        where_time_goes(data, [int(w) for w in args.widths.split(",")], rate)
 
+
+def studies(args, ds, split, seeds: list[int], rate: float) -> None:
+    X, y, X_val, y_val = ds.X[split.train], ds.y[split.train], ds.X[split.val], ds.y[split.val]
+    X_test, y_test = ds.X[split.test], ds.y[split.test]
+    rows_all = split.train_val
     print(f"\n(b) {args.trials}-trial study over depth 1-4, width 16-512, dropout 0-0.6, batch norm, "
           "lr 1e-4..1e-1, epochs 20-200")
     t0 = time.perf_counter()
@@ -228,6 +292,11 @@ def main() -> None:
           f"gsearch {gs_best.value:.4f} (trial #{gs_best.number})")
     print(f"  reference best: {_params(ref_best.params)}")
     print(f"  gsearch best:   {_params(gs_best.params)}")
+    shape = (X.shape[1], len(ds.classes), len(X), len(X_val))
+    for name, study, seconds in (("reference", ref_study, ref_seconds), ("gsearch run", gs_study, gs_seconds)):
+        epochs, floor = study_floor(study, shape, rate)
+        print(f"  {name}: {epochs} epochs trained, {floor:.1f} s of matmul arithmetic at one core's "
+              f"{rate / 1e9:.0f} GFLOP/s (its wall time is {seconds / floor:.1f}x that)")
 
 
 def _params(params: dict) -> str:
