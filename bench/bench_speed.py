@@ -180,16 +180,17 @@ def where_time_goes(data: TrainData, widths: list[int], rate: float, epochs: int
     for width in widths:
         config = TrialConfig(n_layers=3, width=width, dropout=0.3, batch_norm=True, lr=1e-3,
                              epochs=epochs, batch_size=64)
+        floor = epoch_flops(3, width, *shape) / rate * 1e3
         train(config, data)   # warm-up
         t0 = time.perf_counter()
         train(config, data)
-        cells = [epoch_flops(3, width, *shape) / rate * 1e3, (time.perf_counter() - t0) / epochs * 1e3]
+        single = (time.perf_counter() - t0) / epochs * 1e3
+        populations = []
         for k in (1, 4, 16):
             t0 = time.perf_counter()
             train_population([config] * k, [data] * k, list(range(k)))
-            cells.append((time.perf_counter() - t0) / epochs / k * 1e3)
-        print(f"  {width:>6}" + "".join(f" {c:>7.1f}" for c in cells[:1]) + f" {cells[1]:>8.1f}"
-              + "".join(f" {c:>7.1f}" for c in cells[2:]))
+            populations.append((time.perf_counter() - t0) / epochs / k * 1e3)
+        print(f"  {width:>6} {floor:>7.1f} {single:>8.1f}" + "".join(f" {c:>7.1f}" for c in populations))
 
 
 # -- the benchmark ----------------------------------------------------------------------------
@@ -223,7 +224,6 @@ def main() -> None:
     split = split_dataset(ds, test_size=0.2, val_size=0.2, seed=42)
     X, y, X_val, y_val = ds.X[split.train], ds.y[split.train], ds.X[split.val], ds.y[split.val]
     X_test, y_test = ds.X[split.test], ds.y[split.test]
-    rows_all = split.train_val
     print(f"{args.data.name}: {len(split.train)} train / {len(split.val)} validation / "
           f"{len(split.test)} test rows; torch threads {args.threads}; {args.repeats} seeds")
 
@@ -257,15 +257,18 @@ def main() -> None:
               np.mean(ref_t)))
     print(f"  {'gsearch population of ' + str(len(seeds)) + ' seeds, per model':<48} {pop_t:9.2f} s "
           f"{np.mean(ref_t) / pop_t:7.1f}x   (validation accuracy {np.mean(pop_val):.3f})")
+    if args.skip_study and not args.widths:
+        return
     rate = matmul_rate()
     if not args.skip_study:
-        studies(args, ds, split, seeds, rate)
+        studies(args, ds, split, data, seeds, rate)
     if args.widths:
         where_time_goes(data, [int(w) for w in args.widths.split(",")], rate)
 
 
-def studies(args, ds, split, seeds: list[int], rate: float) -> None:
-    X, y, X_val, y_val = ds.X[split.train], ds.y[split.train], ds.X[split.val], ds.y[split.val]
+def studies(args, ds, split, data: TrainData, seeds: list[int], rate: float) -> None:
+    """(b): `data` holds the train and validation rows of `split`."""
+    X, y, X_val, y_val = data.X_train, data.y_train, data.X_val, data.y_val
     X_test, y_test = ds.X[split.test], ds.y[split.test]
     rows_all = split.train_val
     print(f"\n(b) {args.trials}-trial study over depth 1-4, width 16-512, dropout 0-0.6, batch norm, "
