@@ -11,3 +11,19 @@ __version__ = "0.1.0"
 
 class GsearchError(Exception):
     """A user-facing error: its message is one line that says what to do."""
+
+
+def _lazy(package: str, exports: dict[str, str]):
+    """(__getattr__, __dir__) for a package that re-exports names from its modules on first
+    use, so `import gsearch.models` costs nothing until a name is used (PEP 562)."""
+    import importlib
+
+    def __getattr__(name: str):
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(exports[name]), name)
+
+    def __dir__() -> list[str]:
+        return sorted(exports)
+
+    return __getattr__, __dir__

@@ -4,10 +4,10 @@
 - model.pt:   a plain state_dict (tensors only; loads with weights_only=True)
 - model.json: classes, features, config and metadata (everything needed to rebuild)
 
-An ensemble (format gsearch-mlp-ensemble/1) is one mlp.Ensemble module: one
+An ensemble (format gsearch-mlp-ensemble/2) is one mlp.Ensemble module: one
 model.pt, one ONNX graph whose "logits" output is the log of the members' mean
-probability (softmax of it is that mean), and model.json lists every member's
-config under "members" ("hyperparameters" is the best member's).
+probability (softmax of it is that mean), and model.json describes every member under
+"members" (trial, validation and test accuracy, hyperparameters), best first.
 - report.json, confusion_matrix.png: held-out evaluation
 """
 
@@ -26,7 +26,8 @@ from torch import nn
 from gsearch.models.config import TrialConfig
 
 MODEL_FILE, ONNX_FILE, META_FILE = "model.pt", "model.onnx", "model.json"
-FORMAT, ENSEMBLE_FORMAT = "gsearch-mlp/1", "gsearch-mlp-ensemble/1"
+FORMAT, ENSEMBLE_FORMAT = "gsearch-mlp/1", "gsearch-mlp-ensemble/2"
+OLD_ENSEMBLE_FORMAT = "gsearch-mlp-ensemble/1"  # members were a list of hyperparameter dicts
 REPORT_FILE, CONFUSION_FILE = "report.json", "confusion_matrix.png"
 
 
@@ -41,29 +42,16 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def evaluate(y_true: np.ndarray, y_pred: np.ndarray, classes: tuple[str, ...]) -> dict:
-    """scikit-learn metrics as a JSON-ready dict."""
-    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
-
-    labels = list(range(len(classes)))
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "n": int(len(y_true)),
-        "per_class": classification_report(y_true, y_pred, labels=labels, target_names=list(classes),
-                                           output_dict=True, zero_division=0),
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-    }
-
-
-def plot_confusion(report: dict, classes: tuple[str, ...], path: Path, title: str) -> None:
+def plot_confusion(report: dict, path: Path, title: str) -> None:
+    """The labelled confusion matrix of metrics.classification_scores as a PNG."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
     fig, ax = plt.subplots(figsize=(7.5, 6.5), dpi=120)
-    display = ConfusionMatrixDisplay(np.array(report["confusion_matrix"]), display_labels=list(classes))
+    matrix = report["confusion_matrix"]
+    display = ConfusionMatrixDisplay(np.array(matrix["rows"]), display_labels=matrix["labels"])
     display.plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
     ax.set_title(title)
     fig.tight_layout()
@@ -81,21 +69,24 @@ def export_onnx(model: nn.Module, n_features: int, path: Path) -> None:
                           dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}})
 
 
-def save_model(model: nn.Module, config: TrialConfig, classes: tuple[str, ...],
-               features: tuple[str, ...], out_dir: Path, meta: dict,
-               members: list[TrialConfig] | None = None) -> dict:
-    """Write model.pt, model.onnx and model.json; return the metadata written.
-    `members`: the member configs when `model` is an mlp.Ensemble (config is the best's)."""
+def save_model(model: nn.Module, configs: TrialConfig | list[TrialConfig], classes: tuple[str, ...],
+               features: tuple[str, ...], out_dir: Path, meta: dict) -> dict:
+    """Write model.pt, model.onnx and model.json; return the metadata written. `configs`: the
+    model's config, or its members' configs when `model` is an mlp.Ensemble (then meta's
+    "members" describes each member, hyperparameters included)."""
+    configs = [configs] if isinstance(configs, TrialConfig) else list(configs)
+    ensemble = len(configs) > 1
+    if ensemble and len(meta.get("members", ())) != len(configs):
+        raise ValueError("an ensemble's meta must describe each member under 'members'")
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
     torch.save(model.state_dict(), out_dir / MODEL_FILE)
     export_onnx(model, len(features), out_dir / ONNX_FILE)
     info = {
-        "format": ENSEMBLE_FORMAT if members else FORMAT,
+        "format": ENSEMBLE_FORMAT if ensemble else FORMAT,
         "classes": list(classes),
         "features": list(features),
-        "hyperparameters": config.to_dict(),
-        **({"members": [m.to_dict() for m in members]} if members else {}),
+        **({} if ensemble else {"hyperparameters": configs[0].to_dict()}),
         **meta,
         "versions": package_versions(),
     }

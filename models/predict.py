@@ -20,7 +20,8 @@ from gsearch import GsearchError
 from gsearch.data.load import read_features
 from gsearch.data.schema import FEATURE_NAMES, FILENAME_COLUMN
 from gsearch.models.config import TrialConfig
-from gsearch.models.export import ENSEMBLE_FORMAT, FORMAT, META_FILE, MODEL_FILE, ONNX_FILE
+from gsearch.models.export import (ENSEMBLE_FORMAT, FORMAT, META_FILE, MODEL_FILE, OLD_ENSEMBLE_FORMAT,
+                                   ONNX_FILE)
 from gsearch.models.mlp import build_ensemble, build_mlp
 
 # The window for exports that do not record clip_samples: a GTZAN 30 s clip (features_30_sec.csv).
@@ -40,14 +41,19 @@ class ExportedModel:
             self.meta = json.loads(meta_path.read_text())
             self.classes = tuple(self.meta["classes"])
             self.features = tuple(self.meta["features"])
-            self.config = TrialConfig.from_dict(self.meta["hyperparameters"])
             fmt = self.meta.get("format", FORMAT)
-            self.members = ([TrialConfig.from_dict(m) for m in self.meta["members"]]
-                            if fmt == ENSEMBLE_FORMAT else [])
+            if fmt == ENSEMBLE_FORMAT:
+                self.members = [TrialConfig.from_dict(m["hyperparameters"]) for m in self.meta["members"]]
+            elif fmt == OLD_ENSEMBLE_FORMAT:
+                self.members = [TrialConfig.from_dict(m) for m in self.meta["members"]]
+            else:
+                self.members = []
+            self.config = (self.members[0] if self.members
+                           else TrialConfig.from_dict(self.meta["hyperparameters"]))
             self.clip_samples = int(self.meta.get("clip_samples") or DEFAULT_CLIP_SAMPLES)
         except (ValueError, KeyError, TypeError) as e:
             raise GsearchError(f"{meta_path} is damaged ({e}); export the model again") from None
-        if fmt not in (FORMAT, ENSEMBLE_FORMAT):
+        if fmt not in (FORMAT, ENSEMBLE_FORMAT, OLD_ENSEMBLE_FORMAT):
             raise GsearchError(f"{meta_path} has format {fmt!r}, which this gsearch cannot read; "
                                "upgrade gsearch or export the model again")
         self.backend = backend

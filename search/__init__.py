@@ -1,0 +1,24 @@
+"""gsearch.search: the Optuna side. A study's protocol and storage, the one trial loop,
+parallel workers, export of the best trials, the honest benchmark and the CLI.
+
+>>> from gsearch.search import Protocol, SAMPLERS, PRUNERS
+>>> sorted(PRUNERS), sorted(SAMPLERS)
+(['asha', 'hyperband', 'median', 'none'], ['random', 'tpe'])
+"""
+
+from gsearch import _lazy
+
+_EXPORTS = {
+    "Protocol": "gsearch.search.protocol",
+    "open_storage": "gsearch.search.storage",
+    "safe_url": "gsearch.search.storage",
+    "open_study": "gsearch.search.study",
+    "load_study": "gsearch.search.study",
+    "SAMPLERS": "gsearch.search.study",
+    "PRUNERS": "gsearch.search.study",
+    "suggest_config": "gsearch.search.space",
+    "run_study": "gsearch.search.loop",
+    "export_best": "gsearch.search.export",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = _lazy(__name__, _EXPORTS)

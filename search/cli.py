@@ -12,16 +12,19 @@ import click
 
 from gsearch import GsearchError, __version__
 from gsearch.data.load import DEFAULT_DATA
-from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_STORAGE, DEFAULT_STUDY, PRUNERS, safe_url
+from gsearch.search.protocol import Protocol
+from gsearch.search.storage import DEFAULT_STORAGE, STORAGE_ENV, safe_url
+from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_STUDY, PRUNERS, SAMPLERS
 
 storage_option = click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
-                              help="Optuna storage: sqlite:///file.db, postgresql://..., "
-                                   "mysql+pymysql://..., redis://..., grpc://HOST:PORT or a "
-                                   "journal file NAME.log.")
+                              envvar=STORAGE_ENV, show_envvar=True,
+                              help="Optuna storage: sqlite:///file.db, postgresql://USER@HOST/DB, "
+                                   "mysql://USER@HOST/DB, redis://HOST:6379/0, grpc://HOST:PORT "
+                                   "or a journal file NAME.log.")
 study_option = click.option("--study", "study_name", default=DEFAULT_STUDY, show_default=True,
                             help="Study name.")
-device_option = click.option("--device", default="auto", show_default=True,
-                             help="auto, cpu or cuda (auto picks CUDA when available).")
+device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                             show_default=True, help="Where to train (auto picks CUDA when available).")
 cv_option = click.option("--cv", type=click.IntRange(min=1), default=1, show_default=True,
                          help="Score each trial by K-fold track-grouped CV on train+validation "
                               "(1: the fixed validation split). Recorded in the study.")
@@ -33,6 +36,14 @@ artifacts_option = click.option(
     "--artifacts", type=click.Path(path_type=Path, file_okay=False), default=None,
     help="Artifact folder for the dashboard [default: beside a SQLite file, e.g. "
          "studies-artifacts/ for studies.db; none for a server storage].")
+sampler_option = click.option("--sampler", type=click.Choice(list(SAMPLERS)), default="tpe",
+                              show_default=True, help="How trials are proposed: TPE (Bayesian) or "
+                                                      "random search.")
+pruner_option = click.option("--pruner", type=click.Choice(list(PRUNERS)), default="median",
+                             show_default=True,
+                             help="When a trial stops early: median (below the median of earlier "
+                                  "trials after 10 epochs), asha (successive halving), hyperband, "
+                                  "none.")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
                               help="Torch CPU threads; tiny MLPs train fastest on one.")
 
@@ -56,10 +67,17 @@ def user_errors(command):
 def _setup_torch(threads: int, device: str):
     import torch
 
-    from gsearch.models.train import resolve_device
+    from gsearch.models.population import resolve_device
 
     torch.set_num_threads(threads)
     return resolve_device(device)
+
+
+def _quiet_optuna(verbose: bool = False) -> None:
+    """Optuna's log level, set here once: gsearch prints its own progress."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,17 +93,19 @@ def main() -> None:
               show_default=True, help="GTZAN feature CSV (features_30_sec.csv or features_3_sec.csv).")
 @storage_option
 @study_option
-@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True)
-@click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True)
+@sampler_option
+@pruner_option
 @click.option("--seed", type=int, default=None, help="Makes sampling and training reproducible.")
 @device_option
 @threads_option
-@click.option("--split-seed", type=int, default=42, show_default=True,
+@click.option("--split-seed", type=int, default=Protocol.split_seed, show_default=True,
               help="Seed of the test holdout and validation split.")
-@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
-              show_default=True, help="Fraction of tracks held out for the final test.")
-@click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
-              show_default=True, help="Fraction of the remaining tracks used for validation.")
+@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=Protocol.test_size, show_default=True,
+              help="Fraction of tracks held out for the final test.")
+@click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=Protocol.val_size, show_default=True,
+              help="Fraction of the remaining tracks used for validation.")
 @cv_option
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop starting new trials after this many seconds.")
@@ -103,21 +123,23 @@ def main() -> None:
 @user_errors
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
         test_size, val_size, cv, timeout, workers, heartbeat, fix, population, verbose) -> None:
-    """Run (or resume) a study: TRIALS more trials."""
+    """Run a study, or resume it with --trials more trials."""
     from gsearch.data.load import load_dataset
-    from gsearch.data.split import split_dataset
-    from gsearch.search.study import fingerprint, open_storage, open_study, parse_fixed
-    from gsearch.search.workers import RunSpec, cpu_count, run_search, start_workers_server
+    from gsearch.search.parallel import RunSpec, cpu_count, run_search, start_workers_server
+    from gsearch.search.space import parse_fixed
+    from gsearch.search.storage import open_storage
+    from gsearch.search.study import open_study
 
     if workers > 1:
         start_workers_server()  # its imports run while this process imports its own
+    _quiet_optuna(verbose)
     device = _setup_torch(threads, device)
     fixed = parse_fixed(fix)
+    protocol = Protocol(test_size=test_size, val_size=val_size, split_seed=split_seed, cv=cv)
     ds = load_dataset(data_path)  # every data error surfaces before the storage is touched
-    split = split_dataset(ds, test_size=test_size, val_size=val_size, seed=split_seed)
-    data = fingerprint(ds, split_seed=split_seed, test_size=test_size, val_size=val_size, cv=cv)
-    study = open_study(open_storage(storage), study_name, data=data, sampler=sampler,
-                       pruner=pruner, seed=seed)
+    split = protocol.split(ds)
+    study = open_study(open_storage(storage), study_name, protocol=protocol, ds=ds,
+                       sampler=sampler, pruner=pruner, seed=seed)
     click.echo(f"study '{study_name}' in {safe_url(storage)}: {len(ds.y)} rows "
                f"({len(split.train)} train / {len(split.val)} validation / {len(split.test)} test, "
                f"test never used by the search), device {device}")
@@ -148,8 +170,10 @@ def export_best_command(study_name, storage, out_dir, data_path, ensemble, artif
     """Retrain the top trials (5 by default) or the best, test on the held-out split, export."""
     from gsearch.search.dashboard import artifact_dir, attach_export
     from gsearch.search.export import export_best
-    from gsearch.search.study import load_study, open_storage
+    from gsearch.search.storage import open_storage
+    from gsearch.search.study import load_study
 
+    _quiet_optuna()
     device = _setup_torch(threads, device)
     study = load_study(open_storage(storage, must_exist=True), study_name)
     artifacts = artifact_dir(artifacts, storage)
@@ -157,10 +181,11 @@ def export_best_command(study_name, storage, out_dir, data_path, ensemble, artif
                        ensemble=ensemble)
     scores = (f"test accuracy {info['test_accuracy']:.3f}, test macro-F1 {info['test_macro_f1']:.3f} "
               f"({info['n_test']} held-out rows)")
-    if "member_trials" in info:
-        click.echo(f"top-{len(info['member_trials'])} trials {info['member_trials']}: validation "
-                   + ", ".join(f"{v:.3f}" for v in info["member_validation_accuracy"]) + "; test alone "
-                   + ", ".join(f"{a:.3f}" for a in info["member_test_accuracy"]))
+    if "members" in info:
+        members = info["members"]
+        click.echo(f"top-{len(members)} trials {[m['trial'] for m in members]}: validation "
+                   + ", ".join(f"{m['validation_accuracy']:.3f}" for m in members) + "; test alone "
+                   + ", ".join(f"{m['test_accuracy']:.3f}" for m in members))
         click.echo(f"ensemble (their mean probability): {scores}")
     else:
         click.echo(f"trial #{info['trial_number']}: validation accuracy "
@@ -181,8 +206,10 @@ def export_best_command(study_name, storage, out_dir, data_path, ensemble, artif
 def report(study_name, storage, out_dir) -> None:
     """Plots of a study (PNG and interactive HTML) and a markdown summary."""
     from gsearch.search.report import write_report
-    from gsearch.search.study import load_study, open_storage
+    from gsearch.search.storage import open_storage
+    from gsearch.search.study import load_study
 
+    _quiet_optuna()
     study = load_study(open_storage(storage, must_exist=True), study_name)
     files = write_report(study, out_dir, safe_url(storage))
     click.echo(f"wrote {len(files)} files to {out_dir}/: " + ", ".join(f.name for f in files))
@@ -203,8 +230,8 @@ def report(study_name, storage, out_dir) -> None:
               help="Folder for the exported models, one subfolder per split seed.")
 @cv_option
 @ensemble_option
-@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True)
-@click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True)
+@sampler_option
+@pruner_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampler and training seed.")
 @device_option
 @threads_option
@@ -221,6 +248,7 @@ def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensem
                            f"{split_seeds!r}; e.g. 42,0,1") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise GsearchError(f"--split-seeds needs distinct integers, got {split_seeds!r}; e.g. 42,0,1")
+    _quiet_optuna()
     device = _setup_torch(threads, device)
     results = evaluate_seeds(data_path, split_seeds=seeds, trials=trials, cv=cv,
                              storage=storage or DEFAULT_EVAL_STORAGE, out_dir=out_dir, device=device,
@@ -236,21 +264,24 @@ def studies(storage) -> None:
     """List the studies in a storage with their trial counts and best value."""
     import optuna
 
-    from gsearch.search.study import open_storage, state_counts
+    from gsearch.search.storage import open_storage
 
+    _quiet_optuna()
     store = open_storage(storage, must_exist=True)
-    summaries = store.get_all_studies()
+    summaries = optuna.get_all_study_summaries(store, include_best_trial=True)
     if not summaries:
         click.echo(f"no studies in {safe_url(storage)}")
         return
-    header = f"{'study':<24} {'trials':>6} {'complete':>8} {'pruned':>6} {'failed':>6} {'running':>7}  best"
-    click.echo(header)
+    states = optuna.trial.TrialState
+    columns = ("complete", "pruned", "failed", "running")
+    click.echo(f"{'study':<24} {'trials':>6} " + " ".join(f"{c:>8}" for c in columns) + "  best")
     for summary in summaries:
-        study = optuna.load_study(study_name=summary.study_name, storage=store)
-        counts = state_counts(study)
-        best = "-" if counts["complete"] == 0 else f"{study.best_value:.4f}"
-        click.echo(f"{summary.study_name:<24} {len(study.trials):>6} {counts['complete']:>8} "
-                   f"{counts['pruned']:>6} {counts['fail']:>6} {counts['running']:>7}  {best}")
+        study_id = store.get_study_id_from_name(summary.study_name)
+        counts = [store.get_n_trials(study_id, state) for state in
+                  (states.COMPLETE, states.PRUNED, states.FAIL, states.RUNNING)]
+        best = "-" if summary.best_trial is None else f"{summary.best_trial.value:.4f}"
+        click.echo(f"{summary.study_name:<24} {summary.n_trials:>6} "
+                   + " ".join(f"{n:>8}" for n in counts) + f"  {best}")
 
 
 @main.command()
@@ -263,8 +294,9 @@ def studies(storage) -> None:
 def dashboard(storage, host, port, artifacts) -> None:
     """Serve optuna-dashboard for a storage."""
     from gsearch.search.dashboard import artifact_dir, serve
-    from gsearch.search.study import open_storage
+    from gsearch.search.storage import open_storage
 
+    _quiet_optuna()
     store = open_storage(storage, must_exist=True)
     artifacts = artifact_dir(artifacts, storage)
     click.echo(f"optuna-dashboard for {safe_url(storage)} at http://{host}:{port}/ "
@@ -336,8 +368,9 @@ def predict(model_dir, files, top_k, as_json, backend) -> None:
 @user_errors
 def serve_storage_command(storage, host, port) -> None:
     """Serve a storage to workers through Optuna's gRPC proxy (--storage grpc://HOST:PORT)."""
-    from gsearch.search.study import serve_storage
+    from gsearch.search.storage import serve_storage
 
+    _quiet_optuna()
     click.echo(f"storage proxy for {safe_url(storage)} at grpc://{host}:{port} (Ctrl-C stops; "
                "workers: gsearch run --storage grpc://HOST:PORT)")
     serve_storage(storage, host=host, port=port)

@@ -15,8 +15,8 @@ from optuna_dashboard import run_server, save_note
 from sqlalchemy.engine import make_url
 
 from gsearch import GsearchError
-
-EXPORT_ATTR = "export"  # study user attribute: what export-best last measured
+from gsearch._compat import study_id, study_storage
+from gsearch.search.study import EXPORT_ATTR
 
 
 def default_artifact_dir(storage_url: str) -> Path | None:
@@ -72,9 +72,10 @@ def _note(report: dict, links: dict[str, str], out_dir: Path) -> str:
                      f"| {m['support']:.0f} |"
                      for genre, m in test["per_class"].items()
                      if genre != "accuracy" and not genre.endswith(" avg"))
-    alone = ", ".join(f"{a:.3f}" for a in report.get("member_test_accuracy", []))
-    ensemble = (f"An ensemble of trials {report['member_trials']} (this trial is its best member; "
-                f"test accuracy of each alone: {alone}).\n" if "member_trials" in report else "")
+    members = report.get("members", [])
+    alone = ", ".join(f"{m['test_accuracy']:.3f}" for m in members)
+    ensemble = (f"An ensemble of trials {[m['trial'] for m in members]} (this trial is its best "
+                f"member; test accuracy of each alone: {alone}).\n" if members else "")
     shown = "".join(f"![confusion matrix]({url})\n\n" if name.endswith(".png") else
                     f"Full report: [{name}]({url})\n\n" for name, url in links.items())
     return f"""## Held-out test (gsearch export-best)
@@ -107,7 +108,7 @@ def attach_export(study: optuna.Study, out_dir: Path, artifacts: Path | None) ->
         store = FileSystemArtifactStore(artifacts)
         for name in (CONFUSION_FILE, REPORT_FILE):
             artifact_id = _upload(study, store, out_dir / name, f"trial-{number}-{name}")
-            links[name] = f"/artifacts/{study._study_id}/{artifact_id}"
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+            links[name] = f"/artifacts/{study_id(study)}/{artifact_id}"
+    trial_id = study_storage(study).get_trial_id_from_study_id_trial_number(study_id(study), number)
     save_note(optuna.Trial(study, trial_id),  # save_note takes a live Trial, also for a finished one
               _note(report, links, out_dir))

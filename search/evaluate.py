@@ -8,18 +8,20 @@ to an RBF-SVM and a logistic regression (logreg) tuned by grouped CV on the same
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gsearch.data.load import Dataset, load_dataset
-from gsearch.data.split import Split, split_dataset
-from gsearch.models.export import evaluate
+from gsearch.data.split import Split
+from gsearch.models.metrics import classification_scores
 from gsearch.search.export import export_best
-from gsearch.search.runner import run_study
-from gsearch.search.study import fingerprint, open_storage, open_study, state_counts
+from gsearch.search.loop import run_study
+from gsearch.search.protocol import Protocol
+from gsearch.search.storage import open_storage
+from gsearch.search.study import open_study, state_counts
 
 DEFAULT_EVAL_STORAGE = "sqlite:///evaluate.db"
 FINISHED = ("complete", "pruned", "fail")
@@ -59,7 +61,7 @@ def baselines(ds: Dataset, split: Split, seed: int = 0) -> dict[str, tuple[float
     for name, (estimator, grid) in models.items():
         search = GridSearchCV(make_pipeline(StandardScaler(), estimator), grid, cv=folds)
         search.fit(ds.X[rows], ds.y[rows], groups=ds.groups[rows])
-        report = evaluate(ds.y[split.test], search.predict(ds.X[split.test]), ds.classes)
+        report = classification_scores(ds.y[split.test], search.predict(ds.X[split.test]), ds.classes)
         scores[name] = (report["accuracy"], report["macro_f1"])
     return scores
 
@@ -67,18 +69,19 @@ def baselines(ds: Dataset, split: Split, seed: int = 0) -> dict[str, tuple[float
 def evaluate_seeds(data_path: str | Path, *, split_seeds: list[int], trials: int, cv: int,
                    storage: str, out_dir: Path, device: torch.device, ensemble: int | None = None,
                    sampler: str = "tpe", pruner: str = "median", seed: int = 0,
-                   test_size: float = 0.2, val_size: float = 0.2) -> list[SeedResult]:
-    """Search, export and score once per split seed; a seed's study is topped up to
-    `trials` finished trials, so an interrupted benchmark resumes where it stopped."""
+                   protocol: Protocol = Protocol()) -> list[SeedResult]:
+    """Search, export and score once per split seed (the protocol's split seed replaced by
+    each); a seed's study is topped up to `trials` finished trials, so an interrupted
+    benchmark resumes where it stopped."""
     ds = load_dataset(data_path)
-    splits = {s: split_dataset(ds, test_size=test_size, val_size=val_size, seed=s)
-              for s in split_seeds}  # every data error surfaces before the storage is touched
+    protocols = {s: replace(protocol, split_seed=s, cv=cv) for s in split_seeds}
+    splits = {s: p.split(ds) for s, p in protocols.items()}  # data errors before the storage
     store = open_storage(storage)
     results = []
     for split_seed, split in splits.items():
         name = study_name(split_seed, cv)
-        data = fingerprint(ds, split_seed=split_seed, test_size=test_size, val_size=val_size, cv=cv)
-        study = open_study(store, name, data=data, sampler=sampler, pruner=pruner, seed=seed)
+        study = open_study(store, name, protocol=protocols[split_seed], ds=ds, sampler=sampler,
+                           pruner=pruner, seed=seed)
         done = sum(state_counts(study)[s] for s in FINISHED)
         if done < trials:
             print(f"split seed {split_seed}: study '{name}', {len(split.train_val)} train+validation "
@@ -89,11 +92,11 @@ def evaluate_seeds(data_path: str | Path, *, split_seeds: list[int], trials: int
                            device=device, ensemble=ensemble)
         result = SeedResult(split_seed, name, sum(state_counts(study)[s] for s in FINISHED),
                             info["validation_accuracy"], _search_minutes(study))
-        if "member_trials" in info:
-            result.scores["MLP best"] = (info["member_test_accuracy"][0],
-                                         info["member_test_macro_f1"][0])
-            result.scores[f"MLP top-{len(info['member_trials'])}"] = (info["test_accuracy"],
-                                                                      info["test_macro_f1"])
+        if "members" in info:
+            best = info["members"][0]
+            result.scores["MLP best"] = (best["test_accuracy"], best["test_macro_f1"])
+            result.scores[f"MLP top-{len(info['members'])}"] = (info["test_accuracy"],
+                                                                info["test_macro_f1"])
         else:
             result.scores["MLP best"] = (info["test_accuracy"], info["test_macro_f1"])
         result.scores.update(baselines(ds, split, seed))

@@ -11,8 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from gsearch import GsearchError
-from gsearch.search.dashboard import EXPORT_ATTR
-from gsearch.search.study import OBJECTIVE_NAME, state_counts
+from gsearch.search.study import EXPORT_ATTR, OBJECTIVE_NAME, state_counts
 
 DPI = 100
 # plot name -> (title, PNG size in inches)

@@ -1,5 +1,5 @@
-"""The search space: trial -> TrialConfig. Every sampled value is a trial param,
-so the dashboard shows it. The README documents these ranges.
+"""The search space: trial -> TrialConfig, and `--fix NAME=VALUE`. Every sampled value is a
+trial param, so the dashboard shows it. The README documents these ranges.
 
 The regularizers were kept because each helped on held-out folds of train+validation
 (2 x 5-fold track-grouped CV, split seeds 42 and 0, no test rows; 2 x 512 MLP, 150
@@ -12,8 +12,12 @@ exported model is retrained on train+validation, where there is nothing to stop 
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import optuna
 
+from gsearch import GsearchError
+from gsearch._compat import distribution_contains
 from gsearch.models.config import LR_SCHEDULES, TrialConfig
 
 
@@ -34,3 +38,46 @@ def suggest_config(trial: optuna.Trial) -> TrialConfig:
         label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.2),
         input_noise=trial.suggest_float("input_noise", 0.0, 0.3),
     )
+
+
+def space_distributions() -> dict[str, optuna.distributions.BaseDistribution]:
+    """The space's parameters and their distributions, read off a throwaway trial."""
+    probe = optuna.create_study().ask()
+    suggest_config(probe)
+    return probe.distributions
+
+
+def _parse_value(distribution: optuna.distributions.BaseDistribution, text: str):
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return next((c for c in distribution.choices if str(c).lower() == text.lower()), None)
+    kind = int if isinstance(distribution, optuna.distributions.IntDistribution) else float
+    try:
+        value = kind(text)
+    except ValueError:
+        return None
+    return value if distribution_contains(distribution, value) else None
+
+
+def parse_fixed(items: Sequence[str]) -> dict:
+    """`--fix NAME=VALUE` items as search-space parameters held at one value, each checked
+    against the space (names, types, ranges).
+
+    >>> parse_fixed(["epochs=30", "batch_norm=true"])
+    {'epochs': 30, 'batch_norm': True}
+    """
+    if not items:
+        return {}
+    distributions = space_distributions()
+    fixed = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        distribution = distributions.get(name)
+        if distribution is None:
+            raise GsearchError(f"--fix {item!r}: use NAME=VALUE with NAME one of "
+                               f"{', '.join(distributions)}")
+        value = _parse_value(distribution, text)
+        if value is None:
+            raise GsearchError(f"--fix {item!r}: {text!r} is not a value of {name} in the "
+                               f"search space ({distribution}); pick one inside it")
+        fixed[name] = value
+    return fixed

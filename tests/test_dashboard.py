@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from conftest import synthetic_frame
 
 from gsearch.search.cli import main
-from gsearch.search.dashboard import EXPORT_ATTR, default_artifact_dir
+from gsearch.search.dashboard import default_artifact_dir
+from gsearch.search.study import EXPORT_ATTR
 
 STUDY = "tiny-dash"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -33,10 +33,11 @@ def test_ensemble_export_is_one_graph_matching_torch(searched, tmp_path, cli):
     study = optuna.load_study(study_name="gtzan-mlp", storage=db)
     ranked = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)),
                     key=lambda t: (-t.value, t.number))
-    assert meta["format"] == "gsearch-mlp-ensemble/1"
-    assert meta["member_trials"] == [t.number for t in ranked[:3]]
-    assert [TrialConfig.from_dict(m) for m in meta["members"]] == \
+    assert meta["format"] == "gsearch-mlp-ensemble/2"
+    assert [m["trial"] for m in meta["members"]] == [t.number for t in ranked[:3]]
+    assert [TrialConfig.from_dict(m["hyperparameters"]) for m in meta["members"]] == \
         [TrialConfig.from_dict(t.params) for t in ranked[:3]]
+    assert "hyperparameters" not in meta  # each member's are under members, none at the top
 
     X = load_dataset(csv).X[:25]
     torch_model, onnx_model = ExportedModel(out, "torch"), ExportedModel(out, "onnx")
@@ -56,7 +57,12 @@ def test_ensemble_export_is_one_graph_matching_torch(searched, tmp_path, cli):
             members.append(member.eval()(torch.from_numpy(X)).softmax(dim=1).numpy())
     np.testing.assert_allclose(p_torch, np.mean(members, axis=0), atol=1e-5)
     report = json.loads((out / "report.json").read_text())
-    assert len(report["member_test_accuracy"]) == 3 and report["test"]["n"] == meta["n_test"]
+    assert len(report["members"]) == 3 and report["test"]["n"] == meta["n_test"]
+
+    # an export of the first ensemble format (members: hyperparameter dicts) still loads
+    old = {**meta, "format": "gsearch-mlp-ensemble/1", "members": [m["hyperparameters"] for m in meta["members"]]}
+    (out / "model.json").write_text(json.dumps(old))
+    np.testing.assert_allclose(ExportedModel(out, "torch").predict_proba(X), p_torch, atol=1e-6)
 
     too_many = cli("export-best", "--storage", db, "--out", tmp_path / "x", "--ensemble", 9)
     assert too_many.exit_code == 1 and too_many.output.startswith("error: --ensemble 9 needs 9")

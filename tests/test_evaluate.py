@@ -11,9 +11,10 @@ import torch
 from gsearch.data.load import load_dataset
 from gsearch.data.split import split_dataset
 from gsearch.models.config import TrialConfig
-from gsearch.search import objective as objective_module
-from gsearch.search.objective import Objective
-from gsearch.search.study import fingerprint, open_storage, open_study
+from gsearch.search.loop import run_study
+from gsearch.search.protocol import Protocol
+from gsearch.search.storage import open_storage
+from gsearch.search.study import open_study
 
 
 def _tiny_config(trial):
@@ -42,15 +43,15 @@ def tiny_space(monkeypatch):
 def searched_rows(monkeypatch):
     """{test row indices of a split: every feature row (bytes) its search trained or validated on}."""
     seen: dict[tuple, set[bytes]] = {}
-    original = objective_module.evaluation_sets
+    original = Protocol.trial_data
 
-    def spy(ds, split, *args, **kwargs):
-        sets = original(ds, split, *args, **kwargs)
+    def spy(self, ds, split):
+        sets = original(self, ds, split)
         rows = seen.setdefault(tuple(split.test), set())
         for data in sets:
             rows.update(row.tobytes() for part in (data.X_train, data.X_val) for row in part)
         return sets
-    _patch_everywhere(monkeypatch, original, spy)
+    monkeypatch.setattr(Protocol, "trial_data", spy)
     return seen
 
 
@@ -58,17 +59,17 @@ def test_cv_study_scores_trials_on_track_grouped_folds(make_csv, tmp_path, tiny_
     ds = load_dataset(make_csv(segments=3, tracks_per_class=12))
     split = split_dataset(ds, seed=5)
     folds = []
-    original = objective_module.evaluation_sets
+    original = Protocol.trial_data
 
-    def spy(*args, **kwargs):
-        sets = original(*args, **kwargs)
+    def spy(self, *args):
+        sets = original(self, *args)
         folds.extend(sets)
         return sets
-    monkeypatch.setattr(objective_module, "evaluation_sets", spy)
+    monkeypatch.setattr(Protocol, "trial_data", spy)
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    study = open_study(storage, "cv", data=fingerprint(ds, split_seed=5, test_size=0.2, val_size=0.2,
-                                                       cv=3), sampler="random", pruner="none", seed=0)
-    study.optimize(Objective(ds, split, torch.device("cpu")), n_trials=2)
+    study = open_study(storage, "cv", protocol=Protocol(split_seed=5, cv=3), ds=ds,
+                       sampler="random", pruner="none", seed=0)
+    run_study(study, ds, split, trials=2, device=torch.device("cpu"), population=1)
 
     assert len(folds) == 3  # the study's cv, built once for both trials
     track_of = {row.tobytes(): g for row, g in zip(ds.X, ds.groups)}
@@ -83,7 +84,7 @@ def test_cv_study_scores_trials_on_track_grouped_folds(make_csv, tmp_path, tiny_
     for trial in study.trials:
         accs = trial.user_attrs["fold_accuracies"]
         assert len(accs) == 3 and trial.value == pytest.approx(np.mean(accs), abs=1e-5)
-        assert len(trial.intermediate_values) == 4  # first fold reported every epoch
+        assert len(trial.intermediate_values) == 4  # the mean over folds reported every epoch
 
 
 def test_cv_is_part_of_the_study_and_guarded(make_csv, tmp_path, cli, tiny_space):
@@ -127,8 +128,8 @@ def test_evaluate_end_to_end(make_csv, tmp_path, cli, tiny_space, searched_rows)
         report = json.loads((out / f"split{seed}" / "report.json").read_text())
         ranked = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)),
                         key=lambda t: (-t.value, t.number))
-        assert report["member_trials"] == [t.number for t in ranked[:2]]  # chosen by CV value only
-        assert report["validation_accuracy"] == ranked[0].value
+        assert [m["trial"] for m in report["members"]] == [t.number for t in ranked[:2]]  # by CV value only
+        assert report["validation_accuracy"] == round(ranked[0].value, 4)
         assert f"{report['test_accuracy']:.3f}" in rows[str(seed)]
 
     again = cli(*args)  # each study already has its trials: nothing is searched again

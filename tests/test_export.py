@@ -46,12 +46,15 @@ def test_export_writes_a_self_contained_folder(real_export):
     assert meta["classes"] == list(GENRES) and meta["features"] == list(FEATURE_NAMES)
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{folder / 's.db'}")
     assert meta["trial_number"] == study.best_trial.number
-    assert meta["hyperparameters"]["width"] == study.best_trial.params["width"]
-    assert meta["validation_accuracy"] == study.best_value
+    best = meta["members"][0]["hyperparameters"] if "members" in meta else meta["hyperparameters"]
+    assert best["width"] == study.best_trial.params["width"]
+    assert meta["validation_accuracy"] == round(study.best_value, 4)
     assert meta["data_sha256"] == study.user_attrs["data_sha256"]
     assert {"torch", "optuna", "numpy"} <= set(meta["versions"])
     report = json.loads((out / "report.json").read_text())
-    assert report["test"]["n"] == 200 and np.array(report["test"]["confusion_matrix"]).sum() == 200
+    matrix = report["test"]["confusion_matrix"]
+    assert report["test"]["n"] == 200 and np.array(matrix["rows"]).sum() == 200
+    assert matrix["labels"] == list(GENRES)
     assert report["test_accuracy"] == meta["test_accuracy"] and f"{meta['test_accuracy']:.3f}" in output
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -82,7 +82,7 @@ def real_export(tmp_path_factory):
 
     from gsearch.models.config import TrialConfig
     from gsearch.models.export import save_model
-    from gsearch.models.train import TrainData, train
+    from gsearch.models.population import TrainData, train
 
     if not REAL_CSV.is_file():
         pytest.skip(f"needs the real GTZAN file at {REAL_CSV}")

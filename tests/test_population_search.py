@@ -1,4 +1,4 @@
-"""The ask/tell search over populations: `gsearch run`, folds, pruning, divergence, Ctrl-C."""
+"""The one ask/tell loop over populations: `gsearch run`, folds, pruning, divergence, Ctrl-C."""
 
 import numpy as np
 import optuna
@@ -8,12 +8,12 @@ import torch
 from gsearch.data.load import load_dataset
 from gsearch.data.split import split_dataset
 from gsearch.models.config import TrialConfig
-from gsearch.models.train import train
-from gsearch.search.objective import evaluation_sets, study_protocol
-from gsearch.search.runner import run_study
+from gsearch.models.population import train
+from gsearch.search.loop import run_study
+from gsearch.search.protocol import Protocol
 
 TrialState = optuna.trial.TrialState
-# What the sequential objective records on every trial that trained (search/objective.py).
+# What the loop records on every trial that trained (search/loop.py).
 ATTRS = {"seed", "device", "n_params", "train_seconds", "epochs_run", "train_loss"}
 
 
@@ -42,7 +42,7 @@ def in_memory_study(pruner=None) -> optuna.Study:
 
 
 def test_gsearch_run_asks_and_tells_populations_and_resumes(cli, make_csv, tmp_path, monkeypatch):
-    monkeypatch.setattr("gsearch.search.runner.suggest_config", small_space)
+    monkeypatch.setattr("gsearch.search.loop.suggest_config", small_space)
     storage = f"sqlite:///{tmp_path / 's.db'}"
     args = ["--data", make_csv(), "--storage", storage, "--seed", 1]
     result = cli("run", "--trials", 4, "--population", 3, "--study", "pop", *args)
@@ -62,7 +62,7 @@ def test_gsearch_run_asks_and_tells_populations_and_resumes(cli, make_csv, tmp_p
         assert t.value == t.intermediate_values[t.params["epochs"] - 1]
     assert max(t.value for t in trials) > 0.5   # 4 classes: chance is 0.25
 
-    # The sequential path records the same attributes.
+    # A population of one is the same loop: the same attributes.
     assert cli("run", "--trials", 1, "--population", 1, "--study", "seq", *args).exit_code == 0
     (seq,) = optuna.load_study(study_name="seq", storage=storage).trials
     assert set(seq.user_attrs) == set(trials[0].user_attrs)
@@ -77,11 +77,13 @@ def test_folds_train_in_lockstep_and_the_value_is_their_mean(ds, monkeypatch):
                            batch_norm=False, lr=1e-2, batch_size=4096,
                            epochs=trial.suggest_int("epochs", 3, 6))
 
-    monkeypatch.setattr("gsearch.search.runner.suggest_config", space)
+    monkeypatch.setattr("gsearch.search.loop.suggest_config", space)
     split = split_dataset(ds)
     study = in_memory_study()
-    run_study(study, ds, split, trials=3, device=torch.device("cpu"), seed=5, population=3, cv=2)
-    folds = evaluation_sets(ds, split, cv=2, seed=study_protocol(study)[1])  # the study's folds
+    study.set_user_attr("cv", 2)   # the protocol a study records
+    run_study(study, ds, split, trials=3, device=torch.device("cpu"), seed=5, population=3)
+    folds = Protocol.of(study).trial_data(ds, split)  # the study's folds
+    assert len(folds) == 2
     for t in study.trials:
         config = space(optuna.trial.FixedTrial(t.params))
         curves = [train(config, fold, seed=5 + t.number)[1].val_accuracy for fold in folds]
@@ -92,7 +94,7 @@ def test_folds_train_in_lockstep_and_the_value_is_their_mean(ds, monkeypatch):
 
 
 def test_each_trial_is_pruned_on_its_own_curve(ds, monkeypatch):
-    monkeypatch.setattr("gsearch.search.runner.suggest_config", small_space)
+    monkeypatch.setattr("gsearch.search.loop.suggest_config", small_space)
     study = in_memory_study(optuna.pruners.ThresholdPruner(lower=1.1, n_warmup_steps=2))
     run_study(study, ds, split_dataset(ds), trials=4, device=torch.device("cpu"), population=4)
     for t in study.trials:
@@ -107,7 +109,7 @@ def test_a_diverging_trial_is_pruned_and_its_population_goes_on(ds, monkeypatch)
         return TrialConfig(n_layers=3, width=32, batch_norm=False, dropout=0.0, lr=lr, weight_decay=0,
                            epochs=5 + trial.suggest_int("k", 0, 0))
 
-    monkeypatch.setattr("gsearch.search.runner.suggest_config", space)
+    monkeypatch.setattr("gsearch.search.loop.suggest_config", space)
     study = in_memory_study()
     run_study(study, ds, split_dataset(ds), trials=4, device=torch.device("cpu"), population=4)
     states = [t.state for t in study.trials]
@@ -119,7 +121,7 @@ def test_a_diverging_trial_is_pruned_and_its_population_goes_on(ds, monkeypatch)
 def test_interrupt_leaves_no_running_trial_and_the_study_resumes(ds, monkeypatch):
     from gsearch.models.population import Population
 
-    monkeypatch.setattr("gsearch.search.runner.suggest_config", small_space)
+    monkeypatch.setattr("gsearch.search.loop.suggest_config", small_space)
     run_epoch, calls = Population.run_epoch, []
 
     def interrupted(self):
@@ -141,7 +143,7 @@ def test_interrupt_leaves_no_running_trial_and_the_study_resumes(ds, monkeypatch
 def test_pruning_decisions_are_should_prunes(ds, monkeypatch):
     """The pruner is shown a local copy of the study (no storage read per trial and
     epoch); in one process it must decide exactly as it would on the storage."""
-    monkeypatch.setattr("gsearch.search.runner.suggest_config", small_space)
+    monkeypatch.setattr("gsearch.search.loop.suggest_config", small_space)
     median = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     decisions = []
 
@@ -160,10 +162,31 @@ def test_pruning_decisions_are_should_prunes(ds, monkeypatch):
 
 
 def test_successive_halving_sees_its_rungs(ds, monkeypatch):
-    monkeypatch.setattr("gsearch.search.runner.suggest_config", small_space)
+    monkeypatch.setattr("gsearch.search.loop.suggest_config", small_space)
     study = in_memory_study(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))
     run_study(study, ds, split_dataset(ds), trials=8, device=torch.device("cpu"), population=4)
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned and all("completed_rung_0" in t.system_attrs for t in study.trials)
     survivors = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert all("completed_rung_1" in t.system_attrs for t in survivors if t.params["epochs"] > 2)
+
+
+def test_a_cv_study_reports_the_same_quantity_whatever_the_population(cli, make_csv, tmp_path,
+                                                                      monkeypatch):
+    """Under --cv 3 every trial reports the mean over its folds after each epoch, whether
+    it ran in a population of 3 or of 1, so a study resumed with another --population
+    hands the pruner curves of one kind: each trial's last report is its value (the mean
+    of its fold accuracies)."""
+    monkeypatch.setattr("gsearch.search.loop.suggest_config", small_space)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    args = ["--data", make_csv(), "--storage", storage, "--study", "cv", "--cv", 3, "--seed", 2,
+            "--pruner", "none"]
+    assert cli("run", "--trials", 2, "--population", 3, *args).exit_code == 0
+    assert cli("run", "--trials", 2, "--population", 1, *args).exit_code == 0
+    trials = optuna.load_study(study_name="cv", storage=storage).trials
+    assert len(trials) == 4 and {t.state for t in trials} == {TrialState.COMPLETE}
+    for t in trials:
+        folds = t.user_attrs["fold_accuracies"]
+        assert len(folds) == 3 and len(set(folds)) > 1 or folds[0] != 0
+        last = t.intermediate_values[max(t.intermediate_values)]
+        assert last == pytest.approx(np.mean(folds), abs=1e-5) == pytest.approx(t.value, abs=1e-5)

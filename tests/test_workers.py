@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from gsearch.search.study import open_storage
+from gsearch.search.storage import open_storage
 
 TrialState = optuna.trial.TrialState
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -159,7 +159,7 @@ def wait_for(condition, seconds=90):
 def test_budget_counts_the_run_and_gets_a_dead_workers_claims_back():
     import multiprocessing
 
-    from gsearch.search.workers import _Budget
+    from gsearch.search.parallel import _Budget
 
     budget = _Budget(multiprocessing.get_context(), workers=2, total=5)
     assert [budget.claim(0) for _ in range(3)] == [True] * 3  # a population: 3 in flight

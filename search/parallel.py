@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import optuna
 
 from gsearch import GsearchError
-from gsearch.search.study import has_heartbeats, safe_url
+from gsearch.search.storage import has_heartbeats, safe_url
 
 if TYPE_CHECKING:
     from gsearch.data.load import Dataset
@@ -56,7 +56,7 @@ class RunSpec:
     timeout: float | None
     heartbeat: int | None
     fixed: dict = field(default_factory=dict)  # parameters held at one value (--fix)
-    population: int = 1  # trials a worker trains at once (runner.run_study)
+    population: int = 1  # trials a worker trains at once (loop.run_study)
     verbose: bool = False
 
 
@@ -170,9 +170,10 @@ def _work(spec: RunSpec, ds: Dataset, split: Split, *, slot: int, index: int, bu
     """One worker: run_study on the shared study until the run's budget is spent."""
     import torch
 
-    from gsearch.models.train import resolve_device
-    from gsearch.search.runner import run_study
-    from gsearch.search.study import make_pruner, make_sampler, open_storage
+    from gsearch.models.population import resolve_device
+    from gsearch.search.loop import run_study
+    from gsearch.search.storage import open_storage
+    from gsearch.search.study import make_pruner, make_sampler
 
     torch.set_num_threads(spec.threads)
     seed = None if spec.seed is None else spec.seed + index * SEED_STRIDE
@@ -181,23 +182,16 @@ def _work(spec: RunSpec, ds: Dataset, split: Split, *, slot: int, index: int, bu
     study = _Study(spec.study, storage, make_sampler(spec.sampler, seed, spec.fixed),
                    make_pruner(spec.pruner), interrupt)
 
-    sequential = spec.population <= 1
-
     def account(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         budget.release(slot, trial.state in COUNTED)
         if report is not None:
             report(trial)
-        if sequential and not budget.claim(slot):  # a population claims before each ask
-            study.stop()
 
     with _handlers(interrupt, signals):
-        if sequential and not budget.claim(slot):
-            return
         try:
             run_study(study, ds, split, trials=spec.trials, device=resolve_device(spec.device),
-                      seed=spec.train_seed, timeout=spec.timeout, verbose=spec.verbose,
-                      population=spec.population, callbacks=[account],
-                      claim=None if sequential else (lambda: budget.claim(slot)))
+                      seed=spec.train_seed, timeout=spec.timeout, population=spec.population,
+                      callbacks=[account], claim=lambda: budget.claim(slot), lock=budget.lock)
         except KeyboardInterrupt:
             study.fail_unfinished()
             raise
@@ -207,6 +201,7 @@ def _child(spec: RunSpec, ds: Dataset, split: Split, slot: int, index: int, budg
            conn) -> None:
     """A worker process: quiet (the parent shows progress), stopped by SIGTERM."""
     sys.stdout = open(os.devnull, "w")  # summaries; tqdm is off through TQDM_DISABLE
+    optuna.logging.set_verbosity(optuna.logging.INFO if spec.verbose else optuna.logging.WARNING)
     try:
         _work(spec, ds, split, slot=slot, index=index, budget=budget, signals=(signal.SIGTERM,),
               report=conn.send)
@@ -233,9 +228,8 @@ def start_workers_server():
     from multiprocessing import forkserver
 
     ctx = mp.get_context("forkserver")
-    # torch._dynamo: imported by the first optimizer a process makes (seconds of CPU)
-    ctx.set_forkserver_preload(["torch", "torch._dynamo", "gsearch.search.runner",
-                                "gsearch.search.study", "gsearch.search.workers"])
+    ctx.set_forkserver_preload(["torch", "gsearch.search.loop",
+                                "gsearch.search.storage", "gsearch.search.parallel"])
     with _spawning():
         forkserver.ensure_running()
     return ctx
@@ -248,11 +242,18 @@ def cpu_count() -> int:
 def run_search(spec: RunSpec, ds: Dataset, split: Split, study: optuna.Study, workers: int) -> None:
     """Run spec.trials trials with `workers` processes (1: in this process).
     Raises KeyboardInterrupt after a clean stop on Ctrl-C/SIGTERM."""
-    if workers == 1:
-        budget = _Budget(mp.get_context(), 1, spec.trials)
-        _work(spec, ds, split, slot=0, index=0, budget=budget)
+    from gsearch.search.progress import Progress, summary
+
+    if workers > 1:
+        _Parent(spec, ds, split, study, workers).run()
         return
-    _Parent(spec, ds, split, study, workers).run()
+    progress = Progress(study, spec.trials)
+    try:
+        _work(spec, ds, split, slot=0, index=0, budget=_Budget(mp.get_context(), 1, spec.trials),
+              report=lambda trial: progress(study, trial))
+    finally:
+        progress.close()
+        print(summary(study))
 
 
 class _Parent:
@@ -289,15 +290,15 @@ class _Parent:
                 os.kill(proc.pid, signal.SIGTERM if first else signal.SIGKILL)
 
     def run(self) -> None:
-        from gsearch.search.runner import _Progress, summary
+        from gsearch.search.progress import Progress, summary
 
-        progress = _Progress(self.study, self.spec.trials)
+        progress = Progress(self.study, self.spec.trials)
         with _handlers(self.on_signal, (signal.SIGINT, signal.SIGTERM)):
             try:
                 while self.procs:
                     self.poll(progress)
             finally:
-                progress.bar.close()
+                progress.close()
         print(summary(self.study))
         if self.errors:
             raise GsearchError(self.errors[0])
@@ -337,7 +338,7 @@ class _Parent:
             self.budget.drop(slot)
             fate = ("are failed by the heartbeat and run again" if self.spec.heartbeat
                     and has_heartbeats(self.spec.storage) else "stay RUNNING (no heartbeat)")
-            progress.bar.write(f"worker {slot} was killed ({signal.Signals(-code).name}); its "
+            progress.write(f"worker {slot} was killed ({signal.Signals(-code).name}); its "
                                f"running trials {fate}; starting a replacement", file=sys.stderr)
             self.start(slot)
             return

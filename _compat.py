@@ -1,0 +1,64 @@
+"""Every private name of Optuna and torch that gsearch uses, each behind one function.
+
+Private names change without notice; keeping them here means one module to read when a
+library moves, and tests/test_compat.py has one test per function that fails when the
+library changes the name or its behaviour. setup.cfg bounds both libraries to the major
+versions these were checked against. Optuna is imported inside the functions, so
+gsearch.models (which imports this module for torch) never imports Optuna.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# -- torch ---------------------------------------------------------------------------------
+
+
+def fused_adamw_step(params: list[torch.Tensor], grads: list[torch.Tensor],
+                     exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
+                     step: torch.Tensor, *, lr: float, beta1: float, beta2: float,
+                     weight_decay: float, eps: float) -> None:
+    """One AdamW step over tensors that share a step count: torch's fused kernel (the one
+    `torch.optim.AdamW(fused=True)` runs), called directly so that members of a population
+    can each take their own lr and weight decay without an optimizer object per member.
+    `step` must already count this step."""
+    torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], [step] * len(params), lr=lr,
+                        beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps,
+                        amsgrad=False, maximize=False)
+
+
+def zero_(tensors: list[torch.Tensor]) -> None:
+    """Zero many tensors in one foreach call (gradients kept allocated between steps)."""
+    torch._foreach_zero_(tensors)
+
+
+# -- Optuna ----------------------------------------------------------------------------------
+
+
+def study_storage(study):
+    """The storage object behind a study handle."""
+    return study._storage
+
+
+def study_id(study) -> int:
+    """The storage's id of a study (artifact URLs of optuna-dashboard use it)."""
+    return study._study_id
+
+
+def trial_id(trial) -> int:
+    """The storage's id of a trial (optuna.Trial or FrozenTrial)."""
+    return trial._trial_id
+
+
+def distribution_contains(distribution, value) -> bool:
+    """Whether `value` lies in an Optuna distribution (range, step, choices), by Optuna's
+    own check."""
+    return distribution._contains(distribution.to_internal_repr(value))
+
+
+def make_grpc_server(storage, host: str, port: int):
+    """Optuna's gRPC storage proxy server (what `optuna.storages.run_grpc_proxy_server`
+    runs, without its blocking wait, so gsearch can stop it on a signal)."""
+    from optuna.storages._grpc.server import make_server
+
+    return make_server(storage, host, port)

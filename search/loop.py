@@ -1,0 +1,261 @@
+"""The one trial loop: ask K trials, train them as one population, report every epoch, prune
+each on its own, tell. `population=1` is the sequential case of the same loop.
+
+A trial trains on the study protocol's data (protocol.Protocol.trial_data): the validation
+split, or K folds under --cv K. Its folds are members of populations that train in lockstep,
+one epoch per round, so every trial reports the same quantity after each epoch whatever the
+population size: the mean validation accuracy over its folds. Its value is that mean after its
+last epoch. A trial whose loss diverges is pruned with the reason; the study goes on.
+
+Pruners read the study through a local copy (`_LocalTrials`): our own trials are kept up to
+date in memory and other workers' trials are re-read every few seconds, so K trials in flight
+cost no K^2 storage reads per epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Sequence
+
+import numpy as np
+import optuna
+import torch
+
+from gsearch._compat import study_id, study_storage, trial_id
+from gsearch.data.load import Dataset
+from gsearch.data.split import Split
+from gsearch.models.config import TrialConfig
+from gsearch.models.population import EpochResult, History, Population, TrainData, population_key
+from gsearch.search.protocol import Protocol
+from gsearch.search.space import suggest_config
+from gsearch.search.study import DEFAULT_POPULATION
+
+TrialState = optuna.trial.TrialState
+Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+_REFRESH_SECONDS = 30.0   # how stale other workers' trials may be when a pruner reads them
+
+
+def run_study(study: optuna.Study, ds: Dataset, split: Split, *, trials: int, device: torch.device,
+              seed: int = 0, timeout: float | None = None, population: int = DEFAULT_POPULATION,
+              callbacks: Sequence[Callback] = (), claim: Callable[[], bool] | None = None,
+              lock: ContextManager | None = None) -> None:
+    """Run `trials` more trials of `study` on the protocol the study recorded.
+
+    `population` trials are in flight at once. `callbacks` run after each finished trial, as
+    in study.optimize. A trial is asked for only while `claim()` (if given) grants one: the
+    budget shared by a run's worker processes; `lock` (theirs too) serializes their failing
+    of stale trials, so that no two of them fail and retry the same trial."""
+    data = Protocol.of(study).trial_data(ds, split)
+    TrialLoop(study, data, device=device, seed=seed, size=population, callbacks=callbacks,
+              claim=claim, lock=lock).run(trials, timeout)
+
+
+class _LocalTrials:
+    """A storage front for the pruner: trials are read from a local copy, writes go through.
+
+    trial.should_prune() re-reads every trial from the storage on each call (about 20 ms with
+    16 trials running on SQLite), so K calls an epoch cost O(K^2). Here our own trials are
+    kept up to date locally (the curves we report, the system attributes a pruner writes),
+    and the storage is re-read every _REFRESH_SECONDS for what other workers did. Pruning
+    decisions are should_prune's, up to that staleness.
+    """
+
+    def __init__(self, study: optuna.Study):
+        self._storage = study_storage(study)
+        self._study_id = study_id(study)
+        self._directions = study.directions
+        self.mine: dict[int, optuna.trial.FrozenTrial] = {}    # our running trials by number
+        self._others: dict[int, optuna.trial.FrozenTrial] = {}
+        self._read_at = -math.inf
+
+    def refresh(self, study: optuna.Study) -> None:
+        if time.monotonic() - self._read_at > _REFRESH_SECONDS:
+            self._others = {t.number: t for t in study.get_trials(deepcopy=False)
+                            if t.number not in self.mine}
+            self._read_at = time.monotonic()
+
+    def finished(self, trial: optuna.trial.FrozenTrial) -> None:
+        self.mine.pop(trial.number, None)
+        self._others[trial.number] = trial
+
+    # -- the storage methods pruners call -----------------------------------------------------
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list:
+        trials = sorted({**self._others, **self.mine}.items())
+        trials = [t for _, t in trials if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def set_trial_system_attr(self, trial_id_: int, key: str, value) -> None:
+        for trial in self.mine.values():
+            if trial_id(trial) == trial_id_:
+                trial.system_attrs[key] = value
+        self._storage.set_trial_system_attr(trial_id_, key, value)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._study_id
+
+    def get_study_directions(self, study_id: int) -> list:
+        return self._directions
+
+    def __getattr__(self, name):
+        return getattr(self._storage, name)
+
+
+@dataclass(eq=False)
+class _InFlight:
+    """A trial being trained: its folds are members of populations, trained in lockstep."""
+
+    trial: optuna.Trial
+    config: TrialConfig
+    members: list[tuple[tuple, int]]          # (population key, member id) per fold
+    histories: list[History | None]
+    accuracy: list[float]                     # last validation accuracy per fold
+    done: list[bool]
+    frozen: optuna.trial.FrozenTrial          # the trial as the pruner sees it
+    epoch: int = -1
+    reported: bool = False
+    diverged: str = ""
+
+
+class TrialLoop:
+    """Ask/tell over populations: up to `size` trials in flight, their folds grouped into
+    populations (`population_key`) that each train one epoch per round."""
+
+    def __init__(self, study: optuna.Study, data: list[TrainData], *, device: torch.device,
+                 seed: int = 0, size: int = DEFAULT_POPULATION, callbacks: Sequence[Callback] = (),
+                 claim: Callable[[], bool] | None = None, lock: ContextManager | None = None):
+        self.study, self.data, self.device, self.seed = study, data, device, seed
+        self.size, self.callbacks, self.claim = max(1, size), callbacks, claim
+        self.lock = lock or contextlib.nullcontext()
+        self.pops: dict[tuple, Population] = {}
+        self.owner: dict[tuple[tuple, int], tuple[_InFlight, int]] = {}
+        self.running: list[_InFlight] = []
+        self.local = _LocalTrials(study)
+        # The same study, read through the local copy: what the pruner is shown.
+        self.view = optuna.Study(study.study_name, self.local, sampler=study.sampler,
+                                 pruner=study.pruner)
+        self._beat_at = -math.inf
+
+    def run(self, trials: int, timeout: float | None = None) -> None:
+        start, asked = time.monotonic(), 0
+        try:
+            while True:
+                self._beat()
+                while (len(self.running) < self.size and asked < trials
+                       and (timeout is None or time.monotonic() - start < timeout)
+                       and (self.claim is None or self.claim())):
+                    self._start(self._ask())
+                    asked += 1
+                    self._beat_at = -math.inf  # the new trial beats at once
+                if not self.running:
+                    return
+                self._beat()
+                for key, pop in self.pops.items():
+                    for result in pop.run_epoch():
+                        self._record(key, result)
+                self._report_prune_finish()
+        except BaseException:
+            for run in self.running:   # leave no trial RUNNING behind
+                with contextlib.suppress(Exception):
+                    self.study.tell(run.trial, state=TrialState.FAIL)
+            raise
+
+    def _beat(self) -> None:
+        """Heartbeats, as study.optimize gives them, for ask/tell: every trial in flight beats
+        at half the storage's interval, and stale trials of dead workers are failed (and
+        retried by the storage's callback) before new trials are asked for."""
+        storage = study_storage(self.study)
+        interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
+        if not interval or time.monotonic() - self._beat_at < interval / 2:
+            return
+        self._beat_at = time.monotonic()
+        for run in self.running:
+            storage.record_heartbeat(trial_id(run.trial))
+        with self.lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+
+    def _ask(self) -> optuna.Trial:
+        with warnings.catch_warnings():  # heartbeats are handled by _beat
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            return self.study.ask()
+
+    def _start(self, trial: optuna.Trial) -> None:
+        config = suggest_config(trial)
+        seed = self.seed + trial.number
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr("config", config.describe())  # with the fields the space does not search
+        n = len(self.data)
+        frozen = optuna.trial.FrozenTrial(
+            number=trial.number, state=TrialState.RUNNING, value=None, datetime_start=None,
+            datetime_complete=None, params=trial.params, distributions=trial.distributions,
+            user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=trial_id(trial))
+        run = _InFlight(trial, config, [], [None] * n, [math.nan] * n, [False] * n, frozen)
+        for fold, data in enumerate(self.data):
+            key = population_key(config, data, self.device)
+            if key not in self.pops:
+                self.pops[key] = Population(device=self.device, seed=self.seed * 7919 + len(self.pops))
+            member = self.pops[key].add(config, data, seed)
+            run.members.append((key, member))
+            self.owner[key, member] = (run, fold)
+        self.local.mine[trial.number] = frozen
+        self.running.append(run)
+
+    def _record(self, key: tuple, result: EpochResult) -> None:
+        run, fold = self.owner[key, result.member]
+        run.epoch, run.reported = result.epoch, True
+        run.histories[fold] = result.history
+        if result.history.diverged:
+            run.diverged = result.history.diverged
+        else:
+            run.accuracy[fold] = result.val_accuracy
+        run.done[fold] = result.done
+
+    def _report_prune_finish(self) -> None:
+        self.local.refresh(self.study)
+        for run in list(self.running):
+            if run.diverged:
+                self._end(run, TrialState.PRUNED, reason=run.diverged)
+                continue
+            if not run.reported:
+                continue
+            run.reported = False
+            value = float(np.mean(run.accuracy))
+            run.trial.report(value, run.epoch)
+            run.frozen.intermediate_values[run.epoch] = value
+            if self.study.pruner.prune(self.view, run.frozen):
+                reason = f"pruner stopped it after epoch {run.epoch + 1} (validation accuracy {value:.3f})"
+                self._end(run, TrialState.PRUNED, reason=reason)
+            elif all(run.done):
+                self._end(run, TrialState.COMPLETE)
+
+    def _end(self, run: _InFlight, state: TrialState, reason: str = "") -> None:
+        for fold, (key, member) in enumerate(run.members):
+            run.histories[fold] = self.pops[key].remove(member)   # done or pruned
+            del self.owner[key, member]
+        self.running.remove(run)
+        trial = run.trial
+        if reason:
+            trial.set_user_attr("pruned_reason", reason)
+        histories = [h for h in run.histories if h is not None]
+        if not run.diverged:
+            trial.set_user_attr("n_params", histories[0].n_params)
+            trial.set_user_attr("train_seconds", round(sum(h.seconds for h in histories), 3))
+            trial.set_user_attr("epochs_run", histories[0].epochs_run)
+            trial.set_user_attr("train_loss", [round(v, 5) for v in histories[0].train_loss])
+        value = None
+        if state == TrialState.COMPLETE:
+            value = float(np.mean(run.accuracy))
+            if len(run.accuracy) > 1:
+                trial.set_user_attr("fold_accuracies", [round(a, 5) for a in run.accuracy])
+        frozen = self.study.tell(trial, value, state=state)
+        self.local.finished(frozen)
+        for callback in self.callbacks:
+            callback(self.study, frozen)

@@ -1,0 +1,47 @@
+"""What the user sees while a study runs: a progress bar, and a summary at the end."""
+
+from __future__ import annotations
+
+import optuna
+from tqdm.auto import tqdm
+
+from gsearch.search.study import state_counts
+
+TrialState = optuna.trial.TrialState
+
+
+class Progress:
+    """Optuna callback: trials done / total, best validation accuracy, pruned count."""
+
+    def __init__(self, study: optuna.Study, total: int):
+        counts = state_counts(study)
+        self.best = study.best_value if counts["complete"] else None
+        self.pruned = 0
+        self.bar = tqdm(total=total, unit="trial", desc="search", dynamic_ncols=True)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE and (self.best is None or trial.value > self.best):
+            self.best = trial.value
+        self.pruned += trial.state == TrialState.PRUNED
+        best = "-" if self.best is None else f"{self.best:.3f}"
+        self.bar.set_postfix_str(f"best={best} pruned={self.pruned}", refresh=False)
+        self.bar.update(1)
+
+    def write(self, message: str, **kwargs) -> None:
+        self.bar.write(message, **kwargs)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def summary(study: optuna.Study) -> str:
+    counts = state_counts(study)
+    lines = [f"study '{study.study_name}': {len(study.trials)} trials, {counts['complete']} complete, "
+             f"{counts['pruned']} pruned, {counts['fail']} failed"]
+    if counts["complete"]:
+        best = study.best_trial
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in best.params.items())
+        lines.append(f"best trial #{best.number}: validation accuracy {best.value:.4f}")
+        lines.append(f"  {params}")
+    return "\n".join(lines)

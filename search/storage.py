@@ -1,0 +1,214 @@
+"""Storages: a URL -> an Optuna storage, with one-line errors and passwords masked.
+
+sqlite:///file.db (write-ahead log), postgresql://, mysql:// (PyMySQL), redis:// (journal),
+a journal file NAME.log, grpc://HOST:PORT (a `gsearch serve-storage` proxy). Trials of RDB
+storages beat a heartbeat; one whose process died is failed and run again (`retry_of`).
+`serve_storage` runs Optuna's gRPC proxy in front of a database for many workers.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import warnings
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import make_url
+
+from gsearch import GsearchError
+from gsearch._compat import make_grpc_server
+
+DEFAULT_STORAGE = "sqlite:///studies.db"
+STORAGE_ENV = "GSEARCH_STORAGE"  # --storage's default when set, as OPTUNA_STORAGE for Optuna's CLI
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password replaced by ***, for messages and logs."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+SQLITE_BUSY_TIMEOUT = 60  # seconds a SQLite writer waits for the lock before failing
+RETRIES = 3  # times a trial whose worker died is run again
+
+
+class _RetryStale(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a trial whose worker stopped beating; the copy also records
+    `retry_of` (the dead trial's number) as a user attribute, visible in the dashboard.
+    A trial already retried is not retried again (two workers may both see it stale)."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if any(t.system_attrs.get("retry_history", [])[-1:] == [trial.number]   # Optuna's record
+               for t in study.get_trials(deepcopy=False)):
+            return
+        trial.user_attrs = {**trial.user_attrs, "retry_of": trial.number}
+        super().__call__(study, trial)
+
+
+def _sqlite_wal(engine: sqlalchemy.Engine) -> None:
+    """Write-ahead log: readers never block the writer and a commit costs no fsync, so
+    several workers share one file without "database is locked" and a trial's per-epoch
+    reports stay cheap. The journal mode is stored in the file; synchronous is per connection."""
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    engine.dispose()  # reconnect the pool through the listener
+
+
+def _check_file(url: str, path: Path, must_exist: bool) -> None:
+    if not path.parent.is_dir():
+        raise GsearchError(f"folder {path.parent} for storage {url} does not exist; create it "
+                           "or choose another path")
+    if must_exist and not path.is_file():
+        raise GsearchError(f"no study storage at {path}; run 'gsearch run' first or pass "
+                           "--storage")
+
+
+def _journal_file(url: str, must_exist: bool) -> optuna.storages.BaseStorage:
+    """Optuna's journal storage in a local file (no heartbeats in Optuna's journal storages)."""
+    from optuna.storages.journal import JournalFileBackend
+
+    _check_file(url, Path(url), must_exist)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+
+
+def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
+    """A client of `gsearch serve-storage` (Optuna's gRPC storage proxy)."""
+    hostport = url.removeprefix("grpc://").rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise GsearchError(f"bad storage URL {url!r}; use grpc://HOST:PORT of a "
+                           "'gsearch serve-storage'")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            proxy = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+        proxy.wait_server_ready(timeout=3)
+    except ImportError:
+        raise GsearchError("grpc:// needs grpcio; pip install grpcio protobuf") from None
+    except ConnectionError:
+        raise GsearchError(f"cannot reach the storage proxy at {url}; start it with "
+                           "'gsearch serve-storage' or check the address") from None
+    return proxy
+
+
+def _redis_storage(url: str) -> optuna.storages.BaseStorage:
+    """Optuna's journal storage on Redis (no heartbeats in Optuna's journal storages)."""
+    import redis
+
+    from optuna.storages.journal import JournalRedisBackend
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=5).ping()
+    except (redis.RedisError, ValueError) as e:
+        raise GsearchError(f"cannot reach Redis storage {safe_url(url)}: "
+                           f"{safe_url(_first_line(e))}; check the URL and that the server "
+                           "is running") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.JournalStorage(JournalRedisBackend(url))
+
+
+def _is_redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://", "unix://"))
+
+
+def has_heartbeats(url: str) -> bool:
+    """Whether open_storage(url, heartbeat=...) gives trials heartbeats: RDB storages do;
+    Optuna's journal storages (Redis, a .log file) and its gRPC proxy do not."""
+    return "://" in url and not _is_redis(url) and not url.startswith("grpc://")
+
+
+def open_storage(url: str, *, must_exist: bool = False,
+                 heartbeat: int | None = None) -> optuna.storages.BaseStorage:
+    """An Optuna storage for a URL: sqlite:// (WAL), postgresql://, mysql:// (RDBStorage;
+    mysql:// means PyMySQL), redis:// or a file path ending in .log (JournalStorage),
+    grpc://host:port (a `gsearch serve-storage` proxy).
+
+    With `heartbeat` (seconds), running trials of a RDB storage beat that often; one whose
+    process died is marked failed after 3 missed beats by the next trial any worker starts,
+    and run again (up to RETRIES times, with user attribute `retry_of`).
+    """
+    if _is_redis(url):
+        return _redis_storage(url)
+    if url.startswith("grpc://"):
+        return _grpc_storage(url)
+    if "://" not in url and url.endswith(".log"):
+        return _journal_file(url, must_exist)
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise GsearchError(f"bad storage URL {safe_url(url)!r}; use for example "
+                           f"{DEFAULT_STORAGE}, postgresql://user@host/dbname, "
+                           "redis://host:6379/0 or a journal file studies.log") from None
+    sqlite = parsed.get_backend_name() == "sqlite"
+    engine_kwargs = {}
+    if sqlite:
+        if (parsed.database or "") in ("", ":memory:"):
+            raise GsearchError("an in-memory SQLite storage keeps nothing; give a file, "
+                               f"for example {DEFAULT_STORAGE}")
+        _check_file(url, Path(parsed.database), must_exist)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
+    elif parsed.drivername == "mysql":  # SQLAlchemy's default driver is mysqlclient (C)
+        parsed = parsed.set(drivername="mysql+pymysql")
+    if parsed.get_driver_name() in ("psycopg2", "psycopg", "pymysql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}  # an unreachable host fails fast
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            beats = {}
+            if heartbeat:
+                beats = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat,
+                         "heartbeat_stale_trial_callback": _RetryStale(max_retry=RETRIES)}
+            storage = optuna.storages.RDBStorage(parsed.render_as_string(hide_password=False),
+                                                  engine_kwargs=engine_kwargs, **beats)
+        if sqlite:
+            _sqlite_wal(storage.engine)
+        return storage
+    except ImportError:
+        raise GsearchError(f"no database driver for {safe_url(url)}; install it, for example "
+                           "pip install 'psycopg[binary]' (postgresql://) or PyMySQL "
+                           "(mysql://)") from None
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as e:
+        raise GsearchError(f"cannot open storage {safe_url(url)}: "
+                           f"{safe_url(_first_line(e))}") from None
+
+
+
+def serve_storage(url: str, *, host: str, port: int) -> None:
+    """Optuna's gRPC storage proxy in front of a RDB storage until Ctrl-C: workers then
+    need only grpc://host:port, not the database's address and password."""
+    import socket
+
+    if not has_heartbeats(url):
+        raise GsearchError(f"the gRPC proxy serves database storages (sqlite://, "
+                           f"postgresql://, mysql://), not {safe_url(url)}")
+    storage = optuna.storages.get_storage(open_storage(url))  # with Optuna's in-process cache
+    try:  # gRPC shares a port with SO_REUSEPORT; a plain bind finds a server already there
+        with socket.create_server((host, port)):
+            pass
+        server = make_grpc_server(storage, host, port)
+        server.start()
+    except (OSError, RuntimeError) as e:
+        raise GsearchError(f"cannot serve on {host}:{port}: {_first_line(e)}; "
+                           "choose another --port") from None
+    # Ctrl-C and SIGTERM stop the proxy, also when it was started with SIGINT ignored
+    # (a shell script's `&`, a CI runner): a proxy left running holds the port.
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.default_int_handler)
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop(grace=None).wait(5)  # cancel in-flight calls; their writes are committed

@@ -1,0 +1,78 @@
+"""One test per private Optuna/torch name that gsearch uses (gsearch/_compat.py): each fails
+when the library renames the name or changes what gsearch relies on."""
+
+import optuna
+import torch
+
+from gsearch import _compat
+
+
+def test_fused_adamw_step_is_torchs_adamw():
+    torch.manual_seed(0)
+    p = torch.randn(5, 3)
+    grads = [torch.randn(5, 3) for _ in range(3)]
+    reference = p.clone().requires_grad_()
+    optimizer = torch.optim.AdamW([reference], lr=0.01, betas=(0.8, 0.99), weight_decay=0.1, eps=1e-7)
+    ours, exp_avg, exp_avg_sq, step = p.clone(), torch.zeros(5, 3), torch.zeros(5, 3), torch.zeros(())
+    for g in grads:
+        reference.grad = g.clone()
+        optimizer.step()
+        step += 1
+        _compat.fused_adamw_step([ours], [g], [exp_avg], [exp_avg_sq], step, lr=0.01, beta1=0.8,
+                                 beta2=0.99, weight_decay=0.1, eps=1e-7)
+    torch.testing.assert_close(ours, reference.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_zero_empties_every_tensor_in_place():
+    tensors = [torch.ones(3), torch.full((2, 2), 5.0)]
+    ids = [t.data_ptr() for t in tensors]
+    _compat.zero_(tensors)
+    assert all(t.abs().sum() == 0 for t in tensors) and [t.data_ptr() for t in tensors] == ids
+
+
+def test_study_storage_and_id_name_the_study_in_its_storage(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="c", storage=storage)
+    assert _compat.study_storage(study).get_study_name_from_id(_compat.study_id(study)) == "c"
+
+
+def test_trial_id_is_the_storages_id_of_live_and_frozen_trials():
+    study = optuna.create_study()
+    trial = study.ask()
+    frozen = study.tell(trial, 1.0)
+    storage = _compat.study_storage(study)
+    assert storage.get_trial(_compat.trial_id(trial)).number == trial.number
+    assert _compat.trial_id(frozen) == _compat.trial_id(trial)
+
+
+def test_distribution_contains_checks_range_step_and_choices():
+    ints = optuna.distributions.IntDistribution(30, 200, step=10)
+    assert _compat.distribution_contains(ints, 40) and not _compat.distribution_contains(ints, 45)
+    assert not _compat.distribution_contains(ints, 210)
+    floats = optuna.distributions.FloatDistribution(1e-4, 3e-2, log=True)
+    assert _compat.distribution_contains(floats, 1e-3) and not _compat.distribution_contains(floats, 0.1)
+    choices = optuna.distributions.CategoricalDistribution([True, False])
+    assert _compat.distribution_contains(choices, False)
+
+
+def test_make_grpc_server_serves_a_storage(tmp_path):
+    import socket
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
+    optuna.create_study(study_name="g", storage=storage)
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    server = _compat.make_grpc_server(storage, "127.0.0.1", port)
+    server.start()
+    try:
+        proxy = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port)
+        proxy.wait_server_ready(timeout=10)
+        assert [s.study_name for s in proxy.get_all_studies()] == ["g"]
+    finally:
+        server.stop(grace=None).wait(5)
+
+
+def test_versions_are_the_bounded_ones():
+    """setup.cfg bounds optuna and torch to the majors these names were checked on."""
+    assert optuna.__version__.split(".")[0] == "5"
+    assert torch.__version__.split(".")[0] == "2"
