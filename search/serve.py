@@ -333,10 +333,11 @@ def app_from_environment() -> FastAPI:
     return create_app(settings.pop("model_dir"), **settings)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _check_port(host: str, port: int) -> None:
+    """Fail with one line now if host:port cannot be bound (taken, or not an address here)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family, backlog=2048)
+        socket.create_server((host, port), family=family).close()
     except OSError as e:
         reason = os.strerror(e.errno) if e.errno else str(e)
         raise GsearchError(f"cannot serve on {host}:{port} ({reason}); "
@@ -354,7 +355,7 @@ def serve(model_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 
                 "max_rows": max_rows}
     app = create_app(**settings)  # a bad folder fails here, before binding
     model = app.state.model
-    sock = _bind(host, port)
+    _check_port(host, port)
     shown = f"[{host}]" if ":" in host else host
     echo(f"serving {model_dir} ({len(model.classes)} genres, {backend}) at http://{shown}:{port}/ "
          f"(docs: /docs; Ctrl-C stops)")
@@ -364,17 +365,11 @@ def serve(model_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 
         signal.signal(stop, signal.default_int_handler)
     try:
         if workers == 1:
-            config = uvicorn.Config(app, log_level="info")
-            uvicorn.Server(config).run(sockets=[sock])
-        else:
-            from uvicorn.supervisors import Multiprocess
-
+            uvicorn.run(app, host=host, port=port, log_level="info")
+        else:  # each process builds its own app from the same settings
             os.environ[_SETTINGS_ENV] = json.dumps(settings)
-            config = uvicorn.Config("gsearch.search.serve:app_from_environment", factory=True,
-                                    workers=workers, log_level="info")
-            Multiprocess(config, sockets=[sock]).run()
+            uvicorn.run("gsearch.search.serve:app_from_environment", factory=True, host=host,
+                        port=port, workers=workers, log_level="info")
     except KeyboardInterrupt:
         pass
-    finally:
-        sock.close()
     echo("server stopped")
