@@ -346,8 +346,10 @@ def predict(model_dir, files, top_k, as_json, backend) -> None:
 def serve_command(model_dir, host, port, workers, backend, max_upload_mb, max_rows) -> None:
     """Serve an exported model over HTTP: /predict (feature rows), /predict/audio (an upload),
     /model, /health; OpenAPI docs at /docs."""
-    from gsearch.search.serve import serve
-
+    try:
+        from gsearch.search.serve import serve
+    except ModuleNotFoundError as e:
+        raise GsearchError(f"gsearch serve needs {e.name}; pip install 'gsearch[serve]'") from None
     serve(model_dir, host=host, port=port, workers=workers, backend=backend,
           max_upload_mb=max_upload_mb, max_rows=max_rows, echo=click.echo)
 
