@@ -43,6 +43,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
 from gsearch import GsearchError, __version__
+from gsearch.data.schema import SAMPLE_RATE
 from gsearch.models.predict import ExportedModel, predict_audio
 
 
@@ -148,7 +149,7 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        status, message = _validation_message(exc.errors(), request.url.path)
+        status, message = _validation_message(exc.errors())
         return JSONResponse({"error": message}, status_code=status)
 
     @app.exception_handler(GsearchError)
@@ -230,11 +231,11 @@ def _warm_audio(model: ExportedModel, ready: threading.Event) -> None:
     try:
         import soundfile
 
-        t = np.arange(3 * 22050, dtype=np.float32) / 22050
+        t = np.arange(3 * SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
         y = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.01 * np.random.default_rng(0).standard_normal(t.size)
         with tempfile.TemporaryDirectory(prefix="gsearch-warm-") as tmp:
             path = Path(tmp) / "warm.wav"
-            soundfile.write(path, y.astype(np.float32), 22050)
+            soundfile.write(path, y.astype(np.float32), SAMPLE_RATE)
             predict_audio(model, path)
     except Exception as e:  # the first upload will load what it needs itself
         logging.getLogger("uvicorn.error").warning("audio warm-up failed (%s); the first upload "
@@ -299,7 +300,7 @@ def _row_json(classes: tuple[str, ...], p: np.ndarray, top_k: int) -> dict:
             "top_k": [{"genre": g, "probability": v} for g, v in ranked[:top_k]]}
 
 
-def _validation_message(errors, path: str) -> tuple[int, str]:
+def _validation_message(errors) -> tuple[int, str]:
     """(status, one line) for FastAPI's validation errors: the first error, where it is."""
     if not errors:
         return 422, "invalid request; see /docs"
