@@ -1,5 +1,5 @@
 """The gsearch command line: run, export-best, evaluate, report, studies, dashboard, extract,
-predict."""
+predict, serve."""
 
 from __future__ import annotations
 
@@ -358,6 +358,32 @@ def predict(model_dir, files, top_k, as_json, backend) -> None:
             click.echo(p.format(top_k or 1))
     if errors:
         sys.exit(1)
+
+
+@main.command("serve")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder written by 'gsearch export-best'.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; 0.0.0.0 exposes the model to the network.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Server processes sharing the port (each loads the model).")
+@click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True,
+              help="onnx: model.onnx through onnxruntime; torch: the weights-only model.pt.")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=50.0,
+              show_default=True, help="Largest request body (audio upload or JSON rows).")
+@click.option("--max-rows", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Most feature rows in one POST /predict.")
+@user_errors
+def serve_command(model_dir, host, port, workers, backend, max_upload_mb, max_rows) -> None:
+    """Serve an exported model over HTTP: /predict (feature rows), /predict/audio (an upload),
+    /model, /health; OpenAPI docs at /docs."""
+    try:
+        from gsearch.search.serve import serve
+    except ModuleNotFoundError as e:
+        raise GsearchError(f"gsearch serve needs {e.name}; pip install 'gsearch[serve]'") from None
+    serve(model_dir, host=host, port=port, workers=workers, backend=backend,
+          max_upload_mb=max_upload_mb, max_rows=max_rows, echo=click.echo)
 
 
 @main.command("serve-storage")
