@@ -1,12 +1,12 @@
 """What the exported model gains from ensembling, and how the search compares with a fixed
-hand-regularized MLP (quality issue), on the split seeds of existing `gsearch evaluate` studies.
+hand-regularized MLP, on the split seeds of existing `gsearch evaluate` studies.
 
 For each split seed it loads the study `evaluate-split<seed>-cv<K>` (run `gsearch evaluate`
 first), retrains on train+validation and scores on that seed's test split:
 
 - the search's choices, ranked by the study's value only: the best trial, the top 5 (what
   `export-best` does by default), the best trial with 5 training seeds, the top 5 with 3 each;
-- the quality issue's hand recipe (2 x 512, batch norm, dropout 0.4, AdamW weight decay 1e-3,
+- a hand-regularized recipe (2 x 512, batch norm, dropout 0.4, AdamW weight decay 1e-3,
   label smoothing 0.1, input noise 0.1, one-cycle lr 3e-3, 150 epochs, batch 64): the mean of
   5 single seeds and their 5-seed ensemble.
 
@@ -28,7 +28,7 @@ import optuna
 import torch
 
 from gsearch.models.config import TrialConfig
-from gsearch.models.train import TrainData, train
+from gsearch.models.population import TrainData, train
 from gsearch.search.evaluate import DEFAULT_EVAL_STORAGE, study_name
 from gsearch.search.export import study_data, top_trials
 

@@ -1,4 +1,4 @@
-"""gsearch's search speed against the loop a user would otherwise write (issue 3).
+"""gsearch's search speed against the loop a user would otherwise write.
 
 In one run, on one data file and one split (64/16/20 by track, split seed 42):
 
@@ -43,8 +43,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from gsearch.data.load import load_dataset
 from gsearch.data.split import fit_scaler, split_dataset
 from gsearch.models.config import TrialConfig
-from gsearch.models.population import train_population
-from gsearch.models.train import TrainData, train
+from gsearch.models.population import TrainData, train, train_population
 
 REAL_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "gtzan" / "features_30_sec.csv"
 FIXED = dict(n_layers=3, width=256, dropout=0.3, batch_norm=True, lr=1e-3, epochs=100, batch_size=64)
@@ -248,7 +247,7 @@ def main() -> None:
         es_acc.append(gsearch_test_accuracy(model, X_test, y_test))
         es_epochs.append(history.epochs_run)
     t0 = time.perf_counter()
-    histories = train_population([config] * len(seeds), [data] * len(seeds), seeds)
+    histories = [h for _, h in train_population([config] * len(seeds), [data] * len(seeds), seeds)]
     pop_t = (time.perf_counter() - t0) / len(seeds)
     pop_val = [h.val_accuracy[-1] for h in histories]
     print(row("DataLoader loop (Optuna example shape)", np.mean(ref_t), ref_acc))

@@ -13,6 +13,7 @@ import click
 from gsearch import GsearchError, __version__
 from gsearch.data.load import DEFAULT_DATA
 from gsearch.search.protocol import Protocol
+from gsearch.search.space import PARAMETERS
 from gsearch.search.storage import DEFAULT_STORAGE, STORAGE_ENV, safe_url
 from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_STUDY, PRUNERS, SAMPLERS
 
@@ -80,15 +81,25 @@ def _quiet_optuna(verbose: bool = False) -> None:
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="gsearch")
 def main() -> None:
-    """Hyperparameter search for music-genre MLPs on GTZAN features."""
+    """Hyperparameter search for music-genre MLPs on GTZAN features.
+
+    \b
+    Workflow (the GTZAN feature table ships with gsearch):
+      gsearch run --trials 200          search; results go to studies.db
+      gsearch export-best               retrain the best, test on held-out tracks, export/
+      gsearch predict --model export song.wav   or: gsearch serve --model export
+
+    `gsearch COMMAND --help` describes each command; `gsearch dashboard` shows a study.
+    """
 
 
 @main.command()
 @click.option("--trials", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Trials to add to the study in this run.")
+              help="How many more trials this run finishes (complete or pruned); a study that "
+                   "exists already keeps its trials and gets these on top.")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=DEFAULT_DATA,
               show_default=True, help="GTZAN feature CSV (features_30_sec.csv or features_3_sec.csv).")
 @storage_option
@@ -108,18 +119,20 @@ def main() -> None:
               help="Fraction of the remaining tracks used for validation.")
 @cv_option
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop starting new trials after this many seconds.")
+              help="Stop starting new trials after this many seconds (trials in flight finish).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes on this machine sharing the study; --trials is their total.")
 @click.option("--heartbeat", type=click.IntRange(min=0), default=10, show_default=True,
               help="Seconds between heartbeats of a running trial (SQLite, PostgreSQL, MySQL); "
                    "a trial silent for 3 beats is failed and run again. 0: off.")
 @click.option("--fix", multiple=True, metavar="NAME=VALUE",
-              help="Hold a search-space parameter at one value, e.g. --fix epochs=20 (repeatable).")
+              help="Hold a search-space parameter at one value inside its range, e.g. --fix "
+                   f"epochs=30 (repeatable). NAME: {', '.join(PARAMETERS)}.")
 @click.option("--population", type=click.IntRange(min=1), default=DEFAULT_POPULATION,
               show_default=True,
               help="Trials trained at once as one batched model; 1 trains them one by one.")
-@click.option("-v", "--verbose", is_flag=True, help="Log every trial.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every trial (Optuna's log) and show "
+                                                      "tracebacks of worker errors.")
 @user_errors
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
         test_size, val_size, cv, timeout, workers, heartbeat, fix, population, verbose) -> None:
@@ -288,7 +301,8 @@ def studies(storage) -> None:
 @storage_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; 0.0.0.0 exposes the dashboard to the network.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              help="Port of the dashboard's web page.")
 @artifacts_option
 @user_errors
 def dashboard(storage, host, port, artifacts) -> None:
@@ -390,7 +404,8 @@ def serve_command(model_dir, host, port, workers, backend, max_upload_mb, max_ro
 @storage_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; 0.0.0.0 lets workers on other machines connect.")
-@click.option("--port", type=click.IntRange(1, 65535), default=13000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=13000, show_default=True,
+              help="Port workers connect to (grpc://HOST:PORT).")
 @user_errors
 def serve_storage_command(storage, host, port) -> None:
     """Serve a storage to workers through Optuna's gRPC proxy (--storage grpc://HOST:PORT)."""

@@ -14,13 +14,16 @@ or evaluation reads the protocol back from the study and refuses other data or o
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
-import optuna
+from typing import TYPE_CHECKING
 
 from gsearch import GsearchError
-from gsearch.data.load import Dataset
-from gsearch.data.split import Split, kfold_splits, split_dataset
-from gsearch.models.population import TrainData
+
+if TYPE_CHECKING:   # imported where used: the CLI reads the defaults without loading them
+    import optuna
+
+    from gsearch.data.load import Dataset
+    from gsearch.data.split import Split
+    from gsearch.models.population import TrainData
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,16 @@ class Protocol:
         return f"test {self.test_size:.0%} of tracks (split seed {self.split_seed}), {scoring}"
 
     def split(self, ds: Dataset) -> Split:
+        from gsearch.data.split import split_dataset
+
         return split_dataset(ds, test_size=self.test_size, val_size=self.val_size, seed=self.split_seed)
 
     def trial_data(self, ds: Dataset, split: Split) -> list[TrainData]:
         """What one trial trains and validates on: the validation split, or the CV folds of
         train+validation (grouped by track). The test split is never part of it."""
+        from gsearch.data.split import kfold_splits
+        from gsearch.models.population import TrainData
+
         def part(train_rows, val_rows) -> TrainData:
             return TrainData(X_train=ds.X[train_rows], y_train=ds.y[train_rows],
                              n_classes=len(ds.classes), X_val=ds.X[val_rows], y_val=ds.y[val_rows])

@@ -12,13 +12,18 @@ exported model is retrained on train+validation, where there is nothing to stop 
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import optuna
+from typing import TYPE_CHECKING, Sequence
 
 from gsearch import GsearchError
-from gsearch._compat import distribution_contains
 from gsearch.models.config import LR_SCHEDULES, TrialConfig
+
+if TYPE_CHECKING:
+    import optuna
+
+
+# The searched parameters, in suggest_config's order (--fix's help lists them; a test checks).
+PARAMETERS = ("n_layers", "width", "batch_norm", "lr", "lr_schedule", "batch_size", "epochs",
+              "dropout", "weight_decay", "label_smoothing", "input_noise")
 
 
 def suggest_config(trial: optuna.Trial) -> TrialConfig:
@@ -42,12 +47,18 @@ def suggest_config(trial: optuna.Trial) -> TrialConfig:
 
 def space_distributions() -> dict[str, optuna.distributions.BaseDistribution]:
     """The space's parameters and their distributions, read off a throwaway trial."""
+    import optuna
+
     probe = optuna.create_study().ask()
     suggest_config(probe)
     return probe.distributions
 
 
 def _parse_value(distribution: optuna.distributions.BaseDistribution, text: str):
+    import optuna
+
+    from gsearch._compat import distribution_contains
+
     if isinstance(distribution, optuna.distributions.CategoricalDistribution):
         return next((c for c in distribution.choices if str(c).lower() == text.lower()), None)
     kind = int if isinstance(distribution, optuna.distributions.IntDistribution) else float

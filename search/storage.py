@@ -12,13 +12,13 @@ import re
 import signal
 import warnings
 from pathlib import Path
-
-import optuna
-import sqlalchemy
-from sqlalchemy.engine import make_url
+from typing import TYPE_CHECKING
 
 from gsearch import GsearchError
-from gsearch._compat import make_grpc_server
+
+if TYPE_CHECKING:   # imported where used: the CLI reads the constants without loading them
+    import optuna
+    import sqlalchemy
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
 STORAGE_ENV = "GSEARCH_STORAGE"  # --storage's default when set, as OPTUNA_STORAGE for Optuna's CLI
@@ -38,23 +38,29 @@ SQLITE_BUSY_TIMEOUT = 60  # seconds a SQLite writer waits for the lock before fa
 RETRIES = 3  # times a trial whose worker died is run again
 
 
-class _RetryStale(optuna.storages.RetryHeartbeatStaleTrialCallback):
+def _retry_stale(max_retry: int):
     """Optuna's retry of a trial whose worker stopped beating; the copy also records
     `retry_of` (the dead trial's number) as a user attribute, visible in the dashboard.
     A trial already retried is not retried again (two workers may both see it stale)."""
+    import optuna
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if any(t.system_attrs.get("retry_history", [])[-1:] == [trial.number]   # Optuna's record
-               for t in study.get_trials(deepcopy=False)):
-            return
-        trial.user_attrs = {**trial.user_attrs, "retry_of": trial.number}
-        super().__call__(study, trial)
+    class RetryStale(optuna.storages.RetryHeartbeatStaleTrialCallback):
+        def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            if any(t.system_attrs.get("retry_history", [])[-1:] == [trial.number]  # Optuna's record
+                   for t in study.get_trials(deepcopy=False)):
+                return
+            trial.user_attrs = {**trial.user_attrs, "retry_of": trial.number}
+            super().__call__(study, trial)
+
+    return RetryStale(max_retry=max_retry)
 
 
 def _sqlite_wal(engine: sqlalchemy.Engine) -> None:
     """Write-ahead log: readers never block the writer and a commit costs no fsync, so
     several workers share one file without "database is locked" and a trial's per-epoch
     reports stay cheap. The journal mode is stored in the file; synchronous is per connection."""
+    import sqlalchemy
+
     @sqlalchemy.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
@@ -74,6 +80,7 @@ def _check_file(url: str, path: Path, must_exist: bool) -> None:
 
 def _journal_file(url: str, must_exist: bool) -> optuna.storages.BaseStorage:
     """Optuna's journal storage in a local file (no heartbeats in Optuna's journal storages)."""
+    import optuna
     from optuna.storages.journal import JournalFileBackend
 
     _check_file(url, Path(url), must_exist)
@@ -84,6 +91,8 @@ def _journal_file(url: str, must_exist: bool) -> optuna.storages.BaseStorage:
 
 def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
     """A client of `gsearch serve-storage` (Optuna's gRPC storage proxy)."""
+    import optuna
+
     hostport = url.removeprefix("grpc://").rstrip("/")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
@@ -104,8 +113,8 @@ def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
 
 def _redis_storage(url: str) -> optuna.storages.BaseStorage:
     """Optuna's journal storage on Redis (no heartbeats in Optuna's journal storages)."""
+    import optuna
     import redis
-
     from optuna.storages.journal import JournalRedisBackend
 
     try:
@@ -139,6 +148,10 @@ def open_storage(url: str, *, must_exist: bool = False,
     process died is marked failed after 3 missed beats by the next trial any worker starts,
     and run again (up to RETRIES times, with user attribute `retry_of`).
     """
+    import optuna
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
     if _is_redis(url):
         return _redis_storage(url)
     if url.startswith("grpc://"):
@@ -169,7 +182,7 @@ def open_storage(url: str, *, must_exist: bool = False,
             beats = {}
             if heartbeat:
                 beats = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat,
-                         "heartbeat_stale_trial_callback": _RetryStale(max_retry=RETRIES)}
+                         "heartbeat_stale_trial_callback": _retry_stale(RETRIES)}
             storage = optuna.storages.RDBStorage(parsed.render_as_string(hide_password=False),
                                                   engine_kwargs=engine_kwargs, **beats)
         if sqlite:
@@ -189,6 +202,10 @@ def serve_storage(url: str, *, host: str, port: int) -> None:
     """Optuna's gRPC storage proxy in front of a RDB storage until Ctrl-C: workers then
     need only grpc://host:port, not the database's address and password."""
     import socket
+
+    import optuna
+
+    from gsearch._compat import make_grpc_server
 
     if not has_heartbeats(url):
         raise GsearchError(f"the gRPC proxy serves database storages (sqlite://, "

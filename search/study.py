@@ -1,18 +1,22 @@
 """Studies: create or resume one, the registries of samplers and pruners, state counts.
 
-The CLI's --sampler and --pruner choices are the keys of SAMPLERS and PRUNERS.
+The CLI's --sampler and --pruner choices are the keys of SAMPLERS and PRUNERS; their
+factories take the optuna module, so reading the registries (the CLI does, at start) imports
+nothing heavy.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Callable
-
-import optuna
+from typing import TYPE_CHECKING, Callable
 
 from gsearch import GsearchError
-from gsearch.data.load import Dataset
-from gsearch.search.protocol import Protocol
+
+if TYPE_CHECKING:
+    import optuna
+
+    from gsearch.data.load import Dataset
+    from gsearch.search.protocol import Protocol
 
 DEFAULT_STUDY = "gtzan-mlp"
 OBJECTIVE_NAME = "validation accuracy"
@@ -22,38 +26,33 @@ EXPORT_ATTR = "export"  # study user attribute: what export-best last measured
 # most of the gain at 4, where TPE and the pruner see results soonest.
 DEFAULT_POPULATION = 4
 
-TrialState = optuna.trial.TrialState
-
-
-def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
+SAMPLERS: dict[str, Callable] = {   # name -> factory(optuna, seed)
     # constant_liar: trials asked while others run (populations, workers) avoid the
-    # configurations still in flight.
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-
-
-SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
-    "tpe": _tpe,
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    # configurations still in flight
+    "tpe": lambda optuna, seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+    "random": lambda optuna, seed: optuna.samplers.RandomSampler(seed=seed),
 }
 
-PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
+PRUNERS: dict[str, Callable] = {    # name -> factory(optuna)
     # below the median of earlier trials at the same epoch, after 10 epochs
-    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10),
+    "median": lambda optuna: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10),
     # successive halving: only the best third at epochs 5, 15, 45 and 135 go on
-    "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=5, reduction_factor=3),
+    "asha": lambda optuna: optuna.pruners.SuccessiveHalvingPruner(min_resource=5, reduction_factor=3),
     # several successive-halving brackets
-    "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=10, max_resource=200,
-                                                        reduction_factor=3),
+    "hyperband": lambda optuna: optuna.pruners.HyperbandPruner(min_resource=10, max_resource=200,
+                                                               reduction_factor=3),
     # train every trial out
-    "none": optuna.pruners.NopPruner,
+    "none": lambda optuna: optuna.pruners.NopPruner(),
 }
 
 
 def make_sampler(name: str, seed: int | None, fixed: dict | None = None) -> optuna.samplers.BaseSampler:
     """`fixed`: parameters held at one value (space.parse_fixed), the others are sampled."""
+    import optuna
+
     if name not in SAMPLERS:
         raise GsearchError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
-    sampler = SAMPLERS[name](seed)
+    sampler = SAMPLERS[name](optuna, seed)
     if not fixed:
         return sampler
     with warnings.catch_warnings():
@@ -62,9 +61,11 @@ def make_sampler(name: str, seed: int | None, fixed: dict | None = None) -> optu
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    import optuna
+
     if name not in PRUNERS:
         raise GsearchError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
-    return PRUNERS[name]()
+    return PRUNERS[name](optuna)
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
@@ -73,6 +74,8 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
 
 def load_study(storage: optuna.storages.BaseStorage, name: str, **kwargs) -> optuna.Study:
     """Load an existing study or fail with the names that do exist."""
+    import optuna
+
     names = study_names(storage)
     if name not in names:
         raise GsearchError(f"no study named '{name}' in this storage (studies: "
@@ -86,6 +89,7 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Pro
     """Create the study, or resume it after checking it was made on the same data and
     protocol. A seeded sampler is re-seeded with seed + trials so far, so a resumed study
     continues the sequence instead of replaying its first configurations."""
+    import optuna
     done = 0
     if name in study_names(storage):
         existing = optuna.load_study(study_name=name, storage=storage)
@@ -106,6 +110,8 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Pro
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
     """Trials per state name: complete, pruned, fail, running, waiting."""
+    from optuna.trial import TrialState
+
     counts = {state.name.lower(): 0 for state in TrialState}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] += 1
