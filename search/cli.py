@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 
 from gsearch import GsearchError, __version__
-from gsearch.data.load import DEFAULT_DATA
 from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_STORAGE, DEFAULT_STUDY, PRUNERS, safe_url
 
 storage_option = click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
@@ -71,8 +70,10 @@ def main() -> None:
 @main.command()
 @click.option("--trials", type=click.IntRange(min=1), default=200, show_default=True,
               help="Trials to add to the study in this run.")
-@click.option("--data", "data_path", type=click.Path(path_type=Path), default=DEFAULT_DATA,
-              show_default=True, help="GTZAN feature CSV (features_30_sec.csv or features_3_sec.csv).")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
+              help="GTZAN feature CSV (features_30_sec.csv or features_3_sec.csv, plain or "
+                   "gzipped) [default: data/gtzan/features_30_sec.csv if it exists, else the "
+                   "GTZAN features_30_sec.csv bundled with gsearch].")
 @storage_option
 @study_option
 @click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True)
@@ -104,7 +105,7 @@ def main() -> None:
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
         test_size, val_size, cv, timeout, workers, heartbeat, fix, population, verbose) -> None:
     """Run (or resume) a study: TRIALS more trials."""
-    from gsearch.data.load import load_dataset
+    from gsearch.data.load import describe_data, load_dataset, resolve_data
     from gsearch.data.split import split_dataset
     from gsearch.search.study import fingerprint, open_storage, open_study, parse_fixed
     from gsearch.search.workers import RunSpec, cpu_count, run_search, start_workers_server
@@ -113,7 +114,8 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
         start_workers_server()  # its imports run while this process imports its own
     device = _setup_torch(threads, device)
     fixed = parse_fixed(fix)
-    ds = load_dataset(data_path)  # every data error surfaces before the storage is touched
+    ds = load_dataset(resolve_data(data_path))  # data errors surface before the storage is touched
+    click.echo(f"data: {describe_data(ds)}")
     split = split_dataset(ds, test_size=test_size, val_size=val_size, seed=split_seed)
     data = fingerprint(ds, split_seed=split_seed, test_size=test_size, val_size=val_size, cv=cv)
     study = open_study(open_storage(storage), study_name, data=data, sampler=sampler,
@@ -193,8 +195,9 @@ def report(study_name, storage, out_dir) -> None:
               help="Comma-separated split seeds; each gets its own study and test split.")
 @click.option("--trials", type=click.IntRange(min=1), default=40, show_default=True,
               help="Finished trials per split seed (a study that has them is not searched again).")
-@click.option("--data", "data_path", type=click.Path(path_type=Path), default=DEFAULT_DATA,
-              show_default=True, help="GTZAN feature CSV.")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
+              help="GTZAN feature CSV [default: data/gtzan/features_30_sec.csv if it exists, "
+                   "else the GTZAN features_30_sec.csv bundled with gsearch].")
 @click.option("--storage", default=None,
               help="Storage for the per-seed studies evaluate-split<seed>-cv<K> "
                    "[default: sqlite:///evaluate.db, apart from studies.db].")
@@ -212,6 +215,7 @@ def report(study_name, storage, out_dir) -> None:
 def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensemble, sampler, pruner,
                      seed, device, threads) -> None:
     """Honest benchmark: per split seed, search train+validation, export, score on test."""
+    from gsearch.data.load import describe_data, load_dataset, resolve_data
     from gsearch.search.evaluate import DEFAULT_EVAL_STORAGE, evaluate_seeds, format_table
 
     try:
@@ -222,7 +226,9 @@ def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensem
     if not seeds or len(set(seeds)) != len(seeds):
         raise GsearchError(f"--split-seeds needs distinct integers, got {split_seeds!r}; e.g. 42,0,1")
     device = _setup_torch(threads, device)
-    results = evaluate_seeds(data_path, split_seeds=seeds, trials=trials, cv=cv,
+    ds = load_dataset(resolve_data(data_path))  # data errors surface before the storage is touched
+    click.echo(f"data: {describe_data(ds)}")
+    results = evaluate_seeds(ds.path, split_seeds=seeds, trials=trials, cv=cv,
                              storage=storage or DEFAULT_EVAL_STORAGE, out_dir=out_dir, device=device,
                              ensemble=ensemble, sampler=sampler, pruner=pruner, seed=seed)
     click.echo(format_table(results))

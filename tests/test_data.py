@@ -77,7 +77,7 @@ def test_bad_files_raise_one_clear_line(make_csv, mutate, message):
 
 
 def test_missing_empty_and_folder_paths(tmp_path):
-    with pytest.raises(DataError, match="not found.*GTZAN Dataset - Music Genre Classification"):
+    with pytest.raises(DataError, match="^no such file: .*bundled GTZAN.*GTZAN Dataset - Music Genre Classification"):
         load_dataset(tmp_path / "nope.csv")
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(DataError, match="is empty"):
