@@ -37,6 +37,7 @@ GET_DATA_HINT = (f"without --data the bundled GTZAN features_30_sec.csv is used;
                  f"the full dataset with audio is {KAGGLE_GTZAN}")
 EXPECTED = "expected the Kaggle GTZAN schema (filename,length,<57 features>,label)"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+NEWLINE = b"\n"
 
 
 class DataError(GsearchError):
@@ -140,8 +141,9 @@ def _decode(raw: bytes, path: Path) -> str:
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
+        where = f"offset {e.start}" if utf16 else f"line {raw.count(NEWLINE, 0, e.start) + 1}"
         raise DataError(f"{path} is not {'UTF-16' if utf16 else 'UTF-8'} text (byte "
-                        f"{raw[e.start]:#04x} at offset {e.start}); save it as a UTF-8 CSV") from None
+                        f"{raw[e.start]:#04x} on {where}); save it as a UTF-8 CSV") from None
     if "\x00" in text:
         raise DataError(f"{path} holds NUL characters, so it is not a text CSV (a binary file, or "
                         "UTF-16 without a byte-order mark?); save it as a UTF-8 CSV")

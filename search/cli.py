@@ -115,11 +115,11 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     device = _setup_torch(threads, device)
     fixed = parse_fixed(fix)
     ds = load_dataset(resolve_data(data_path))  # data errors surface before the storage is touched
-    click.echo(f"data: {describe_data(ds)}")
     split = split_dataset(ds, test_size=test_size, val_size=val_size, seed=split_seed)
     data = fingerprint(ds, split_seed=split_seed, test_size=test_size, val_size=val_size, cv=cv)
     study = open_study(open_storage(storage), study_name, data=data, sampler=sampler,
                        pruner=pruner, seed=seed)
+    click.echo(f"data: {describe_data(ds)}")
     click.echo(f"study '{study_name}' in {safe_url(storage)}: {len(ds.y)} rows "
                f"({len(split.train)} train / {len(split.val)} validation / {len(split.test)} test, "
                f"test never used by the search), device {device}")
@@ -227,11 +227,11 @@ def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensem
         raise GsearchError(f"--split-seeds needs distinct integers, got {split_seeds!r}; e.g. 42,0,1")
     device = _setup_torch(threads, device)
     ds = load_dataset(resolve_data(data_path))  # data errors surface before the storage is touched
-    click.echo(f"data: {describe_data(ds)}")
     results = evaluate_seeds(ds.path, split_seeds=seeds, trials=trials, cv=cv,
                              storage=storage or DEFAULT_EVAL_STORAGE, out_dir=out_dir, device=device,
                              ensemble=ensemble, sampler=sampler, pruner=pruner, seed=seed)
     click.echo(format_table(results))
+    click.echo(f"data: {describe_data(ds)}")
     click.echo(f"models in {out_dir}/split<seed>/; studies in {safe_url(storage or DEFAULT_EVAL_STORAGE)}")
 
 
