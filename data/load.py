@@ -1,9 +1,21 @@
-"""Read a GTZAN feature CSV and validate it at the boundary."""
+"""Find, read and validate a GTZAN feature CSV.
+
+`resolve_data` picks the file a command uses (an explicit path, else the documented
+default path, else the copy of GTZAN's ``features_30_sec.csv`` bundled with the package);
+`load_dataset` reads it (plain or gzipped) and checks it at the boundary: every way a
+file can be wrong is a `DataError` whose one-line message names the column, row or line.
+"""
 
 from __future__ import annotations
 
+import codecs
+import csv
+import gzip
 import hashlib
+import io
 import re
+import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +27,17 @@ from gsearch.data.schema import (
     FEATURE_NAMES, FILENAME_COLUMN, GENRES, LABEL_COLUMN, LENGTH_COLUMN, SEGMENT_MAX_SAMPLES,
 )
 
+# The Kaggle feature table, gzipped, shipped inside the package (see data/README.md).
+BUNDLED_DATA = Path(__file__).resolve().with_name("features_30_sec.csv.gz")
+# Used instead of the bundled copy when it exists under the current folder.
 DEFAULT_DATA = Path("data/gtzan/features_30_sec.csv")
-GET_DATA_HINT = (
-    "download the Kaggle dataset 'GTZAN Dataset - Music Genre Classification' "
-    "(kaggle.com/datasets/andradaolteanu/gtzan-dataset-music-genre-classification), "
-    f"unzip it and pass --data PATH/features_30_sec.csv (or put the file at {DEFAULT_DATA})"
-)
+KAGGLE_GTZAN = ("the Kaggle dataset 'GTZAN Dataset - Music Genre Classification' "
+                "(kaggle.com/datasets/andradaolteanu/gtzan-dataset-music-genre-classification)")
+GET_DATA_HINT = (f"without --data the bundled GTZAN features_30_sec.csv is used; "
+                 f"the full dataset with audio is {KAGGLE_GTZAN}")
+EXPECTED = "expected the Kaggle GTZAN schema (filename,length,<57 features>,label)"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+NEWLINE = b"\n"
 
 
 class DataError(GsearchError):
@@ -29,7 +46,10 @@ class DataError(GsearchError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Validated feature rows: X float32 [N, 57], y int64 [N], track groups [N]."""
+    """Validated feature rows: X float32 [N, 57], y int64 [N], track groups [N].
+
+    `sha256` is the digest of the file's uncompressed bytes, so a gzipped copy and the
+    plain file have the same fingerprint; `path` is the absolute path it was read from."""
 
     X: np.ndarray
     y: np.ndarray
@@ -45,12 +65,27 @@ class Dataset:
         return len(np.unique(self.groups))
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def resolve_data(path: str | Path | None = None) -> Path:
+    """The feature file a command reads: `path` when given (even a missing one, so that a
+    typo is reported, never silently replaced); else DEFAULT_DATA under the current folder
+    when it exists; else the bundled copy of GTZAN's features_30_sec.csv."""
+    if path is not None:
+        return Path(path)
+    if DEFAULT_DATA.exists():
+        return DEFAULT_DATA
+    return BUNDLED_DATA
+
+
+def describe_data(ds: Dataset) -> str:
+    """One line naming the file a dataset came from, for a command to print."""
+    if Path(ds.path) == BUNDLED_DATA:
+        return f"bundled GTZAN features_30_sec.csv ({ds.n_tracks} tracks)"
+    return f"{ds.path} ({ds.n_tracks} tracks)"
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a feature file's content, uncompressed when the file is gzipped."""
+    return hashlib.sha256(_read_bytes(Path(path))).hexdigest()
 
 
 def track_ids(filenames: pd.Series, lengths: pd.Series) -> np.ndarray:
@@ -71,73 +106,178 @@ def _median_length(lengths: pd.Series) -> int | None:
     return int(values.median()) if len(values) else None
 
 
-def read_features(path: str | Path, *, require_labels: bool = True) -> pd.DataFrame:
-    """Read the CSV and check the 57 feature columns: present, numeric and finite."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"feature file not found: {path}; {GET_DATA_HINT}")
-    if path.is_dir():
-        raise DataError(f"{path} is a folder; pass the CSV file inside it with --data")
+def _show(value: str, limit: int = 40) -> str:
+    """A value from the file, quoted on one line and cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 4] + "...'"
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's content, gunzipped when it starts with the gzip magic number."""
     try:
-        frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty; {GET_DATA_HINT}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"{path} is not a readable CSV ({str(e).splitlines()[0]})") from None
-    if frame.empty:
-        raise DataError(f"{path} has a header but no rows")
-    columns = [str(c) for c in frame.columns]
-    missing = [c for c in FEATURE_NAMES if c not in columns]
+        if not path.exists():
+            raise DataError(f"no such file: {path}; {GET_DATA_HINT}")
+        if path.is_dir():
+            raise DataError(f"{path} is a folder; pass the CSV file inside it with --data")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path} is a damaged gzip file ({e}); "
+                            "download it again or pass the uncompressed CSV") from None
+    elif raw[:4] == b"PK\x03\x04":
+        raise DataError(f"{path} is a zip archive; unzip it and pass the "
+                        "features_30_sec.csv inside it with --data")
+    return raw
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    """UTF-8 text (a byte-order mark is dropped), or UTF-16 when it starts with its mark."""
+    utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    encoding = "utf-16" if utf16 else "utf-8-sig"
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        where = f"offset {e.start}" if utf16 else f"line {raw.count(NEWLINE, 0, e.start) + 1}"
+        raise DataError(f"{path} is not {'UTF-16' if utf16 else 'UTF-8'} text (byte "
+                        f"{raw[e.start]:#04x} on {where}); save it as a UTF-8 CSV") from None
+    if "\x00" in text:
+        raise DataError(f"{path} holds NUL characters, so it is not a text CSV (a binary file, or "
+                        "UTF-16 without a byte-order mark?); save it as a UTF-8 CSV")
+    return text
+
+
+def _parse(text: str, path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header names, data rows and the line each row ends on; blank lines are skipped."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows, lines = [], []
+    try:
+        for row in reader:
+            if row and not (len(row) == 1 and not row[0].strip()):
+                rows.append(row)
+                lines.append(reader.line_num)
+    except csv.Error as e:
+        raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({e})") from None
+    if not rows:
+        raise DataError(f"{path} is empty; pass a feature CSV with a header row and one row "
+                        "per clip")
+    return [name.strip() for name in rows[0]], rows[1:], lines[1:]
+
+
+def _check_columns(names: list[str], path: Path, require_labels: bool) -> None:
+    if len(names) == 1:
+        for sep, what in ((";", "semicolons"), ("\t", "tabs")):
+            if sep in names[0]:
+                raise DataError(f"{path} separates its columns with {what}; save it as a "
+                                "comma-separated CSV")
+    repeated = [name for name, n in Counter(names).items() if n > 1]
+    if repeated:
+        raise DataError(f"{path} has column {_show(repeated[0])} more than once; "
+                        "keep one of them")
+    missing = [c for c in FEATURE_NAMES if c not in names]
     if missing:
-        raise DataError(
-            f"{path} lacks {len(missing)} feature column(s), first: {missing[:3]}; "
-            "expected the Kaggle GTZAN schema (filename,length,<57 features>,label)")
+        raise DataError(f"{path} lacks {len(missing)} feature column(s), first: {missing[:3]}; "
+                        + EXPECTED)
     known = {FILENAME_COLUMN, LENGTH_COLUMN, LABEL_COLUMN, *FEATURE_NAMES}
-    extra = [c for c in columns if c not in known]
+    extra = [_show(c) for c in names if c not in known]
     if extra:
-        raise DataError(f"{path} has unexpected column(s) {extra[:3]}; remove them "
+        raise DataError(f"{path} has unexpected column(s) [{', '.join(extra[:3])}]; remove them "
                         "(expected filename,length,<57 features>,label)")
-    if require_labels and LABEL_COLUMN not in columns:
+    if require_labels and LABEL_COLUMN not in names:
         raise DataError(f"{path} has no '{LABEL_COLUMN}' column; training needs a genre per row")
+
+
+def _numbers(values: list[str], name: str, path: Path, lines: list[int]) -> np.ndarray:
+    """A column as float64; a row that is not a finite number is an error naming it."""
+    def bad(i: int, what: str) -> DataError:
+        return DataError(f"{path}: column '{name}' has {what} {_show(values[i])} at data row "
+                         f"{i + 1} (line {lines[i]}); fix or drop that row")
+
+    try:
+        numbers = np.array(values, dtype=str).astype(np.float64)
+    except (ValueError, OverflowError):
+        numbers = np.empty(len(values))
+        for i, value in enumerate(values):
+            try:
+                numbers[i] = float(value)
+            except (ValueError, OverflowError):
+                raise bad(i, "an empty value" if not value.strip() else "a non-numeric value") from None
+    nonfinite = np.flatnonzero(~np.isfinite(numbers))
+    if len(nonfinite):
+        raise bad(int(nonfinite[0]), "a NaN or infinite value")
+    return numbers
+
+
+def _read(path: Path, require_labels: bool) -> tuple[pd.DataFrame, str]:
+    raw = _read_bytes(path)
+    names, rows, lines = _parse(_decode(raw, path), path)
+    _check_columns(names, path, require_labels)
+    if not rows:
+        raise DataError(f"{path} has a header but no rows")
+    for row, line in zip(rows, lines):
+        if len(row) != len(names):
+            raise DataError(f"{path}: line {line} has {len(row)} fields, the header has "
+                            f"{len(names)}; fix or drop that row")
+    columns = {name: [row[i] for row in rows] for i, name in enumerate(names)}
+    data = {FILENAME_COLUMN: columns.get(FILENAME_COLUMN, [f"row{i}" for i in range(len(rows))]),
+            LENGTH_COLUMN: np.iinfo(np.int64).max}
+    if LENGTH_COLUMN in columns:
+        lengths = _numbers(columns[LENGTH_COLUMN], LENGTH_COLUMN, path, lines)
+        nonpositive = np.flatnonzero(lengths <= 0)
+        if len(nonpositive):
+            i = int(nonpositive[0])
+            raise DataError(f"{path}: column '{LENGTH_COLUMN}' has {_show(columns[LENGTH_COLUMN][i])} "
+                            f"at data row {i + 1} (line {lines[i]}); a length is a positive "
+                            "number of samples")
+        data[LENGTH_COLUMN] = lengths
     for name in FEATURE_NAMES:
-        values = pd.to_numeric(frame[name], errors="coerce")
-        bad = frame.index[values.isna() | ~np.isfinite(values.astype(float))]
-        if len(bad):
-            row = int(bad[0])
-            raise DataError(
-                f"{path}: column '{name}' has a non-numeric, NaN or infinite value "
-                f"{frame[name].iloc[row]!r} at data row {row + 1} (line {row + 2}); "
-                "fix or drop that row")
-        frame[name] = values.astype(np.float64)
-    if FILENAME_COLUMN not in columns:
-        frame[FILENAME_COLUMN] = [f"row{i}" for i in range(len(frame))]
-    if LENGTH_COLUMN not in columns:
-        frame[LENGTH_COLUMN] = np.iinfo(np.int64).max
-    return frame
+        numbers = _numbers(columns[name], name, path, lines)
+        with np.errstate(over="ignore"):
+            too_big = np.flatnonzero(~np.isfinite(numbers.astype(np.float32)))
+        if len(too_big):
+            i = int(too_big[0])
+            raise DataError(f"{path}: column '{name}' has {_show(columns[name][i])} at data row "
+                            f"{i + 1} (line {lines[i]}), beyond the float32 range "
+                            f"(±{FLOAT32_MAX:.3g}); fix or drop that row")
+        data[name] = numbers
+    if LABEL_COLUMN in columns:
+        data[LABEL_COLUMN] = [label.strip() for label in columns[LABEL_COLUMN]]
+    frame = pd.DataFrame(data, index=pd.RangeIndex(len(rows)))
+    return frame, hashlib.sha256(raw).hexdigest()
+
+
+def read_features(path: str | Path, *, require_labels: bool = True) -> pd.DataFrame:
+    """Read a feature CSV (plain or gzipped, UTF-8 or UTF-16) and check it: the 57 feature
+    columns present once each, every row as long as the header, every feature a finite
+    float32 number. Returns float64 features, `filename` (`rowN` when absent), `length`
+    (int64 max when absent) and, when present, the stripped `label`."""
+    return _read(Path(path), require_labels)[0]
 
 
 def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None) -> Dataset:
     """Load a labelled feature CSV. Labels must be GTZAN genres (or the given `classes`);
     the model's classes are the genres present, in GENRES order."""
     path = Path(path)
-    frame = read_features(path)
+    frame, sha256 = _read(path, require_labels=True)
     labels = frame[LABEL_COLUMN]
-    empty = labels.isna() | (labels.astype(str).str.strip() == "")
-    if empty.any():
-        row = int(np.flatnonzero(empty.to_numpy())[0])
-        raise DataError(f"{path}: missing label at data row {row + 1} (line {row + 2}); "
-                        "every row needs a genre")
-    labels = labels.astype(str).str.strip()
-    found = sorted(set(labels))
-    unknown = [label for label in found if label not in (classes or GENRES)]
-    if unknown:
-        row = int(np.flatnonzero(labels.isin(unknown).to_numpy())[0])
-        raise DataError(f"{path}: unknown label {unknown[0]!r} at data row {row + 1}; "
-                        f"expected one of {', '.join(classes or GENRES)}")
+    empty = np.flatnonzero((labels == "").to_numpy())
+    if len(empty):
+        row = int(empty[0])
+        raise DataError(f"{path}: missing label at data row {row + 1}; every row needs a genre")
+    allowed = classes or GENRES
+    unknown = np.flatnonzero(~labels.isin(allowed).to_numpy())
+    if len(unknown):
+        row = int(unknown[0])
+        raise DataError(f"{path}: unknown label {_show(labels.iloc[row])} at data row {row + 1}; "
+                        f"expected one of {', '.join(allowed)}")
+    found = set(labels)
     if classes is None:
         classes = tuple(g for g in GENRES if g in found)
     if len(found) < 2:
-        raise DataError(f"{path}: only {len(found)} class ({', '.join(found)}) found; "
+        raise DataError(f"{path}: only {len(found)} class ({', '.join(sorted(found))}) found; "
                         "a classifier needs at least 2 genres")
     index = {c: i for i, c in enumerate(classes)}
     return Dataset(
@@ -146,7 +286,7 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None) -> Da
         classes=tuple(classes),
         groups=track_ids(frame[FILENAME_COLUMN], frame[LENGTH_COLUMN]),
         filenames=frame[FILENAME_COLUMN].astype(str).to_numpy(),
-        sha256=file_sha256(path),
+        sha256=sha256,
         path=str(path.resolve()),
         clip_samples=_median_length(frame[LENGTH_COLUMN]),
     )

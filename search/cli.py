@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 
 from gsearch import GsearchError, __version__
-from gsearch.data.load import DEFAULT_DATA
 from gsearch.search.protocol import Protocol
 from gsearch.search.space import PARAMETERS
 from gsearch.search.storage import DEFAULT_STORAGE, STORAGE_ENV, safe_url
@@ -100,8 +99,10 @@ def main() -> None:
 @click.option("--trials", type=click.IntRange(min=1), default=200, show_default=True,
               help="How many more trials this run finishes (complete or pruned); a study that "
                    "exists already keeps its trials and gets these on top.")
-@click.option("--data", "data_path", type=click.Path(path_type=Path), default=DEFAULT_DATA,
-              show_default=True, help="GTZAN feature CSV (features_30_sec.csv or features_3_sec.csv).")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
+              help="GTZAN feature CSV (features_30_sec.csv or features_3_sec.csv, plain or "
+                   "gzipped) [default: data/gtzan/features_30_sec.csv if it exists, else the "
+                   "GTZAN features_30_sec.csv bundled with gsearch].")
 @storage_option
 @study_option
 @sampler_option
@@ -137,7 +138,7 @@ def main() -> None:
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
         test_size, val_size, cv, timeout, workers, heartbeat, fix, population, verbose) -> None:
     """Run a study, or resume it with --trials more trials."""
-    from gsearch.data.load import load_dataset
+    from gsearch.data.load import describe_data, load_dataset, resolve_data
     from gsearch.search.parallel import RunSpec, cpu_count, run_search, start_workers_server
     from gsearch.search.space import parse_fixed
     from gsearch.search.storage import open_storage
@@ -149,10 +150,11 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     device = _setup_torch(threads, device)
     fixed = parse_fixed(fix)
     protocol = Protocol(test_size=test_size, val_size=val_size, split_seed=split_seed, cv=cv)
-    ds = load_dataset(data_path)  # every data error surfaces before the storage is touched
+    ds = load_dataset(resolve_data(data_path))  # data errors surface before the storage is touched
     split = protocol.split(ds)
     study = open_study(open_storage(storage), study_name, protocol=protocol, ds=ds,
                        sampler=sampler, pruner=pruner, seed=seed)
+    click.echo(f"data: {describe_data(ds)}")
     click.echo(f"study '{study_name}' in {safe_url(storage)}: {len(ds.y)} rows "
                f"({len(split.train)} train / {len(split.val)} validation / {len(split.test)} test, "
                f"test never used by the search), device {device}")
@@ -233,8 +235,9 @@ def report(study_name, storage, out_dir) -> None:
               help="Comma-separated split seeds; each gets its own study and test split.")
 @click.option("--trials", type=click.IntRange(min=1), default=40, show_default=True,
               help="Finished trials per split seed (a study that has them is not searched again).")
-@click.option("--data", "data_path", type=click.Path(path_type=Path), default=DEFAULT_DATA,
-              show_default=True, help="GTZAN feature CSV.")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
+              help="GTZAN feature CSV [default: data/gtzan/features_30_sec.csv if it exists, "
+                   "else the GTZAN features_30_sec.csv bundled with gsearch].")
 @click.option("--storage", default=None,
               help="Storage for the per-seed studies evaluate-split<seed>-cv<K> "
                    "[default: sqlite:///evaluate.db, apart from studies.db].")
@@ -252,6 +255,7 @@ def report(study_name, storage, out_dir) -> None:
 def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensemble, sampler, pruner,
                      seed, device, threads) -> None:
     """Honest benchmark: per split seed, search train+validation, export, score on test."""
+    from gsearch.data.load import describe_data, load_dataset, resolve_data
     from gsearch.search.evaluate import DEFAULT_EVAL_STORAGE, evaluate_seeds, format_table
 
     try:
@@ -263,10 +267,12 @@ def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensem
         raise GsearchError(f"--split-seeds needs distinct integers, got {split_seeds!r}; e.g. 42,0,1")
     _quiet_optuna()
     device = _setup_torch(threads, device)
-    results = evaluate_seeds(data_path, split_seeds=seeds, trials=trials, cv=cv,
+    ds = load_dataset(resolve_data(data_path))  # data errors surface before the storage is touched
+    results = evaluate_seeds(ds, split_seeds=seeds, trials=trials, cv=cv,
                              storage=storage or DEFAULT_EVAL_STORAGE, out_dir=out_dir, device=device,
                              ensemble=ensemble, sampler=sampler, pruner=pruner, seed=seed)
     click.echo(format_table(results))
+    click.echo(f"data: {describe_data(ds)}")
     click.echo(f"models in {out_dir}/split<seed>/; studies in {safe_url(storage or DEFAULT_EVAL_STORAGE)}")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gsearch.data.load import Dataset, load_dataset
+from gsearch.data.load import Dataset
 from gsearch.data.split import Split
 from gsearch.models.metrics import classification_scores
 from gsearch.search.export import export_best
@@ -66,14 +66,13 @@ def baselines(ds: Dataset, split: Split, seed: int = 0) -> dict[str, tuple[float
     return scores
 
 
-def evaluate_seeds(data_path: str | Path, *, split_seeds: list[int], trials: int, cv: int,
+def evaluate_seeds(ds: Dataset, *, split_seeds: list[int], trials: int, cv: int,
                    storage: str, out_dir: Path, device: torch.device, ensemble: int | None = None,
                    sampler: str = "tpe", pruner: str = "median", seed: int = 0,
                    protocol: Protocol = Protocol()) -> list[SeedResult]:
     """Search, export and score once per split seed (the protocol's split seed replaced by
     each); a seed's study is topped up to `trials` finished trials, so an interrupted
     benchmark resumes where it stopped."""
-    ds = load_dataset(data_path)
     protocols = {s: replace(protocol, split_seed=s, cv=cv) for s in split_seeds}
     splits = {s: p.split(ds) for s, p in protocols.items()}  # data errors before the storage
     store = open_storage(storage)

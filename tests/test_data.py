@@ -1,9 +1,16 @@
 """Loading, validation and splits (data/)."""
 
+import codecs
+import gzip
+import hashlib
+import shutil
+
 import numpy as np
 import pytest
 
-from gsearch.data.load import DataError, load_dataset, read_features
+from gsearch.data.load import (
+    BUNDLED_DATA, DEFAULT_DATA, DataError, describe_data, load_dataset, read_features, resolve_data,
+)
 from gsearch.data.schema import FEATURE_NAMES, GENRES
 from gsearch.data.split import fit_scaler, kfold_splits, split_dataset
 from conftest import synthetic_frame
@@ -77,7 +84,8 @@ def test_bad_files_raise_one_clear_line(make_csv, mutate, message):
 
 
 def test_missing_empty_and_folder_paths(tmp_path):
-    with pytest.raises(DataError, match="not found.*GTZAN Dataset - Music Genre Classification"):
+    with pytest.raises(DataError, match="^no such file: .*bundled GTZAN.*GTZAN Dataset - "
+                                        "Music Genre Classification"):
         load_dataset(tmp_path / "nope.csv")
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(DataError, match="is empty"):
@@ -98,3 +106,94 @@ def test_too_few_tracks_for_a_split(make_csv):
     ds = load_dataset(make_csv(tracks_per_class=1))
     with pytest.raises(DataError, match="single track|too few tracks"):
         split_dataset(ds)
+
+
+GTZAN_SHA256 = "3fb2e38c281764076c7c1ec79f9e73956a913cffaa38e44cfb94282291e72cfa"
+
+
+def test_bundled_copy_is_the_kaggle_table_and_fingerprints_as_it(real_csv):
+    assert hashlib.sha256(gzip.decompress(BUNDLED_DATA.read_bytes())).hexdigest() == GTZAN_SHA256
+    bundled, real = load_dataset(BUNDLED_DATA), load_dataset(real_csv)
+    assert bundled.sha256 == real.sha256 == GTZAN_SHA256
+    assert np.array_equal(bundled.X, real.X) and np.array_equal(bundled.y, real.y)
+    assert bundled.path == str(BUNDLED_DATA) and bundled.clip_samples == 661794
+    assert describe_data(bundled) == "bundled GTZAN features_30_sec.csv (1000 tracks)"
+    assert describe_data(real) == f"{real_csv.resolve()} (1000 tracks)"
+
+
+def test_gzip_and_byte_order_marks_read_as_the_plain_file(make_csv, tmp_path):
+    plain = make_csv()
+    ds = load_dataset(plain)
+    text = plain.read_bytes()
+    (tmp_path / "f.csv.gz").write_bytes(gzip.compress(text))
+    (tmp_path / "gzipped-but-named.csv").write_bytes(gzip.compress(text))
+    for name in ("f.csv.gz", "gzipped-but-named.csv"):
+        other = load_dataset(tmp_path / name)
+        assert other.sha256 == ds.sha256 == hashlib.sha256(text).hexdigest()
+        assert np.array_equal(other.X, ds.X)
+    (tmp_path / "bom.csv").write_bytes(codecs.BOM_UTF8 + text)
+    (tmp_path / "utf16.csv").write_bytes(text.decode().encode("utf-16"))
+    for name in ("bom.csv", "utf16.csv"):
+        assert np.array_equal(load_dataset(tmp_path / name).X, ds.X)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"PK\x03\x04rest", "is a zip archive; unzip it"),
+    (b"\x1f\x8b\x08\x00broken", "damaged gzip file"),
+    ("filename;tempo\nx;1\n".encode(), "separates its columns with semicolons"),
+    ("filename,tempo\nclip\xe9,1\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 on line 2)"),
+])
+def test_unreadable_files_say_what_they_are(tmp_path, content, message):
+    (tmp_path / "f.csv").write_bytes(content)
+    with pytest.raises(DataError, match="^" + str(tmp_path / "f.csv").replace(".", r"\.")) as err:
+        load_dataset(tmp_path / "f.csv")
+    assert message in str(err.value)
+
+
+def test_value_errors_name_column_row_and_line(make_csv):
+    frame = synthetic_frame()
+    frame["tempo"] = frame["tempo"].astype(object)
+    frame.loc[6, "tempo"] = "1e39"
+    with pytest.raises(DataError, match=r"column 'tempo' has '1e39' at data row 7 \(line 8\), "
+                                        "beyond the float32 range"):
+        load_dataset(make_csv(frame=frame))
+    frame = synthetic_frame().astype({"length": object})
+    frame.loc[2, "length"] = "long"
+    with pytest.raises(DataError, match="column 'length' has a non-numeric value 'long' at data row 3"):
+        load_dataset(make_csv(frame=frame))
+    doubled = synthetic_frame()
+    with pytest.raises(DataError, match="column 'tempo' more than once"):
+        load_dataset(make_csv(frame=doubled[[*doubled.columns, "tempo"]]))
+
+
+def test_data_resolution_order(tmp_path, monkeypatch, make_csv):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_data(None) == BUNDLED_DATA and BUNDLED_DATA.is_file()
+    DEFAULT_DATA.parent.mkdir(parents=True)
+    shutil.copy(make_csv(), DEFAULT_DATA)
+    assert resolve_data(None) == DEFAULT_DATA
+    assert resolve_data("typo.csv") == tmp_path.joinpath("typo.csv").relative_to(tmp_path)
+    with pytest.raises(DataError, match="^no such file: typo.csv;"):
+        load_dataset(resolve_data("typo.csv"))
+
+
+def test_run_without_data_uses_the_bundled_copy_and_resumes_on_the_kaggle_file(
+        cli, tmp_path, monkeypatch, real_csv, one_thread):
+    from gsearch.search.export import study_data
+    from gsearch.search.study import load_study, open_storage
+
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    fast = ["--trials", 1, "--storage", url, "--study", "b", "--population", 1, "--fix", "epochs=30",
+            "--fix", "n_layers=1", "--fix", "width=32", "--fix", "batch_size=128",
+            "--pruner", "none", "--seed", 0]
+    result = cli("run", *fast)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "data: bundled GTZAN features_30_sec.csv (1000 tracks)"
+    result = cli("run", *fast, "--data", real_csv)  # same fingerprint: the study resumes
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == f"data: {real_csv.resolve()} (1000 tracks)"
+    study = load_study(open_storage(url, must_exist=True), "b")
+    assert len(study.trials) == 2 and study.user_attrs["data_path"] == str(BUNDLED_DATA)
+    ds, split, _ = study_data(study, None)  # what export-best reads
+    assert ds.sha256 == GTZAN_SHA256 and len(split.test) == 200
