@@ -1,0 +1,26 @@
+"""gsearch.data: pandas and librosa, no torch. The GTZAN feature schema, loading and validating
+a feature CSV (the Kaggle features_30_sec.csv ships with gsearch), track-grouped splits, and
+audio -> the 57 features.
+
+>>> from gsearch.data import FEATURE_NAMES, GENRES
+>>> len(FEATURE_NAMES), GENRES[0]
+(57, 'blues')
+"""
+
+from gsearch import _lazy
+
+_EXPORTS = {
+    "FEATURE_NAMES": "gsearch.data.schema",
+    "GENRES": "gsearch.data.schema",
+    "Dataset": "gsearch.data.load",
+    "DataError": "gsearch.data.load",
+    "load_dataset": "gsearch.data.load",
+    "resolve_data": "gsearch.data.load",
+    "BUNDLED_DATA": "gsearch.data.load",
+    "Split": "gsearch.data.split",
+    "split_dataset": "gsearch.data.split",
+    "extract_file": "gsearch.data.audio",
+    "extract_to_csv": "gsearch.data.extract",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = _lazy(__name__, _EXPORTS)

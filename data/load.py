@@ -259,7 +259,12 @@ def read_features(path: str | Path, *, require_labels: bool = True) -> pd.DataFr
 
 def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None) -> Dataset:
     """Load a labelled feature CSV. Labels must be GTZAN genres (or the given `classes`);
-    the model's classes are the genres present, in GENRES order."""
+    the model's classes are the genres present, in GENRES order.
+
+    >>> ds = load_dataset(resolve_data(BUNDLED_DATA))
+    >>> ds.X.shape, ds.classes[:3], ds.n_tracks
+    ((1000, 57), ('blues', 'classical', 'country'), 1000)
+    """
     path = Path(path)
     frame, sha256 = _read(path, require_labels=True)
     labels = frame[LABEL_COLUMN]

@@ -48,6 +48,10 @@ threads_option = click.option("--threads", type=click.IntRange(min=1), default=1
                               help="Torch CPU threads; tiny MLPs train fastest on one.")
 
 
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C or SIGTERM that a command has said what to do about."""
+
+
 def user_errors(command):
     """Turn expected failures into one line on stderr and a non-zero exit."""
     @functools.wraps(command)
@@ -57,9 +61,8 @@ def user_errors(command):
         except GsearchError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted: finished trials are saved; run the same command to resume",
-                       err=True)
+        except KeyboardInterrupt as e:
+            click.echo(f"\ninterrupted{': ' + str(e) if isinstance(e, Interrupted) else ''}", err=True)
             sys.exit(130)
     return wrapper
 
@@ -138,6 +141,8 @@ def main() -> None:
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
         test_size, val_size, cv, timeout, workers, heartbeat, fix, population, verbose) -> None:
     """Run a study, or resume it with --trials more trials."""
+    if sys.stderr.isatty():   # the imports and the data take a few seconds: say so at once
+        click.echo("gsearch run: loading PyTorch, Optuna and the data ...", err=True)
     from gsearch.data.load import describe_data, load_dataset, resolve_data
     from gsearch.search.parallel import RunSpec, cpu_count, run_search, start_workers_server
     from gsearch.search.space import parse_fixed
@@ -164,8 +169,23 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
                    device=str(device), threads=max(1, min(threads, cpu_count() // workers)),
                    trials=trials, timeout=timeout, heartbeat=heartbeat or None, fixed=fixed,
                    population=population, verbose=verbose)
-    run_search(spec, ds, split, study, workers)
+    finished = _finished(study)
+    try:
+        run_search(spec, ds, split, study, workers)
+    except KeyboardInterrupt:
+        done = _finished(study) - finished
+        raise Interrupted(
+            f"finished trials are saved ({done} of this run's {trials}); trials in flight are "
+            f"marked interrupted. Run again with --trials {max(1, trials - done)} to finish this "
+            f"run's count (--trials N always adds N more)") from None
     click.echo(f"next: gsearch export-best --study {study_name} --storage {safe_url(storage)}")
+
+
+def _finished(study) -> int:
+    from gsearch.search.study import state_counts
+
+    counts = state_counts(study)
+    return counts["complete"] + counts["pruned"]
 
 
 @main.command("export-best")
@@ -291,13 +311,19 @@ def studies(storage) -> None:
     if not summaries:
         click.echo(f"no studies in {safe_url(storage)}")
         return
+    from gsearch.search.study import INTERRUPTED_ATTR
+
     states = optuna.trial.TrialState
-    columns = ("complete", "pruned", "failed", "running")
+    columns = ("complete", "pruned", "failed", "running", "interrupted")
     click.echo(f"{'study':<24} {'trials':>6} " + " ".join(f"{c:>8}" for c in columns) + "  best")
     for summary in summaries:
         study_id = store.get_study_id_from_name(summary.study_name)
         counts = [store.get_n_trials(study_id, state) for state in
                   (states.COMPLETE, states.PRUNED, states.FAIL, states.RUNNING)]
+        interrupted = sum(INTERRUPTED_ATTR in t.user_attrs for t in
+                          store.get_all_trials(study_id, deepcopy=False, states=(states.FAIL,)))
+        counts[2] -= interrupted   # failed: the trials whose training or code failed
+        counts.append(interrupted)
         best = "-" if summary.best_trial is None else f"{summary.best_trial.value:.4f}"
         click.echo(f"{summary.study_name:<24} {summary.n_trials:>6} "
                    + " ".join(f"{n:>8}" for n in counts) + f"  {best}")
@@ -354,7 +380,8 @@ def extract(paths, out, segment_seconds, jobs) -> None:
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
               help="Show the K most likely genres [default: 1; with --json: all].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {file, genre, probabilities}.")
-@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="Run the model with PyTorch (the weights-only model.pt) or onnxruntime (model.onnx).")
 @user_errors
 def predict(model_dir, files, top_k, as_json, backend) -> None:
     """Classify audio files (or folders) and feature CSVs (one result per row) with an exported
@@ -385,7 +412,8 @@ def predict(model_dir, files, top_k, as_json, backend) -> None:
               help="Folder written by 'gsearch export-best'.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; 0.0.0.0 exposes the model to the network.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="Port of the HTTP server.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Server processes sharing the port (each loads the model).")
 @click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True,

@@ -33,7 +33,7 @@ from gsearch.models.config import TrialConfig
 from gsearch.models.population import EpochResult, History, Population, TrainData, population_key
 from gsearch.search.protocol import Protocol
 from gsearch.search.space import suggest_config
-from gsearch.search.study import DEFAULT_POPULATION
+from gsearch.search.study import DEFAULT_POPULATION, INTERRUPTED_ATTR
 
 TrialState = optuna.trial.TrialState
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -160,9 +160,12 @@ class TrialLoop:
                     for result in pop.run_epoch():
                         self._record(key, result)
                 self._report_prune_finish()
-        except BaseException:
+        except BaseException as error:
+            interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
             for run in self.running:   # leave no trial RUNNING behind
                 with contextlib.suppress(Exception):
+                    if interrupted:    # not a failure of the configuration: say so
+                        run.trial.set_user_attr(INTERRUPTED_ATTR, True)
                     self.study.tell(run.trial, state=TrialState.FAIL)
             raise
 

@@ -136,8 +136,12 @@ class _Study(optuna.Study):
         return trial
 
     def fail_unfinished(self) -> None:
+        from gsearch._compat import study_storage, trial_id
+        from gsearch.search.study import INTERRUPTED_ATTR
+
         for trial in self.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if trial.number in self._asked:
+                study_storage(self).set_trial_user_attr(trial_id(trial), INTERRUPTED_ATTR, True)
                 self.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
 
 

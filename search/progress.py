@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import optuna
 from tqdm.auto import tqdm
 
@@ -17,7 +20,7 @@ class Progress:
         counts = state_counts(study)
         self.best = study.best_value if counts["complete"] else None
         self.pruned = 0
-        self.bar = tqdm(total=total, unit="trial", desc="search", dynamic_ncols=True)
+        self.bar = tqdm(total=total, unit="trial", desc="search", **_width(sys.stderr))
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if trial.state == TrialState.COMPLETE and (self.best is None or trial.value > self.best):
@@ -34,10 +37,21 @@ class Progress:
         self.bar.close()
 
 
+def _width(stream) -> dict:
+    """tqdm's width: the terminal's as it changes, or a fixed 80 columns where a terminal
+    reports none (some IDE consoles and CI logs say 0 columns, and tqdm then prints nothing)."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return {}   # not a terminal: tqdm writes whole lines
+    return {"dynamic_ncols": True} if columns > 1 else {"ncols": 80}
+
+
 def summary(study: optuna.Study) -> str:
     counts = state_counts(study)
     lines = [f"study '{study.study_name}': {len(study.trials)} trials, {counts['complete']} complete, "
-             f"{counts['pruned']} pruned, {counts['fail']} failed"]
+             f"{counts['pruned']} pruned, {counts['fail'] - counts['interrupted']} failed"
+             + (f", {counts['interrupted']} interrupted" if counts["interrupted"] else "")]
     if counts["complete"]:
         best = study.best_trial
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 DEFAULT_STUDY = "gtzan-mlp"
 OBJECTIVE_NAME = "validation accuracy"
 EXPORT_ATTR = "export"  # study user attribute: what export-best last measured
+INTERRUPTED_ATTR = "interrupted"  # trial user attribute: a Ctrl-C or SIGTERM ended it (FAIL)
 # Trials trained at once as one batched model (gsearch run --population). On 1 CPU thread,
 # over the default space, CPU ms per trial-epoch was 41.7 (1), 37.5 (4), 36.2 (8), 35.3 (16):
 # most of the gain at 4, where TPE and the pruner see results soonest.
@@ -109,10 +110,12 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Pro
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
-    """Trials per state name: complete, pruned, fail, running, waiting."""
+    """Trials per state name (complete, pruned, fail, running, waiting), and `interrupted`:
+    the failed trials that a Ctrl-C or SIGTERM ended (user attribute INTERRUPTED_ATTR)."""
     from optuna.trial import TrialState
 
-    counts = {state.name.lower(): 0 for state in TrialState}
+    counts = {state.name.lower(): 0 for state in TrialState} | {"interrupted": 0}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] += 1
+        counts["interrupted"] += trial.state == TrialState.FAIL and INTERRUPTED_ATTR in trial.user_attrs
     return counts

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["gsearch.models", "gsearch.models.schedule", "gsearch.models.metrics",
+MODULES = ["gsearch.data", "gsearch.data.load", "gsearch.models", "gsearch.models.schedule", "gsearch.models.metrics",
            "gsearch.models.population", "gsearch.search", "gsearch.search.protocol",
            "gsearch.search.space"]
 
@@ -17,7 +17,7 @@ def test_docstring_examples_run(name, one_thread):
 
 
 def test_public_names_resolve():
-    for package in ("gsearch.models", "gsearch.search"):
+    for package in ("gsearch.data", "gsearch.models", "gsearch.search"):
         module = importlib.import_module(package)
         assert all(getattr(module, name) is not None for name in module.__all__)
         with pytest.raises(AttributeError):

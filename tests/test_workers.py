@@ -242,6 +242,14 @@ def test_interrupt_leaves_no_running_trial_and_a_rerun_resumes(cli, make_csv, tm
     assert err.strip().splitlines()[-1].startswith("interrupted: finished trials are saved")
     before = counts(url, "i")
     assert before["running"] == 0 and before["finished"] >= 1
+    # the trials in flight are marked interrupted, not failures of their configuration
+    failed = [t for t in optuna.load_study(study_name="i", storage=open_storage(url)).trials
+              if t.state == TrialState.FAIL]
+    assert failed and all(t.user_attrs.get("interrupted") for t in failed)
+    listed = cli("studies", "--storage", url).output.splitlines()
+    assert listed[0].split()[-2:] == ["interrupted", "best"]
+    row = next(line.split() for line in listed if line.startswith("i "))
+    assert row[4] == "0" and row[6] == str(len(failed))   # failed 0, interrupted all of them
     rerun = cli("run", "--trials", 2, *args, "--workers", 1)  # in this process: cheaper
     assert rerun.exit_code == 0, rerun.output
     after = counts(url, "i")

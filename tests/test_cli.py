@@ -1,0 +1,79 @@
+"""What a new user meets first: help they can work from, something on screen at once, a
+progress bar on any terminal, Ctrl-C at any moment without a traceback."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gsearch.search.space import PARAMETERS, space_distributions
+
+
+def test_help_shows_the_workflow_and_every_option_is_described(cli):
+    top = cli("--help").output
+    for step in ("gsearch run --trials 200", "gsearch export-best", "gsearch predict --model export"):
+        assert step in top
+    for command in ("run", "export-best", "studies", "dashboard", "report", "evaluate", "extract",
+                    "predict", "serve", "serve-storage"):
+        from gsearch.search.cli import main
+
+        for param in main.commands[command].params:
+            if param.param_type_name == "option" and param.name != "help":
+                assert param.help, f"gsearch {command} {param.opts[0]} has no description"
+
+
+def test_fix_lists_the_names_it_accepts(cli):
+    assert PARAMETERS == tuple(space_distributions())
+    text = " ".join(cli("run", "--help").output.split())
+    assert f"NAME: {', '.join(PARAMETERS)}" in text
+    assert "mysql://USER@HOST/DB" in text and "mysql+pymysql" not in text
+
+
+def _in_a_terminal(args, tmp_path, columns=0, interrupt_after=None):
+    """gsearch in a pseudo-terminal of `columns` columns (a new one reports 0, as some IDE
+    consoles do); the output and the exit status."""
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "gsearch", *map(str, args)], cwd=tmp_path,
+                            stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    if interrupt_after is not None:
+        time.sleep(interrupt_after)
+        proc.send_signal(signal.SIGINT)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:   # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace"), proc.wait(timeout=60)
+
+
+def test_run_says_what_it_loads_at_once_and_draws_its_bar_on_a_zero_column_terminal(
+        make_csv, tmp_path):
+    out, status = _in_a_terminal(["run", "--trials", 2, "--data", make_csv(), "--storage",
+                                  f"sqlite:///{tmp_path / 's.db'}", "--fix", "epochs=30", "--fix",
+                                  "width=32"], tmp_path)
+    assert status == 0, out
+    lines = [line for line in out.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines[0].startswith("gsearch run: loading"), lines[:3]
+    assert any("search:" in line and "2/2" in line for line in lines), out
+
+
+@pytest.mark.parametrize("after", [0.05, 0.6])
+def test_ctrl_c_at_any_moment_prints_no_traceback(tmp_path, after):
+    out, status = _in_a_terminal(["run", "--trials", 1, "--storage", f"sqlite:///{tmp_path / 's.db'}"],
+                                 tmp_path, columns=80, interrupt_after=after)
+    assert status == 130, out
+    assert "Traceback" not in out and "interrupted" in out
