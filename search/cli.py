@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -123,7 +124,9 @@ def main() -> None:
               help="Fraction of the remaining tracks used for validation.")
 @cv_option
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop starting new trials after this many seconds (trials in flight finish).")
+              help="A deadline in seconds from the command's start: no trial starts after it, "
+                   "and trials still training stop within an epoch (pruned, reason 'deadline', "
+                   "their curves kept).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes on this machine sharing the study; --trials is their total.")
 @click.option("--heartbeat", type=click.IntRange(min=0), default=10, show_default=True,
@@ -141,6 +144,7 @@ def main() -> None:
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
         test_size, val_size, cv, timeout, workers, heartbeat, fix, population, verbose) -> None:
     """Run a study, or resume it with --trials more trials."""
+    started = time.monotonic()   # --timeout counts from here
     if sys.stderr.isatty():   # the imports and the data take a few seconds: say so at once
         click.echo("gsearch run: loading PyTorch, Optuna and the data ...", err=True)
     from gsearch.data.load import describe_data, load_dataset, resolve_data
@@ -167,7 +171,8 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     spec = RunSpec(storage=storage, study=study_name, sampler=sampler, pruner=pruner,
                    seed=None if seed is None else seed + done, train_seed=seed or 0,
                    device=str(device), threads=max(1, min(threads, cpu_count() // workers)),
-                   trials=trials, timeout=timeout, heartbeat=heartbeat or None, fixed=fixed,
+                   trials=trials, heartbeat=heartbeat or None, fixed=fixed,
+                   timeout=None if timeout is None else max(0.0, timeout - (time.monotonic() - started)),
                    population=population, verbose=verbose)
     finished = _finished(study)
     try:

@@ -47,8 +47,10 @@ def run_study(study: optuna.Study, ds: Dataset, split: Split, *, trials: int, de
               lock: ContextManager | None = None) -> None:
     """Run `trials` more trials of `study` on the protocol the study recorded.
 
-    `population` trials are in flight at once. `callbacks` run after each finished trial, as
-    in study.optimize. A trial is asked for only while `claim()` (if given) grants one: the
+    `population` trials are in flight at once. After `timeout` seconds no trial starts, and
+    the trials still training stop after their current epoch: pruned, with the reason
+    "deadline" and their curves kept. `callbacks` run after each finished trial, as in
+    study.optimize. A trial is asked for only while `claim()` (if given) grants one: the
     budget shared by a run's worker processes; `lock` (theirs too) serializes their failing
     of stale trials, so that no two of them fail and retry the same trial."""
     data = Protocol.of(study).trial_data(ds, split)
@@ -143,12 +145,13 @@ class TrialLoop:
         self._beat_at = -math.inf
 
     def run(self, trials: int, timeout: float | None = None) -> None:
-        start, asked = time.monotonic(), 0
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        asked = 0
         try:
             while True:
                 self._beat()
                 while (len(self.running) < self.size and asked < trials
-                       and (timeout is None or time.monotonic() - start < timeout)
+                       and time.monotonic() < deadline
                        and (self.claim is None or self.claim())):
                     self._start(self._ask())
                     asked += 1
@@ -160,6 +163,10 @@ class TrialLoop:
                     for result in pop.run_epoch():
                         self._record(key, result)
                 self._report_prune_finish()
+                if time.monotonic() >= deadline:
+                    for run in list(self.running):
+                        self._end(run, TrialState.PRUNED, reason=f"deadline: --timeout {timeout:g} s "
+                                                                 f"reached after epoch {run.epoch + 1}")
         except BaseException as error:
             interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
             for run in self.running:   # leave no trial RUNNING behind

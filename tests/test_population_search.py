@@ -190,3 +190,20 @@ def test_a_cv_study_reports_the_same_quantity_whatever_the_population(cli, make_
         assert len(folds) == 3 and len(set(folds)) > 1 or folds[0] != 0
         last = t.intermediate_values[max(t.intermediate_values)]
         assert last == pytest.approx(np.mean(folds), abs=1e-5) == pytest.approx(t.value, abs=1e-5)
+
+
+def test_timeout_is_a_deadline_for_the_trials_in_flight(ds, monkeypatch):
+    """Trials still training at the deadline stop after their current epoch: pruned with the
+    reason, their curves kept; no trial starts after it."""
+    def long(trial):
+        return TrialConfig(n_layers=1, width=8, dropout=0.0, batch_size=32,
+                           epochs=trial.suggest_int("epochs", 5000, 5000))
+
+    monkeypatch.setattr("gsearch.search.loop.suggest_config", long)
+    study = in_memory_study()
+    run_study(study, ds, split_dataset(ds), trials=50, device=torch.device("cpu"), population=2,
+              timeout=0.5)
+    assert len(study.trials) == 2   # the first population; none started after the deadline
+    for t in study.trials:
+        assert t.state == TrialState.PRUNED and t.user_attrs["pruned_reason"].startswith("deadline")
+        assert 0 < len(t.intermediate_values) == t.user_attrs["epochs_run"] < 5000
