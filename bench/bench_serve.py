@@ -40,7 +40,7 @@ def quick_export(out: Path) -> Path:
     from gsearch.data.schema import FEATURE_NAMES
     from gsearch.models.config import TrialConfig
     from gsearch.models.export import save_model
-    from gsearch.models.train import TrainData, train
+    from gsearch.models.population import TrainData, train
 
     torch.set_num_threads(1)
     ds = load_dataset(CSV)

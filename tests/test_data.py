@@ -180,7 +180,8 @@ def test_data_resolution_order(tmp_path, monkeypatch, make_csv):
 def test_run_without_data_uses_the_bundled_copy_and_resumes_on_the_kaggle_file(
         cli, tmp_path, monkeypatch, real_csv, one_thread):
     from gsearch.search.export import study_data
-    from gsearch.search.study import load_study, open_storage
+    from gsearch.search.storage import open_storage
+    from gsearch.search.study import load_study
 
     monkeypatch.chdir(tmp_path)
     url = f"sqlite:///{tmp_path / 's.db'}"

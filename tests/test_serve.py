@@ -35,7 +35,7 @@ def export_dir(tmp_path_factory):
     from gsearch.data.load import load_dataset
     from gsearch.models.config import TrialConfig
     from gsearch.models.export import save_model
-    from gsearch.models.train import TrainData, train
+    from gsearch.models.population import TrainData, train
 
     if not REAL_CSV.is_file():
         pytest.skip(f"needs the real GTZAN file at {REAL_CSV} (../shared beside the checkout)")
