@@ -100,8 +100,9 @@ def extract_features(y: np.ndarray, sr: int = _SR) -> dict[str, float]:
         "perceptr": inv(Pc),
     }
     mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=20)
-    onset = librosa.onset.onset_strength(S=mel_db, sr=sr, hop_length=_HOP)
-    tempo = librosa.feature.tempo(onset_envelope=onset, sr=sr, hop_length=_HOP)  # = beat_track's tempo
+    # beat_track's tempo: its onset envelope takes the median over mel bands, not the mean
+    onset = librosa.onset.onset_strength(S=mel_db, sr=sr, hop_length=_HOP, aggregate=np.median)
+    tempo = librosa.feature.tempo(onset_envelope=onset, sr=sr, hop_length=_HOP)
     out: dict[str, float] = {}
     for k, x in series.items():
         out[f"{k}_mean"], out[f"{k}_var"] = float(np.mean(x)), float(np.var(x))
