@@ -91,7 +91,7 @@ def load_audio(path: str | os.PathLike, sr: int = _SR) -> np.ndarray:
     if native != sr:
         import soxr
 
-        n = int(np.ceil(y.size * sr / native))
+        n = int(np.ceil(y.size * (float(sr) / native)))  # as librosa.resample(y, orig_sr=native, target_sr=sr)
         y = _fix_length(soxr.resample(y, native, sr, quality="soxr_hq"), n)
     return y.astype(np.float32, copy=False)
 

@@ -300,6 +300,10 @@ def test_predict_bad_invocations(cli, trained, tmp_path):
     assert result.exit_code == 1 and "not a gsearch export" in result.output
     result = cli("predict", "--model", root / "export", tmp_path / "missing.wav")
     assert result.exit_code == 1 and lines(result.output) == [f"error: {tmp_path / 'missing.wav'}: no such file"]
+    (tmp_path / "model.json").write_bytes((root / "export" / "model.json").read_bytes())  # no model.onnx
+    result = cli("predict", "--model", tmp_path, root / "features.csv")
+    assert result.exit_code == 1 and len(lines(result.output)) == 1
+    assert f"cannot load {tmp_path / 'model.onnx'}" in result.output and "torch backend" in result.output
 
 
 def test_predict_names_the_real_problem_of_a_file(cli, trained, tmp_path):
