@@ -63,15 +63,15 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
             raise AudioError(f"{path}: not a readable audio file (corrupt, or not {ext} audio)") from None
     import audioread
 
+    # audioread's own reader only knows WAV/AIFF/AU, which libsndfile reads: without ffmpeg (or
+    # another decoder it drives), nothing here can decode the file
+    if not any(b.__name__ != "RawAudioFile" for b in audioread.available_backends()):
+        raise AudioError(f"{path}: cannot decode {ext} files without ffmpeg; install ffmpeg "
+                         f"(or convert the file to .wav or .flac)")
     try:
         with audioread.audio_open(str(path)) as f:
             sr, ch = f.samplerate, f.channels
             pcm = np.frombuffer(b"".join(f), dtype="<i2")
-    except audioread.NoBackendError:
-        if not any(b.__name__ != "RawAudioFile" for b in audioread.available_backends()):
-            raise AudioError(f"{path}: cannot decode {ext} files without ffmpeg; install ffmpeg "
-                             f"(or convert the file to .wav or .flac)") from None
-        raise AudioError(f"{path}: not a readable audio file (corrupt, or not {ext} audio)") from None
     except Exception:
         raise AudioError(f"{path}: not a readable audio file (corrupt, or not {ext} audio)") from None
     return (pcm.astype(np.float32) / 32768).reshape(-1, ch), sr

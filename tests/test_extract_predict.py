@@ -323,7 +323,7 @@ def test_predict_names_the_real_problem_of_a_file(cli, trained, tmp_path):
     other = error_of("notes.md")  # no decoder can help: say what predict reads
     assert "not a file predict reads (.md)" in other and ".csv" in other
     assert all(ext in other for ext in (".wav", ".flac", ".mp3", ".ogg")) and "ffmpeg" not in other
-    compressed = error_of("song.m4a")  # a format only ffmpeg decodes
+    compressed = error_of("song.m4a")  # a format only ffmpeg (or another audioread backend) decodes
     import audioread
 
     if any(b.__name__ != "RawAudioFile" for b in audioread.available_backends()):
