@@ -1,9 +1,9 @@
 """Seconds per 30-second clip through `gsearch extract`, run as a user runs it (a new process).
 
-cold: one clip, empty numba cache (import + numba compiles + the clip)
-warm: the same command again, cache filled (import + cache load + the clip)
-jobs: N copies of the clips (default 6, in a temporary folder) with --jobs 1 and --jobs 2,
-      alternating, warm cache: seconds per clip and the --jobs 2 speedup (fastest of --repeat)
+first: one clip, a new process (imports + the clip)
+again: the same command again (the operating system's file cache is warm)
+jobs:  N copies of the clips (default 6, in a temporary folder) with --jobs 1 and --jobs 2,
+       alternating: seconds per clip and the --jobs 2 speedup (fastest of --repeat)
 Usage: python bench/bench_extract.py [--clip PATH ...] [--files N] [--repeat R]
 """
 import argparse
@@ -29,11 +29,11 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def extract(paths, out: Path, cache: str, jobs: int = 1) -> tuple[float, float]:
+def extract(paths, out: Path, jobs: int = 1) -> tuple[float, float]:
     """(wall, cpu) seconds of one `gsearch extract` process and its workers."""
     cmd = [*gsearch(), "extract", *map(str, paths), "--out", str(out), "--jobs", str(jobs)]
     t, c = time.perf_counter(), _cpu()
-    done = subprocess.run(cmd, env=dict(os.environ, NUMBA_CACHE_DIR=cache), capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr}")
     return time.perf_counter() - t, _cpu() - c
@@ -47,9 +47,9 @@ if __name__ == "__main__":
     a = ap.parse_args()
     clips = [Path(c) for c in a.clip or CLIPS]
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp:
-        tmp, cache = Path(tmp), str(Path(tmp) / "numba-cache")
-        cold = extract(clips[:1], tmp / "cold.csv", cache)
-        warm = extract(clips[:1], tmp / "warm.csv", cache)
+        tmp = Path(tmp)
+        cold = extract(clips[:1], tmp / "cold.csv")
+        warm = extract(clips[:1], tmp / "warm.csv")
         folder = tmp / "clips"
         folder.mkdir()
         for i in range(a.files):  # copies under new names: temporary, never in the repository
@@ -58,12 +58,12 @@ if __name__ == "__main__":
         runs = {1: [], 2: []}
         for _ in range(a.repeat):
             for jobs in runs:
-                runs[jobs].append(extract([folder], tmp / f"jobs{jobs}.csv", cache, jobs))
+                runs[jobs].append(extract([folder], tmp / f"jobs{jobs}.csv", jobs))
     (one, one_cpu), (two, two_cpu) = (min(runs[j], key=lambda r: r[0]) for j in (1, 2))
     print(f"gsearch extract, clip {clips[0].name}, cpu count {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f} (wall seconds; cpu seconds in brackets)")
-    print(f"cold  {cold[0]:6.2f} s [{cold[1]:6.2f}] for one clip (new process, empty numba cache)")
-    print(f"warm  {warm[0]:6.2f} s [{warm[1]:6.2f}] for one clip (new process, numba cache filled)")
+    print(f"first {cold[0]:6.2f} s [{cold[1]:6.2f}] for one clip (new process)")
+    print(f"again {warm[0]:6.2f} s [{warm[1]:6.2f}] for one clip (new process)")
     print(f"jobs1 {one:6.2f} s [{one_cpu:6.2f}] for {a.files} clips = {one / a.files:5.2f} s per clip")
     print(f"jobs2 {two:6.2f} s [{two_cpu:6.2f}] for {a.files} clips = {two / a.files:5.2f} s per clip"
           f"  (speedup {one / two:.2f}x)")

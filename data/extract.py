@@ -18,8 +18,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from gsearch import GsearchError
-# data.audio sets NUMBA_CACHE_DIR before librosa is first imported: keep this import first.
-from gsearch.data.audio import AudioError, extract_file, iter_audio_files, label_from_path
+from gsearch.data.audio import (SUPPORTED_EXTENSIONS, AudioError, extract_file, iter_audio_files,
+                                label_from_path)
 from gsearch.data.schema import COLUMNS, FEATURE_NAMES, GENRES
 
 Row = tuple[str, int, dict[str, float]]
@@ -79,7 +79,7 @@ def extract_to_csv(paths, out: str | os.PathLike, *, segment_seconds: float | No
     files = iter_audio_files(paths)
     if not files:
         raise GsearchError(f"no audio files under {', '.join(map(str, paths))} "
-                           "(looked for .wav, .flac, .ogg, .mp3, .au, ...)")
+                           f"(looked for {SUPPORTED_EXTENSIONS})")
     _check_unique_tracks(files)
     results: list[list[Row] | str] = [""] * len(files)
     failed = []

@@ -19,11 +19,14 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
 from gsearch.models.config import TrialConfig
+
+if TYPE_CHECKING:   # torch is imported where a model is written: predict reads the names below
+    from torch import nn
 
 MODEL_FILE, ONNX_FILE, META_FILE = "model.pt", "model.onnx", "model.json"
 FORMAT, ENSEMBLE_FORMAT = "gsearch-mlp/1", "gsearch-mlp-ensemble/2"
@@ -60,6 +63,8 @@ def plot_confusion(report: dict, path: Path, title: str) -> None:
 
 
 def export_onnx(model: nn.Module, n_features: int, path: Path) -> None:
+    import torch
+
     model = model.cpu().eval()
     example = torch.zeros(2, n_features)
     with warnings.catch_warnings():
@@ -74,6 +79,8 @@ def save_model(model: nn.Module, configs: TrialConfig | list[TrialConfig], class
     """Write model.pt, model.onnx and model.json; return the metadata written. `configs`: the
     model's config, or its members' configs when `model` is an mlp.Ensemble (then meta's
     "members" describes each member, hyperparameters included)."""
+    import torch
+
     configs = [configs] if isinstance(configs, TrialConfig) else list(configs)
     ensemble = len(configs) > 1
     if ensemble and len(meta.get("members", ())) != len(configs):

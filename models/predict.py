@@ -4,6 +4,10 @@ Uses only the folder.
 Audio longer than two of the model's clips (model.json clip_samples: the training rows' length)
 is cut into consecutive clip-long windows whose probabilities are averaged; shorter audio is
 classified whole.
+
+Importing this module loads neither torch nor the audio code: the ONNX backend runs without torch
+(a new `gsearch predict` process starts about a second sooner), and audio features are imported
+when the first audio file comes.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 
 from gsearch import GsearchError
 from gsearch.data.load import read_features
@@ -22,7 +25,8 @@ from gsearch.data.schema import FEATURE_NAMES, FILENAME_COLUMN
 from gsearch.models.config import TrialConfig
 from gsearch.models.export import (ENSEMBLE_FORMAT, FORMAT, META_FILE, MODEL_FILE, OLD_ENSEMBLE_FORMAT,
                                    ONNX_FILE)
-from gsearch.models.mlp import build_ensemble, build_mlp
+
+BACKENDS = ("onnx", "torch")
 
 # The window for exports that do not record clip_samples: a GTZAN 30 s clip (features_30_sec.csv).
 DEFAULT_CLIP_SAMPLES = 661794
@@ -60,9 +64,17 @@ class ExportedModel:
         if backend == "onnx":
             import onnxruntime
 
-            self._session = onnxruntime.InferenceSession(
-                str(directory / ONNX_FILE), providers=["CPUExecutionProvider"])
+            try:
+                self._session = onnxruntime.InferenceSession(
+                    str(directory / ONNX_FILE), providers=["CPUExecutionProvider"])
+            except Exception as e:
+                raise GsearchError(f"cannot load {directory / ONNX_FILE} ({str(e).splitlines()[0]}); "
+                                   "export the model again, or use the torch backend") from None
         elif backend == "torch":
+            import torch
+
+            from gsearch.models.mlp import build_ensemble, build_mlp
+
             try:  # weights_only: tensors and containers only, never arbitrary objects
                 state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
             except Exception as e:
@@ -74,7 +86,7 @@ class ExportedModel:
             self._model.load_state_dict(state)
             self._model.eval()
         else:
-            raise GsearchError(f"unknown backend {backend!r}; use torch or onnx")
+            raise GsearchError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32)
@@ -82,6 +94,8 @@ class ExportedModel:
             raise GsearchError(f"expected rows of {len(self.features)} features, got shape {X.shape}")
         if self.backend == "onnx":
             return self._session.run(None, {"features": X})[0]
+        import torch
+
         with torch.inference_mode():
             return self._model(torch.from_numpy(X)).numpy()
 
@@ -157,6 +171,11 @@ def predict_file(model: ExportedModel, path: str | Path) -> list[Prediction]:
         raise GsearchError(f"{path}: no such file")
     if path.suffix.lower() == ".csv":
         return predict_csv(model, path)
+    from gsearch.data.audio import SUPPORTED_EXTENSIONS, is_audio_file
+
+    if not is_audio_file(path):
+        raise GsearchError(f"{path}: not a file predict reads ({path.suffix or 'no extension'}); give "
+                           f"a feature .csv or audio ({SUPPORTED_EXTENSIONS})")
     return [predict_audio(model, path)]
 
 

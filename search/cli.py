@@ -368,7 +368,7 @@ def dashboard(storage, host, port, artifacts) -> None:
 def extract(paths, out, segment_seconds, jobs) -> None:
     """Extract the 57 GTZAN features of audio files (or folders, recursively) into a CSV.
     The label is the parent folder when it is a genre (genres_original/<genre>/<file>)."""
-    from gsearch.data.extract import extract_to_csv  # sets the numba cache before librosa loads
+    from gsearch.data.extract import extract_to_csv
 
     report = extract_to_csv(paths, out, segment_seconds=None if segment_seconds == "30" else 3.0, jobs=jobs)
     done = f"wrote {report.rows} rows from {report.files - len(report.failed)} file(s) to {out}"
@@ -385,8 +385,8 @@ def extract(paths, out, segment_seconds, jobs) -> None:
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
               help="Show the K most likely genres [default: 1; with --json: all].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {file, genre, probabilities}.")
-@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-              help="Run the model with PyTorch (the weights-only model.pt) or onnxruntime (model.onnx).")
+@click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True,
+              help="Run the model with onnxruntime (model.onnx; starts faster) or torch (model.pt).")
 @user_errors
 def predict(model_dir, files, top_k, as_json, backend) -> None:
     """Classify audio files (or folders) and feature CSVs (one result per row) with an exported

@@ -19,11 +19,15 @@ def tone(seconds: float, sr: int = SR, freq: float = 440.0) -> np.ndarray:
 
 
 @pytest.mark.skipif(not GTZAN.is_dir(), reason=f"GTZAN reference data not found at {GTZAN}")
-@pytest.mark.parametrize("clip", ["blues/blues.00000.wav", "classical/classical.00000.wav"])
+@pytest.mark.parametrize("clip", ["genres_original/blues/blues.00000.wav",
+                                  "genres_original/classical/classical.00000.wav",
+                                  # two clips whose tempo a mean-over-bands onset envelope gets wrong
+                                  "tempo_clips/genres_original/blues/blues.00001.wav",
+                                  "tempo_clips/genres_original/classical/classical.00001.wav"])
 def test_matches_kaggle_csv(clip):
     with open(GTZAN / "features_30_sec.csv", newline="") as f:
         rows = {r["filename"]: r for r in csv.DictReader(f)}
-    [(name, length, feats)] = extract_file(GTZAN / "genres_original" / clip)
+    [(name, length, feats)] = extract_file(GTZAN / clip)
     ref = rows[name]
     assert name == Path(clip).name and length == int(ref["length"]) == 661794
     assert tuple(feats) == tuple(k for k in ref if k not in ("filename", "length", "label")) == FEATURE_NAMES
@@ -34,7 +38,7 @@ def test_matches_kaggle_csv(clip):
         elif k == "tempo":
             assert abs(v - want) < 1, k
         else:
-            assert abs(v - want) < 0.02 * abs(want), (k, v, want)
+            assert abs(v - want) < 1e-4 * abs(want), (k, v, want)
 
 
 @pytest.mark.skipif(not GTZAN.is_dir(), reason=f"GTZAN reference data not found at {GTZAN}")
