@@ -206,13 +206,6 @@ def test_extract_and_predict_load_no_librosa_numba_or_torch(trained, tmp_path):
     assert out[-1] == "[]"
 
 
-def test_predict_reads_the_files_export_writes():
-    from gsearch.models import export, predict
-
-    names = ("MODEL_FILE", "ONNX_FILE", "META_FILE", "FORMAT", "ENSEMBLE_FORMAT")
-    assert [getattr(predict, n) for n in names] == [getattr(export, n) for n in names]
-
-
 # ---- predict -----------------------------------------------------------------------------------
 
 @needs_clips
