@@ -77,3 +77,20 @@ def test_ctrl_c_at_any_moment_prints_no_traceback(tmp_path, after):
                                  tmp_path, columns=80, interrupt_after=after)
     assert status == 130, out
     assert "Traceback" not in out and "interrupted" in out
+
+
+def test_storage_comes_from_gsearch_storage_when_not_given(make_csv, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from gsearch.search.cli import main
+
+    monkeypatch.chdir(tmp_path)   # where the default sqlite:///studies.db would go
+
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    runner = CliRunner(env={"GSEARCH_STORAGE": url})
+    ran = runner.invoke(main, ["run", "--trials", "1", "--data", str(make_csv()), "--study", "e",
+                               "--fix", "epochs=30", "--fix", "width=32"], catch_exceptions=False)
+    assert ran.exit_code == 0, ran.output
+    assert (tmp_path / "env.db").is_file() and not (tmp_path / "studies.db").exists()
+    listed = runner.invoke(main, ["studies"], catch_exceptions=False).output
+    assert any(line.split()[:2] == ["e", "1"] for line in listed.splitlines())
