@@ -71,7 +71,7 @@ def reference_child(args) -> None:
     import torch
 
     sys.path.insert(0, str(HERE))
-    from bench_speed import reference_test_accuracy, reference_train
+    from bench_speed import reference_params, reference_test_accuracy, reference_train
 
     from gsearch.data.load import load_dataset
     from gsearch.data.split import split_dataset
@@ -84,12 +84,7 @@ def reference_child(args) -> None:
     epochs = []
 
     def objective(trial):
-        params = dict(n_layers=trial.suggest_int("n_layers", 1, 4),
-                      width=trial.suggest_int("width", 16, 512, log=True),
-                      dropout=trial.suggest_float("dropout", 0.0, 0.6),
-                      batch_norm=trial.suggest_categorical("batch_norm", [True, False]),
-                      lr=trial.suggest_float("lr", 1e-4, 1e-1, log=True),
-                      epochs=trial.suggest_int("epochs", 20, 200, step=10), batch_size=64)
+        params = reference_params(trial)
 
         def on_epoch(epoch, accuracy):
             epochs.append(1)

@@ -98,14 +98,19 @@ def reference_test_accuracy(model, X_test, y_test) -> float:
     return float((logits.argmax(dim=1).numpy() == y_test).mean())
 
 
+def reference_params(trial) -> dict:
+    """The reference's search space: depth 1-4, width 16-512, dropout, batch norm, lr, epochs."""
+    return dict(n_layers=trial.suggest_int("n_layers", 1, 4),
+                width=trial.suggest_int("width", 16, 512, log=True),
+                dropout=trial.suggest_float("dropout", 0.0, 0.6),
+                batch_norm=trial.suggest_categorical("batch_norm", [True, False]),
+                lr=trial.suggest_float("lr", 1e-4, 1e-1, log=True),
+                epochs=trial.suggest_int("epochs", 20, 200, step=10), batch_size=64)
+
+
 def reference_study(trials: int, seed: int, X, y, X_val, y_val) -> optuna.Study:
     def objective(trial):
-        params = dict(n_layers=trial.suggest_int("n_layers", 1, 4),
-                      width=trial.suggest_int("width", 16, 512, log=True),
-                      dropout=trial.suggest_float("dropout", 0.0, 0.6),
-                      batch_norm=trial.suggest_categorical("batch_norm", [True, False]),
-                      lr=trial.suggest_float("lr", 1e-4, 1e-1, log=True),
-                      epochs=trial.suggest_int("epochs", 20, 200, step=10), batch_size=64)
+        params = reference_params(trial)
 
         def on_epoch(epoch, accuracy):
             trial.report(accuracy, epoch)

@@ -107,3 +107,28 @@ def mysql_url() -> str:
 def redis_url() -> str:
     require_service("Redis", "127.0.0.1", 6379)
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def real_export(tmp_path_factory) -> Path:
+    """A quick model on the real features_30_sec.csv, written as export-best writes a model
+    (models.export.save_model), once per test session."""
+    import torch
+
+    from gsearch.data.load import load_dataset
+    from gsearch.models.config import TrialConfig
+    from gsearch.models.export import save_model
+    from gsearch.models.population import TrainData, train
+
+    if not REAL_CSV.is_file():
+        pytest.skip(f"needs the real GTZAN file at {REAL_CSV} (../shared beside the checkout)")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ds = load_dataset(REAL_CSV)
+    config = TrialConfig(n_layers=1, width=128, dropout=0.1, lr=3e-3, epochs=25)
+    model, _ = train(config, TrainData(ds.X, ds.y, len(ds.classes)))
+    torch.set_num_threads(threads)
+    out = tmp_path_factory.mktemp("real") / "export"
+    save_model(model, config, ds.classes, FEATURE_NAMES, out,
+               {"clip_samples": ds.clip_samples, "test_accuracy": 0.5})
+    return out

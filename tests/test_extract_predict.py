@@ -75,26 +75,6 @@ def trained(tmp_path_factory):
     return root, extracted
 
 
-@pytest.fixture(scope="module")
-def real_export(tmp_path_factory):
-    """A quick model on the real features_30_sec.csv, written with models.export.save_model."""
-    import torch
-
-    from gsearch.models.config import TrialConfig
-    from gsearch.models.export import save_model
-    from gsearch.models.population import TrainData, train
-
-    if not REAL_CSV.is_file():
-        pytest.skip(f"needs the real GTZAN file at {REAL_CSV}")
-    torch.set_num_threads(1)
-    ds = load_dataset(REAL_CSV)
-    config = TrialConfig(n_layers=1, width=128, dropout=0.1, lr=3e-3, epochs=25)
-    model, _ = train(config, TrainData(ds.X, ds.y, len(ds.classes)))
-    out = tmp_path_factory.mktemp("real") / "export"
-    save_model(model, config, ds.classes, FEATURE_NAMES, out, {"clip_samples": ds.clip_samples})
-    return out
-
-
 # ---- extract -----------------------------------------------------------------------------------
 
 @needs_clips

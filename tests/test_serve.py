@@ -28,25 +28,8 @@ MAX_MB, MAX_ROWS = 2, 200
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    """A small model on the real features_30_sec.csv, written as export-best writes it."""
-    import torch
-
-    from gsearch.data.load import load_dataset
-    from gsearch.models.config import TrialConfig
-    from gsearch.models.export import save_model
-    from gsearch.models.population import TrainData, train
-
-    if not REAL_CSV.is_file():
-        pytest.skip(f"needs the real GTZAN file at {REAL_CSV} (../shared beside the checkout)")
-    torch.set_num_threads(1)
-    ds = load_dataset(REAL_CSV)
-    config = TrialConfig(n_layers=1, width=64, dropout=0.1, lr=3e-3, epochs=10)
-    model, _ = train(config, TrainData(ds.X, ds.y, len(ds.classes)))
-    out = tmp_path_factory.mktemp("serve") / "export"
-    save_model(model, config, ds.classes, FEATURE_NAMES, out,
-               {"clip_samples": ds.clip_samples, "test_accuracy": 0.5})
-    return out
+def export_dir(real_export):
+    return real_export
 
 
 def free_port() -> int:
