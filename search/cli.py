@@ -37,8 +37,9 @@ artifacts_option = click.option(
     help="Artifact folder for the dashboard [default: beside a SQLite file, e.g. "
          "studies-artifacts/ for studies.db; none for a server storage].")
 sampler_option = click.option("--sampler", type=click.Choice(list(SAMPLERS)), default="tpe",
-                              show_default=True, help="How trials are proposed: TPE (Bayesian) or "
-                                                      "random search.")
+                              show_default=True, help="How trials are proposed: TPE (Bayesian), "
+                                                      "random search, or NSGA-II (genetic, for "
+                                                      "Pareto fronts).")
 pruner_option = click.option("--pruner", type=click.Choice(list(PRUNERS)), default="median",
                              show_default=True,
                              help="When a trial stops early: median (below the median of earlier "
@@ -119,12 +120,26 @@ def main() -> None:
 @click.option("--population", type=click.IntRange(min=1), default=DEFAULT_POPULATION,
               show_default=True,
               help="Trials trained at once as one batched model; 1 trains them one by one.")
+@click.option("--objectives", default="accuracy", show_default=True,
+              help="What the study optimizes: accuracy (validation accuracy), accuracy,params "
+                   "(also fewest trainable parameters) or accuracy,latency (also fastest: median "
+                   "CPU milliseconds of a single-row forward pass of the trained model, 100 calls "
+                   "after 20 warm-up calls, at --threads; noisy, about +-10% on a busy machine). "
+                   "Trials are pruned on accuracy either way. Recorded in the study.")
+@click.option("--max-params", type=click.IntRange(min=1), default=None,
+              help="Limit: trials with more trainable parameters are kept but marked infeasible "
+                   "and never exported by a rule. Recorded in the study.")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Limit on the latency (measured as for --objectives accuracy,latency); "
+                   "slower trials are kept but marked infeasible. Recorded in the study.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every trial.")
 @user_errors
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
-        test_size, val_size, cv, timeout, workers, heartbeat, fix, population, verbose) -> None:
+        test_size, val_size, cv, timeout, workers, heartbeat, fix, population, objectives,
+        max_params, max_latency_ms, verbose) -> None:
     """Run a study, or resume it with --trials more trials."""
     from gsearch.data.load import load_dataset
+    from gsearch.search.objectives import Objectives
     from gsearch.search.parallel import RunSpec, cpu_count, run_search, start_workers_server
     from gsearch.search.space import parse_fixed
     from gsearch.search.storage import open_storage
@@ -135,14 +150,15 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     _quiet_optuna(verbose)
     device = _setup_torch(threads, device)
     fixed = parse_fixed(fix)
+    objectives = Objectives.parse(objectives, max_params=max_params, max_latency_ms=max_latency_ms)
     protocol = Protocol(test_size=test_size, val_size=val_size, split_seed=split_seed, cv=cv)
     ds = load_dataset(data_path)  # every data error surfaces before the storage is touched
     split = protocol.split(ds)
     study = open_study(open_storage(storage), study_name, protocol=protocol, ds=ds,
-                       sampler=sampler, pruner=pruner, seed=seed)
+                       sampler=sampler, pruner=pruner, seed=seed, objectives=objectives)
     click.echo(f"study '{study_name}' in {safe_url(storage)}: {len(ds.y)} rows "
                f"({len(split.train)} train / {len(split.val)} validation / {len(split.test)} test, "
-               f"test never used by the search), device {device}")
+               f"test never used by the search), device {device}; {objectives.describe()}")
     done = len(study.get_trials(deepcopy=False))
     spec = RunSpec(storage=storage, study=study_name, sampler=sampler, pruner=pruner,
                    seed=None if seed is None else seed + done, train_seed=seed or 0,

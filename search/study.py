@@ -12,6 +12,7 @@ import optuna
 
 from gsearch import GsearchError
 from gsearch.data.load import Dataset
+from gsearch.search.objectives import Objectives
 from gsearch.search.protocol import Protocol
 
 DEFAULT_STUDY = "gtzan-mlp"
@@ -34,6 +35,8 @@ def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
 SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
     "tpe": _tpe,
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    # NSGA-II, a genetic algorithm for Pareto fronts (generations of 50 trials)
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
 }
 
 PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
@@ -82,17 +85,18 @@ def load_study(storage: optuna.storages.BaseStorage, name: str, **kwargs) -> opt
 
 def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Protocol, ds: Dataset,
                sampler: str = "tpe", pruner: str = "median", seed: int | None = None,
-               fixed: dict | None = None) -> optuna.Study:
-    """Create the study, or resume it after checking it was made on the same data and
-    protocol. A seeded sampler is re-seeded with seed + trials so far, so a resumed study
+               fixed: dict | None = None, objectives: Objectives = Objectives()) -> optuna.Study:
+    """Create the study, or resume it after checking it was made on the same data,
+    protocol and objectives (nothing is written when a check fails). A seeded sampler is re-seeded with seed + trials so far, so a resumed study
     continues the sequence instead of replaying its first configurations."""
     done = 0
     if name in study_names(storage):
         existing = optuna.load_study(study_name=name, storage=storage)
         protocol.check(existing, ds)
+        objectives.check(existing)
         done = len(existing.trials)
     seed = None if seed is None else seed + done
-    study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+    study = optuna.create_study(storage=storage, study_name=name, directions=objectives.directions,
                                 sampler=make_sampler(sampler, seed, fixed),
                                 pruner=make_pruner(pruner), load_if_exists=True)
     if done == 0:
@@ -100,7 +104,7 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Pro
             study.set_user_attr(key, value)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([OBJECTIVE_NAME])
+            objectives.record(study)   # with the dashboard's metric names
     return study
 
 
