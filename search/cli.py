@@ -169,7 +169,7 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     click.echo(f"next: gsearch export-best --study {study_name} --storage {safe_url(storage)}")
 
 
-@main.command("export-best")
+@main.command("export-best", context_settings={"allow_extra_args": True})
 @study_option
 @storage_option
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
@@ -177,24 +177,43 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
               help="Feature CSV (default: the file the study recorded).")
 @ensemble_option
+@click.option("--pick", metavar="RULE",
+              help="Which one trial to export: knee (default for a study with several objectives: "
+                   "the Pareto trial that gives up least accuracy per unit of cost), accuracy (the "
+                   "most accurate), or smallest-within D, e.g. --pick smallest-within 0.01 (the "
+                   "cheapest trial within D of the best validation accuracy). Trials over the "
+                   "study's limits are never picked. A study with several objectives exports one "
+                   "model (no --ensemble).")
+@click.option("--trial", "trial_number", type=click.IntRange(min=0), default=None,
+              help="Export this completed trial alone.")
 @artifacts_option
 @device_option
 @threads_option
+@click.pass_context
 @user_errors
-def export_best_command(study_name, storage, out_dir, data_path, ensemble, artifacts, device,
-                        threads) -> None:
-    """Retrain the top trials (5 by default) or the best, test on the held-out split, export."""
+def export_best_command(ctx, study_name, storage, out_dir, data_path, ensemble, pick, trial_number,
+                        artifacts, device, threads) -> None:
+    """Retrain the top trials (5 by default) or the best, test on the held-out split, export.
+    On a study with several objectives: the trial --pick or --trial names (knee by default)."""
     from gsearch.search.dashboard import artifact_dir, attach_export
     from gsearch.search.export import export_best
+    from gsearch.search.objectives import Pick, parse_pick
     from gsearch.search.storage import open_storage
     from gsearch.search.study import load_study
 
+    chosen = parse_pick(pick, ctx.args)
+    if trial_number is not None:
+        if chosen is not None:
+            raise GsearchError("--pick and --trial both choose the trial; pass one of them")
+        chosen = Pick("trial", number=trial_number)
     _quiet_optuna()
     device = _setup_torch(threads, device)
     study = load_study(open_storage(storage, must_exist=True), study_name)
     artifacts = artifact_dir(artifacts, storage)
     info = export_best(study, out_dir, data_path=str(data_path) if data_path else None, device=device,
-                       ensemble=ensemble)
+                       ensemble=ensemble, pick=chosen)
+    for note in chosen.notes if chosen else ():
+        click.echo(f"note: {note}")
     scores = (f"test accuracy {info['test_accuracy']:.3f}, test macro-F1 {info['test_macro_f1']:.3f} "
               f"({info['n_test']} held-out rows)")
     if "members" in info:
@@ -204,8 +223,10 @@ def export_best_command(study_name, storage, out_dir, data_path, ensemble, artif
                    + ", ".join(f"{m['test_accuracy']:.3f}" for m in members))
         click.echo(f"ensemble (their mean probability): {scores}")
     else:
-        click.echo(f"trial #{info['trial_number']}: validation accuracy "
+        click.echo(f"trial #{info['trial_number']} (pick: {info['pick']}): validation accuracy "
                    f"{info['validation_accuracy']:.3f}, {scores}")
+    latency = "-" if info["latency_ms"] is None else f"{info['latency_ms']:.3f} ms"
+    click.echo(f"{info['n_params']} parameters, ONNX latency {latency} per row (onnxruntime, CPU)")
     click.echo(f"wrote {out_dir}/: model.onnx, model.pt, model.json, report.json, confusion_matrix.png")
     attach_export(study, out_dir, artifacts)
     click.echo(f"dashboard: test metrics noted on trial #{info['trial_number']}, " +
@@ -277,9 +298,11 @@ def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensem
 @storage_option
 @user_errors
 def studies(storage) -> None:
-    """List the studies in a storage with their trial counts and best value."""
+    """List the studies in a storage with their trial counts, best validation accuracy and,
+    for a study with several objectives, the number of trials on its Pareto front."""
     import optuna
 
+    from gsearch.search.objectives import accuracy_of, feasible, pareto_front
     from gsearch.search.storage import open_storage
 
     _quiet_optuna()
@@ -290,14 +313,21 @@ def studies(storage) -> None:
         return
     states = optuna.trial.TrialState
     columns = ("complete", "pruned", "failed", "running")
-    click.echo(f"{'study':<24} {'trials':>6} " + " ".join(f"{c:>8}" for c in columns) + "  best")
+    click.echo(f"{'study':<24} {'trials':>6} " + " ".join(f"{c:>8}" for c in columns)
+               + f" {'pareto':>6}  best")
     for summary in summaries:
         study_id = store.get_study_id_from_name(summary.study_name)
         counts = [store.get_n_trials(study_id, state) for state in
                   (states.COMPLETE, states.PRUNED, states.FAIL, states.RUNNING)]
         best = "-" if summary.best_trial is None else f"{summary.best_trial.value:.4f}"
+        front = "-"
+        if len(summary.directions) > 1:
+            complete = store.get_all_trials(study_id, deepcopy=False, states=(states.COMPLETE,))
+            ok = [t for t in complete if feasible(t)]
+            front = str(len(pareto_front(ok)))
+            best = f"{max(map(accuracy_of, ok)):.4f}" if ok else "-"
         click.echo(f"{summary.study_name:<24} {summary.n_trials:>6} "
-                   + " ".join(f"{n:>8}" for n in counts) + f"  {best}")
+                   + " ".join(f"{n:>8}" for n in counts) + f" {front:>6}  {best}")
 
 
 @main.command()

@@ -235,7 +235,8 @@ def accuracy_study(study: optuna.Study) -> optuna.Study:
               if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     copy_.add_trials([t for t in trials if t.state != TrialState.PRUNED or t.values is not None])
     for key, value in study.user_attrs.items():
-        copy_.set_user_attr(key, value)
+        if key != ATTR:   # the copy has one objective
+            copy_.set_user_attr(key, value)
     return copy_
 
 
