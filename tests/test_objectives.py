@@ -1,6 +1,7 @@
 """Deployment-aware search: accuracy against parameters or latency, pruning kept, limits,
 the picks of export-best, and what studies/report show."""
 
+import doctest
 import hashlib
 import json
 import sqlite3
@@ -12,6 +13,7 @@ from conftest import synthetic_frame
 
 from gsearch.data.load import load_dataset
 from gsearch.models.config import TrialConfig
+from gsearch.search import objectives
 from gsearch.search.cli import main
 from gsearch.search.loop import run_study
 from gsearch.search.objectives import (CURVE_ATTR, Objectives, Pick, accuracy_of, cost_of, curve,
@@ -242,3 +244,8 @@ def test_studies_shows_pareto_trials_and_report_draws_the_front(store, tmp_path)
     assert f"Pareto front (maximize validation accuracy, minimize parameters; parameters at most " \
            f"{MAX_PARAMS}): {len(pareto_front(ok))} trials" in summary
     assert "pareto_front.png" in summary
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(objectives)
+    assert result.attempted > 0 and result.failed == 0, result
