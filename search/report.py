@@ -25,8 +25,14 @@ PLOTS = {
     "intermediate_values": ("Learning curves: validation accuracy per epoch", (10, 5.5)),
     "param_importances": ("Which hyperparameters mattered (fANOVA importance)", (10, 5.5)),
     "parallel_coordinate": ("Hyperparameters of the completed trials", (14, 6)),
-    "pareto_front": ("Pareto front: validation accuracy against cost", (10, 6)),   # multi-objective
 }
+# added for a study with several objectives
+PARETO_PLOTS = {"pareto_front": ("Pareto front: validation accuracy against cost", (10, 6))}
+
+
+def plots_of(study: optuna.Study) -> dict:
+    """The plots drawn for a study: PLOTS, and PARETO_PLOTS when it has several objectives."""
+    return {**PLOTS, **PARETO_PLOTS} if len(study.directions) > 1 else PLOTS
 
 
 def _figures(study: optuna.Study, plots) -> dict:
@@ -74,7 +80,7 @@ def _png(study: optuna.Study, name: str, draw, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    title, size = PLOTS[name]
+    title, size = plots_of(study)[name]
     # optuna draws most plots in ggplot style; parallel coordinates need a plain background
     style = "default" if name == "parallel_coordinate" else "ggplot"
     with plt.style.context(style), matplotlib.rc_context({"figure.figsize": size}):
@@ -97,7 +103,7 @@ def _png(study: optuna.Study, name: str, draw, path: Path) -> None:
 
 def _html(study: optuna.Study, name: str, draw, path: Path) -> None:
     fig = draw()
-    fig.update_layout(title=f"{study.study_name}: {PLOTS[name][0]}")
+    fig.update_layout(title=f"{study.study_name}: {plots_of(study)[name][0]}")
     if name == "intermediate_values":
         fig.update_layout(xaxis_title="epoch", yaxis_title=OBJECTIVE_NAME)
     if name == "pareto_front":
@@ -120,7 +126,11 @@ def _pareto_lines(study: optuna.Study) -> list[str]:
 def _summary(study: optuna.Study, storage_url: str, skipped: dict[str, str]) -> str:
     counts = state_counts(study)
     multi = Objectives.of(study).multi
-    best = accuracy_study(study).best_trial
+    try:
+        best = accuracy_study(study).best_trial
+    except ValueError:   # Optuna: no feasible trial
+        raise GsearchError(f"study '{study.study_name}' has no completed trial within its limits "
+                           f"({Objectives.of(study).options()}); run more trials") from None
     attrs = study.user_attrs
     lines = [f"# Study `{study.study_name}`", "",
              f"Storage `{storage_url}`, data `{attrs.get('data_path', '?')}` "
@@ -138,13 +148,11 @@ def _summary(study: optuna.Study, storage_url: str, skipped: dict[str, str]) -> 
                       f"{export['test_accuracy']:.4f}, test macro-F1 {export['test_macro_f1']:.4f} "
                       f"on {export['n_test']} held-out rows."]
     lines += ["", "## Plots", ""]
-    for name in PLOTS:
-        if name == "pareto_front" and not multi:
-            continue
+    for name, (title, _) in plots_of(study).items():
         if name in skipped:
             lines.append(f"- {name}: not drawn ({skipped[name]})")
         else:
-            lines += [f"### {PLOTS[name][0]}", "", f"![{name}]({name}.png)", "",
+            lines += [f"### {title}", "", f"![{name}]({name}.png)", "",
                       f"Interactive: [{name}.html]({name}.html)", ""]
     return "\n".join(lines) + "\n"
 
@@ -160,13 +168,11 @@ def write_report(study: optuna.Study, out_dir: Path, storage_url: str) -> list[P
 
     out_dir.mkdir(parents=True, exist_ok=True)
     skipped = {} if complete > 1 else {"param_importances": "needs at least 2 completed trials"}
-    if not Objectives.of(study).multi:
-        skipped["pareto_front"] = "the study has one objective"
     written = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         pngs, htmls = _figures(study, mpl_plots), _figures(study, plotly_plots)
-        for name in pngs:
+        for name in plots_of(study):
             if name not in skipped:
                 _png(study, name, pngs[name], out_dir / f"{name}.png")
                 _html(study, name, htmls[name], out_dir / f"{name}.html")
