@@ -2,7 +2,9 @@
 
 - model.onnx: float32 [N, 57] raw features -> logits [N, n_classes]
 - model.pt:   a plain state_dict (tensors only; loads with weights_only=True)
-- model.json: classes, features, config and metadata (everything needed to rebuild)
+- model.json: classes, features, config and metadata (everything needed to rebuild), with
+  the model's trainable parameters (n_params) and its latency (latency_ms: median
+  milliseconds for onnxruntime to classify one row, see onnx_latency_ms)
 
 An ensemble (format gsearch-mlp-ensemble/2) is one mlp.Ensemble module: one
 model.pt, one ONNX graph whose "logits" output is the log of the members' mean
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
+import time
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gsearch.models.config import TrialConfig
+from gsearch.models.mlp import count_parameters
 
 if TYPE_CHECKING:   # torch is imported where a model is written: predict reads the names below
     from torch import nn
@@ -32,6 +37,8 @@ MODEL_FILE, ONNX_FILE, META_FILE = "model.pt", "model.onnx", "model.json"
 FORMAT, ENSEMBLE_FORMAT = "gsearch-mlp/1", "gsearch-mlp-ensemble/2"
 OLD_ENSEMBLE_FORMAT = "gsearch-mlp-ensemble/1"  # members were a list of hyperparameter dicts
 REPORT_FILE, CONFUSION_FILE = "report.json", "confusion_matrix.png"
+# onnx_latency_ms: untimed calls, then timed ones (the median is kept)
+LATENCY_WARMUP, LATENCY_REPEATS = 20, 200
 
 
 def package_versions() -> dict[str, str]:
@@ -74,6 +81,28 @@ def export_onnx(model: nn.Module, n_features: int, path: Path) -> None:
                           dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}})
 
 
+def onnx_latency_ms(path: Path, n_features: int, *, threads: int | None = None) -> float | None:
+    """Median milliseconds for onnxruntime to classify one row with the ONNX graph at `path`
+    on the CPU (`threads` intra-op threads, default torch's setting), after warm-up calls.
+    None when onnxruntime is not installed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    row = {"features": np.zeros((1, n_features), np.float32)}
+    times = []
+    for i in range(LATENCY_WARMUP + LATENCY_REPEATS):
+        start = time.perf_counter()
+        session.run(None, row)
+        if i >= LATENCY_WARMUP:
+            times.append(time.perf_counter() - start)
+    return round(1000 * statistics.median(times), 4)
+
+
 def save_model(model: nn.Module, configs: TrialConfig | list[TrialConfig], classes: tuple[str, ...],
                features: tuple[str, ...], out_dir: Path, meta: dict) -> dict:
     """Write model.pt, model.onnx and model.json; return the metadata written. `configs`: the
@@ -89,12 +118,15 @@ def save_model(model: nn.Module, configs: TrialConfig | list[TrialConfig], class
     model = model.cpu().eval()
     torch.save(model.state_dict(), out_dir / MODEL_FILE)
     export_onnx(model, len(features), out_dir / ONNX_FILE)
+    latency = onnx_latency_ms(out_dir / ONNX_FILE, len(features))
     info = {
         "format": ENSEMBLE_FORMAT if ensemble else FORMAT,
         "classes": list(classes),
         "features": list(features),
         **({} if ensemble else {"hyperparameters": configs[0].to_dict()}),
         **meta,
+        "n_params": count_parameters(model),
+        "latency_ms": latency,
         "versions": package_versions(),
     }
     (out_dir / META_FILE).write_text(json.dumps(info, indent=2) + "\n")

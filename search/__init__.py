@@ -3,13 +3,14 @@ parallel workers, export of the best trials, the honest benchmark and the CLI.
 
 >>> from gsearch.search import Protocol, SAMPLERS, PRUNERS
 >>> sorted(PRUNERS), sorted(SAMPLERS)
-(['asha', 'hyperband', 'median', 'none'], ['random', 'tpe'])
+(['asha', 'hyperband', 'median', 'none'], ['nsga2', 'random', 'tpe'])
 """
 
 from gsearch import _lazy
 
 _EXPORTS = {
     "Protocol": "gsearch.search.protocol",
+    "Objectives": "gsearch.search.objectives",
     "open_storage": "gsearch.search.storage",
     "safe_url": "gsearch.search.storage",
     "open_study": "gsearch.search.study",

@@ -66,6 +66,15 @@ def _upload(study: optuna.Study, store: FileSystemArtifactStore, path: Path, fil
         return upload_artifact(artifact_store=store, file_path=str(named), study_or_trial=study)
 
 
+def _deployment(report: dict) -> str:
+    """How the model was picked, its size and its measured latency (when the export says)."""
+    if "n_params" not in report:
+        return ""
+    latency = report.get("latency_ms")
+    latency = "" if latency is None else f", {latency:.3f} ms per row (onnxruntime, CPU)"
+    return f"Picked by: {report.get('pick', 'accuracy')}; {report['n_params']} parameters{latency}.\n"
+
+
 def _note(report: dict, links: dict[str, str], out_dir: Path) -> str:
     test = report["test"]
     rows = "\n".join(f"| {genre} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1-score']:.2f} "
@@ -84,7 +93,7 @@ def _note(report: dict, links: dict[str, str], out_dir: Path) -> str:
 |---|---|---|---|
 | **{test['accuracy']:.3f}** | {test['macro_f1']:.3f} | {report['validation_accuracy']:.3f} | {test['n']} |
 
-{ensemble}Retrained on {report['retrained_on_rows']} train+validation rows in {report['train_seconds']:.1f} s;
+{ensemble}{_deployment(report)}Retrained on {report['retrained_on_rows']} train+validation rows in {report['train_seconds']:.1f} s;
 the search never saw the test rows. Model folder: `{out_dir.resolve()}`.
 
 {shown}| genre | precision | recall | F1 | test rows |

@@ -4,6 +4,10 @@ score it on the untouched test split, and write a self-contained model folder.
 Trials are ranked by their study value only (validation or CV accuracy); the test split is
 read here once, after the choice, to score the exported model. The members are retrained
 together as batched populations (models.population.train_population).
+
+A multi-objective study (accuracy against parameters or latency) exports one trial, chosen by
+a rule (objectives.Pick: knee, accuracy, smallest-within D) or by number; trials over the
+study's limits are never chosen by a rule, nor put in an ensemble.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from gsearch.models.export import CONFUSION_FILE, REPORT_FILE, plot_confusion, s
 from gsearch.models.metrics import classification_scores
 from gsearch.models.mlp import Ensemble
 from gsearch.models.population import DivergedError, TrainData, train_population
+from gsearch.search.objectives import Objectives, Pick, accuracy_of, feasible, pick_trial
 from gsearch.search.protocol import Protocol
 
 # Measured with `gsearch evaluate` (docs/benchmarks.md): the top-5 ensemble beat the single
@@ -31,19 +36,44 @@ DEFAULT_ENSEMBLE = 5
 
 
 def top_trials(study: optuna.Study, k: int | None = 1) -> list[optuna.trial.FrozenTrial]:
-    """The k completed trials with the highest value (earlier trial first on ties);
-    k=None: DEFAULT_ENSEMBLE, or every completed trial when there are fewer."""
+    """The k completed trials within the study's limits with the highest value (earlier
+    trial first on ties); k=None: DEFAULT_ENSEMBLE, or every such trial when there are fewer."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         raise GsearchError(f"study '{study.study_name}' has no completed trial yet; "
                            "run 'gsearch run' until one completes")
+    complete = [t for t in complete if feasible(t)]
+    if not complete:
+        raise GsearchError(f"study '{study.study_name}' has no completed trial within its limits "
+                           f"({Objectives.of(study).options()}); run more trials")
     if k is None:
         k = min(DEFAULT_ENSEMBLE, len(complete))
     if k > len(complete):
         raise GsearchError(f"--ensemble {k} needs {k} completed trials, study "
                            f"'{study.study_name}' has {len(complete)}; run more trials or "
                            f"use --ensemble {len(complete)}")
-    return sorted(complete, key=lambda t: (-t.value, t.number))[:k]
+    return sorted(complete, key=lambda t: (-accuracy_of(t), t.number))[:k]
+
+
+def chosen_trials(study: optuna.Study, ensemble: int | None,
+                  pick: Pick | None) -> tuple[list[optuna.trial.FrozenTrial], str]:
+    """The trials to export and how they were chosen: `pick` (default knee on a
+    multi-objective study), else the top `ensemble` by validation value."""
+    if ensemble is not None and ensemble < 1:
+        raise GsearchError(f"--ensemble must be at least 1, got {ensemble}")
+    multi = len(study.directions) > 1
+    if multi and ensemble is not None and ensemble > 1:
+        raise GsearchError(f"study '{study.study_name}' has several objectives and exports one "
+                           "model; drop --ensemble, and choose with --pick or --trial")
+    if multi and pick is None:
+        pick = Pick("knee")
+    if pick is not None:
+        if ensemble is not None and ensemble > 1:
+            raise GsearchError(f"--ensemble {ensemble} cannot be combined with --pick or --trial, "
+                               "which export one trial; drop one of them")
+        return [pick_trial(study, pick)], pick.describe()
+    chosen = top_trials(study, ensemble)
+    return chosen, "accuracy" if len(chosen) == 1 else f"top-{len(chosen)} by accuracy"
 
 
 def study_data(study: optuna.Study, data_path: str | None) -> tuple[Dataset, Split, Protocol]:
@@ -64,12 +94,11 @@ def _predict(model: torch.nn.Module, X, device: torch.device):
 
 
 def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None,
-                device: torch.device, ensemble: int | None = None) -> dict:
+                device: torch.device, ensemble: int | None = None, pick: Pick | None = None) -> dict:
     """Export the top `ensemble` trials averaged as one model (1: the best trial alone;
-    None: top_trials' default). Returns the metadata written to model.json."""
-    if ensemble is not None and ensemble < 1:
-        raise GsearchError(f"--ensemble must be at least 1, got {ensemble}")
-    chosen = top_trials(study, ensemble)
+    None: top_trials' default), or the one trial `pick` names (a multi-objective study:
+    knee by default). Returns the metadata written to model.json."""
+    chosen, rule = chosen_trials(study, ensemble, pick)
     ds, split, protocol = study_data(study, data_path)
     rows = split.train_val
     data = TrainData(X_train=ds.X[rows], y_train=ds.y[rows], n_classes=len(ds.classes))
@@ -84,7 +113,7 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None,
     members = []
     for trial, config, (model, history) in zip(chosen, configs, trained):
         scores = classification_scores(y_test, _predict(model, X_test, device), ds.classes)
-        members.append({"trial": trial.number, "validation_accuracy": round(trial.value, 4),
+        members.append({"trial": trial.number, "validation_accuracy": round(accuracy_of(trial), 4),
                         "test_accuracy": scores["accuracy"], "test_macro_f1": scores["macro_f1"],
                         "hyperparameters": config.to_dict()})
     models = [model for model, _ in trained]
@@ -94,7 +123,10 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None,
     meta = {
         "study": study.study_name,
         "trial_number": best.number,
-        "validation_accuracy": round(best.value, 4),
+        "validation_accuracy": round(accuracy_of(best), 4),
+        "pick": rule,
+        "objectives": list(Objectives.of(study).names),
+        **({"within_limits": feasible(best)} if Objectives.of(study).limits() else {}),
         "objective": (f"{protocol.cv}-fold CV accuracy on train+validation" if protocol.cv > 1
                       else "validation accuracy"),
         "test_accuracy": report["accuracy"],
@@ -110,7 +142,8 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None,
     if len(models) > 1:
         meta["members"] = members
     info = save_model(model, configs, ds.classes, FEATURE_NAMES, out_dir, meta)
-    (out_dir / REPORT_FILE).write_text(json.dumps({**meta, "test": report}, indent=2) + "\n")
+    measured = {key: info[key] for key in ("n_params", "latency_ms")}
+    (out_dir / REPORT_FILE).write_text(json.dumps({**meta, **measured, "test": report}, indent=2) + "\n")
     what = f"trial {best.number}" if len(models) == 1 else f"ensemble of {len(models)} trials"
     plot_confusion(report, out_dir / CONFUSION_FILE,
                    f"{study.study_name} {what}: test accuracy {report['accuracy']:.1%}")

@@ -10,6 +10,12 @@ last epoch. A trial whose loss diverges is pruned with the reason; the study goe
 Pruners read the study through a local copy (`_LocalTrials`): our own trials are kept up to
 date in memory and other workers' trials are re-read every few seconds, so K trials in flight
 cost no K^2 storage reads per epoch.
+
+A multi-objective study (objectives.Objectives: accuracy against parameters or latency) is
+pruned exactly as a single-objective one: its trials keep their accuracy curves in a system
+attribute (Optuna refuses Trial.report there), and the pruner's local copy shows it as a
+single-objective study that maximizes accuracy (objectives.accuracy_trial). A finished
+trial is told its objective values, and its limits as Optuna constraints.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from gsearch.data.load import Dataset
 from gsearch.data.split import Split
 from gsearch.models.config import TrialConfig
 from gsearch.models.population import EpochResult, History, Population, TrainData, population_key
+from gsearch.search import objectives as obj
 from gsearch.search.protocol import Protocol
 from gsearch.search.space import suggest_config
 from gsearch.search.study import DEFAULT_POPULATION, INTERRUPTED_ATTR
@@ -65,26 +72,27 @@ class _LocalTrials:
     16 trials running on SQLite), so K calls an epoch cost O(K^2). Here our own trials are
     kept up to date locally (the curves we report, the system attributes a pruner writes),
     and the storage is re-read every _REFRESH_SECONDS for what other workers did. Pruning
-    decisions are should_prune's, up to that staleness.
+    decisions are should_prune's, up to that staleness. A multi-objective study is shown as
+    the single-objective study of its accuracy (objectives.accuracy_trial).
     """
 
     def __init__(self, study: optuna.Study):
         self._storage = study_storage(study)
         self._study_id = study_id(study)
-        self._directions = study.directions
+        self._directions = [optuna.study.StudyDirection.MAXIMIZE]   # validation accuracy
         self.mine: dict[int, optuna.trial.FrozenTrial] = {}    # our running trials by number
         self._others: dict[int, optuna.trial.FrozenTrial] = {}
         self._read_at = -math.inf
 
     def refresh(self, study: optuna.Study) -> None:
         if time.monotonic() - self._read_at > _REFRESH_SECONDS:
-            self._others = {t.number: t for t in study.get_trials(deepcopy=False)
+            self._others = {t.number: obj.accuracy_trial(t) for t in study.get_trials(deepcopy=False)
                             if t.number not in self.mine}
             self._read_at = time.monotonic()
 
     def finished(self, trial: optuna.trial.FrozenTrial) -> None:
         self.mine.pop(trial.number, None)
-        self._others[trial.number] = trial
+        self._others[trial.number] = obj.accuracy_trial(trial)
 
     # -- the storage methods pruners call -----------------------------------------------------
 
@@ -135,6 +143,7 @@ class TrialLoop:
         self.study, self.data, self.device, self.seed = study, data, device, seed
         self.size, self.callbacks, self.claim = max(1, size), callbacks, claim
         self.lock = lock or contextlib.nullcontext()
+        self.objectives = obj.Objectives.of(study)
         self.pops: dict[tuple, Population] = {}
         self.owner: dict[tuple[tuple, int], tuple[_InFlight, int]] = {}
         self.running: list[_InFlight] = []
@@ -238,15 +247,38 @@ class TrialLoop:
                 continue
             run.reported = False
             value = float(np.mean(run.accuracy))
-            run.trial.report(value, run.epoch)
             run.frozen.intermediate_values[run.epoch] = value
+            self._report(run, value)
             if self.study.pruner.prune(self.view, run.frozen):
                 reason = f"pruner stopped it after epoch {run.epoch + 1} (validation accuracy {value:.3f})"
                 self._end(run, TrialState.PRUNED, reason=reason)
             elif all(run.done):
                 self._end(run, TrialState.COMPLETE)
 
+    def _report(self, run: _InFlight, value: float) -> None:
+        """The epoch's validation accuracy, as Trial.report; in a multi-objective study (which
+        refuses report) the whole curve so far, as a trial system attribute."""
+        if self.objectives.multi:
+            curve = [run.frozen.intermediate_values[e] for e in sorted(run.frozen.intermediate_values)]
+            study_storage(self.study).set_trial_system_attr(trial_id(run.trial), obj.CURVE_ATTR, curve)
+        else:
+            run.trial.report(value, run.epoch)
+
+    def _measure(self, run: _InFlight) -> dict[str, float]:
+        """The objectives and limited quantities of a trained (or pruned) trial, measured on
+        its first fold's model before it leaves its population."""
+        if run.diverged or self.objectives.needed() == ["accuracy"]:
+            return {}
+        key, member = run.members[0]
+        pop, data = self.pops[key], self.data[0]
+        history = run.histories[0]
+        n_params = history.n_params if history is not None else 0
+        measured = obj.Measured(accuracy=float(np.mean(run.accuracy)), n_params=n_params,
+                                module=lambda: pop.to_module(member), row=data.X_train[:1])
+        return self.objectives.measure(measured)
+
     def _end(self, run: _InFlight, state: TrialState, reason: str = "") -> None:
+        measured = self._measure(run)
         for fold, (key, member) in enumerate(run.members):
             run.histories[fold] = self.pops[key].remove(member)   # done or pruned
             del self.owner[key, member]
@@ -260,12 +292,17 @@ class TrialLoop:
             trial.set_user_attr("train_seconds", round(sum(h.seconds for h in histories), 3))
             trial.set_user_attr("epochs_run", histories[0].epochs_run)
             trial.set_user_attr("train_loss", [round(v, 5) for v in histories[0].train_loss])
-        value = None
+        if "latency" in measured:
+            trial.set_user_attr("latency_ms", measured["latency"])
+        for name, over in self.objectives.constraints(measured).items():
+            trial.set_constraint(name, over)   # feasible when <= 0
+        values = None
         if state == TrialState.COMPLETE:
-            value = float(np.mean(run.accuracy))
+            measured["accuracy"] = float(np.mean(run.accuracy))
+            values = [measured[name] for name in self.objectives.names]
             if len(run.accuracy) > 1:
                 trial.set_user_attr("fold_accuracies", [round(a, 5) for a in run.accuracy])
-        frozen = self.study.tell(trial, value, state=state)
+        frozen = self.study.tell(trial, values, state=state)
         self.local.finished(frozen)
         for callback in self.callbacks:
             callback(self.study, frozen)

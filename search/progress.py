@@ -8,6 +8,7 @@ import sys
 import optuna
 from tqdm.auto import tqdm
 
+from gsearch.search.objectives import OBJECTIVES, Objectives, accuracy_of, feasible, pareto_front
 from gsearch.search.study import state_counts
 
 TrialState = optuna.trial.TrialState
@@ -17,14 +18,14 @@ class Progress:
     """Optuna callback: trials done / total, best validation accuracy, pruned count."""
 
     def __init__(self, study: optuna.Study, total: int):
-        counts = state_counts(study)
-        self.best = study.best_value if counts["complete"] else None
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        self.best = max((accuracy_of(t) for t in complete), default=None)
         self.pruned = 0
         self.bar = tqdm(total=total, unit="trial", desc="search", **_width(sys.stderr))
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == TrialState.COMPLETE and (self.best is None or trial.value > self.best):
-            self.best = trial.value
+        if trial.state == TrialState.COMPLETE and (self.best is None or accuracy_of(trial) > self.best):
+            self.best = accuracy_of(trial)
         self.pruned += trial.state == TrialState.PRUNED
         best = "-" if self.best is None else f"{self.best:.3f}"
         self.bar.set_postfix_str(f"best={best} pruned={self.pruned}", refresh=False)
@@ -52,7 +53,15 @@ def summary(study: optuna.Study) -> str:
     lines = [f"study '{study.study_name}': {len(study.trials)} trials, {counts['complete']} complete, "
              f"{counts['pruned']} pruned, {counts['fail'] - counts['interrupted']} failed"
              + (f", {counts['interrupted']} interrupted" if counts["interrupted"] else "")]
-    if counts["complete"]:
+    objectives = Objectives.of(study)
+    if counts["complete"] and objectives.multi:
+        front = pareto_front([t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                              if feasible(t)])
+        cost = OBJECTIVES[objectives.cost]
+        lines.append(f"Pareto front ({objectives.describe()}): {len(front)} trials")
+        lines += [f"  trial #{t.number}: validation accuracy {t.values[0]:.4f}, {cost.metric} "
+                  f"{t.values[1]:.4g}" for t in front]
+    elif counts["complete"]:
         best = study.best_trial
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in best.params.items())

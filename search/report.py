@@ -1,6 +1,9 @@
 """gsearch report: a study's plots as PNG (matplotlib) and interactive HTML (plotly), with
 Optuna's visualization module, plus a short markdown summary. Works offline: the HTML
-files share one plotly.min.js written beside them, and no PNG goes through kaleido."""
+files share one plotly.min.js written beside them, and no PNG goes through kaleido.
+
+A multi-objective study adds its Pareto front (accuracy against its cost); the other plots
+are drawn from its accuracy alone (objectives.accuracy_study)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import optuna
 from optuna.trial import TrialState
 
 from gsearch import GsearchError
+from gsearch.search.objectives import (OBJECTIVES, Objectives, accuracy_study, feasible,
+                                       pareto_front)
 from gsearch.search.study import EXPORT_ATTR, OBJECTIVE_NAME, state_counts
 
 DPI = 100
@@ -21,11 +26,24 @@ PLOTS = {
     "param_importances": ("Which hyperparameters mattered (fANOVA importance)", (10, 5.5)),
     "parallel_coordinate": ("Hyperparameters of the completed trials", (14, 6)),
 }
+# added for a study with several objectives
+PARETO_PLOTS = {"pareto_front": ("Pareto front: validation accuracy against cost", (10, 6))}
+
+
+def plots_of(study: optuna.Study) -> dict:
+    """The plots drawn for a study: PLOTS, and PARETO_PLOTS when it has several objectives."""
+    return {**PLOTS, **PARETO_PLOTS} if len(study.directions) > 1 else PLOTS
 
 
 def _figures(study: optuna.Study, plots) -> dict:
     """Plot name -> what optuna's `plots` module (matplotlib or plotly) draws for it."""
     target = {"target_name": OBJECTIVE_NAME}
+    objectives = Objectives.of(study)
+    if objectives.multi:
+        single = accuracy_study(study)
+        names = [OBJECTIVES[n].metric for n in objectives.names]
+        return {**_figures(single, plots),
+                "pareto_front": lambda: plots.plot_pareto_front(study, target_names=names)}
     return {
         "optimization_history": lambda: plots.plot_optimization_history(study, **target),
         "intermediate_values": lambda: plots.plot_intermediate_values(study),
@@ -62,14 +80,16 @@ def _png(study: optuna.Study, name: str, draw, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    title, size = PLOTS[name]
+    title, size = plots_of(study)[name]
     # optuna draws most plots in ggplot style; parallel coordinates need a plain background
     style = "default" if name == "parallel_coordinate" else "ggplot"
     with plt.style.context(style), matplotlib.rc_context({"figure.figsize": size}):
         ax = draw()
         fig = ax.figure
         if name == "intermediate_values":
-            _style_learning_curves(ax, study)
+            _style_learning_curves(ax, accuracy_study(study))
+        if name == "pareto_front":
+            ax.set_yscale("log")   # costs span orders of magnitude
         if name == "parallel_coordinate":
             for lines in ax.collections:  # optuna's Blues draws the worst trials white
                 lines.set_cmap("viridis_r")  # best trials darkest
@@ -83,22 +103,41 @@ def _png(study: optuna.Study, name: str, draw, path: Path) -> None:
 
 def _html(study: optuna.Study, name: str, draw, path: Path) -> None:
     fig = draw()
-    fig.update_layout(title=f"{study.study_name}: {PLOTS[name][0]}")
+    fig.update_layout(title=f"{study.study_name}: {plots_of(study)[name][0]}")
     if name == "intermediate_values":
         fig.update_layout(xaxis_title="epoch", yaxis_title=OBJECTIVE_NAME)
+    if name == "pareto_front":
+        fig.update_yaxes(type="log")
     # "directory": one plotly.min.js beside the pages instead of 4 MB in each, no CDN needed
     fig.write_html(path, include_plotlyjs="directory", full_html=True)
 
 
+def _pareto_lines(study: optuna.Study) -> list[str]:
+    objectives = Objectives.of(study)
+    front = pareto_front([t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                          if feasible(t)])
+    cost = OBJECTIVES[objectives.cost].metric
+    limits = "".join(f"; {OBJECTIVES[n].metric} at most {v:g}" for n, v in objectives.limits().items())
+    return [f"Pareto front ({objectives.describe()}{limits}): {len(front)} trials", "",
+            f"| trial | validation accuracy | {cost} |", "|---|---|---|",
+            *(f"| {t.number} | {t.values[0]:.4f} | {t.values[1]:.4g} |" for t in front), ""]
+
+
 def _summary(study: optuna.Study, storage_url: str, skipped: dict[str, str]) -> str:
     counts = state_counts(study)
-    best = study.best_trial
+    multi = Objectives.of(study).multi
+    try:
+        best = accuracy_study(study).best_trial
+    except ValueError:   # Optuna: no feasible trial
+        raise GsearchError(f"study '{study.study_name}' has no completed trial within its limits "
+                           f"({Objectives.of(study).options()}); run more trials") from None
     attrs = study.user_attrs
     lines = [f"# Study `{study.study_name}`", "",
              f"Storage `{storage_url}`, data `{attrs.get('data_path', '?')}` "
              f"({attrs.get('n_rows', '?')} rows, sha256 {str(attrs.get('data_sha256', '?'))[:12]}).", "",
              f"{len(study.trials)} trials: {counts['complete']} complete, {counts['pruned']} pruned, "
              f"{counts['fail']} failed, {counts['running']} running.", "",
+             *(_pareto_lines(study) if multi else []),
              f"**Best: trial #{best.number}, {OBJECTIVE_NAME} {best.value:.4f}**", "",
              "| parameter | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
@@ -109,11 +148,11 @@ def _summary(study: optuna.Study, storage_url: str, skipped: dict[str, str]) -> 
                       f"{export['test_accuracy']:.4f}, test macro-F1 {export['test_macro_f1']:.4f} "
                       f"on {export['n_test']} held-out rows."]
     lines += ["", "## Plots", ""]
-    for name in PLOTS:
+    for name, (title, _) in plots_of(study).items():
         if name in skipped:
             lines.append(f"- {name}: not drawn ({skipped[name]})")
         else:
-            lines += [f"### {PLOTS[name][0]}", "", f"![{name}]({name}.png)", "",
+            lines += [f"### {title}", "", f"![{name}]({name}.png)", "",
                       f"Interactive: [{name}.html]({name}.html)", ""]
     return "\n".join(lines) + "\n"
 
@@ -133,7 +172,7 @@ def write_report(study: optuna.Study, out_dir: Path, storage_url: str) -> list[P
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         pngs, htmls = _figures(study, mpl_plots), _figures(study, plotly_plots)
-        for name in PLOTS:
+        for name in plots_of(study):
             if name not in skipped:
                 _png(study, name, pngs[name], out_dir / f"{name}.png")
                 _html(study, name, htmls[name], out_dir / f"{name}.html")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import optuna
 
     from gsearch.data.load import Dataset
+    from gsearch.search.objectives import Objectives
     from gsearch.search.protocol import Protocol
 
 DEFAULT_STUDY = "gtzan-mlp"
@@ -32,6 +33,8 @@ SAMPLERS: dict[str, Callable] = {   # name -> factory(optuna, seed)
     # configurations still in flight
     "tpe": lambda optuna, seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
     "random": lambda optuna, seed: optuna.samplers.RandomSampler(seed=seed),
+    # NSGA-II, a genetic algorithm for Pareto fronts (generations of 50 trials)
+    "nsga2": lambda optuna, seed: optuna.samplers.NSGAIISampler(seed=seed),
 }
 
 PRUNERS: dict[str, Callable] = {    # name -> factory(optuna)
@@ -86,18 +89,24 @@ def load_study(storage: optuna.storages.BaseStorage, name: str, **kwargs) -> opt
 
 def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Protocol, ds: Dataset,
                sampler: str = "tpe", pruner: str = "median", seed: int | None = None,
-               fixed: dict | None = None) -> optuna.Study:
-    """Create the study, or resume it after checking it was made on the same data and
-    protocol. A seeded sampler is re-seeded with seed + trials so far, so a resumed study
+               fixed: dict | None = None, objectives: Objectives | None = None) -> optuna.Study:
+    """Create the study, or resume it after checking it was made on the same data,
+    protocol and objectives (nothing is written when a check fails). A seeded sampler is
+    re-seeded with seed + trials so far, so a resumed study
     continues the sequence instead of replaying its first configurations."""
     import optuna
+
+    from gsearch.search.objectives import Objectives
+
+    objectives = objectives or Objectives()
     done = 0
     if name in study_names(storage):
         existing = optuna.load_study(study_name=name, storage=storage)
         protocol.check(existing, ds)
+        objectives.check(existing)
         done = len(existing.trials)
     seed = None if seed is None else seed + done
-    study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+    study = optuna.create_study(storage=storage, study_name=name, directions=objectives.directions,
                                 sampler=make_sampler(sampler, seed, fixed),
                                 pruner=make_pruner(pruner), load_if_exists=True)
     if done == 0:
@@ -105,7 +114,7 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Pro
             study.set_user_attr(key, value)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([OBJECTIVE_NAME])
+            objectives.record(study)   # with the dashboard's metric names
     return study
 
 

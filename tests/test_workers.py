@@ -247,7 +247,7 @@ def test_interrupt_leaves_no_running_trial_and_a_rerun_resumes(cli, make_csv, tm
               if t.state == TrialState.FAIL]
     assert failed and all(t.user_attrs.get("interrupted") for t in failed)
     listed = cli("studies", "--storage", url).output.splitlines()
-    assert listed[0].split()[-2:] == ["interrupted", "best"]
+    assert listed[0].split()[-3:] == ["interrupted", "pareto", "best"]
     row = next(line.split() for line in listed if line.startswith("i "))
     assert row[4] == "0" and row[6] == str(len(failed))   # failed 0, interrupted all of them
     rerun = cli("run", "--trials", 2, *args, "--workers", 1)  # in this process: cheaper
