@@ -47,22 +47,35 @@ class _RetryStale(optuna.storages.RetryHeartbeatStaleTrialCallback):
     """Optuna's retry of a trial whose worker stopped beating; the copy also records
     `retry_of` (the dead trial's number) as a user attribute, visible in the dashboard.
     A trial already retried is not retried again (two workers may both see it stale).
-    Which worker ran the dead trial (system attributes gsearch:*) is not copied."""
+    Which worker ran the dead trial (system attributes gsearch:*) is not copied.
+    `enqueued` lists the trials this process retried, for the trial loop to run them."""
+
+    def __init__(self, max_retry: int | None = None):
+        super().__init__(max_retry=max_retry)
+        self.enqueued: list[int] = []
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if any(t.system_attrs.get("retry_history", [])[-1:] == [trial.number]   # Optuna's record
                for t in study.get_trials(deepcopy=False)):
             return
+        if len(trial.system_attrs.get("retry_history", [])) >= RETRIES:
+            return
         trial.user_attrs = {**trial.user_attrs, "retry_of": trial.number}
         trial.system_attrs = {k: v for k, v in trial.system_attrs.items()
                               if not k.startswith("gsearch:")}
         super().__call__(study, trial)
+        self.enqueued.append(trial.number)
 
 
-def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     """Enqueue a failed trial once more (same parameters and user attributes, `retry_of`),
-    as the heartbeat does for a trial whose worker died; at most RETRIES times."""
-    _RetryStale(max_retry=RETRIES)(study, trial)
+    as the heartbeat does for a trial whose worker died; at most RETRIES times. Whether it
+    was enqueued (not when already retried, or retried RETRIES times)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = _RetryStale(max_retry=RETRIES)
+        retry(study, trial)
+    return bool(retry.enqueued)
 
 
 def _sqlite_wal(engine: sqlalchemy.Engine) -> None:
