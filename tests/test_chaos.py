@@ -17,11 +17,11 @@ def load_bench():
 
 
 def test_killed_workers_under_load_leave_the_run_complete(make_csv, postgres_url):
-    figures = load_bench().chaos(postgres_url, make_csv(), workers=3, trials=20, kills=4,
-                                 gap=(0.8, 1.6), fixed=["epochs=30", "n_layers=1", "width=32"],
+    figures = load_bench().chaos(postgres_url, make_csv(), workers=3, trials=24, kills=4,
+                                 gap=(0.5, 1.2), fixed=["epochs=30", "n_layers=1", "width=32"],
                                  seed=5, timeout=120)
     assert figures["kills"] == 4, figures
     assert figures["exit_code"] == 0, figures
-    assert figures["finished"] == 20 and figures["failed"] >= 1, figures
+    assert figures["finished"] == 24 and figures["failed"] >= 1, figures
     assert figures["running"] == 0 and figures["waiting"] == 0, figures
     assert figures["failed_not_retried_once"] == [], figures
