@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
+import importlib.util
 import multiprocessing as mp
 import os
 import signal
@@ -351,8 +352,10 @@ class _Parent:
                  workers: int):
         self.spec, self.ds, self.split, self.study = spec, ds, split, study
         self.ctx = start_workers_server()
-        fd, self.lock_path = tempfile.mkstemp(prefix="gsearch-run-", suffix=".lock")
-        os.close(fd)
+        self.lock_path = None
+        if importlib.util.find_spec("fcntl"):   # POSIX; elsewhere a plain process lock
+            fd, self.lock_path = tempfile.mkstemp(prefix="gsearch-run-", suffix=".lock")
+            os.close(fd)
         self.budget = _Budget(self.ctx, workers, spec.trials, lock_path=self.lock_path)
         self.procs: dict[int, tuple[mp.Process, object]] = {}
         self.index: dict[int, int] = {}                 # slot -> index of its current worker
@@ -402,7 +405,7 @@ class _Parent:
                     proc.join()
                 with contextlib.suppress(Exception):
                     self.fail_left_running()
-                with contextlib.suppress(OSError):
+                if self.lock_path:
                     os.unlink(self.lock_path)
         print(summary(self.study))
         if self.errors:

@@ -173,7 +173,8 @@ def test_budget_counts_the_run_and_gets_a_dead_workers_claims_back():
 
 def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cli, make_csv, tmp_path):
     """The run's parent is this process (its forkserver's children are the workers); a
-    thread freezes both workers when both are mid-trial and kills one with SIGKILL."""
+    thread freezes both workers when both are mid-trial and kills one with SIGKILL. The
+    parent fails the dead worker's trial at once and enqueues it again."""
     url = f"sqlite:///{tmp_path / 's.db'}"
     args = ["--data", make_csv(), "--storage", url, "--study", "k", "--workers", 2,
             "--heartbeat", 1, "--fix", "epochs=60", "--pruner", "none", "--population", 1]
