@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import datetime
 import importlib.util
 import multiprocessing as mp
@@ -511,7 +512,7 @@ class _Parent:
                     self.budget.finished.value += 1   # told, then killed before counting it
             if retry:
                 for trial in failed:
-                    self.retries += retry_trial(self.study, trial)
+                    self.retries += retry_trial(self.study, copy.deepcopy(trial))
             self.budget.drop(slot)
         self.asked[slot] = set()
         return [t.number for t in failed]

@@ -4,6 +4,7 @@ WAITING, and each killed trial run once more with its parameters. The short vers
 bench/bench_chaos.py (which runs 4 workers, 60 trials and 10 kills)."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_chaos.py"
@@ -17,11 +18,12 @@ def load_bench():
 
 
 def test_killed_workers_under_load_leave_the_run_complete(make_csv, postgres_url):
-    figures = load_bench().chaos(postgres_url, make_csv(), workers=3, trials=24, kills=4,
-                                 gap=(0.5, 1.2), fixed=["epochs=30", "n_layers=1", "width=32"],
+    figures = load_bench().chaos(postgres_url, make_csv(), workers=3, trials=30, kills=4,
+                                 gap=(0.4, 0.9), fixed=["epochs=30", "n_layers=1", "width=32"],
                                  seed=5, timeout=120)
-    assert figures["kills"] == 4, figures
-    assert figures["exit_code"] == 0, figures
-    assert figures["finished"] == 24 and figures["failed"] >= 1, figures
-    assert figures["running"] == 0 and figures["waiting"] == 0, figures
-    assert figures["failed_not_retried_once"] == [], figures
+    shown = json.dumps(figures)   # in full on failure
+    assert figures["kills"] == 4, shown
+    assert figures["exit_code"] == 0, shown
+    assert figures["finished"] == 30 and figures["failed"] >= 1, shown
+    assert figures["running"] == 0 and figures["waiting"] == 0, shown
+    assert figures["failed_not_retried_once"] == [], shown
