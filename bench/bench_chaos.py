@@ -7,7 +7,7 @@ WAITING trials, whether each killed trial was retried once with its parameters, 
 wall time. The study is deleted afterwards unless --keep.
 
 Usage: python bench/bench_chaos.py [--storage postgresql://postgres@127.0.0.1:5432/test]
-       [--workers 4] [--trials 60] [--kills 10] [--gap 1.5 4] [--fix epochs=30 ...]
+       [--workers 4] [--trials 100] [--kills 10] [--gap 1.5 4] [--fix epochs=30 ...]
 """
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--storage", default=DEFAULT_STORAGE)
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--gap", type=float, nargs=2, default=(1.5, 4.0),
                         help="seconds between kills: uniform between these two")
