@@ -85,6 +85,8 @@ def onnx_latency_ms(path: Path, n_features: int, *, threads: int | None = None) 
     """Median milliseconds for onnxruntime to classify one row with the ONNX graph at `path`
     on the CPU (`threads` intra-op threads, default torch's setting), after warm-up calls.
     None when onnxruntime is not installed."""
+    import torch
+
     try:
         import onnxruntime as ort
     except ImportError:

@@ -498,9 +498,9 @@ def serve_storage_command(storage, host, port) -> None:
     from gsearch.search.storage import serve_storage
 
     _quiet_optuna()
-    click.echo(f"storage proxy for {safe_url(storage)} at grpc://{host}:{port} (Ctrl-C stops; "
-               "workers: gsearch run --storage grpc://HOST:PORT)")
-    serve_storage(storage, host=host, port=port)
+    serve_storage(storage, host=host, port=port, ready=lambda: click.echo(
+        f"storage proxy for {safe_url(storage)} at grpc://{host}:{port} (Ctrl-C stops; "
+        "workers: gsearch run --storage grpc://HOST:PORT)"))
     click.echo("storage proxy stopped")
     # gRPC's executor threads are joined at interpreter exit; one stuck in a cancelled call
     # would keep a stopped proxy alive (seen once under load), so leave at once: every

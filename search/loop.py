@@ -50,7 +50,7 @@ _REFRESH_SECONDS = 30.0   # how stale other workers' trials may be when a pruner
 
 def run_study(study: optuna.Study, ds: Dataset, split: Split, *, trials: int, device: torch.device,
               seed: int = 0, timeout: float | None = None, population: int = DEFAULT_POPULATION,
-              callbacks: Sequence[Callback] = (), claim: Callable[[], bool] | None = None,
+              callbacks: Sequence[Callback] = (), claim: Callable[..., bool] | None = None,
               lock: ContextManager | None = None) -> None:
     """Run `trials` more trials of `study` on the protocol the study recorded.
 
@@ -59,7 +59,11 @@ def run_study(study: optuna.Study, ds: Dataset, split: Split, *, trials: int, de
     "deadline" and their curves kept. `callbacks` run after each finished trial, as in
     study.optimize. A trial is asked for only while `claim()` (if given) grants one: the
     budget shared by a run's worker processes; `lock` (theirs too) serializes their failing
-    of stale trials, so that no two of them fail and retry the same trial."""
+    of stale trials, so that no two of them fail and retry the same trial.
+
+    A retry that this loop's heartbeat enqueued (a dead worker's trial) is run before the
+    loop ends, within `trials` when a claim is left, else on top (`claim(force=True)`), so
+    that no retry is left WAITING."""
     data = Protocol.of(study).trial_data(ds, split)
     TrialLoop(study, data, device=device, seed=seed, size=population, callbacks=callbacks,
               claim=claim, lock=lock).run(trials, timeout)
@@ -139,7 +143,7 @@ class TrialLoop:
 
     def __init__(self, study: optuna.Study, data: list[TrainData], *, device: torch.device,
                  seed: int = 0, size: int = DEFAULT_POPULATION, callbacks: Sequence[Callback] = (),
-                 claim: Callable[[], bool] | None = None, lock: ContextManager | None = None):
+                 claim: Callable[..., bool] | None = None, lock: ContextManager | None = None):
         self.study, self.data, self.device, self.seed = study, data, device, seed
         self.size, self.callbacks, self.claim = max(1, size), callbacks, claim
         self.lock = lock or contextlib.nullcontext()
@@ -152,6 +156,7 @@ class TrialLoop:
         self.view = optuna.Study(study.study_name, self.local, sampler=study.sampler,
                                  pruner=study.pruner)
         self._beat_at = -math.inf
+        self.owed = 0   # retries our heartbeat enqueued that nobody has run yet
 
     def run(self, trials: int, timeout: float | None = None) -> None:
         deadline = math.inf if timeout is None else time.monotonic() + timeout
@@ -159,9 +164,13 @@ class TrialLoop:
         try:
             while True:
                 self._beat()
-                while (len(self.running) < self.size and asked < trials
-                       and time.monotonic() < deadline
-                       and (self.claim is None or self.claim())):
+                while len(self.running) < self.size and time.monotonic() < deadline:
+                    if asked < trials and (self.claim is None or self.claim()):
+                        pass   # a new trial, or a waiting retry, within the budget
+                    elif self._retry_waiting() and (self.claim is None or self.claim(force=True)):
+                        self.owed -= 1
+                    else:
+                        break
                     self._start(self._ask())
                     asked += 1
                     self._beat_at = -math.inf  # the new trial beats at once
@@ -196,9 +205,19 @@ class TrialLoop:
         self._beat_at = time.monotonic()
         for run in self.running:
             storage.record_heartbeat(trial_id(run.trial))
+        retry = storage.get_heartbeat_stale_trial_callback()
         with self.lock, warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)
+        if getattr(retry, "enqueued", None):   # storage._RetryStale counts what it enqueues
+            self.owed += len(retry.enqueued)
+            retry.enqueued.clear()
+
+    def _retry_waiting(self) -> bool:
+        """Whether a retry we enqueued still waits (another worker may have run it)."""
+        if self.owed and not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            self.owed = 0
+        return self.owed > 0
 
     def _ask(self) -> optuna.Trial:
         with warnings.catch_warnings():  # heartbeats are handled by _beat

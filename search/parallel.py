@@ -10,18 +10,32 @@ point, so workers on other machines join the same way. Around `run_study` this a
 - interrupts that never leave a trial RUNNING: SIGINT/SIGTERM end the running trial as
   FAIL through Optuna's own path, and a trial caught between ask and tell is failed here.
 - a parent that shows progress from what its workers report, forwards Ctrl-C/SIGTERM to
-  them, and replaces a worker killed from outside (its trial is failed by the storage
-  heartbeat and run again, see study.open_storage).
+  them, and recovers from a worker killed from outside (an OOM killer): it fails the dead
+  worker's trials at once, enqueues each once more (`retry_of`), gives their claims back so
+  the retries run within the budget, and starts a replacement, as a process supervisor
+  does: with back-off, and a slot that keeps dying without finishing a trial is stopped.
+
+Every trial a worker creates carries its name (system attribute gsearch:worker), and a
+waiting trial it takes is marked before it takes it, so the parent knows a dead worker's
+trials exactly, also one it asked for but never got to report. However a run ends, no trial
+of its own is left RUNNING.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import copy
+import datetime
+import importlib.util
 import multiprocessing as mp
 import os
 import signal
 import sys
+import tempfile
+import time
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING
@@ -29,7 +43,8 @@ from typing import TYPE_CHECKING
 import optuna
 
 from gsearch import GsearchError
-from gsearch.search.storage import has_heartbeats, safe_url
+from gsearch._compat import study_storage, trial_id
+from gsearch.search.storage import WORKER_ATTR, retry_trial, safe_url
 
 if TYPE_CHECKING:
     from gsearch.data.load import Dataset
@@ -38,6 +53,39 @@ if TYPE_CHECKING:
 TrialState = optuna.trial.TrialState
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # a failed trial gives its slot back
 SEED_STRIDE = 1_000_003  # the k-th worker of a run samples with seed + k * SEED_STRIDE
+TAKEN_ATTR = "gsearch:taken_by:"  # + worker name: a waiting trial that worker took
+# A slot whose worker dies CRASH_LIMIT times within CRASH_WINDOW seconds without finishing
+# a trial is not restarted; the k-th death in a row waits BACKOFF[k-1] seconds first.
+CRASH_LIMIT, CRASH_WINDOW = 5, 60.0
+BACKOFF = (0.0, 1.0, 2.0, 4.0)
+
+
+class _FileLock:
+    """A lock shared by a run's processes that the kernel releases when its holder dies
+    (flock), so a worker killed while holding it does not stall the others. Picklable;
+    each process opens the file itself."""
+
+    def __init__(self, path: str):
+        self.path, self._fd, self._pid = path, None, None
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
+    def __enter__(self):
+        import fcntl
+
+        if self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.path, os.O_RDWR | os.O_CREAT), os.getpid()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -64,28 +112,32 @@ class _Budget:
     """The run's trial count, shared by its workers: a trial starts only with a claim
     (a worker training a population holds one claim per trial in flight)."""
 
-    def __init__(self, ctx, workers: int, total: int):
+    def __init__(self, ctx, workers: int, total: int, lock_path: str | None = None):
         self.total = total
-        self.lock = ctx.Lock()
+        self.run = uuid.uuid4().hex[:12]   # names this run's workers: run/index
+        self.lock = _FileLock(lock_path) if lock_path else ctx.Lock()
         self.finished = ctx.Value("i", 0, lock=False)
         self.holding = ctx.Array("i", workers, lock=False)
+        self.released = ctx.Array("i", [-1] * workers, lock=False)  # last trial counted per slot
 
-    def claim(self, slot: int) -> bool:
+    def claim(self, slot: int, force: bool = False) -> bool:
+        """`force`: a retry the worker's heartbeat enqueued, run even past the total."""
         with self.lock:
-            if self.finished.value + sum(self.holding) >= self.total:
+            if not force and self.finished.value + sum(self.holding) >= self.total:
                 return False
             self.holding[slot] += 1
             return True
 
-    def release(self, slot: int, finished: bool = False) -> None:
+    def release(self, slot: int, finished: bool = False, number: int = -1) -> None:
         with self.lock:
             self.holding[slot] = max(0, self.holding[slot] - 1)
             self.finished.value += finished
+            self.released[slot] = number
 
     def drop(self, slot: int) -> None:
-        """A dead worker's claims (one per trial it had in flight) go back to the run."""
-        with self.lock:
-            self.holding[slot] = 0
+        """A dead worker's claims (one per trial it had in flight) go back to the run.
+        Called with the lock held."""
+        self.holding[slot] = 0
 
 
 class _Interrupt:
@@ -122,18 +174,54 @@ class _Interrupt:
 
 class _Study(optuna.Study):
     """A study handle that remembers the trials it asked for, so that one whose tell was
-    cut short by an interrupt is ended as FAIL instead of being left RUNNING."""
+    cut short by an interrupt is ended as FAIL instead of being left RUNNING. With a
+    worker `name`, each trial it creates carries the name from its first write, a waiting
+    trial it takes is marked before it is taken, and `on_ask(number)` tells the parent."""
 
-    def __init__(self, name: str, storage, sampler, pruner, interrupt: _Interrupt):
+    def __init__(self, name: str, storage, sampler, pruner, interrupt: _Interrupt, *,
+                 worker: str | None = None, on_ask=None):
         super().__init__(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
         self._interrupt = interrupt
         self._asked: set[int] = set()
+        self._worker, self._on_ask = worker, on_ask
+        if worker:
+            create = self._storage.create_new_trial
+
+            def create_named(study_id: int, template_trial=None) -> int:
+                if template_trial is None:   # what Study.ask creates: a bare RUNNING trial
+                    template_trial = optuna.trial.FrozenTrial(
+                        number=-1, state=TrialState.RUNNING, value=None,
+                        datetime_start=datetime.datetime.now(), datetime_complete=None,
+                        params={}, distributions={}, user_attrs={},
+                        system_attrs={WORKER_ATTR: worker}, intermediate_values={}, trial_id=-1)
+                return create(study_id, template_trial)
+
+            self._storage.create_new_trial = create_named   # this handle's storage only
 
     def ask(self, fixed_distributions=None) -> optuna.Trial:
         with self._interrupt.deferred():
             trial = super().ask(fixed_distributions)
             self._asked.add(trial.number)
+            if self._on_ask is not None:
+                self._on_ask(trial.number)
         return trial
+
+    def _pop_waiting_trial_id(self) -> int | None:
+        """Study's own, marking a waiting trial as ours before taking it (a mark left on a
+        trial another worker took is cleared)."""
+        if not self._worker:
+            return super()._pop_waiting_trial_id()
+        storage, key = self._storage, TAKEN_ATTR + self._worker
+        for trial in storage.get_all_trials(self._study_id, deepcopy=False,
+                                            states=(TrialState.WAITING,)):
+            try:
+                storage.set_trial_system_attr(trial_id(trial), key, True)
+                if storage.set_trial_state_values(trial_id(trial), state=TrialState.RUNNING):
+                    return trial_id(trial)
+                storage.set_trial_system_attr(trial_id(trial), key, False)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+        return None
 
     def fail_unfinished(self) -> None:
         from gsearch._compat import study_storage, trial_id
@@ -170,7 +258,7 @@ def _spawning():
 
 
 def _work(spec: RunSpec, ds: Dataset, split: Split, *, slot: int, index: int, budget: _Budget,
-          signals=(signal.SIGINT, signal.SIGTERM), report=None) -> None:
+          signals=(signal.SIGINT, signal.SIGTERM), report=None, on_ask=None) -> None:
     """One worker: run_study on the shared study until the run's budget is spent."""
     import torch
 
@@ -184,10 +272,11 @@ def _work(spec: RunSpec, ds: Dataset, split: Split, *, slot: int, index: int, bu
     interrupt = _Interrupt()
     storage = open_storage(spec.storage, heartbeat=spec.heartbeat)
     study = _Study(spec.study, storage, make_sampler(spec.sampler, seed, spec.fixed),
-                   make_pruner(spec.pruner), interrupt)
+                   make_pruner(spec.pruner), interrupt,
+                   worker=None if on_ask is None else f"{budget.run}/{index}", on_ask=on_ask)
 
     def account(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        budget.release(slot, trial.state in COUNTED)
+        budget.release(slot, trial.state in COUNTED, trial.number)
         if report is not None:
             report(trial)
 
@@ -195,7 +284,8 @@ def _work(spec: RunSpec, ds: Dataset, split: Split, *, slot: int, index: int, bu
         try:
             run_study(study, ds, split, trials=spec.trials, device=resolve_device(spec.device),
                       seed=spec.train_seed, timeout=spec.timeout, population=spec.population,
-                      callbacks=[account], claim=lambda: budget.claim(slot), lock=budget.lock)
+                      callbacks=[account], claim=lambda force=False: budget.claim(slot, force),
+                      lock=budget.lock)
         except KeyboardInterrupt:
             study.fail_unfinished()
             raise
@@ -208,7 +298,7 @@ def _child(spec: RunSpec, ds: Dataset, split: Split, slot: int, index: int, budg
     optuna.logging.set_verbosity(optuna.logging.INFO if spec.verbose else optuna.logging.WARNING)
     try:
         _work(spec, ds, split, slot=slot, index=index, budget=budget, signals=(signal.SIGTERM,),
-              report=conn.send)
+              report=conn.send, on_ask=lambda number: conn.send(("asked", number)))
     except KeyboardInterrupt:
         sys.exit(130)
     except GsearchError as e:
@@ -261,17 +351,26 @@ def run_search(spec: RunSpec, ds: Dataset, split: Split, study: optuna.Study, wo
 
 
 class _Parent:
-    """Starts the workers, shows their progress, forwards signals, replaces killed ones."""
+    """Starts the workers, shows their progress, forwards signals, recovers killed ones."""
 
     def __init__(self, spec: RunSpec, ds: Dataset, split: Split, study: optuna.Study,
                  workers: int):
         self.spec, self.ds, self.split, self.study = spec, ds, split, study
         self.ctx = start_workers_server()
-        self.budget = _Budget(self.ctx, workers, spec.trials)
+        self.lock_path = None
+        if importlib.util.find_spec("fcntl"):   # POSIX; elsewhere a plain process lock
+            fd, self.lock_path = tempfile.mkstemp(prefix="gsearch-run-", suffix=".lock")
+            os.close(fd)
+        self.budget = _Budget(self.ctx, workers, spec.trials, lock_path=self.lock_path)
         self.procs: dict[int, tuple[mp.Process, object]] = {}
+        self.index: dict[int, int] = {}                 # slot -> index of its current worker
+        self.asked: dict[int, set[int]] = {slot: set() for slot in range(workers)}
+        self.deaths = {slot: collections.deque() for slot in range(workers)}
+        self.restart_at: dict[int, float] = {}          # slot -> when to start a replacement
         self.started = 0
         self.stopping = False
         self.errors: list[str] = []
+        self.kills = self.retries = 0
         for slot in range(workers):
             self.start(slot)
 
@@ -284,11 +383,14 @@ class _Parent:
             proc.start()
         writer.close()
         self.procs[slot] = (proc, reader)
+        self.index[slot] = self.started
+        self.asked[slot] = set()
         self.started += 1
 
     def on_signal(self, signum, frame) -> None:
         first = not self.stopping
         self.stopping = True
+        self.restart_at.clear()
         for proc, _ in self.procs.values():  # first signal: end trials as FAIL; second: kill
             if proc.exitcode is None:
                 os.kill(proc.pid, signal.SIGTERM if first else signal.SIGKILL)
@@ -299,10 +401,17 @@ class _Parent:
         progress = Progress(self.study, self.spec.trials)
         with _handlers(self.on_signal, (signal.SIGINT, signal.SIGTERM)):
             try:
-                while self.procs:
+                while self.procs or self.restart_at:
                     self.poll(progress)
             finally:
                 progress.close()
+                for proc, _ in self.procs.values():   # an error in this process: stop them
+                    proc.kill()
+                    proc.join()
+                with contextlib.suppress(Exception):
+                    self.fail_left_running()
+                if self.lock_path:
+                    os.unlink(self.lock_path)
         print(summary(self.study))
         if self.errors:
             raise GsearchError(self.errors[0])
@@ -310,43 +419,114 @@ class _Parent:
             raise KeyboardInterrupt
 
     def poll(self, progress) -> None:
-        readers = [reader for _, reader in self.procs.values()]
+        readers = {reader: slot for slot, (_, reader) in self.procs.items()}
         sentinels = [proc.sentinel for proc, _ in self.procs.values()]
-        for ready in wait(readers + sentinels, timeout=1.0):
+        for ready in wait(list(readers) + sentinels, timeout=0.5):
             if ready in readers:
-                self.receive(ready, progress)
+                while ready.poll() and self.receive(readers[ready], ready, progress):
+                    pass
         for slot, (proc, reader) in list(self.procs.items()):
             if proc.exitcode is not None:
                 while reader.poll():  # its last reports
-                    if not self.receive(reader, progress):
+                    if not self.receive(slot, reader, progress):
                         break
                 del self.procs[slot]
                 self.ended(slot, proc.exitcode, progress)
+        now = time.monotonic()
+        for slot, at in list(self.restart_at.items()):
+            if now >= at:
+                del self.restart_at[slot]
+                if self.budget.finished.value < self.budget.total:
+                    self.start(slot)
 
-    def receive(self, reader, progress) -> bool:
-        """One report: a finished trial or an error message. False at the end of the pipe."""
+    def receive(self, slot: int, reader, progress) -> bool:
+        """One report: a trial asked for, a finished trial or an error message. False at
+        the end of the pipe."""
         try:
             message = reader.recv()
         except Exception:  # EOF, or a report cut short by a killed worker
             return False
         if isinstance(message, str):
             self.errors.append(message)
+        elif isinstance(message, tuple):   # ("asked", number)
+            self.asked[slot].add(message[1])
         else:
+            self.asked[slot].discard(message.number)
+            self.deaths[slot].clear()   # it finished a trial: not crash-looping
             progress(self.study, message)
         return True
 
     def ended(self, slot: int, code: int, progress) -> None:
-        if code == 0 or self.stopping:
+        if code == 0:
             return
-        if code < 0 and self.started < 2 * len(self.budget.holding):
+        killed = code < 0 and not self.stopping
+        failed = self.recover(slot, retry=killed)
+        if not killed:
+            if not self.stopping and not self.errors:
+                self.errors.append(f"worker {slot} stopped with exit code {code}; see its "
+                                   "message above")
+            if not self.stopping:
+                self.on_signal(signal.SIGTERM, None)
+            return
+        self.kills += 1
+        now = time.monotonic()
+        deaths = self.deaths[slot]
+        deaths.append(now)
+        while deaths and now - deaths[0] > CRASH_WINDOW:
+            deaths.popleft()
+        what = (f"worker {slot} was killed ({signal.Signals(-code).name}); "
+                f"{len(failed)} running trial(s) failed and enqueued again")
+        if len(deaths) >= CRASH_LIMIT:
+            progress.write(f"{what}; it died {len(deaths)} times in {CRASH_WINDOW:.0f} s "
+                           "without finishing a trial, so it is not restarted", file=sys.stderr)
+            if not self.procs and not self.restart_at:
+                self.errors.append(f"every worker keeps dying (the last: {what}); check memory "
+                                   "and the workers' messages with -v")
+            return
+        delay = BACKOFF[min(len(deaths), len(BACKOFF)) - 1]
+        progress.write(f"{what}; starting a replacement"
+                       + (f" in {delay:.0f} s" if delay else ""), file=sys.stderr)
+        self.restart_at[slot] = now + delay
+
+    def _theirs(self, trial: optuna.trial.FrozenTrial, workers: set[str]) -> bool:
+        return (trial.system_attrs.get(WORKER_ATTR) in workers
+                or any(trial.system_attrs.get(TAKEN_ATTR + w) for w in workers))
+
+    def recover(self, slot: int, *, retry: bool) -> list[int]:
+        """The dead worker of `slot`: its RUNNING trials fail (and are enqueued once more
+        when `retry`), a trial it finished but never counted is counted, and its claims go
+        back to the run, in that order, so that its retries run within the budget."""
+        worker = f"{self.budget.run}/{self.index[slot]}"
+        live = set().union(*(self.asked[s] for s in self.procs))   # reported by live workers
+        others = {f"{self.budget.run}/{self.index[s]}" for s in self.procs}
+        storage = study_storage(self.study)
+        failed = []
+        with self.budget.lock:
+            trials = self.study.get_trials(deepcopy=False)
+            for trial in trials:
+                if (trial.number in live or not self._theirs(trial, {worker})
+                        or self._theirs(trial, others)):   # a live worker took it after all
+                    continue
+                if trial.state == TrialState.RUNNING:
+                    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                        if storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL):
+                            failed.append(trial)
+                elif (trial.state in COUNTED and trial.number in self.asked[slot]
+                      and self.budget.released[slot] != trial.number):
+                    self.budget.finished.value += 1   # told, then killed before counting it
+            if retry:
+                for trial in failed:
+                    self.retries += retry_trial(self.study, copy.deepcopy(trial))
             self.budget.drop(slot)
-            fate = ("are failed by the heartbeat and run again" if self.spec.heartbeat
-                    and has_heartbeats(self.spec.storage) else "stay RUNNING (no heartbeat)")
-            progress.write(f"worker {slot} was killed ({signal.Signals(-code).name}); its "
-                               f"running trials {fate}; starting a replacement", file=sys.stderr)
-            self.start(slot)
-            return
-        if not self.errors:
-            self.errors.append(f"worker {slot} stopped with exit code {code}; see its message "
-                               "above")
-        self.on_signal(signal.SIGTERM, None)
+        self.asked[slot] = set()
+        return [t.number for t in failed]
+
+    def fail_left_running(self) -> None:
+        """However the run ends: no trial created or taken by one of its workers stays
+        RUNNING (a worker killed by a second Ctrl-C, or between ask and its report)."""
+        workers = {f"{self.budget.run}/{i}" for i in range(self.started)}
+        storage = study_storage(self.study)
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if self._theirs(trial, workers):
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL)

@@ -8,6 +8,7 @@ storages beat a heartbeat; one whose process died is failed and run again (`retr
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import warnings
@@ -35,24 +36,52 @@ def _first_line(error: BaseException) -> str:
 
 
 SQLITE_BUSY_TIMEOUT = 60  # seconds a SQLite writer waits for the lock before failing
+CONNECT_TIMEOUT = 5  # seconds to reach a database server, Redis or a gRPC proxy
 RETRIES = 3  # times a trial whose worker died is run again
+WORKER_ATTR = "gsearch:worker"  # system attribute: the worker process that created a trial
+_SERVER_HINT = ("check the host, port, user, password and database name, and that the "
+                "server is running")
 
 
 def _retry_stale(max_retry: int):
     """Optuna's retry of a trial whose worker stopped beating; the copy also records
     `retry_of` (the dead trial's number) as a user attribute, visible in the dashboard.
-    A trial already retried is not retried again (two workers may both see it stale)."""
+    A trial already retried is not retried again (two workers may both see it stale).
+    Which worker ran the dead trial (system attributes gsearch:*) is not copied. The
+    callback's `enqueued` lists the trials this process retried, for the trial loop to run."""
     import optuna
 
     class RetryStale(optuna.storages.RetryHeartbeatStaleTrialCallback):
+        def __init__(self, max_retry: int | None = None):
+            super().__init__(max_retry=max_retry)
+            self.enqueued: list[int] = []
+
         def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             if any(t.system_attrs.get("retry_history", [])[-1:] == [trial.number]  # Optuna's record
                    for t in study.get_trials(deepcopy=False)):
                 return
+            if len(trial.system_attrs.get("retry_history", [])) >= RETRIES:
+                return
             trial.user_attrs = {**trial.user_attrs, "retry_of": trial.number}
+            trial.system_attrs = {k: v for k, v in trial.system_attrs.items()
+                                  if not k.startswith("gsearch:")}
             super().__call__(study, trial)
+            self.enqueued.append(trial.number)
 
     return RetryStale(max_retry=max_retry)
+
+
+def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Enqueue a failed trial once more (same parameters and user attributes, `retry_of`),
+    as the heartbeat does for a trial whose worker died; at most RETRIES times. Whether it
+    was enqueued (not when already retried, or retried RETRIES times)."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = _retry_stale(RETRIES)
+        retry(study, trial)
+    return bool(retry.enqueued)
 
 
 def _sqlite_wal(engine: sqlalchemy.Engine) -> None:
@@ -83,10 +112,24 @@ def _journal_file(url: str, must_exist: bool) -> optuna.storages.BaseStorage:
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
-    _check_file(url, Path(url), must_exist)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    path = Path(url)
+    _check_file(url, path, must_exist)
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as f:
+            head = f.readline(65536)
+        if not head.startswith(b'{"op_code"'):   # every record of Optuna's journal does
+            raise GsearchError(f"{url} is not an Optuna journal file; pass another --storage "
+                               "(a journal file is a new or existing NAME.log written by gsearch)")
+    elif not path.exists() and not os.access(path.parent, os.W_OK):
+        raise GsearchError(f"cannot create {url}: folder {path.parent} is read-only; choose "
+                           "another path")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.JournalStorage(JournalFileBackend(url))
+    except (OSError, ValueError) as e:
+        raise GsearchError(f"cannot open journal file {url}: {_first_line(e)}; pass another "
+                           "--storage") from None
 
 
 def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
@@ -102,7 +145,7 @@ def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             proxy = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
-        proxy.wait_server_ready(timeout=3)
+        proxy.wait_server_ready(timeout=3)  # it retries a refused port until then
     except ImportError:
         raise GsearchError("grpc:// needs grpcio; pip install grpcio protobuf") from None
     except ConnectionError:
@@ -118,7 +161,8 @@ def _redis_storage(url: str) -> optuna.storages.BaseStorage:
     from optuna.storages.journal import JournalRedisBackend
 
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=5).ping()
+        redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT,
+                              socket_timeout=CONNECT_TIMEOUT).ping()
     except (redis.RedisError, ValueError) as e:
         raise GsearchError(f"cannot reach Redis storage {safe_url(url)}: "
                            f"{safe_url(_first_line(e))}; check the URL and that the server "
@@ -147,6 +191,10 @@ def open_storage(url: str, *, must_exist: bool = False,
     With `heartbeat` (seconds), running trials of a RDB storage beat that often; one whose
     process died is marked failed after 3 missed beats by the next trial any worker starts,
     and run again (up to RETRIES times, with user attribute `retry_of`).
+
+    The storage is reached at once (a server within CONNECT_TIMEOUT seconds), so every bad
+    URL, unreachable server, wrong database or password, unwritable or foreign file fails
+    here as one GsearchError naming the URL, its password masked.
     """
     import optuna
     import sqlalchemy
@@ -160,23 +208,30 @@ def open_storage(url: str, *, must_exist: bool = False,
         return _journal_file(url, must_exist)
     try:
         parsed = make_url(url)
+        if parsed.drivername == "mysql":  # SQLAlchemy's default driver is mysqlclient (C)
+            parsed = parsed.set(drivername="mysql+pymysql")
+        parsed.get_dialect()   # an unknown scheme or driver fails here, not in a traceback
     except sqlalchemy.exc.ArgumentError:
         raise GsearchError(f"bad storage URL {safe_url(url)!r}; use for example "
                            f"{DEFAULT_STORAGE}, postgresql://user@host/dbname, "
-                           "redis://host:6379/0 or a journal file studies.log") from None
+                           "mysql://user@host/dbname, redis://host:6379/0, grpc://host:13000 "
+                           "or a journal file studies.log") from None
     sqlite = parsed.get_backend_name() == "sqlite"
     engine_kwargs = {}
     if sqlite:
         if (parsed.database or "") in ("", ":memory:"):
             raise GsearchError("an in-memory SQLite storage keeps nothing; give a file, "
                                f"for example {DEFAULT_STORAGE}")
-        _check_file(url, Path(parsed.database), must_exist)
+        path = Path(parsed.database)
+        _check_file(url, path, must_exist)
+        if not path.exists() and not os.access(path.parent, os.W_OK):
+            raise GsearchError(f"cannot create {safe_url(url)}: folder {path.parent} is "
+                               "read-only; choose another path")
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
-    elif parsed.drivername == "mysql":  # SQLAlchemy's default driver is mysqlclient (C)
-        parsed = parsed.set(drivername="mysql+pymysql")
-    if parsed.get_driver_name() in ("psycopg2", "psycopg", "pymysql"):
-        engine_kwargs["connect_args"] = {"connect_timeout": 10}  # an unreachable host fails fast
-    try:
+    elif parsed.get_driver_name() in ("psycopg2", "psycopg", "pymysql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    hint = ("check that the file and its folder are writable" if sqlite else _SERVER_HINT)
+    try:  # RDBStorage connects at once: it creates or checks the tables
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             beats = {}
@@ -192,15 +247,15 @@ def open_storage(url: str, *, must_exist: bool = False,
         raise GsearchError(f"no database driver for {safe_url(url)}; install it, for example "
                            "pip install 'psycopg[binary]' (postgresql://) or PyMySQL "
                            "(mysql://)") from None
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as e:
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError, OSError) as e:
         raise GsearchError(f"cannot open storage {safe_url(url)}: "
-                           f"{safe_url(_first_line(e))}") from None
+                           f"{safe_url(_first_line(e))}; {hint}") from None
 
 
-
-def serve_storage(url: str, *, host: str, port: int) -> None:
+def serve_storage(url: str, *, host: str, port: int, ready=None) -> None:
     """Optuna's gRPC storage proxy in front of a RDB storage until Ctrl-C: workers then
-    need only grpc://host:port, not the database's address and password."""
+    need only grpc://host:port, not the database's address and password. `ready()` is
+    called once the proxy serves."""
     import socket
 
     import optuna
@@ -219,6 +274,8 @@ def serve_storage(url: str, *, host: str, port: int) -> None:
     except (OSError, RuntimeError) as e:
         raise GsearchError(f"cannot serve on {host}:{port}: {_first_line(e)}; "
                            "choose another --port") from None
+    if ready is not None:
+        ready()
     # Ctrl-C and SIGTERM stop the proxy, also when it was started with SIGINT ignored
     # (a shell script's `&`, a CI runner): a proxy left running holds the port.
     for stop in (signal.SIGINT, signal.SIGTERM):

@@ -173,7 +173,8 @@ def test_budget_counts_the_run_and_gets_a_dead_workers_claims_back():
 
 def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cli, make_csv, tmp_path):
     """The run's parent is this process (its forkserver's children are the workers); a
-    thread freezes both workers when both are mid-trial and kills one with SIGKILL."""
+    thread freezes both workers when both are mid-trial and kills one with SIGKILL. The
+    parent fails the dead worker's trial at once and enqueues it again."""
     url = f"sqlite:///{tmp_path / 's.db'}"
     args = ["--data", make_csv(), "--storage", url, "--study", "k", "--workers", 2,
             "--heartbeat", 1, "--fix", "epochs=60", "--pruner", "none", "--population", 1]
@@ -274,3 +275,47 @@ def test_bad_storage_fails_in_one_line_with_the_password_masked(cli, make_csv, t
     assert len(lines) == 1 and lines[0].startswith("error: ") and "s3cret" not in lines[0]
     assert re.search(expected, lines[0]), lines[0]
     assert not (tmp_path / "s.db").exists()
+
+
+def test_retries_the_heartbeat_enqueues_during_a_run_are_run_before_it_ends(cli, make_csv,
+                                                                            tmp_path):
+    """A run killed outright leaves trials RUNNING; the next run's heartbeat finds them stale
+    after it has asked all its trials. Their retries must not be left WAITING."""
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    args = ["--data", make_csv(tracks_per_class=60), "--storage", url, "--study", "r",
+            "--pruner", "none", "--population", 1, "--seed", 1]
+    assert cli("run", "--trials", 1, *args, "--fix", "epochs=30").exit_code == 0
+    storage = open_storage(url, heartbeat=1)
+    study = optuna.load_study(study_name="r", storage=storage)
+    done = study.trials[0]
+    injected = []
+
+    def killed_run_leaves_two_running_trials():   # once the rerun trains its one trial
+        wait_for(lambda: any(t.intermediate_values for t in
+                             study.get_trials(states=(TrialState.RUNNING,))))
+        for _ in range(2):
+            template = optuna.trial.FrozenTrial(
+                number=-1, state=TrialState.RUNNING, value=None,
+                datetime_start=done.datetime_start, datetime_complete=None, params=done.params,
+                distributions=done.distributions, user_attrs={}, system_attrs={},
+                intermediate_values={}, trial_id=-1)
+            trial = storage.create_new_trial(study._study_id, template)
+            storage.record_heartbeat(trial)
+            injected.append(trial)
+        with sqlite3.connect(db) as connection:   # their heartbeat stopped an hour ago
+            connection.execute("UPDATE trial_heartbeats SET heartbeat = datetime('now', "
+                               f"'-1 hour') WHERE trial_id IN ({','.join(map(str, injected))})")
+
+    killer = threading.Thread(target=killed_run_leaves_two_running_trials, daemon=True)
+    killer.start()
+    rerun = cli("run", "--trials", 1, *args, "--heartbeat", 1, "--fix", "epochs=200",
+                "--fix", "batch_size=32")
+    killer.join(timeout=5)
+    assert rerun.exit_code == 0, rerun.output
+    assert len(injected) == 2, "the rerun ended before the killed run's trials were added"
+    after = counts(url, "r")
+    assert after == {"finished": 4, "fail": 2, "running": 0, "waiting": 0, "all": 6}, after
+    trials = optuna.load_study(study_name="r", storage=open_storage(url)).trials
+    retried = sorted(t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs)
+    assert retried == sorted(t.number for t in trials if t.state == TrialState.FAIL)

@@ -1,0 +1,144 @@
+"""Workers killed under load: a multi-worker `gsearch run` whose worker processes are
+SIGKILLed at random moments, as an out-of-memory killer would, must still finish exactly its
+trials, run each killed trial once more and leave nothing RUNNING or WAITING.
+
+Prints the kills, the run's exit code, finished/failed/retried counts, leftover RUNNING and
+WAITING trials, whether each killed trial was retried once with its parameters, and the
+wall time. The study is deleted afterwards unless --keep.
+
+Usage: python bench/bench_chaos.py [--storage postgresql://postgres@127.0.0.1:5432/test]
+       [--workers 4] [--trials 100] [--kills 10] [--gap 1.5 4] [--fix epochs=30 ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+DEFAULT_STORAGE = "postgresql://postgres@127.0.0.1:5432/test"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gtzan" / "features_30_sec.csv"
+
+
+def workers_of(pid: int) -> list[int]:
+    """Worker processes of a run: the children of its forkserver, a child of the run."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    return [w for child in children.get(pid, []) for w in children.get(child, [])]
+
+
+def outcome(storage: str, study: str) -> dict:
+    """What the study holds after the run."""
+    import optuna
+
+    from gsearch.search.storage import RETRIES, open_storage
+
+    State = optuna.trial.TrialState
+    trials = optuna.load_study(study_name=study, storage=open_storage(storage)).trials
+    failed = [t for t in trials if t.state == State.FAIL]
+    retries = {}
+    for t in trials:
+        if "retry_of" in t.user_attrs:
+            retries.setdefault(t.user_attrs["retry_of"], []).append(t)
+    # a trial killed while its parameters were being sampled gets the rest in its retry;
+    # one whose retries were all killed too is not run again after RETRIES of them
+    given_up = [f.number for f in failed if len(f.system_attrs.get("retry_history", [])) >= RETRIES]
+    not_retried_once = [  # trial number, its retries' numbers, its retry history
+        (f.number, [r.number for r in retries.get(f.number, [])],
+         f.system_attrs.get("retry_history", []))
+        for f in failed if f.number not in given_up and (
+            len(retries.get(f.number, [])) != 1
+            or not f.params.items() <= retries[f.number][0].params.items())]
+    return {"finished": sum(t.state in (State.COMPLETE, State.PRUNED) for t in trials),
+            "failed": len(failed), "retries": sum(map(len, retries.values())),
+            "running": sum(t.state == State.RUNNING for t in trials),
+            "waiting": sum(t.state == State.WAITING for t in trials),
+            "retry_limit_reached": given_up, "failed_not_retried_once": not_retried_once}
+
+
+def chaos(storage: str, data: str, *, workers: int, trials: int, kills: int,
+          gap: tuple[float, float], fixed: list[str], heartbeat: int = 1, seed: int = 0,
+          timeout: float = 600, keep: bool = False) -> dict:
+    """Run the study, kill `kills` workers at random moments `gap` seconds apart (the first
+    once the run has finished a trial), wait for the run to end; the figures."""
+    study = f"chaos-{uuid.uuid4().hex[:8]}"
+    command = [sys.executable, "-m", "gsearch.search.cli", "run", "--storage", storage,
+               "--study", study, "--data", str(data), "--workers", str(workers), "--trials",
+               str(trials), "--heartbeat", str(heartbeat), "--seed", str(seed)]
+    for fix in fixed:
+        command += ["--fix", fix]
+    rng = random.Random(seed)
+    start = time.monotonic()
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done, first = 0, None
+    try:
+        while done < kills and run.poll() is None and time.monotonic() - start < timeout:
+            if first is None:   # the run is under way: its workers are up and training
+                time.sleep(0.2)
+                if len(workers_of(run.pid)) >= workers:
+                    first = time.monotonic() + rng.uniform(*gap)
+                continue
+            time.sleep(max(0.0, first - time.monotonic()))
+            alive = workers_of(run.pid)
+            if alive:
+                with_suppress_kill(rng.choice(alive))
+                done += 1
+            first = time.monotonic() + rng.uniform(*gap)
+        out, err = run.communicate(timeout=max(1.0, timeout - (time.monotonic() - start)))
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    figures = {"kills": done, "exit_code": run.returncode,
+               "wall_seconds": round(time.monotonic() - start, 1), **outcome(storage, study),
+               "last_error_line": (err.strip().splitlines() or [""])[-1]}
+    if not keep:
+        import optuna
+
+        from gsearch.search.storage import open_storage
+        optuna.delete_study(study_name=study, storage=open_storage(storage))
+    return figures
+
+
+def with_suppress_kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:   # it ended on its own meanwhile
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--storage", default=DEFAULT_STORAGE)
+    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--gap", type=float, nargs=2, default=(1.5, 4.0),
+                        help="seconds between kills: uniform between these two")
+    parser.add_argument("--fix", action="append", default=None,
+                        help="default: epochs=30 and n_layers=1")
+    parser.add_argument("--heartbeat", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="keep the study")
+    args = parser.parse_args()
+    figures = chaos(args.storage, args.data, workers=args.workers, trials=args.trials,
+                    kills=args.kills, gap=tuple(args.gap),
+                    fixed=args.fix or ["epochs=30", "n_layers=1"], heartbeat=args.heartbeat,
+                    seed=args.seed, keep=args.keep)
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
