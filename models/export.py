@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gsearch.models.config import TrialConfig
-from gsearch.models.mlp import count_parameters
 
 if TYPE_CHECKING:   # torch is imported where a model is written: predict reads the names below
     from torch import nn
@@ -111,6 +110,8 @@ def save_model(model: nn.Module, configs: TrialConfig | list[TrialConfig], class
     model's config, or its members' configs when `model` is an mlp.Ensemble (then meta's
     "members" describes each member, hyperparameters included)."""
     import torch
+
+    from gsearch.models.mlp import count_parameters
 
     configs = [configs] if isinstance(configs, TrialConfig) else list(configs)
     ensemble = len(configs) > 1
