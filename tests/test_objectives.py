@@ -2,7 +2,6 @@
 the picks of export-best, and what studies/report show."""
 
 import doctest
-import hashlib
 import json
 import sqlite3
 
@@ -10,6 +9,7 @@ import optuna
 import pytest
 from click.testing import CliRunner
 from conftest import synthetic_frame
+from test_search import digest
 
 from gsearch.data.load import load_dataset
 from gsearch.models.config import TrialConfig
@@ -40,12 +40,6 @@ def fixed_space(epochs: int):
                            batch_size=trial.suggest_categorical("batch_size", [32]),
                            epochs=trial.suggest_int("epochs", epochs, epochs))
     return space
-
-
-def digest(path):
-    """The database's content (its file alone misses what is still in the write-ahead log)."""
-    with sqlite3.connect(path) as db:
-        return hashlib.sha256("\n".join(db.iterdump()).encode()).hexdigest()
 
 
 def copy_store(folder, tmp_path) -> str:

@@ -151,7 +151,12 @@ def one_trial_store(tmp_path_factory):
 
 
 def digest(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The content of a SQLite store, with what its write-ahead log holds (the file's bytes
+    alone would miss a change still in the -wal file)."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+        return hashlib.sha256("\n".join(connection.iterdump()).encode()).hexdigest()
 
 
 def nan_csv(make_csv):
