@@ -27,7 +27,7 @@ from gsearch.models.export import CONFUSION_FILE, REPORT_FILE, plot_confusion, s
 from gsearch.models.metrics import classification_scores
 from gsearch.models.mlp import Ensemble
 from gsearch.models.population import DivergedError, TrainData, train_population
-from gsearch.search.objectives import Objectives, Pick, accuracy_of, feasible, pick_trial
+from gsearch.search.objectives import Objectives, Pick, accuracy_of, candidates, feasible, pick_trial
 from gsearch.search.protocol import Protocol
 
 # Measured with `gsearch evaluate` (docs/benchmarks.md): the top-5 ensemble beat the single
@@ -38,14 +38,7 @@ DEFAULT_ENSEMBLE = 5
 def top_trials(study: optuna.Study, k: int | None = 1) -> list[optuna.trial.FrozenTrial]:
     """The k completed trials within the study's limits with the highest value (earlier
     trial first on ties); k=None: DEFAULT_ENSEMBLE, or every such trial when there are fewer."""
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
-        raise GsearchError(f"study '{study.study_name}' has no completed trial yet; "
-                           "run 'gsearch run' until one completes")
-    complete = [t for t in complete if feasible(t)]
-    if not complete:
-        raise GsearchError(f"study '{study.study_name}' has no completed trial within its limits "
-                           f"({Objectives.of(study).options()}); run more trials")
+    complete = candidates(study)
     if k is None:
         k = min(DEFAULT_ENSEMBLE, len(complete))
     if k > len(complete):
