@@ -42,7 +42,10 @@ def _in_a_terminal(args, tmp_path, columns=0, interrupt_after=None):
     leader, follower = os.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     proc = subprocess.Popen([sys.executable, "-m", "gsearch", *map(str, args)], cwd=tmp_path,
-                            stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+                            stdin=follower, stdout=follower, stderr=follower, close_fds=True,
+                            # as from a terminal, also where this test runs with SIGINT ignored
+                            # (a CI job in the background): gsearch keeps an ignored SIGINT ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(follower)
     if interrupt_after is not None:
         time.sleep(interrupt_after)
