@@ -54,12 +54,15 @@ def outcome(storage: str, study: str) -> dict:
     # a trial killed while its parameters were being sampled gets the rest in its retry;
     # one whose retries were all killed too is not run again after RETRIES of them
     given_up = [f.number for f in failed if len(f.system_attrs.get("retry_history", [])) >= RETRIES]
-    not_retried_once = [  # trial number, its retries' numbers, its retry history
+    def differing(f):  # the killed trial's parameters its one retry lacks or changed
+        again = retries.get(f.number, [])
+        return sorted(k for k, v in f.params.items() if again[0].params.get(k) != v) if len(again) == 1 else []
+
+    not_retried_once = [  # trial number, its retries' numbers, its retry history, differing params
         (f.number, [r.number for r in retries.get(f.number, [])],
-         f.system_attrs.get("retry_history", []))
+         f.system_attrs.get("retry_history", []), differing(f))
         for f in failed if f.number not in given_up and (
-            len(retries.get(f.number, [])) != 1
-            or not f.params.items() <= retries[f.number][0].params.items())]
+            len(retries.get(f.number, [])) != 1 or differing(f))]
     return {"finished": sum(t.state in (State.COMPLETE, State.PRUNED) for t in trials),
             "failed": len(failed), "retries": sum(map(len, retries.values())),
             "running": sum(t.state == State.RUNNING for t in trials),

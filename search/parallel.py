@@ -10,10 +10,11 @@ point, so workers on other machines join the same way. Around `run_study` this a
 - interrupts that never leave a trial RUNNING: SIGINT/SIGTERM end the running trial as
   FAIL through Optuna's own path, and a trial caught between ask and tell is failed here.
 - a parent that shows progress from what its workers report, forwards Ctrl-C/SIGTERM to
-  them, and recovers from a worker killed from outside (an OOM killer): it fails the dead
-  worker's trials at once, enqueues each once more (`retry_of`), gives their claims back so
-  the retries run within the budget, and starts a replacement, as a process supervisor
-  does: with back-off, and a slot that keeps dying without finishing a trial is stopped.
+  them, and recovers from a worker killed from outside (an OOM killer): a second after the
+  death (its last write may still be landing), it fails the dead worker's trials, enqueues
+  each once more (`retry_of`), gives their claims back so the retries run within the
+  budget, and starts a replacement, as a process supervisor does: with back-off, and a
+  slot that keeps dying without finishing a trial is stopped.
 
 Every trial a worker creates carries its name (system attribute gsearch:worker), and a
 waiting trial it takes is marked before it takes it, so the parent knows a dead worker's
@@ -58,6 +59,10 @@ TAKEN_ATTR = "gsearch:taken_by:"  # + worker name: a waiting trial that worker t
 # a trial is not restarted; the k-th death in a row waits BACKOFF[k-1] seconds first.
 CRASH_LIMIT, CRASH_WINDOW = 5, 60.0
 BACKOFF = (0.0, 1.0, 2.0, 4.0)
+# A worker killed while it committed leaves that write to the database server, which may land
+# just after the parent saw the death: its trials are read this long after, so that a trial
+# it had just created is failed (not left RUNNING) and its retry gets every parameter.
+SETTLE = 1.0
 
 
 class _FileLock:
@@ -367,6 +372,7 @@ class _Parent:
         self.asked: dict[int, set[int]] = {slot: set() for slot in range(workers)}
         self.deaths = {slot: collections.deque() for slot in range(workers)}
         self.restart_at: dict[int, float] = {}          # slot -> when to start a replacement
+        self.settle_at: dict[int, tuple[float, int]] = {}  # slot -> when to recover, exit code
         self.started = 0
         self.stopping = False
         self.errors: list[str] = []
@@ -401,7 +407,7 @@ class _Parent:
         progress = Progress(self.study, self.spec.trials)
         with _handlers(self.on_signal, (signal.SIGINT, signal.SIGTERM)):
             try:
-                while self.procs or self.restart_at:
+                while self.procs or self.restart_at or self.settle_at:
                     self.poll(progress)
             finally:
                 progress.close()
@@ -431,8 +437,15 @@ class _Parent:
                     if not self.receive(slot, reader, progress):
                         break
                 del self.procs[slot]
-                self.ended(slot, proc.exitcode, progress)
+                if proc.exitcode < 0 and not self.stopping:   # killed: recover it in a moment
+                    self.settle_at[slot] = (time.monotonic() + SETTLE, proc.exitcode)
+                else:
+                    self.ended(slot, proc.exitcode, progress)
         now = time.monotonic()
+        for slot, (at, code) in list(self.settle_at.items()):
+            if now >= at:
+                del self.settle_at[slot]
+                self.ended(slot, code, progress)
         for slot, at in list(self.restart_at.items()):
             if now >= at:
                 del self.restart_at[slot]
