@@ -167,7 +167,10 @@ def main() -> None:
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--plot", type=Path, default=None, help="PNG to draw (e.g. docs/anytime.png)")
-    parser.add_argument("--json", type=Path, default=None, help="write the raw results here")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write the raw results here, after every run")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None,
+                        help="run nothing: print the table and draw the plot of these results")
     parser.add_argument("--child", choices=SYSTEMS[1:], help=argparse.SUPPRESS)
     parser.add_argument("--budget", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--split-seed", type=int, help=argparse.SUPPRESS)
@@ -183,7 +186,11 @@ def main() -> None:
     seeds = [int(s) for s in args.split_seeds.split(",")]
     systems = args.systems.split(",")
     results: dict = {}
-    for budget in budgets:
+    for saved in args.from_json or []:
+        for key, runs in json.loads(saved.read_text()).items():
+            system, budget = key.split("|")
+            results.setdefault((system, float(budget)), []).extend(runs)
+    for budget in budgets if args.from_json is None else []:
         for seed in seeds:
             for system in systems:   # interleaved, so machine load hits all alike
                 with tempfile.TemporaryDirectory() as folder:
@@ -191,13 +198,14 @@ def main() -> None:
                         r = run_gsearch(args.data, budget, seed, args.threads, Path(folder))
                     else:
                         r = run_reference(system, args.data, budget, seed, args.threads)
-                results.setdefault((system, budget), []).append(r)
+                results.setdefault((system, budget), []).append({**r, "split_seed": seed})
                 print(f"{system} budget {budget:g} s split seed {seed}: test {r['test_accuracy']:.3f}, "
                       f"{r['trials']} trials, wait {r['wait_s']:.1f} s", flush=True)
+                if args.json:
+                    args.json.write_text(json.dumps(
+                        {f"{s}|{b:g}": runs for (s, b), runs in results.items()}, indent=1))
     print()
     print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps({f"{s}|{b}": runs for (s, b), runs in results.items()}, indent=1))
     if args.plot:
         plot(results, args.plot, seeds)
         print(f"plot: {args.plot}")
