@@ -2,6 +2,10 @@
 SIGKILLed at random moments, as an out-of-memory killer would, must still finish exactly its
 trials, run each killed trial once more and leave nothing RUNNING or WAITING.
 
+Each kill falls on a worker that holds a running trial (one still starting up, or between
+trials, would cost the run nothing to lose): the script maps worker processes to the worker
+names that trials carry (processes are numbered in the order the run starts them).
+
 Prints the kills, the run's exit code, finished/failed/retried counts, leftover RUNNING and
 WAITING trials, whether each killed trial was retried once with its parameters, and the
 wall time. The study is deleted afterwards unless --keep.
@@ -12,6 +16,7 @@ Usage: python bench/bench_chaos.py [--storage postgresql://postgres@127.0.0.1:54
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -36,6 +41,23 @@ def workers_of(pid: int) -> list[int]:
             continue
         children.setdefault(ppid, []).append(int(stat.parent.name))
     return [w for child in children.get(pid, []) for w in children.get(child, [])]
+
+
+def busy_indices(study) -> set[int]:
+    """Numbers of the run's worker processes (0, 1, ... in start order) that hold a running
+    trial: the worker that created it, or the one that took it from the queue (a retry)."""
+    from optuna.trial import TrialState
+
+    from gsearch.search.parallel import TAKEN_ATTR
+    from gsearch.search.storage import WORKER_ATTR
+
+    busy = set()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        takers = [k[len(TAKEN_ATTR):] for k, v in t.system_attrs.items() if k.startswith(TAKEN_ATTR) and v]
+        for name in takers or [t.system_attrs.get(WORKER_ATTR, "")]:
+            if "/" in name:
+                busy.add(int(name.rsplit("/", 1)[1]))
+    return busy
 
 
 def outcome(storage: str, study: str) -> dict:
@@ -73,31 +95,45 @@ def outcome(storage: str, study: str) -> dict:
 def chaos(storage: str, data: str, *, workers: int, trials: int, kills: int,
           gap: tuple[float, float], fixed: list[str], heartbeat: int = 1, seed: int = 0,
           timeout: float = 600, keep: bool = False) -> dict:
-    """Run the study, kill `kills` workers at random moments `gap` seconds apart (the first
-    once the run has finished a trial), wait for the run to end; the figures."""
+    """Run the study, kill `kills` workers at random moments at least `gap` seconds apart
+    (the first once every worker is up), each a worker that holds a running trial; wait for
+    the run to end; the figures."""
     study = f"chaos-{uuid.uuid4().hex[:8]}"
     command = [sys.executable, "-m", "gsearch.search.cli", "run", "--storage", storage,
                "--study", study, "--data", str(data), "--workers", str(workers), "--trials",
                str(trials), "--heartbeat", str(heartbeat), "--seed", str(seed)]
     for fix in fixed:
         command += ["--fix", fix]
+    import optuna
+
+    from gsearch.search.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     rng = random.Random(seed)
     start = time.monotonic()
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    done, first = 0, None
+    done, handle, started = 0, None, []   # started: every worker pid seen, in start order
+    at = None                               # when the next kill is due
     try:
         while done < kills and run.poll() is None and time.monotonic() - start < timeout:
-            if first is None:   # the run is under way: its workers are up and training
-                time.sleep(0.2)
-                if len(workers_of(run.pid)) >= workers:
-                    first = time.monotonic() + rng.uniform(*gap)
-                continue
-            time.sleep(max(0.0, first - time.monotonic()))
+            time.sleep(0.05)
             alive = workers_of(run.pid)
-            if alive:
-                with_suppress_kill(rng.choice(alive))
+            started += sorted(pid for pid in alive if pid not in started)
+            if handle is None:
+                with contextlib.suppress(KeyError):   # the run has not created the study yet
+                    handle = optuna.load_study(study_name=study, storage=open_storage(storage))
+                continue
+            if at is None:   # the first kill: once every worker is up
+                if len(alive) >= workers:
+                    at = time.monotonic() + rng.uniform(*gap)
+                continue
+            if time.monotonic() < at:
+                continue
+            busy = [pid for pid in alive if started.index(pid) in busy_indices(handle)]
+            if busy:   # else wait until a worker holds a trial
+                with_suppress_kill(rng.choice(busy))
                 done += 1
-            first = time.monotonic() + rng.uniform(*gap)
+                at = time.monotonic() + rng.uniform(*gap)
         out, err = run.communicate(timeout=max(1.0, timeout - (time.monotonic() - start)))
     finally:
         if run.poll() is None:
@@ -107,9 +143,6 @@ def chaos(storage: str, data: str, *, workers: int, trials: int, kills: int,
                "wall_seconds": round(time.monotonic() - start, 1), **outcome(storage, study),
                "last_error_line": (err.strip().splitlines() or [""])[-1]}
     if not keep:
-        import optuna
-
-        from gsearch.search.storage import open_storage
         optuna.delete_study(study_name=study, storage=open_storage(storage))
     return figures
 
