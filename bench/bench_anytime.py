@@ -14,6 +14,8 @@ model, process start-up included.
 
 Prints a table (mean test accuracy ± std over split seeds, trials, epochs trained, search,
 export and total seconds) and draws test accuracy against the wait (log scale) into --plot.
+A gsearch run in which no trial completed before the deadline delivers no model: it is
+counted as such and left out of the means.
 
 Usage: python bench/bench_anytime.py [--budgets 30,60,120,300] [--split-seeds 42,0,1]
        [--systems gsearch,reference,reference-warmup10] [--data CSV] [--plot docs/anytime.png]
@@ -50,16 +52,20 @@ def run_gsearch(data: Path, budget: float, split_seed: int, threads: int, folder
                     "--trials", "100000", "--split-seed", str(split_seed), *common],
                    check=True, stdout=subprocess.DEVNULL, env=env)
     t1 = time.perf_counter()
-    subprocess.run([*gsearch_cmd(), "export-best", "--out", str(folder / "export"), *common],
-                   check=True, stdout=subprocess.DEVNULL, env=env)
+    export = subprocess.run([*gsearch_cmd(), "export-best", "--out", str(folder / "export"), *common],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     t2 = time.perf_counter()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name="anytime", storage=storage)
-    meta = json.loads((folder / "export" / "model.json").read_text())
+    if export.returncode:   # e.g. no trial completed before the deadline: no model
+        print(f"  no model: {export.stderr.strip()}", flush=True)
+        accuracy = None
+    else:
+        accuracy = json.loads((folder / "export" / "model.json").read_text())["test_accuracy"]
     finished = [t for t in study.trials if t.state.is_finished()]
-    return {"test_accuracy": meta["test_accuracy"], "trials": len(finished),
+    return {"test_accuracy": accuracy, "trials": len(finished),
             "epochs": sum(len(t.intermediate_values) for t in study.trials),
             "search_s": t1 - t0, "export_s": t2 - t1, "wait_s": t2 - t0}
 
@@ -122,14 +128,16 @@ def table(results: dict) -> str:
     lines = [f"{'system':<20} {'budget s':>8} {'test accuracy':>15} {'trials':>7} {'epochs':>7} "
              f"{'search s':>9} {'export s':>9} {'wait s':>7}"]
     for (system, budget), runs in sorted(results.items(), key=lambda kv: (SYSTEMS.index(kv[0][0]), kv[0][1])):
-        acc = [r["test_accuracy"] for r in runs]
+        acc = [r["test_accuracy"] for r in runs if r["test_accuracy"] is not None]
 
         def mean(key):
             return np.mean([r[key] for r in runs])
 
-        lines.append(f"{system:<20} {budget:>8g} {np.mean(acc):>8.3f} ± {np.std(acc):.3f} "
+        shown = f"{np.mean(acc):>8.3f} ± {np.std(acc):.3f}" if acc else f"{'-':>15}"
+        lines.append(f"{system:<20} {budget:>8g} {shown} "
                      f"{mean('trials'):>7.0f} {mean('epochs'):>7.0f} {mean('search_s'):>9.1f} "
-                     f"{mean('export_s'):>9.1f} {mean('wait_s'):>7.1f}")
+                     f"{mean('export_s'):>9.1f} {mean('wait_s'):>7.1f}"
+                     + (f"   {len(runs) - len(acc)} of {len(runs)} without a model" if len(acc) < len(runs) else ""))
     return "\n".join(lines)
 
 
@@ -143,6 +151,8 @@ def plot(results: dict, path: Path, seeds: list[int]) -> None:
         points = sorted((budget, runs) for (s, budget), runs in results.items() if s == system)
         if not points:
             continue
+        points = [(b, [r for r in runs if r["test_accuracy"] is not None]) for b, runs in points]
+        points = [(b, runs) for b, runs in points if runs]   # runs that delivered a model
         wait = [np.mean([r["wait_s"] for r in runs]) for _, runs in points]
         acc = [np.mean([r["test_accuracy"] for r in runs]) for _, runs in points]
         std = [np.std([r["test_accuracy"] for r in runs]) for _, runs in points]
@@ -199,7 +209,8 @@ def main() -> None:
                     else:
                         r = run_reference(system, args.data, budget, seed, args.threads)
                 results.setdefault((system, budget), []).append({**r, "split_seed": seed})
-                print(f"{system} budget {budget:g} s split seed {seed}: test {r['test_accuracy']:.3f}, "
+                shown = "no model" if r["test_accuracy"] is None else f"{r['test_accuracy']:.3f}"
+                print(f"{system} budget {budget:g} s split seed {seed}: test {shown}, "
                       f"{r['trials']} trials, wait {r['wait_s']:.1f} s", flush=True)
                 if args.json:
                     args.json.write_text(json.dumps(
