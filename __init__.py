@@ -13,7 +13,7 @@ class GsearchError(Exception):
     """A user-facing error: its message is one line that says what to do."""
 
 
-def _lazy(package: str, exports: dict[str, str]):
+def lazy_exports(package: str, exports: dict[str, str]):
     """(__getattr__, __dir__) for a package that re-exports names from its modules on first
     use, so `import gsearch.models` costs nothing until a name is used (PEP 562)."""
     import importlib

@@ -56,6 +56,14 @@ def distribution_contains(distribution, value) -> bool:
     return distribution._contains(distribution.to_internal_repr(value))
 
 
+def take_waiting_trials_with(study, take) -> None:
+    """Make `study.ask()` take an enqueued (WAITING) trial through `take()` instead of
+    Optuna's own pick (Study._pop_waiting_trial_id): `take` sets the trial it chooses RUNNING
+    and returns its storage id, or returns None when there is none (ask then creates one).
+    This handle only; other handles on the same study keep Optuna's pick."""
+    study._pop_waiting_trial_id = take
+
+
 def make_grpc_server(storage, host: str, port: int):
     """Optuna's gRPC storage proxy server (what `optuna.storages.run_grpc_proxy_server`
     runs, without its blocking wait, so gsearch can stop it on a signal)."""

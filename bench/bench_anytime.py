@@ -80,12 +80,12 @@ def reference_child(args) -> None:
     from bench_speed import reference_params, reference_test_accuracy, reference_train
 
     from gsearch.data.load import load_dataset
-    from gsearch.data.split import split_dataset
+    from gsearch.search.protocol import Protocol
 
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ds = load_dataset(args.data)
-    split = split_dataset(ds, seed=args.split_seed)
+    split = Protocol(split_seed=args.split_seed).split(ds)
     X, y, X_val, y_val = ds.X[split.train], ds.y[split.train], ds.X[split.val], ds.y[split.val]
     epochs = []
 

@@ -32,7 +32,7 @@ def export_model(out: Path) -> Path:
     from gsearch.data.schema import FEATURE_NAMES
     from gsearch.models.config import TrialConfig
     from gsearch.models.export import save_model
-    from gsearch.models.train import TrainData, train
+    from gsearch.models.population import TrainData, train
 
     torch.set_num_threads(1)
     ds = load_dataset(SHARED / "features_30_sec.csv")

@@ -47,10 +47,10 @@ def _split_tracks(tracks, labels, size: float, seed: int, what: str):
     return train_test_split(tracks, test_size=size, stratify=labels, random_state=seed)
 
 
-def split_dataset(ds: Dataset, *, test_size: float = 0.2, val_size: float = 0.2,
-                  seed: int = 42) -> Split:
+def split_dataset(ds: Dataset, *, test_size: float, val_size: float, seed: int) -> Split:
     """Stratified holdout of `test_size` of the tracks, then `val_size` of the rest
-    for validation. Splits are made on tracks, so 3-second segments never leak."""
+    for validation. Splits are made on tracks, so 3-second segments never leak. The
+    defaults of a study are its protocol's (gsearch.search.Protocol().split(ds))."""
     for name, value in (("test", test_size), ("val", val_size)):
         if not 0 < value < 1:
             raise DataError(f"--{name}-size must be between 0 and 1, got {value}")

@@ -6,7 +6,7 @@ parallel workers, export of the best trials, the honest benchmark and the CLI.
 (['asha', 'hyperband', 'median', 'none'], ['nsga2', 'random', 'tpe'])
 """
 
-from gsearch import _lazy
+from gsearch import lazy_exports
 
 _EXPORTS = {
     "Protocol": "gsearch.search.protocol",
@@ -22,4 +22,4 @@ _EXPORTS = {
     "export_best": "gsearch.search.export",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = _lazy(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

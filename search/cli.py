@@ -79,10 +79,10 @@ def _setup_torch(threads: int, device: str):
 
 
 def _quiet_optuna(verbose: bool = False) -> None:
-    """Optuna's log level, set here once: gsearch prints its own progress."""
-    import optuna
+    """Optuna's log level (study.set_log_level): gsearch prints its own progress."""
+    from gsearch.search.study import set_log_level
 
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    set_log_level(verbose)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -23,6 +23,19 @@ DEFAULT_STUDY = "gtzan-mlp"
 OBJECTIVE_NAME = "validation accuracy"
 EXPORT_ATTR = "export"  # study user attribute: what export-best last measured
 INTERRUPTED_ATTR = "interrupted"  # trial user attribute: a Ctrl-C or SIGTERM ended it (FAIL)
+
+
+def set_log_level(verbose: bool = False, *, errors_only: bool = False) -> None:
+    """Optuna's log level, the one place gsearch sets it: warnings (gsearch shows its own
+    progress), every trial with `verbose` (-v), errors only once a run is being interrupted
+    (`errors_only`: gsearch says in one line what happened to the trials it ends)."""
+    import optuna
+
+    level = (optuna.logging.ERROR if errors_only else
+             optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    optuna.logging.set_verbosity(level)
+
+
 # Trials trained at once as one batched model (gsearch run --population). On 1 CPU thread,
 # over the default space, CPU ms per trial-epoch was 41.7 (1), 37.5 (4), 36.2 (8), 35.3 (16):
 # most of the gain at 4, where TPE and the pruner see results soonest.

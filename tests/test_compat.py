@@ -55,6 +55,27 @@ def test_distribution_contains_checks_range_step_and_choices():
     assert _compat.distribution_contains(choices, False)
 
 
+def test_take_waiting_trials_with_decides_which_enqueued_trial_ask_runs():
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0})
+    study.enqueue_trial({"x": 2.0})
+    storage, seen = _compat.study_storage(study), []
+
+    def take_the_last():
+        waiting = storage.get_all_trials(_compat.study_id(study), states=(optuna.trial.TrialState.WAITING,))
+        seen.append(len(waiting))
+        if not waiting:
+            return None
+        storage.set_trial_state_values(_compat.trial_id(waiting[-1]), state=optuna.trial.TrialState.RUNNING)
+        return _compat.trial_id(waiting[-1])
+
+    _compat.take_waiting_trials_with(study, take_the_last)
+    assert study.ask().suggest_float("x", 0, 3) == 2.0   # Optuna's own pick is the first
+    assert study.ask().suggest_float("x", 0, 3) == 1.0
+    study.ask()                                           # none left: a new trial
+    assert seen == [2, 1, 0] and len(study.trials) == 3
+
+
 def test_make_grpc_server_serves_a_storage(tmp_path):
     import socket
 

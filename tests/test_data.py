@@ -40,7 +40,7 @@ def test_segments_of_a_track_never_cross_a_split(make_csv):
     ds = load_dataset(make_csv(segments=10, tracks_per_class=20))
     assert len(ds.y) == 4 * 20 * 10 and ds.n_tracks == 80
     assert ds.groups[0] == "blues.00000"  # blues.00000.K.wav -> blues.00000
-    split = split_dataset(ds, seed=3)
+    split = split_dataset(ds, test_size=0.2, val_size=0.2, seed=3)
     sides = [set(ds.groups[rows]) for rows in (split.train, split.val, split.test)]
     assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
     assert sum(len(s) for s in sides) == 80
@@ -56,7 +56,7 @@ def test_whole_track_rows_are_their_own_group(make_csv):
 
 def test_scaler_uses_only_the_rows_it_is_given(make_csv):
     ds = load_dataset(make_csv())
-    split = split_dataset(ds)
+    split = split_dataset(ds, test_size=0.2, val_size=0.2, seed=42)
     mean, std = fit_scaler(ds.X[split.train])
     np.testing.assert_allclose(mean, ds.X[split.train].mean(axis=0), rtol=1e-4)
     assert not np.allclose(mean, ds.X.mean(axis=0), rtol=1e-4)
@@ -105,7 +105,7 @@ def test_unlabelled_rows_can_be_read_for_prediction(make_csv):
 def test_too_few_tracks_for_a_split(make_csv):
     ds = load_dataset(make_csv(tracks_per_class=1))
     with pytest.raises(DataError, match="single track|too few tracks"):
-        split_dataset(ds)
+        split_dataset(ds, test_size=0.2, val_size=0.2, seed=42)
 
 
 GTZAN_SHA256 = "3fb2e38c281764076c7c1ec79f9e73956a913cffaa38e44cfb94282291e72cfa"

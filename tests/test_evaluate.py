@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from gsearch.data.load import load_dataset
-from gsearch.data.split import split_dataset
 from gsearch.models.config import TrialConfig
 from gsearch.search.loop import run_study
 from gsearch.search.protocol import Protocol
@@ -57,7 +56,7 @@ def searched_rows(monkeypatch):
 
 def test_cv_study_scores_trials_on_track_grouped_folds(make_csv, tmp_path, tiny_space, monkeypatch):
     ds = load_dataset(make_csv(segments=3, tracks_per_class=12))
-    split = split_dataset(ds, seed=5)
+    split = Protocol(split_seed=5).split(ds)
     folds = []
     original = Protocol.trial_data
 
@@ -117,7 +116,7 @@ def test_evaluate_end_to_end(make_csv, tmp_path, cli, tiny_space, searched_rows)
 
     ds = load_dataset(csv)
     for seed in (42, 0):
-        test = split_dataset(ds, seed=seed).test
+        test = Protocol(split_seed=seed).split(ds).test
         searched = searched_rows[tuple(test)]
         assert len(searched) == len(ds.y) - len(test)  # the search saw all of train+val ...
         assert not {row.tobytes() for row in ds.X[test]} & searched  # ... and no test row

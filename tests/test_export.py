@@ -11,8 +11,8 @@ import torch
 from gsearch import GsearchError
 from gsearch.data.load import load_dataset
 from gsearch.data.schema import FEATURE_NAMES, GENRES
-from gsearch.data.split import split_dataset
 from gsearch.models.predict import ExportedModel
+from gsearch.search.protocol import Protocol
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_export_writes_a_self_contained_folder(real_export):
 def test_onnx_and_torch_agree_and_beat_chance_on_held_out_rows(real_export, real_csv):
     out = real_export[0] / "exp"
     ds = load_dataset(real_csv)
-    test = split_dataset(ds, seed=42).test
+    test = Protocol(split_seed=42).split(ds).test
     torch_model, onnx_model = ExportedModel(out, "torch"), ExportedModel(out, "onnx")
     p_torch, p_onnx = torch_model.predict_proba(ds.X), onnx_model.predict_proba(ds.X)
     np.testing.assert_allclose(p_torch, p_onnx, atol=1e-4)

@@ -10,7 +10,7 @@ from conftest import synthetic_frame
 from torch import nn
 
 from gsearch.data.load import load_dataset
-from gsearch.data.split import fit_scaler, split_dataset
+from gsearch.data.split import fit_scaler
 from gsearch.models.config import TrialConfig
 from gsearch.models.mlp import build_mlp, count_parameters
 from gsearch.models.population import Population, TrainData, batch_starts, train, train_population
@@ -30,7 +30,7 @@ def data(tmp_path_factory) -> TrainData:
     path = tmp_path_factory.mktemp("pop") / "f.csv"
     synthetic_frame(tracks_per_class=50, separation=0.3, seed=3).to_csv(path, index=False)
     ds = load_dataset(path)
-    return Protocol().trial_data(ds, split_dataset(ds))[0]
+    return Protocol().trial_data(ds, Protocol().split(ds))[0]
 
 
 def reference_train(config: TrialConfig, data: TrainData, device="cpu", seed: int = 0):

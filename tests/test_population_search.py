@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from gsearch.data.load import load_dataset
-from gsearch.data.split import split_dataset
 from gsearch.models.config import TrialConfig
 from gsearch.models.population import train
 from gsearch.search.loop import run_study
@@ -78,7 +77,7 @@ def test_folds_train_in_lockstep_and_the_value_is_their_mean(ds, monkeypatch):
                            epochs=trial.suggest_int("epochs", 3, 6))
 
     monkeypatch.setattr("gsearch.search.loop.suggest_config", space)
-    split = split_dataset(ds)
+    split = Protocol().split(ds)
     study = in_memory_study()
     study.set_user_attr("cv", 2)   # the protocol a study records
     run_study(study, ds, split, trials=3, device=torch.device("cpu"), seed=5, population=3)
@@ -96,7 +95,7 @@ def test_folds_train_in_lockstep_and_the_value_is_their_mean(ds, monkeypatch):
 def test_each_trial_is_pruned_on_its_own_curve(ds, monkeypatch):
     monkeypatch.setattr("gsearch.search.loop.suggest_config", small_space)
     study = in_memory_study(optuna.pruners.ThresholdPruner(lower=1.1, n_warmup_steps=2))
-    run_study(study, ds, split_dataset(ds), trials=4, device=torch.device("cpu"), population=4)
+    run_study(study, ds, Protocol().split(ds), trials=4, device=torch.device("cpu"), population=4)
     for t in study.trials:
         assert t.state == TrialState.PRUNED
         assert len(t.intermediate_values) == 3 == t.user_attrs["epochs_run"]
@@ -111,7 +110,7 @@ def test_a_diverging_trial_is_pruned_and_its_population_goes_on(ds, monkeypatch)
 
     monkeypatch.setattr("gsearch.search.loop.suggest_config", space)
     study = in_memory_study()
-    run_study(study, ds, split_dataset(ds), trials=4, device=torch.device("cpu"), population=4)
+    run_study(study, ds, Protocol().split(ds), trials=4, device=torch.device("cpu"), population=4)
     states = [t.state for t in study.trials]
     assert states == [TrialState.PRUNED, TrialState.COMPLETE] * 2
     assert "training loss became nan" in study.trials[0].user_attrs["pruned_reason"]
@@ -131,7 +130,7 @@ def test_interrupt_leaves_no_running_trial_and_the_study_resumes(ds, monkeypatch
         return run_epoch(self)
 
     monkeypatch.setattr(Population, "run_epoch", interrupted)
-    study, split = in_memory_study(), split_dataset(ds)
+    study, split = in_memory_study(), Protocol().split(ds)
     with pytest.raises(KeyboardInterrupt):
         run_study(study, ds, split, trials=5, device=torch.device("cpu"), population=3)
     assert study.trials and all(t.state == TrialState.FAIL for t in study.trials)
@@ -157,14 +156,14 @@ def test_pruning_decisions_are_should_prunes(ds, monkeypatch):
             return decision
 
     real = in_memory_study(Checked())
-    run_study(real, ds, split_dataset(ds), trials=10, device=torch.device("cpu"), population=4)
+    run_study(real, ds, Protocol().split(ds), trials=10, device=torch.device("cpu"), population=4)
     assert True in decisions and False in decisions
 
 
 def test_successive_halving_sees_its_rungs(ds, monkeypatch):
     monkeypatch.setattr("gsearch.search.loop.suggest_config", small_space)
     study = in_memory_study(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))
-    run_study(study, ds, split_dataset(ds), trials=8, device=torch.device("cpu"), population=4)
+    run_study(study, ds, Protocol().split(ds), trials=8, device=torch.device("cpu"), population=4)
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned and all("completed_rung_0" in t.system_attrs for t in study.trials)
     survivors = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -201,7 +200,7 @@ def test_timeout_is_a_deadline_for_the_trials_in_flight(ds, monkeypatch):
 
     monkeypatch.setattr("gsearch.search.loop.suggest_config", long)
     study = in_memory_study()
-    run_study(study, ds, split_dataset(ds), trials=50, device=torch.device("cpu"), population=2,
+    run_study(study, ds, Protocol().split(ds), trials=50, device=torch.device("cpu"), population=2,
               timeout=0.5)
     assert len(study.trials) == 2   # the first population; none started after the deadline
     for t in study.trials:

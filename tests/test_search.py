@@ -13,10 +13,10 @@ import torch
 from conftest import synthetic_frame
 
 from gsearch.data.load import load_dataset
-from gsearch.data.split import split_dataset
 from gsearch.models.config import TrialConfig
 from gsearch.models.population import DivergedError, TrainData, train
 from gsearch.search.loop import run_study
+from gsearch.search.protocol import Protocol
 from gsearch.search.storage import open_storage, safe_url
 
 TrialState = optuna.trial.TrialState
@@ -77,7 +77,7 @@ def test_pruner_stops_hopeless_trials_early(make_csv):
     ds = load_dataset(make_csv())
     study = optuna.create_study(direction="maximize",
                                 pruner=optuna.pruners.ThresholdPruner(lower=1.1, n_warmup_steps=2))
-    run_study(study, ds, split_dataset(ds), trials=2, device=torch.device("cpu"), population=1)
+    run_study(study, ds, Protocol().split(ds), trials=2, device=torch.device("cpu"), population=1)
     for trial in study.trials:
         assert trial.state == TrialState.PRUNED
         assert len(trial.intermediate_values) == 3 == trial.user_attrs["epochs_run"]
@@ -116,7 +116,7 @@ def test_diverging_loss_ends_the_trial_not_the_study(make_csv, monkeypatch):
 
     monkeypatch.setattr("gsearch.search.loop.suggest_config", explosive)
     study = optuna.create_study(direction="maximize")
-    run_study(study, ds, split_dataset(ds), trials=2, device=torch.device("cpu"), population=1)
+    run_study(study, ds, Protocol().split(ds), trials=2, device=torch.device("cpu"), population=1)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
     assert "training loss became nan" in study.trials[0].user_attrs["pruned_reason"]
 
