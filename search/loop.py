@@ -51,7 +51,7 @@ _REFRESH_SECONDS = 30.0   # how stale other workers' trials may be when a pruner
 def run_study(study: optuna.Study, ds: Dataset, split: Split, *, trials: int, device: torch.device,
               seed: int = 0, timeout: float | None = None, population: int = DEFAULT_POPULATION,
               callbacks: Sequence[Callback] = (), claim: Callable[..., bool] | None = None,
-              lock: ContextManager | None = None) -> None:
+              lock: ContextManager | None = None, stop: Callable[[], bool] | None = None) -> None:
     """Run `trials` more trials of `study` on the protocol the study recorded.
 
     `population` trials are in flight at once. After `timeout` seconds no trial starts, and
@@ -59,14 +59,17 @@ def run_study(study: optuna.Study, ds: Dataset, split: Split, *, trials: int, de
     "deadline" and their curves kept. `callbacks` run after each finished trial, as in
     study.optimize. A trial is asked for only while `claim()` (if given) grants one: the
     budget shared by a run's worker processes; `lock` (theirs too) serializes their failing
-    of stale trials, so that no two of them fail and retry the same trial.
+    of stale trials, so that no two of them fail and retry the same trial. When `stop()`
+    turns true (a signal handler's request) the loop raises KeyboardInterrupt at its next
+    safe point, before an ask or after an epoch, and the trials in flight end as FAIL,
+    marked interrupted.
 
     A retry that this loop's heartbeat enqueued (a dead worker's trial) is run before the
     loop ends, within `trials` when a claim is left, else on top (`claim(force=True)`), so
     that no retry is left WAITING."""
     data = Protocol.of(study).trial_data(ds, split)
     TrialLoop(study, data, device=device, seed=seed, size=population, callbacks=callbacks,
-              claim=claim, lock=lock).run(trials, timeout)
+              claim=claim, lock=lock, stop=stop).run(trials, timeout)
 
 
 class _LocalTrials:
@@ -143,9 +146,11 @@ class TrialLoop:
 
     def __init__(self, study: optuna.Study, data: list[TrainData], *, device: torch.device,
                  seed: int = 0, size: int = DEFAULT_POPULATION, callbacks: Sequence[Callback] = (),
-                 claim: Callable[..., bool] | None = None, lock: ContextManager | None = None):
+                 claim: Callable[..., bool] | None = None, lock: ContextManager | None = None,
+                 stop: Callable[[], bool] | None = None):
         self.study, self.data, self.device, self.seed = study, data, device, seed
         self.size, self.callbacks, self.claim = max(1, size), callbacks, claim
+        self.stop = stop or (lambda: False)
         self.lock = lock or contextlib.nullcontext()
         self.objectives = obj.Objectives.of(study)
         self.pops: dict[tuple, Population] = {}
@@ -163,8 +168,10 @@ class TrialLoop:
         asked = 0
         try:
             while True:
+                self._checkpoint()
                 self._beat()
                 while len(self.running) < self.size and time.monotonic() < deadline:
+                    self._checkpoint()
                     if asked < trials and (self.claim is None or self.claim()):
                         pass   # a new trial, or a waiting retry, within the budget
                     elif self._retry_waiting() and (self.claim is None or self.claim(force=True)):
@@ -193,6 +200,10 @@ class TrialLoop:
                         run.trial.set_user_attr(INTERRUPTED_ATTR, True)
                     self.study.tell(run.trial, state=TrialState.FAIL)
             raise
+
+    def _checkpoint(self) -> None:
+        if self.stop():
+            raise KeyboardInterrupt
 
     def _beat(self) -> None:
         """Heartbeats, as study.optimize gives them, for ask/tell: every trial in flight beats

@@ -7,8 +7,9 @@ point, so workers on other machines join the same way. Around `run_study` this a
 - a budget shared by the run's local workers, so `--trials` is the run's total: a worker
   holds a slot while it runs a trial and stops when no slot is left. (Optuna's
   MaxTrialsCallback counts after the fact and overshoots by up to N-1 with N workers.)
-- interrupts that never leave a trial RUNNING: SIGINT/SIGTERM end the running trial as
-  FAIL through Optuna's own path, and a trial caught between ask and tell is failed here.
+- interrupts that never leave a trial RUNNING: SIGINT/SIGTERM ask the trial loop to stop
+  at its next safe point (never inside a storage write), and the trials in flight end as
+  FAIL, marked interrupted; a second signal stops at once.
 - a parent that shows progress from what its workers report, forwards Ctrl-C/SIGTERM to
   them, and recovers from a worker killed from outside (an OOM killer): a second after the
   death (its last write may still be landing), it fails the dead worker's trials, enqueues
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING
 import optuna
 
 from gsearch import GsearchError
-from gsearch._compat import study_storage, trial_id
+from gsearch._compat import study_id, study_storage, take_waiting_trials_with, trial_id
 from gsearch.search.storage import WORKER_ATTR, retry_trial, safe_url
 
 if TYPE_CHECKING:
@@ -146,35 +147,26 @@ class _Budget:
 
 
 class _Interrupt:
-    """Signal handler: KeyboardInterrupt once, deferred while Optuna creates a trial.
-    Optuna's warning with the traceback of the trial it ends as FAIL is muted: the parent
-    (or the CLI) says in one line what happened."""
+    """Signal handler that asks the trial loop to stop. The loop stops at its next safe
+    point (before it asks for a trial, after an epoch), so that no storage write, lock or
+    trial creation is cut in half (a KeyboardInterrupt inside a database commit leaves the
+    storage's session unusable, and the trials in flight could not be ended). A second
+    signal stops at once. Optuna's warning with the traceback of the trial it ends as FAIL
+    is muted: the parent (or the CLI) says in one line what happened."""
 
     def __init__(self):
-        self.fired = self.pending = self.critical = False
+        self.requested = False
 
     def __call__(self, signum, frame) -> None:
-        if self.fired or self.pending:
-            return
-        if self.critical:
-            self.pending = True
-            return
-        self.fire()
+        from gsearch.search.study import set_log_level
 
-    def fire(self) -> None:
-        self.fired = True
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
-        raise KeyboardInterrupt
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        set_log_level(errors_only=True)
 
-    @contextlib.contextmanager
-    def deferred(self):
-        self.critical = True
-        try:
-            yield
-        finally:
-            self.critical = False
-        if self.pending:
-            self.fire()
+    def stop_requested(self) -> bool:
+        return self.requested
 
 
 class _Study(optuna.Study):
@@ -183,14 +175,13 @@ class _Study(optuna.Study):
     worker `name`, each trial it creates carries the name from its first write, a waiting
     trial it takes is marked before it is taken, and `on_ask(number)` tells the parent."""
 
-    def __init__(self, name: str, storage, sampler, pruner, interrupt: _Interrupt, *,
-                 worker: str | None = None, on_ask=None):
+    def __init__(self, name: str, storage, sampler, pruner, *, worker: str | None = None,
+                 on_ask=None):
         super().__init__(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-        self._interrupt = interrupt
         self._asked: set[int] = set()
         self._worker, self._on_ask = worker, on_ask
         if worker:
-            create = self._storage.create_new_trial
+            create = study_storage(self).create_new_trial
 
             def create_named(study_id: int, template_trial=None) -> int:
                 if template_trial is None:   # what Study.ask creates: a bare RUNNING trial
@@ -201,23 +192,21 @@ class _Study(optuna.Study):
                         system_attrs={WORKER_ATTR: worker}, intermediate_values={}, trial_id=-1)
                 return create(study_id, template_trial)
 
-            self._storage.create_new_trial = create_named   # this handle's storage only
+            study_storage(self).create_new_trial = create_named   # this handle's storage only
+            take_waiting_trials_with(self, self._take_waiting)
 
     def ask(self, fixed_distributions=None) -> optuna.Trial:
-        with self._interrupt.deferred():
-            trial = super().ask(fixed_distributions)
-            self._asked.add(trial.number)
-            if self._on_ask is not None:
-                self._on_ask(trial.number)
+        trial = super().ask(fixed_distributions)
+        self._asked.add(trial.number)
+        if self._on_ask is not None:
+            self._on_ask(trial.number)
         return trial
 
-    def _pop_waiting_trial_id(self) -> int | None:
-        """Study's own, marking a waiting trial as ours before taking it (a mark left on a
-        trial another worker took is cleared)."""
-        if not self._worker:
-            return super()._pop_waiting_trial_id()
-        storage, key = self._storage, TAKEN_ATTR + self._worker
-        for trial in storage.get_all_trials(self._study_id, deepcopy=False,
+    def _take_waiting(self) -> int | None:
+        """What ask() does with a waiting trial, marking it as ours before taking it (a mark
+        left on a trial another worker took is cleared)."""
+        storage, key = study_storage(self), TAKEN_ATTR + self._worker
+        for trial in storage.get_all_trials(study_id(self), deepcopy=False,
                                             states=(TrialState.WAITING,)):
             try:
                 storage.set_trial_system_attr(trial_id(trial), key, True)
@@ -229,7 +218,6 @@ class _Study(optuna.Study):
         return None
 
     def fail_unfinished(self) -> None:
-        from gsearch._compat import study_storage, trial_id
         from gsearch.search.study import INTERRUPTED_ATTR
 
         for trial in self.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -277,7 +265,7 @@ def _work(spec: RunSpec, ds: Dataset, split: Split, *, slot: int, index: int, bu
     interrupt = _Interrupt()
     storage = open_storage(spec.storage, heartbeat=spec.heartbeat)
     study = _Study(spec.study, storage, make_sampler(spec.sampler, seed, spec.fixed),
-                   make_pruner(spec.pruner), interrupt,
+                   make_pruner(spec.pruner),
                    worker=None if on_ask is None else f"{budget.run}/{index}", on_ask=on_ask)
 
     def account(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -290,17 +278,21 @@ def _work(spec: RunSpec, ds: Dataset, split: Split, *, slot: int, index: int, bu
             run_study(study, ds, split, trials=spec.trials, device=resolve_device(spec.device),
                       seed=spec.train_seed, timeout=spec.timeout, population=spec.population,
                       callbacks=[account], claim=lambda force=False: budget.claim(slot, force),
-                      lock=budget.lock)
+                      lock=budget.lock, stop=interrupt.stop_requested)
         except KeyboardInterrupt:
             study.fail_unfinished()
             raise
+        if interrupt.requested:   # the signal came as the last trials finished: still a stop
+            raise KeyboardInterrupt
 
 
 def _child(spec: RunSpec, ds: Dataset, split: Split, slot: int, index: int, budget: _Budget,
            conn) -> None:
     """A worker process: quiet (the parent shows progress), stopped by SIGTERM."""
+    from gsearch.search.study import set_log_level
+
     sys.stdout = open(os.devnull, "w")  # summaries; tqdm is off through TQDM_DISABLE
-    optuna.logging.set_verbosity(optuna.logging.INFO if spec.verbose else optuna.logging.WARNING)
+    set_log_level(spec.verbose)   # as the parent's CLI set it
     try:
         _work(spec, ds, split, slot=slot, index=index, budget=budget, signals=(signal.SIGTERM,),
               report=conn.send, on_ask=lambda number: conn.send(("asked", number)))
