@@ -112,8 +112,9 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_rows: int = DEFAULT_MAX_ROWS,
                warm_audio: bool = True) -> FastAPI:
     """The FastAPI app serving the export in `model_dir`. Loads the model now, so a bad folder
-    raises GsearchError here. `warm_audio` loads librosa and its compiled kernels in the
-    background at startup, so the first upload does not pay for them."""
+    raises GsearchError here. `warm_audio` classifies a generated tone in the background at
+    startup (the audio modules imported, scipy's filters and FFT plans set up), so the first
+    upload does not pay for them."""
     if max_upload_mb <= 0 or max_rows < 1:
         raise GsearchError("--max-upload-mb must be positive and --max-rows at least 1")
     model = ExportedModel(model_dir, backend)
@@ -227,7 +228,7 @@ def _too_large(max_bytes: int) -> str:
 
 
 def _warm_audio(model: ExportedModel, ready: threading.Event) -> None:
-    """Classify a short generated tone once: imports librosa and loads (or compiles) its kernels."""
+    """Classify a short generated tone once: imports the audio modules and sets them up."""
     try:
         import soundfile
 

@@ -17,18 +17,16 @@ from gsearch.search.protocol import Protocol
 
 @pytest.fixture(scope="module")
 def real_export(tmp_path_factory):
-    """A 2-trial search on the real file, exported (about 20 s)."""
+    """A 2-trial search on the real file (or its bundled copy), exported (about 20 s)."""
     from click.testing import CliRunner
 
-    from conftest import REAL_CSV
+    from conftest import GTZAN_CSV
     from gsearch.search.cli import main
 
-    if not REAL_CSV.is_file():
-        pytest.skip(f"needs the real GTZAN file at {REAL_CSV} (../shared beside the checkout)")
     folder = tmp_path_factory.mktemp("real")
     url = f"sqlite:///{folder / 's.db'}"
     runner = CliRunner()
-    result = runner.invoke(main, ["run", "--trials", "2", "--data", str(REAL_CSV), "--storage", url,
+    result = runner.invoke(main, ["run", "--trials", "2", "--data", str(GTZAN_CSV), "--storage", url,
                                   "--study", "t", "--seed", "1", "--pruner", "none"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(main, ["export-best", "--storage", url, "--study", "t",
@@ -59,9 +57,11 @@ def test_export_writes_a_self_contained_folder(real_export):
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_onnx_and_torch_agree_and_beat_chance_on_held_out_rows(real_export, real_csv):
+def test_onnx_and_torch_agree_and_beat_chance_on_held_out_rows(real_export):
+    from conftest import GTZAN_CSV
+
     out = real_export[0] / "exp"
-    ds = load_dataset(real_csv)
+    ds = load_dataset(GTZAN_CSV)
     test = Protocol(split_seed=42).split(ds).test
     torch_model, onnx_model = ExportedModel(out, "torch"), ExportedModel(out, "onnx")
     p_torch, p_onnx = torch_model.predict_proba(ds.X), onnx_model.predict_proba(ds.X)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REAL_CSV, SHARED_GTZAN
+from conftest import GTZAN_CSV, SHARED_GTZAN
 from gsearch.data.schema import FEATURE_NAMES
 from gsearch.models.predict import ExportedModel
 
@@ -50,13 +50,15 @@ class Server:
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # as a shell's `&`
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                if self.get("/health")[0] == 200:
+            try:   # up, and its audio warm-up (which writes a temporary tone) done
+                status, health = self.get("/health")
+                if status == 200 and health["audio_ready"]:
                     # what the libraries leave at import (onnxruntime writes a .ses file)
-                    self.baseline = {p.name for p in self.tmp.iterdir() if not p.name.startswith("gsearch-")}
+                    self.baseline = {p.name for p in self.tmp.iterdir()}
                     return
             except OSError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         raise AssertionError(f"server did not start:\n{self.output()}")
 
     def temp_files(self) -> set[str]:
@@ -108,9 +110,7 @@ def server(export_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rows():
-    if not REAL_CSV.is_file():
-        pytest.skip(f"needs the real GTZAN file at {REAL_CSV}")
-    return pd.read_csv(REAL_CSV)
+    return pd.read_csv(GTZAN_CSV)
 
 
 def assert_error(answer, status, *words):
