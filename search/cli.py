@@ -100,7 +100,7 @@ def main() -> None:
     """
 
 
-@main.command()
+@main.command(short_help="Search: run a study, or add trials to it.")
 @click.option("--trials", type=click.IntRange(min=1), default=200, show_default=True,
               help="How many more trials this run finishes (complete or pruned); a study that "
                    "exists already keeps its trials and gets these on top.")
@@ -210,7 +210,8 @@ def _finished(study) -> int:
     return counts["complete"] + counts["pruned"]
 
 
-@main.command("export-best", context_settings={"allow_extra_args": True})
+@main.command("export-best", context_settings={"allow_extra_args": True},
+              short_help="Retrain the best trials, test them, export a model.")
 @study_option
 @storage_option
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
@@ -275,7 +276,7 @@ def export_best_command(ctx, study_name, storage, out_dir, data_path, ensemble, 
                 if artifacts else "no artifacts (pass --artifacts DIR for a server storage)"))
 
 
-@main.command()
+@main.command(short_help="Plots and a summary of a study.")
 @study_option
 @storage_option
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
@@ -293,7 +294,7 @@ def report(study_name, storage, out_dir) -> None:
     click.echo(f"wrote {len(files)} files to {out_dir}/: " + ", ".join(f.name for f in files))
 
 
-@main.command("evaluate")
+@main.command("evaluate", short_help="Benchmark the search over several test splits.")
 @click.option("--split-seeds", default="42,0,1", show_default=True,
               help="Comma-separated split seeds; each gets its own study and test split.")
 @click.option("--trials", type=click.IntRange(min=1), default=40, show_default=True,
@@ -339,7 +340,7 @@ def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensem
     click.echo(f"models in {out_dir}/split<seed>/; studies in {safe_url(storage or DEFAULT_EVAL_STORAGE)}")
 
 
-@main.command()
+@main.command(short_help="List the studies in a storage.")
 @storage_option
 @user_errors
 def studies(storage) -> None:
@@ -381,7 +382,7 @@ def studies(storage) -> None:
                    + " ".join(f"{n:>8}" for n in counts) + f" {front:>6}  {best}")
 
 
-@main.command()
+@main.command(short_help="Browse a study in optuna-dashboard.")
 @storage_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; 0.0.0.0 exposes the dashboard to the network.")
@@ -402,7 +403,7 @@ def dashboard(storage, host, port, artifacts) -> None:
     serve(store, host=host, port=port, artifacts=artifacts)
 
 
-@main.command()
+@main.command(short_help="Audio files to the 57 GTZAN features (CSV).")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="CSV to write (Kaggle schema: filename,length,<57 features>,label).")
@@ -425,7 +426,7 @@ def extract(paths, out, segment_seconds, jobs) -> None:
     click.echo(done)
 
 
-@main.command()
+@main.command(short_help="Classify audio files or feature CSVs.")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
               help="Folder written by 'gsearch export-best'.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -459,7 +460,7 @@ def predict(model_dir, files, top_k, as_json, backend) -> None:
         sys.exit(1)
 
 
-@main.command("serve")
+@main.command("serve", short_help="Serve an exported model over HTTP.")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
               help="Folder written by 'gsearch export-best'.")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -486,7 +487,7 @@ def serve_command(model_dir, host, port, workers, backend, max_upload_mb, max_ro
           max_upload_mb=max_upload_mb, max_rows=max_rows, echo=click.echo)
 
 
-@main.command("serve-storage")
+@main.command("serve-storage", short_help="Share a storage with workers (Optuna's gRPC proxy).")
 @storage_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; 0.0.0.0 lets workers on other machines connect.")

@@ -127,9 +127,13 @@ def _journal_file(url: str, must_exist: bool) -> optuna.storages.BaseStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.JournalStorage(JournalFileBackend(url))
-    except (OSError, ValueError) as e:
+    except OSError as e:
         raise GsearchError(f"cannot open journal file {url}: {_first_line(e)}; pass another "
                            "--storage") from None
+    except Exception as e:   # the journal is replayed here: a record Optuna cannot apply
+        raise GsearchError(f"{url} is not a valid Optuna journal file (a record Optuna cannot "
+                           f"replay: {type(e).__name__} {_first_line(e)}); pass another --storage "
+                           "or restore the file from a backup") from None
 
 
 def _grpc_storage(url: str) -> optuna.storages.BaseStorage:

@@ -16,6 +16,8 @@ def test_help_shows_the_workflow_and_every_option_is_described(cli):
     top = cli("--help").output
     for step in ("gsearch run --trials 200", "gsearch export-best", "gsearch predict --model export"):
         assert step in top
+    listed = top.split("Commands:")[1].strip().splitlines()
+    assert len(listed) == 10 and not [line for line in listed if line.endswith("...")]  # none cut short
     for command in ("run", "export-best", "studies", "dashboard", "report", "evaluate", "extract",
                     "predict", "serve", "serve-storage"):
         from gsearch.search.cli import main

@@ -105,3 +105,10 @@ def test_a_file_that_is_not_a_journal(cli, make_csv, tmp_path):
         line = run_with(cli, make_csv, str(path))
         assert "is not an Optuna journal file" in line
         assert path.read_bytes() == content   # left untouched
+    # journal-shaped records that Optuna cannot replay: an unknown operation, a missing field
+    for content in (b'{"op_code": 99, "worker_id": "w"}\n', b'{"op_code": 0, "worker_id": "w"}\n'):
+        path = tmp_path / "broken.log"
+        path.write_bytes(content)
+        line = run_with(cli, make_csv, str(path))
+        assert "is not a valid Optuna journal file" in line and "restore" in line
+        assert path.read_bytes() == content
