@@ -74,12 +74,17 @@ class Objective:
     direction: str                                # "maximize" or "minimize"
     compute: Callable[[Measured], float]
     attr: str                                     # the trial user attribute holding it
+    count: bool = False                           # a whole number (shown as 12,345)
+
+    def show(self, value: float) -> str:
+        return f"{value:,.0f}" if self.count else f"{value:.4g}"
 
 
 OBJECTIVES: dict[str, Objective] = {
     "accuracy": Objective("validation accuracy", "maximize", lambda m: m.accuracy, "accuracy"),
     # trainable parameters: fixed by the configuration, known before training
-    "params": Objective("parameters", "minimize", lambda m: float(m.n_params), "n_params"),
+    "params": Objective("parameters", "minimize", lambda m: float(m.n_params), "n_params",
+                        count=True),
     # CPU milliseconds to classify one row with the trained model (torch_latency_ms)
     "latency": Objective("latency ms", "minimize",
                          lambda m: torch_latency_ms(m.module(), m.row), "latency_ms"),

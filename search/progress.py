@@ -60,7 +60,7 @@ def summary(study: optuna.Study) -> str:
         cost = OBJECTIVES[objectives.cost]
         lines.append(f"Pareto front ({objectives.describe()}): {len(front)} trials")
         lines += [f"  trial #{t.number}: validation accuracy {t.values[0]:.4f}, {cost.metric} "
-                  f"{t.values[1]:.4g}" for t in front]
+                  f"{cost.show(t.values[1])}" for t in front]
     elif counts["complete"]:
         best = study.best_trial
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"

@@ -116,11 +116,11 @@ def _pareto_lines(study: optuna.Study) -> list[str]:
     objectives = Objectives.of(study)
     front = pareto_front([t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                           if feasible(t)])
-    cost = OBJECTIVES[objectives.cost].metric
+    cost = OBJECTIVES[objectives.cost]
     limits = "".join(f"; {OBJECTIVES[n].metric} at most {v:g}" for n, v in objectives.limits().items())
     return [f"Pareto front ({objectives.describe()}{limits}): {len(front)} trials", "",
-            f"| trial | validation accuracy | {cost} |", "|---|---|---|",
-            *(f"| {t.number} | {t.values[0]:.4f} | {t.values[1]:.4g} |" for t in front), ""]
+            f"| trial | validation accuracy | {cost.metric} |", "|---|---|---|",
+            *(f"| {t.number} | {t.values[0]:.4f} | {cost.show(t.values[1])} |" for t in front), ""]
 
 
 def _summary(study: optuna.Study, storage_url: str, skipped: dict[str, str]) -> str:

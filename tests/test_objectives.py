@@ -66,6 +66,8 @@ def store(tmp_path_factory):
                         MAX_PARAMS, "--seed", 0, "--population", 3)
     assert result.exit_code == 0, result.output
     assert "Pareto front (maximize validation accuracy, minimize parameters)" in result.output
+    front = [line for line in result.output.splitlines() if line.startswith("  trial #")]
+    assert front and all(line.split("parameters ")[1].replace(",", "").isdigit() for line in front)
     return folder, url
 
 
@@ -194,6 +196,34 @@ def test_each_pick_rule_exports_one_model_with_its_size_latency_and_rule(store, 
         assert meta["within_limits"] is True and meta["objectives"] == ["accuracy", "params"]
         assert 0 < meta["latency_ms"] < 50
     assert expected["knee"].number in {t.number for t in pareto_front(ok)}
+    over = next(t for t in study.trials if not feasible(t))   # --trial N may name any trial
+    result = invoke("export-best", "--storage", url, "--study", "mo", "--out", tmp_path / "n",
+                    "--trial", over.number)
+    assert result.exit_code == 0 and "over the study's limits" in result.output, result.output
+    meta = json.loads((tmp_path / "n" / "model.json").read_text())
+    assert (meta["trial_number"], meta["pick"], meta["within_limits"]) == (
+        over.number, f"trial {over.number}", False)
+
+
+def test_a_latency_limit_under_nsga2_marks_trials_infeasible_and_no_rule_picks_them(tmp_path):
+    """A real short run: accuracy against latency, NSGA-II, a limit no model can meet."""
+    synthetic_frame().to_csv(tmp_path / "f.csv", index=False)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    result = invoke("run", "--trials", 3, "--data", tmp_path / "f.csv", "--storage", url,
+                    "--study", "mo", "--objectives", "accuracy,latency", "--sampler", "nsga2",
+                    "--max-latency-ms", 1e-6, "--seed", 0, "--fix", "epochs=30", "--fix",
+                    "n_layers=1", "--pruner", "none")
+    assert result.exit_code == 0, result.output
+    study = load(url)
+    assert study.metric_names == ["validation accuracy", "latency ms"]
+    for t in study.trials:   # NSGA-II records each trial's generation
+        assert t.system_attrs["NSGAIISampler:generation"] == 0
+        assert t.state == TrialState.COMPLETE and t.values[1] == t.user_attrs["latency_ms"] > 0
+        assert t.constraints == {"max_latency": pytest.approx(t.values[1] - 1e-6)}
+        assert not feasible(t)
+    result = invoke("export-best", "--storage", url, "--study", "mo", "--out", tmp_path / "e")
+    assert result.exit_code == 1 and "no completed trial within its limits" in result.output
+    assert not (tmp_path / "e").exists()
 
 
 @pytest.mark.parametrize("args, expected", [
