@@ -38,7 +38,7 @@ def test_matches_kaggle_csv(clip):
         elif k == "tempo":
             assert abs(v - want) < 1, k
         else:
-            assert abs(v - want) < 1e-4 * abs(want), (k, v, want)
+            assert abs(v - want) <= 1e-5 * abs(want), (k, v, want)   # float32 precision
 
 
 @pytest.mark.skipif(not GTZAN.is_dir(), reason=f"GTZAN reference data not found at {GTZAN}")

@@ -229,3 +229,22 @@ def test_a_bad_file_never_creates_the_storage(cli, tmp_path, bad):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0], lines
     assert not db.exists()
+
+
+@settings(FAST, max_examples=25)
+@given(data=st.one_of(encoded(), garbage))
+def test_a_generated_bad_file_is_refused_by_run_before_any_storage_exists(folder, data):
+    """What load_dataset refuses, `gsearch run` refuses in one line, and no storage is made."""
+    from click.testing import CliRunner
+
+    from gsearch.search.cli import main
+
+    path = folder / "g.csv"
+    path.write_bytes(data)
+    message = load_or_error(path)
+    assume(isinstance(message, str))   # a file that loads would start a real search
+    db = folder / "never.db"
+    result = CliRunner().invoke(main, ["run", "--trials", "1", "--data", str(path),
+                                       "--storage", f"sqlite:///{db}"], catch_exceptions=False)
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [f"error: {message}"]
+    assert not db.exists()
