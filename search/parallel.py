@@ -220,10 +220,13 @@ class _Study(optuna.Study):
     def fail_unfinished(self) -> None:
         from gsearch.search.study import INTERRUPTED_ATTR
 
-        for trial in self.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.number in self._asked:
-                study_storage(self).set_trial_user_attr(trial_id(trial), INTERRUPTED_ATTR, True)
-                self.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        # best effort: after a second signal cut a storage write short, the storage may
+        # refuse; the parent (or a later run's heartbeat) then ends what is left
+        with contextlib.suppress(Exception):
+            for trial in self.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial.number in self._asked:
+                    study_storage(self).set_trial_user_attr(trial_id(trial), INTERRUPTED_ATTR, True)
+                    self.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
 @contextlib.contextmanager
