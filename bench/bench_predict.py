@@ -3,13 +3,15 @@
 It first trains a small model on features_30_sec.csv and exports it with
 gsearch.models.export.save_model into a temporary folder (a few seconds), then times:
 
-cold-first:       one clip, a new process, empty numba cache (what a first run costs)
-cold-warm-cache:  one clip, a new process, cache filled (every later run)
-per further clip: (seconds for N clips - seconds for one clip) / (N - 1), warm cache
+cold-first:       one clip, a new process, the first run on a new empty cache folder (the
+                  features are numpy/scipy code: no compiled kernels are cached, so this
+                  differs from the next line only by the operating system's file cache)
+cold-warm-cache:  one clip, a new process, a later run
+per further clip: (seconds for N clips - seconds for one clip) / (N - 1)
                   (N: the clips given, each copied --copies times into a temporary folder)
 
 Each figure is the fastest of --repeat runs (cold-first: one run per repeat, each on a new empty
-cache). Usage: python bench/bench_predict.py [--backend onnx|torch] [--clip PATH ...] [--copies K] [--repeat R]
+cache folder). Usage: python bench/bench_predict.py [--backend onnx|torch] [--clip PATH ...] [--copies K] [--repeat R]
 """
 import argparse
 import os
@@ -85,8 +87,8 @@ if __name__ == "__main__":
     further = (min(batch) - min(warm)) / (len(many) - 1)
     print(f"gsearch predict --backend {a.backend}, clip {clips[0].name}, cpu count {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f} (wall seconds, fastest of {a.repeat})")
-    print(f"cold-first       {min(cold):6.2f} s for one clip (new process, empty numba cache)")
+    print(f"cold-first       {min(cold):6.2f} s for one clip (new process, first run)")
     print(f"                 its stderr: {first_note or '(nothing)'}")
-    print(f"cold-warm-cache  {min(warm):6.2f} s for one clip (new process, numba cache filled)")
+    print(f"cold-warm-cache  {min(warm):6.2f} s for one clip (new process, a later run)")
     print(f"many clips       {min(batch):6.2f} s for {len(many)} clips in one process")
     print(f"per further clip {further:6.2f} s")
