@@ -439,6 +439,8 @@ def extract(paths, out, segment_seconds, jobs) -> None:
 def predict(model_dir, files, top_k, as_json, backend) -> None:
     """Classify audio files (or folders) and feature CSVs (one result per row) with an exported
     model. Audio longer than two of the model's clips is classified in clip-long windows, averaged."""
+    if sys.stderr.isatty():   # a new process: say what the first second or two is spent on
+        click.echo(f"gsearch predict: loading the model and {len(files)} path(s) ...", err=True)
     import json
 
     from gsearch.models.predict import ExportedModel, predict_files

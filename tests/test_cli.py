@@ -81,6 +81,19 @@ def test_run_says_what_it_loads_at_once_and_draws_its_bar_on_a_zero_column_termi
     assert any("search:" in line and "2/2" in line for line in lines), out
 
 
+def test_predict_says_what_it_does_at_once_on_a_terminal(real_export, tmp_path):
+    import pandas as pd
+
+    from conftest import GTZAN_CSV
+
+    pd.read_csv(GTZAN_CSV).head(2).to_csv(tmp_path / "rows.csv", index=False)
+    out, status = _in_a_terminal(["predict", "--model", real_export, tmp_path / "rows.csv"],
+                                 tmp_path, columns=80)
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert status == 0 and len(lines) == 3, out
+    assert lines[0] == "gsearch predict: loading the model and 1 path(s) ..."
+
+
 @pytest.mark.parametrize("after", [0.05, 0.6])
 def test_ctrl_c_at_any_moment_prints_no_traceback(tmp_path, after):
     out, status = _in_a_terminal(["run", "--trials", 1, "--storage", f"sqlite:///{tmp_path / 's.db'}"],
