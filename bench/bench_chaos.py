@@ -16,7 +16,6 @@ Usage: python bench/bench_chaos.py [--storage postgresql://postgres@127.0.0.1:54
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -112,24 +111,22 @@ def chaos(storage: str, data: str, *, workers: int, trials: int, kills: int,
     rng = random.Random(seed)
     start = time.monotonic()
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    done, handle, started = 0, None, []   # started: every worker pid seen, in start order
+    done, started = 0, []   # started: every worker pid seen, in start order
     at = None                               # when the next kill is due
     try:
         while done < kills and run.poll() is None and time.monotonic() - start < timeout:
             time.sleep(0.05)
             alive = workers_of(run.pid)
             started += sorted(pid for pid in alive if pid not in started)
-            if handle is None:
-                with contextlib.suppress(KeyError):   # the run has not created the study yet
+            if at is None:   # the first kill: once every worker is up (the run has made the
+                if len(alive) >= workers:   # study and its tables before it starts them)
                     handle = optuna.load_study(study_name=study, storage=open_storage(storage))
-                continue
-            if at is None:   # the first kill: once every worker is up
-                if len(alive) >= workers:
                     at = time.monotonic() + rng.uniform(*gap)
                 continue
             if time.monotonic() < at:
                 continue
-            busy = [pid for pid in alive if started.index(pid) in busy_indices(handle)]
+            running = busy_indices(handle)
+            busy = [pid for pid in alive if started.index(pid) in running]
             if busy:   # else wait until a worker holds a trial
                 with_suppress_kill(rng.choice(busy))
                 done += 1

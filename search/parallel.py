@@ -165,9 +165,6 @@ class _Interrupt:
         self.requested = True
         set_log_level(errors_only=True)
 
-    def stop_requested(self) -> bool:
-        return self.requested
-
 
 class _Study(optuna.Study):
     """A study handle that remembers the trials it asked for, so that one whose tell was
@@ -281,7 +278,7 @@ def _work(spec: RunSpec, ds: Dataset, split: Split, *, slot: int, index: int, bu
             run_study(study, ds, split, trials=spec.trials, device=resolve_device(spec.device),
                       seed=spec.train_seed, timeout=spec.timeout, population=spec.population,
                       callbacks=[account], claim=lambda force=False: budget.claim(slot, force),
-                      lock=budget.lock, stop=interrupt.stop_requested)
+                      lock=budget.lock, stop=lambda: interrupt.requested)
         except KeyboardInterrupt:
             study.fail_unfinished()
             raise

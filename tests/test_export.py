@@ -7,6 +7,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from conftest import GTZAN_CSV
 
 from gsearch import GsearchError
 from gsearch.data.load import load_dataset
@@ -20,7 +21,6 @@ def real_export(tmp_path_factory):
     """A 2-trial search on the real file (or its bundled copy), exported (about 20 s)."""
     from click.testing import CliRunner
 
-    from conftest import GTZAN_CSV
     from gsearch.search.cli import main
 
     folder = tmp_path_factory.mktemp("real")
@@ -58,8 +58,6 @@ def test_export_writes_a_self_contained_folder(real_export):
 
 
 def test_onnx_and_torch_agree_and_beat_chance_on_held_out_rows(real_export):
-    from conftest import GTZAN_CSV
-
     out = real_export[0] / "exp"
     ds = load_dataset(GTZAN_CSV)
     test = Protocol(split_seed=42).split(ds).test
