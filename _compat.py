@@ -70,3 +70,38 @@ def make_grpc_server(storage, host: str, port: int):
     from optuna.storages._grpc.server import make_server
 
     return make_server(storage, host, port)
+
+
+def write_intermediate_values(storage, values: dict[int, dict[int, float]]) -> None:
+    """Several trials' intermediate values, {trial id: {step: value}}, stored exactly as
+    Trial.report stores them (a RUNNING trial only; a step already stored is overwritten).
+    On an RDB storage they go in one transaction, where Trial.report costs one transaction
+    and three queries per value (about 4 ms each on SQLite); other storages take them one
+    by one through their public method."""
+    from optuna.storages import RDBStorage
+    from optuna.storages._cached_storage import _CachedStorage
+
+    backend = storage._backend if isinstance(storage, _CachedStorage) else storage
+    if not isinstance(backend, RDBStorage):
+        for trial_id_, steps in values.items():
+            for step, value in steps.items():
+                storage.set_trial_intermediate_value(trial_id_, step, value)
+        return
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    Value = models.TrialIntermediateValueModel
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        for trial_id_, steps in values.items():
+            trial = models.TrialModel.find_or_raise_by_id(trial_id_, session)
+            backend.check_trial_is_updatable(trial_id_, trial.state)
+            stored = {row.step: row for row in session.query(Value).filter(
+                Value.trial_id == trial_id_, Value.step.in_(list(steps)))}
+            for step, value in steps.items():
+                number, kind = Value.intermediate_value_to_stored_repr(value)
+                row = stored.get(step)
+                if row is None:
+                    session.add(Value(trial_id=trial_id_, step=step, intermediate_value=number,
+                                      intermediate_value_type=kind))
+                else:
+                    row.intermediate_value, row.intermediate_value_type = number, kind

@@ -2,6 +2,7 @@
 when the library renames the name or changes what gsearch relies on."""
 
 import optuna
+import pytest
 import torch
 
 from gsearch import _compat
@@ -97,3 +98,23 @@ def test_versions_are_the_bounded_ones():
     """setup.cfg bounds optuna and torch to the majors these names were checked on."""
     assert optuna.__version__.split(".")[0] == "5"
     assert torch.__version__.split(".")[0] == "2"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_write_intermediate_values_stores_what_trial_report_stores(tmp_path, kind):
+    url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else None
+    study = optuna.create_study(storage=url)
+    storage = _compat.study_storage(study)
+    values = {0: 0.5, 1: float("nan"), 2: float("inf"), 3: float("-inf"), 4: 0.25}
+    reported, written, other = study.ask(), study.ask(), study.ask()
+    for step, value in values.items():
+        reported.report(value, step)
+    _compat.write_intermediate_values(storage, {_compat.trial_id(written): {0: 0.1, 1: 0.1},
+                                                _compat.trial_id(other): {7: 0.75}})
+    _compat.write_intermediate_values(storage, {_compat.trial_id(written): values})  # overwrites 0, 1
+    stored = {t.number: t.intermediate_values for t in study.get_trials()}
+    assert repr(stored[written.number]) == repr(stored[reported.number])   # nan == nan by repr
+    assert stored[other.number] == {7: 0.75}
+    study.tell(other, 1.0)
+    with pytest.raises(RuntimeError, match="finished"):   # UpdateFinishedTrialError
+        _compat.write_intermediate_values(storage, {_compat.trial_id(other): {8: 0.5}})

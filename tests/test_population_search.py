@@ -143,6 +143,7 @@ def test_pruning_decisions_are_should_prunes(ds, monkeypatch):
     """The pruner is shown a local copy of the study (no storage read per trial and
     epoch); in one process it must decide exactly as it would on the storage."""
     monkeypatch.setattr("gsearch.search.loop.suggest_config", small_space)
+    monkeypatch.setattr("gsearch.search.loop._FLUSH_SECONDS", 0.0)   # the storage written every round
     median = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     decisions = []
 
@@ -206,3 +207,21 @@ def test_timeout_is_a_deadline_for_the_trials_in_flight(ds, monkeypatch):
     for t in study.trials:
         assert t.state == TrialState.PRUNED and t.user_attrs["pruned_reason"].startswith("deadline")
         assert 0 < len(t.intermediate_values) == t.user_attrs["epochs_run"] < 5000
+
+
+def test_a_running_trials_curve_reaches_the_storage_while_it_trains(ds, tmp_path, monkeypatch):
+    """Values are stored in batches (search/loop.py _FLUSH_SECONDS), not only when a trial ends."""
+    monkeypatch.setattr("gsearch.search.loop._FLUSH_SECONDS", 0.0)   # a write every round
+    monkeypatch.setattr("gsearch.search.loop.suggest_config",
+                        lambda trial: TrialConfig(n_layers=1, width=8, epochs=trial.suggest_int("epochs", 40, 40)))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
+    seen = []   # stored curve lengths of the running trials, at each of the loop's safe points
+
+    def look() -> bool:
+        seen.extend(len(t.intermediate_values) for t in study.get_trials(states=(TrialState.RUNNING,)))
+        return False
+
+    run_study(study, ds, Protocol().split(ds), trials=2, device=torch.device("cpu"), population=2,
+              stop=look)
+    assert [len(t.intermediate_values) for t in study.trials] == [40, 40]
+    assert set(seen) >= {1, 2, 39}   # growing epoch by epoch before each trial ended
