@@ -15,7 +15,7 @@ from gsearch import GsearchError, __version__
 from gsearch.search.protocol import Protocol
 from gsearch.search.space import PARAMETERS
 from gsearch.search.storage import DEFAULT_STORAGE, STORAGE_ENV, safe_url
-from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_STUDY, PRUNERS, SAMPLERS
+from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_STUDY, PRUNERS, SAMPLERS, WARM_START_TRIALS
 
 storage_option = click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
                               envvar=STORAGE_ENV, show_envvar=True,
@@ -139,6 +139,11 @@ def main() -> None:
 @click.option("--population", type=click.IntRange(min=1), default=DEFAULT_POPULATION,
               show_default=True,
               help="Trials trained at once as one batched model; 1 trains them one by one.")
+@click.option("--warm-start", metavar="STUDY", default=None,
+              help=f"Start from an earlier study: its {WARM_START_TRIALS} best configurations are "
+                   "the first trials of this run (each once per study).")
+@click.option("--warm-start-storage", metavar="URL", default=None,
+              help="Storage of the --warm-start study [default: --storage].")
 @click.option("--objectives", default="accuracy", show_default=True,
               help="What the study optimizes: accuracy (validation accuracy), accuracy,params "
                    "(also fewest trainable parameters) or accuracy,latency (also fastest: median "
@@ -156,8 +161,8 @@ def main() -> None:
                                                       "tracebacks of worker errors.")
 @user_errors
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
-        test_size, val_size, cv, timeout, workers, heartbeat, fix, population, objectives,
-        max_params, max_latency_ms, verbose) -> None:
+        test_size, val_size, cv, timeout, workers, heartbeat, fix, population, warm_start,
+        warm_start_storage, objectives, max_params, max_latency_ms, verbose) -> None:
     """Run a study, or resume it with --trials more trials."""
     started = time.monotonic()   # --timeout counts from here
     if sys.stderr.isatty():   # the imports and the data take a few seconds: say so at once
@@ -167,7 +172,7 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     from gsearch.search.parallel import RunSpec, cpu_count, run_search, start_workers_server
     from gsearch.search.space import parse_fixed
     from gsearch.search.storage import open_storage
-    from gsearch.search.study import open_study
+    from gsearch.search.study import load_study, open_study, warm_start_configs
 
     if workers > 1:
         start_workers_server()  # its imports run while this process imports its own
@@ -178,9 +183,21 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     protocol = Protocol(test_size=test_size, val_size=val_size, split_seed=split_seed, cv=cv)
     ds = load_dataset(resolve_data(data_path))  # data errors surface before the storage is touched
     split = protocol.split(ds)
+    warm = []   # read before this run's study is touched: a bad source leaves it as it was
+    if warm_start:
+        source = warm_start_storage or storage
+        warm = warm_start_configs(load_study(open_storage(source, must_exist=True), warm_start),
+                                  fixed)[:trials]
     study = open_study(open_storage(storage), study_name, protocol=protocol, ds=ds,
                        sampler=sampler, pruner=pruner, seed=seed, objectives=objectives)
     click.echo(f"data: {describe_data(ds)}")
+    if warm_start:
+        before = len(study.get_trials(deepcopy=False))
+        for params in warm:
+            study.enqueue_trial(params, skip_if_exists=True)
+        click.echo(f"warm start: {len(study.get_trials(deepcopy=False)) - before} of the best "
+                   f"configurations of study '{warm_start}' in {safe_url(source)} run first "
+                   f"({len(warm)} fit this search space; each runs once per study)")
     click.echo(f"study '{study_name}' in {safe_url(storage)}: {len(ds.y)} rows "
                f"({len(split.train)} train / {len(split.val)} validation / {len(split.test)} test, "
                f"test never used by the search), device {device}; {objectives.describe()}")

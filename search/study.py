@@ -131,6 +131,43 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Pro
     return study
 
 
+# How many of an earlier study's best configurations `gsearch run --warm-start` enqueues.
+WARM_START_TRIALS = 5
+
+
+def warm_start_configs(source: optuna.Study, fixed: dict | None = None,
+                       n: int = WARM_START_TRIALS) -> list[dict]:
+    """The search-space parameters of `source`'s best completed trials (by validation
+    accuracy, within its limits; at most `n`), for a new search to start from. Parameters
+    the space no longer has are dropped, `fixed` ones (--fix) replace theirs, and a
+    configuration outside today's ranges is left out rather than clipped.
+
+    >>> import optuna
+    >>> earlier = optuna.create_study(direction="maximize")
+    >>> earlier.enqueue_trial({"n_layers": 2, "width": 256, "epochs": 60})
+    >>> earlier.optimize(lambda t: t.suggest_int("n_layers", 1, 3) + t.suggest_int("width", 32, 512)
+    ...                  + t.suggest_int("epochs", 20, 100, step=10), n_trials=1)
+    >>> warm_start_configs(earlier, fixed={"epochs": 30})
+    [{'n_layers': 2, 'width': 256, 'epochs': 30}]
+    """
+    from gsearch._compat import distribution_contains
+    from gsearch.search.export import top_trials
+    from gsearch.search.objectives import candidates
+    from gsearch.search.space import space_distributions
+
+    ranked = top_trials(source, min(n, len(candidates(source))))
+    if not ranked:
+        raise GsearchError(f"study '{source.study_name}' has no completed trial to start from; "
+                           "drop --warm-start or name a study with finished trials")
+    space = space_distributions()
+    configs = []
+    for trial in ranked:
+        params = {k: v for k, v in trial.params.items() if k in space} | (fixed or {})
+        if all(distribution_contains(space[k], v) for k, v in params.items()):
+            configs.append(params)
+    return configs
+
+
 def state_counts(study: optuna.Study) -> dict[str, int]:
     """Trials per state name (complete, pruned, fail, running, waiting), and `interrupted`:
     the failed trials that a Ctrl-C or SIGTERM ended (user attribute INTERRUPTED_ATTR)."""

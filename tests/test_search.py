@@ -249,3 +249,34 @@ def test_studies_lists_counts(cli, make_csv, tmp_path):
 def test_open_storage_creates_tables_for_a_new_file(tmp_path):
     open_storage(storage_url(tmp_path))
     assert (tmp_path / "s.db").exists()
+
+
+def test_warm_start_runs_an_earlier_studys_best_configurations_first(cli, make_csv, tmp_path):
+    csv, other = make_csv(), f"sqlite:///{tmp_path / 'other.db'}"
+    assert cli("run", "--trials", 4, "--data", csv, "--storage", other, "--study", "old",
+               "--seed", 1, "--fix", "epochs=40").exit_code == 0
+    old = sorted(optuna.load_study(study_name="old", storage=other).trials, key=lambda t: (-t.value, t.number))
+    args = ["--data", csv, "--storage", storage_url(tmp_path), "--study", "t", "--seed", 2,
+            "--warm-start", "old", "--warm-start-storage", other]
+    result = cli("run", "--trials", 3, *args, "--fix", "epochs=30")
+    assert result.exit_code == 0, result.output
+    assert "warm start: 3 of the best configurations of study 'old'" in result.output
+    new = load(tmp_path).trials
+    assert [t.params for t in new] == [{**t.params, "epochs": 30} for t in old[:3]]  # --fix wins
+    assert {t.state for t in new} == {TrialState.COMPLETE}   # none left waiting
+    result = cli("run", "--trials", 4, *args, "--fix", "epochs=30")   # each runs once per study
+    assert result.exit_code == 0 and "warm start: 1 of the best" in result.output
+    assert [t.params for t in load(tmp_path).trials][3] == {**old[3].params, "epochs": 30}
+
+
+def test_a_bad_warm_start_leaves_the_store_untouched(cli, make_csv, tmp_path, one_trial_store):
+    shutil.copy(one_trial_store, tmp_path / "s.db")
+    before = digest(tmp_path / "s.db")
+    for source in (["--warm-start", "nope"],
+                   ["--warm-start", "t", "--warm-start-storage", f"sqlite:///{tmp_path / 'none.db'}"]):
+        result = cli("run", "--trials", 1, "--data", make_csv(), "--storage", storage_url(tmp_path),
+                     "--study", "new", *source)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+        assert re.search("no study named 'nope'|none.db", lines[0]), lines[0]
+    assert digest(tmp_path / "s.db") == before and not (tmp_path / "none.db").exists()
