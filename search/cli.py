@@ -15,7 +15,8 @@ from gsearch import GsearchError, __version__
 from gsearch.search.protocol import Protocol
 from gsearch.search.space import PARAMETERS
 from gsearch.search.storage import DEFAULT_STORAGE, STORAGE_ENV, safe_url
-from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_STUDY, PRUNERS, SAMPLERS, WARM_START_TRIALS
+from gsearch.search.study import (DEFAULT_POPULATION, DEFAULT_PRUNER, DEFAULT_STUDY, PRUNERS, SAMPLERS,
+                                  WARM_START_TRIALS)
 
 storage_option = click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
                               envvar=STORAGE_ENV, show_envvar=True,
@@ -41,11 +42,11 @@ sampler_option = click.option("--sampler", type=click.Choice(list(SAMPLERS)), de
                               show_default=True, help="How trials are proposed: TPE (Bayesian), "
                                                       "random search, or NSGA-II (genetic, for "
                                                       "Pareto fronts).")
-pruner_option = click.option("--pruner", type=click.Choice(list(PRUNERS)), default="median",
+pruner_option = click.option("--pruner", type=click.Choice(list(PRUNERS)), default=DEFAULT_PRUNER,
                              show_default=True,
-                             help="When a trial stops early: median (below the median of earlier "
-                                  "trials after 10 epochs), asha (successive halving), hyperband, "
-                                  "none.")
+                             help="When a trial stops early: asha (successive halving: only the "
+                                  "best third go on at epochs 5, 15 and 45), median (below the "
+                                  "median of earlier trials after 10 epochs), hyperband, none.")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
                               help="Torch CPU threads; tiny MLPs train fastest on one.")
 

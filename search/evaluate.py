@@ -21,7 +21,7 @@ from gsearch.search.export import export_best
 from gsearch.search.loop import run_study
 from gsearch.search.protocol import Protocol
 from gsearch.search.storage import open_storage
-from gsearch.search.study import open_study, state_counts
+from gsearch.search.study import DEFAULT_PRUNER, open_study, state_counts
 
 DEFAULT_EVAL_STORAGE = "sqlite:///evaluate.db"
 FINISHED = ("complete", "pruned", "fail")
@@ -68,7 +68,7 @@ def baselines(ds: Dataset, split: Split, seed: int = 0) -> dict[str, tuple[float
 
 def evaluate_seeds(ds: Dataset, *, split_seeds: list[int], trials: int, cv: int,
                    storage: str, out_dir: Path, device: torch.device, ensemble: int | None = None,
-                   sampler: str = "tpe", pruner: str = "median", seed: int = 0,
+                   sampler: str = "tpe", pruner: str = DEFAULT_PRUNER, seed: int = 0,
                    protocol: Protocol = Protocol()) -> list[SeedResult]:
     """Search, export and score once per split seed (the protocol's split seed replaced by
     each); a seed's study is topped up to `trials` finished trials, so an interrupted

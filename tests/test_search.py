@@ -254,7 +254,7 @@ def test_open_storage_creates_tables_for_a_new_file(tmp_path):
 def test_warm_start_runs_an_earlier_studys_best_configurations_first(cli, make_csv, tmp_path):
     csv, other = make_csv(), f"sqlite:///{tmp_path / 'other.db'}"
     assert cli("run", "--trials", 4, "--data", csv, "--storage", other, "--study", "old",
-               "--seed", 1, "--fix", "epochs=40").exit_code == 0
+               "--seed", 1, "--fix", "epochs=40", "--pruner", "none").exit_code == 0
     old = sorted(optuna.load_study(study_name="old", storage=other).trials, key=lambda t: (-t.value, t.number))
     args = ["--data", csv, "--storage", storage_url(tmp_path), "--study", "t", "--seed", 2,
             "--warm-start", "old", "--warm-start-storage", other]
@@ -263,7 +263,7 @@ def test_warm_start_runs_an_earlier_studys_best_configurations_first(cli, make_c
     assert "warm start: 3 of the best configurations of study 'old'" in result.output
     new = load(tmp_path).trials
     assert [t.params for t in new] == [{**t.params, "epochs": 30} for t in old[:3]]  # --fix wins
-    assert {t.state for t in new} == {TrialState.COMPLETE}   # none left waiting
+    assert len(new) == 3 and TrialState.WAITING not in {t.state for t in new}   # none left over
     result = cli("run", "--trials", 4, *args, "--fix", "epochs=30")   # each runs once per study
     assert result.exit_code == 0 and "warm start: 1 of the best" in result.output
     assert [t.params for t in load(tmp_path).trials][3] == {**old[3].params, "epochs": 30}

@@ -309,8 +309,8 @@ def test_retries_the_heartbeat_enqueues_during_a_run_are_run_before_it_ends(cli,
 
     killer = threading.Thread(target=killed_run_leaves_two_running_trials, daemon=True)
     killer.start()
-    rerun = cli("run", "--trials", 1, *args, "--heartbeat", 1, "--fix", "epochs=200",
-                "--fix", "batch_size=32")
+    rerun = cli("run", "--trials", 1, *args, "--heartbeat", 1, "--fix", "epochs=100",
+                "--fix", "batch_size=32", "--fix", "width=512")
     killer.join(timeout=5)
     assert rerun.exit_code == 0, rerun.output
     assert len(injected) == 2, "the rerun ended before the killed run's trials were added"
