@@ -176,8 +176,10 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cli, make_csv,
     thread freezes both workers when both are mid-trial and kills one with SIGKILL. The
     parent fails the dead worker's trial at once and enqueues it again."""
     url = f"sqlite:///{tmp_path / 's.db'}"
-    args = ["--data", make_csv(), "--storage", url, "--study", "k", "--workers", 2,
-            "--heartbeat", 1, "--fix", "epochs=60", "--pruner", "none", "--population", 1]
+    args = ["--data", make_csv(tracks_per_class=120), "--storage", url, "--study", "k",
+            "--workers", 2, "--heartbeat", 1, "--fix", "epochs=100", "--fix", "width=256",
+            "--fix", "n_layers=3", "--fix", "batch_size=32", "--pruner", "none", "--population", 1]
+    # trials of a few seconds: long enough to be caught mid-trial with their curves stored
     killed = {}
 
     def kill_one_mid_trial():
@@ -283,7 +285,7 @@ def test_retries_the_heartbeat_enqueues_during_a_run_are_run_before_it_ends(cli,
     after it has asked all its trials. Their retries must not be left WAITING."""
     db = tmp_path / "s.db"
     url = f"sqlite:///{db}"
-    args = ["--data", make_csv(tracks_per_class=60), "--storage", url, "--study", "r",
+    args = ["--data", make_csv(tracks_per_class=120), "--storage", url, "--study", "r",
             "--pruner", "none", "--population", 1, "--seed", 1]
     assert cli("run", "--trials", 1, *args, "--fix", "epochs=30").exit_code == 0
     storage = open_storage(url, heartbeat=1)
@@ -310,7 +312,7 @@ def test_retries_the_heartbeat_enqueues_during_a_run_are_run_before_it_ends(cli,
     killer = threading.Thread(target=killed_run_leaves_two_running_trials, daemon=True)
     killer.start()
     rerun = cli("run", "--trials", 1, *args, "--heartbeat", 1, "--fix", "epochs=100",
-                "--fix", "batch_size=32", "--fix", "width=512")
+                "--fix", "batch_size=32", "--fix", "width=256", "--fix", "n_layers=3")
     killer.join(timeout=5)
     assert rerun.exit_code == 0, rerun.output
     assert len(injected) == 2, "the rerun ended before the killed run's trials were added"
