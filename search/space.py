@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 
 # The searched parameters, in suggest_config's order (--fix's help lists them; a test checks).
+MAX_EPOCHS = 100   # the longest trial (hyperband's max_resource in study.PRUNERS)
+
 PARAMETERS = ("n_layers", "width", "batch_norm", "lr", "lr_schedule", "batch_size", "epochs",
               "dropout", "weight_decay", "label_smoothing", "input_noise")
 
@@ -41,7 +43,7 @@ def suggest_config(trial: optuna.Trial) -> TrialConfig:
         lr=trial.suggest_float("lr", 1e-4, 3e-2, log=True),
         lr_schedule=trial.suggest_categorical("lr_schedule", list(LR_SCHEDULES)),
         batch_size=trial.suggest_categorical("batch_size", [32, 64, 128]),
-        epochs=trial.suggest_int("epochs", 20, 100, step=10),
+        epochs=trial.suggest_int("epochs", 20, MAX_EPOCHS, step=10),
         # regularization
         dropout=trial.suggest_float("dropout", 0.0, 0.6),
         weight_decay=trial.suggest_float("weight_decay", 1e-5, 1e-1, log=True),

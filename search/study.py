@@ -11,6 +11,7 @@ import warnings
 from typing import TYPE_CHECKING, Callable
 
 from gsearch import GsearchError
+from gsearch.search.space import MAX_EPOCHS
 
 if TYPE_CHECKING:
     import optuna
@@ -58,7 +59,7 @@ PRUNERS: dict[str, Callable] = {    # name -> factory(optuna)
     # successive halving: only the best third at epochs 5, 15 and 45 go on (the default)
     "asha": lambda optuna: optuna.pruners.SuccessiveHalvingPruner(min_resource=5, reduction_factor=3),
     # several successive-halving brackets
-    "hyperband": lambda optuna: optuna.pruners.HyperbandPruner(min_resource=10, max_resource=200,
+    "hyperband": lambda optuna: optuna.pruners.HyperbandPruner(min_resource=10, max_resource=MAX_EPOCHS,
                                                                reduction_factor=3),
     # train every trial out
     "none": lambda optuna: optuna.pruners.NopPruner(),
