@@ -2,8 +2,9 @@
 
 The CLI's imports take a moment; a Ctrl-C during them would end in a Python traceback. Here
 SIGINT exits quietly (status 130) until the CLI is loaded, then the previous handler is back
-and the commands handle it themselves. A process that started with SIGINT ignored keeps
-ignoring it.
+and the commands handle it themselves. A Ctrl-C while click parses the command line (before a
+command runs) ends the same way, not in click's "Aborted!" with status 1. A process that
+started with SIGINT ignored keeps ignoring it.
 """
 
 import signal
@@ -23,7 +24,19 @@ def main() -> None:
         from gsearch.search.cli import main as cli
     finally:
         signal.signal(signal.SIGINT, previous)
-    cli()
+    import click
+
+    try:   # click's standalone mode, except that an interrupt exits as above
+        code = cli(standalone_mode=False)
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):
+            _quiet_exit(signal.SIGINT, None)
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)   # an int: --help's or --version's status
 
 
 if __name__ == "__main__":

@@ -42,10 +42,12 @@ def _in_a_terminal(args, tmp_path, columns=0, interrupt_after=None):
     import struct
     import termios
 
-    if interrupt_after is not None:
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
-        startup = time.perf_counter() - t
+    if interrupt_after is not None:   # the slowest of three, as a loaded machine varies
+        startup = 0.0
+        for _ in range(3):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            startup = max(startup, time.perf_counter() - t)
     leader, follower = os.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     proc = subprocess.Popen([sys.executable, "-m", "gsearch", *map(str, args)], cwd=tmp_path,
@@ -98,7 +100,9 @@ def test_predict_says_what_it_does_at_once_on_a_terminal(real_export, tmp_path):
 def test_ctrl_c_at_any_moment_prints_no_traceback(tmp_path, after):
     out, status = _in_a_terminal(["run", "--trials", 1, "--storage", f"sqlite:///{tmp_path / 's.db'}"],
                                  tmp_path, columns=80, interrupt_after=after)
-    assert status == 130, out
+    # 130, or killed by SIGINT itself (a shell shows 130 for both): CPython 3.11 exits so when
+    # the interrupt landed in an exec() (dataclasses define methods so), even a caught one
+    assert status in (130, -signal.SIGINT), out
     assert "Traceback" not in out and "interrupted" in out
 
 
