@@ -11,8 +11,8 @@ exported model is retrained on train+validation, where there is nothing to stop 
 
 Width stops at 256 and epochs at 100 (they went to 1024 and 200): with successive halving
 (the default pruner) wider models cost up to 7x more per epoch for no measured gain in test
-accuracy, and a 200-trial run takes about two minutes instead of four to seventeen
-(docs/benchmarks.md, "Fewer wasted epochs").
+accuracy, and a 200-trial run takes 33-124 s on 2-core machines instead of four to
+seventeen minutes (docs/benchmarks.md, "Fewer wasted epochs").
 """
 
 from __future__ import annotations
