@@ -31,7 +31,7 @@ import torch
 from gsearch.data.load import BUNDLED_DATA, load_dataset
 from gsearch.models import population as pop_module
 from gsearch.models.config import TrialConfig
-from gsearch.models.population import Population, TrainData
+from gsearch.models.population import Population
 from gsearch.search.protocol import Protocol
 
 
@@ -55,9 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     ds = load_dataset(BUNDLED_DATA)
-    split = Protocol().split(ds)
-    data = TrainData(X_train=ds.X[split.train], y_train=ds.y[split.train], n_classes=len(ds.classes),
-                     X_val=ds.X[split.val], y_val=ds.y[split.val])
+    protocol = Protocol()
+    [data] = protocol.trial_data(ds, protocol.split(ds))   # what a trial trains on
     config = TrialConfig(n_layers=args.layers, width=args.width, batch_norm=True, dropout=0.3,
                          lr=3e-3, lr_schedule="onecycle", batch_size=32, epochs=10 * args.epochs,
                          weight_decay=1e-3, label_smoothing=0.1, input_noise=0.1)
@@ -84,7 +83,8 @@ def main() -> None:
     again = epochs_ms(pop, args.epochs)
 
     k = args.members
-    print(f"population of {k} x {args.layers} x {args.width}, batch 32, 640 rows, "
+    print(f"population of {k} x {args.layers} x {args.width}, batch {config.batch_size}, "
+          f"{len(data.X_train)} rows, "
           f"device {args.device}, torch {torch.__version__}")
     print(f"eager:    {np.median(eager):.1f} ms per epoch ({np.median(eager) / k:.1f} per trial-epoch); "
           f"again after the compiled phase: {np.median(again):.1f} ms")
