@@ -10,8 +10,9 @@ In one run, on one data file and one split (64/16/20 by track, split seed 42):
 (b) a reference study (that loop as the objective, TPE, MedianPruner, in-memory storage,
     one process; depth 1-4, width 16-512, dropout 0-0.6, batch norm, lr 1e-4..1e-1,
     epochs 20-200, batch 64) and `gsearch run` with default settings (the real CLI, a
-    fresh SQLite file; its own default space, which is wider: width 32-1024, lr schedules,
-    weight decay, label smoothing, input noise, batch 32-128), both with --trials trials.
+    fresh SQLite file; its own default space, search/space.py: depth 1-3, width 32-256 on a
+    log scale, epochs 20-100 in steps of 10, lr 1e-4..3e-2 with a schedule, weight decay,
+    label smoothing, input noise, batch 32-128), both with --trials trials.
     The best trial of each is retrained on train+validation with its own trainer
     (--repeats seeds, a single model each) and scored on the untouched test split.
     For both studies it also prints the epochs trained and their arithmetic floor: the
