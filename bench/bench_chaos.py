@@ -47,13 +47,13 @@ def busy_indices(study) -> set[int]:
     trial: the worker that created it, or the one that took it from the queue (a retry)."""
     from optuna.trial import TrialState
 
-    from gsearch.search.parallel import TAKEN_ATTR
-    from gsearch.search.storage import WORKER_ATTR
+    from gsearch.search import records
 
     busy = set()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        takers = [k[len(TAKEN_ATTR):] for k, v in t.system_attrs.items() if k.startswith(TAKEN_ATTR) and v]
-        for name in takers or [t.system_attrs.get(WORKER_ATTR, "")]:
+        takers = [k[len(records.TAKEN_BY):] for k, v in t.system_attrs.items()
+                  if k.startswith(records.TAKEN_BY) and v]
+        for name in takers or [t.system_attrs.get(records.WORKER, "")]:
             if "/" in name:
                 busy.add(int(name.rsplit("/", 1)[1]))
     return busy
@@ -63,6 +63,7 @@ def outcome(storage: str, study: str) -> dict:
     """What the study holds after the run."""
     import optuna
 
+    from gsearch.search import records
     from gsearch.search.storage import RETRIES, open_storage
 
     State = optuna.trial.TrialState
@@ -70,18 +71,18 @@ def outcome(storage: str, study: str) -> dict:
     failed = [t for t in trials if t.state == State.FAIL]
     retries = {}
     for t in trials:
-        if "retry_of" in t.user_attrs:
-            retries.setdefault(t.user_attrs["retry_of"], []).append(t)
+        if records.RETRY_OF in t.user_attrs:
+            retries.setdefault(t.user_attrs[records.RETRY_OF], []).append(t)
     # a trial killed while its parameters were being sampled gets the rest in its retry;
     # one whose retries were all killed too is not run again after RETRIES of them
-    given_up = [f.number for f in failed if len(f.system_attrs.get("retry_history", [])) >= RETRIES]
+    given_up = [f.number for f in failed if len(f.system_attrs.get(records.RETRY_HISTORY, [])) >= RETRIES]
     def differing(f):  # the killed trial's parameters its one retry lacks or changed
         again = retries.get(f.number, [])
         return sorted(k for k, v in f.params.items() if again[0].params.get(k) != v) if len(again) == 1 else []
 
     not_retried_once = [  # trial number, its retries' numbers, its retry history, differing params
         (f.number, [r.number for r in retries.get(f.number, [])],
-         f.system_attrs.get("retry_history", []), differing(f))
+         f.system_attrs.get(records.RETRY_HISTORY, []), differing(f))
         for f in failed if f.number not in given_up and (
             len(retries.get(f.number, [])) != 1 or differing(f))]
     return {"finished": sum(t.state in (State.COMPLETE, State.PRUNED) for t in trials),

@@ -29,8 +29,10 @@ import torch
 
 from gsearch.models.config import TrialConfig
 from gsearch.models.population import TrainData, train
+from gsearch.search import records
 from gsearch.search.evaluate import DEFAULT_EVAL_STORAGE, study_name
-from gsearch.search.export import study_data, top_trials
+from gsearch.search.export import study_data
+from gsearch.search.selection import top_trials
 
 REAL_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "gtzan" / "features_30_sec.csv"
 RECIPE = TrialConfig(n_layers=2, width=512, batch_norm=True, dropout=0.4, weight_decay=1e-3,
@@ -57,7 +59,7 @@ def score_seed(study: optuna.Study, data_path: str, recipe: TrialConfig = RECIPE
         mean = np.mean([probs(c, s) for c, s in members], axis=0)
         return float((mean.argmax(axis=1) == y_test).mean())
 
-    top = [(TrialConfig.from_dict(t.params), t.user_attrs.get("seed", 0)) for t in top_trials(study, 5)]
+    top = [(TrialConfig.from_dict(t.params), t.user_attrs.get(records.TRIAL_SEED, 0)) for t in top_trials(study, 5)]
     recipe = [(recipe, r) for r in range(5)]
     return {
         "best": accuracy(top[:1]),

@@ -15,6 +15,7 @@ _EXPORTS = {
     "TrainData": "gsearch.models.population",
     "History": "gsearch.models.population",
     "Population": "gsearch.models.population",
+    "Populations": "gsearch.models.population",
     "train": "gsearch.models.population",
     "train_population": "gsearch.models.population",
     "resolve_device": "gsearch.models.population",

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
-import time
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gsearch.models.config import TrialConfig
+from gsearch.models.metrics import median_ms
 
 if TYPE_CHECKING:   # torch is imported where a model is written: predict reads the names below
     from torch import nn
@@ -95,13 +94,7 @@ def onnx_latency_ms(path: Path, n_features: int, *, threads: int | None = None) 
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     row = {"features": np.zeros((1, n_features), np.float32)}
-    times = []
-    for i in range(LATENCY_WARMUP + LATENCY_REPEATS):
-        start = time.perf_counter()
-        session.run(None, row)
-        if i >= LATENCY_WARMUP:
-            times.append(time.perf_counter() - start)
-    return round(1000 * statistics.median(times), 4)
+    return median_ms(lambda: session.run(None, row), warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS)
 
 
 def save_model(model: nn.Module, configs: TrialConfig | list[TrialConfig], classes: tuple[str, ...],

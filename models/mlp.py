@@ -9,6 +9,10 @@ import torch
 from torch import nn
 
 from gsearch.models.config import TrialConfig
+from gsearch.models.metrics import median_ms
+
+# torch_latency_ms: untimed warm-up calls, then timed ones (the median is kept)
+LATENCY_WARMUP, LATENCY_REPEATS = 20, 100
 
 
 class Standardize(nn.Module):
@@ -65,3 +69,12 @@ def build_ensemble(configs: list[TrialConfig], n_features: int, n_classes: int) 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def torch_latency_ms(model: nn.Module, row: np.ndarray) -> float:
+    """Median milliseconds of a single-row forward pass on the CPU, in torch's current
+    thread setting, after warm-up (metrics.median_ms)."""
+    model = model.cpu().eval()
+    x = torch.as_tensor(np.asarray(row, np.float32).reshape(1, -1))
+    with torch.inference_mode():
+        return median_ms(lambda: model(x), warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS)

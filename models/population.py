@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from gsearch import GsearchError
-from gsearch._compat import fused_adamw_step, zero_
+from gsearch.models._compat import fused_adamw_step, zero_
 from gsearch.data.split import fit_scaler
 from gsearch.models.config import TrialConfig
 from gsearch.models.mlp import build_mlp, count_parameters
@@ -516,35 +516,84 @@ class Population:
         return results
 
 
-def train_population(configs: list[TrialConfig], datas: list[TrainData], seeds: list[int], *,
-                     device: torch.device | str = "cpu", seed: int = 0,
-                     on_epoch=None) -> list[tuple[nn.Sequential | None, History]]:
-    """Train members together until all are done; (model, history) per member in input
-    order. Members are grouped into populations by `population_key` (a group trains to its
-    end before the next starts). The model is None for a member that diverged or that
-    on_epoch stopped.
+Member = tuple[tuple, int]   # (population key, member id in that population)
 
-    on_epoch(results: list[EpochResult]) -> indices into `configs` of members to stop now;
-    `EpochResult.member` is that index too.
+
+class Populations:
+    """The one driver of training: members of any configuration and data, grouped into
+    populations that can share a batched model (`population_key`), every population one
+    epoch a round. The trial loop adds and removes members as trials come and go (each fold
+    of a trial is a member); `train_population` trains a fixed set to the end.
+
+    The k-th population made gets seed `seed + k` for its shared random draws (dropout,
+    input noise); a member's own draws (initial weights, shuffling) follow its own seed.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> data = TrainData(rng.normal(size=(64, 5)).astype("float32"), rng.integers(0, 2, 64), 2,
+    ...                  rng.normal(size=(16, 5)).astype("float32"), rng.integers(0, 2, 16))
+    >>> driver = Populations()
+    >>> narrow = driver.add(TrialConfig(width=16, epochs=2), data, seed=0)
+    >>> wide = driver.add(TrialConfig(width=256, epochs=3), data, seed=1)
+    >>> rounds = 0
+    >>> while len(driver):
+    ...     done = [member for member, result in driver.run_epoch() if result.done]
+    ...     rounds += 1
+    ...     for member in done:
+    ...         _ = driver.remove(member)
+    >>> rounds, len(driver.populations)   # two widths, two populations (on the CPU)
+    (3, 2)
     """
+
+    def __init__(self, *, device: torch.device | str = "cpu", seed: int = 0):
+        self.device, self.seed = torch.device(device), seed
+        self.populations: dict[tuple, Population] = {}
+
+    def __len__(self) -> int:
+        """Members still training."""
+        return sum(len(pop) for pop in self.populations.values())
+
+    def add(self, config: TrialConfig, data: TrainData, seed: int) -> Member:
+        """A new member, in the population its key names (made when first needed)."""
+        key = population_key(config, data, self.device)
+        if key not in self.populations:
+            self.populations[key] = Population(device=self.device, seed=self.seed + len(self.populations))
+        return key, self.populations[key].add(config, data, seed)
+
+    def run_epoch(self) -> list[tuple[Member, EpochResult]]:
+        """One epoch of every member still training, population by population."""
+        return [((key, result.member), result) for key, pop in self.populations.items()
+                for result in pop.run_epoch()]
+
+    def remove(self, member: Member) -> History:
+        """Forget a member, training (then it is marked pruned) or done; its history."""
+        key, id_ = member
+        return self.populations[key].remove(id_)
+
+    def to_module(self, member: Member) -> nn.Sequential:
+        """The member as the plain model `build_mlp` builds (Population.to_module)."""
+        key, id_ = member
+        return self.populations[key].to_module(id_)
+
+    def training(self, member: Member) -> bool:
+        key, id_ = member
+        return id_ in self.populations[key].members
+
+
+def train_population(configs: list[TrialConfig], datas: list[TrainData], seeds: list[int], *,
+                     device: torch.device | str = "cpu",
+                     seed: int = 0) -> list[tuple[nn.Sequential | None, History]]:
+    """Train members together until all are done (`Populations`); (model, history) per
+    member in input order. The model is None for a member that diverged."""
+    driver = Populations(device=device, seed=seed)
+    members = [driver.add(config, data, s) for config, data, s in zip(configs, datas, seeds, strict=True)]
+    index = {member: i for i, member in enumerate(members)}
     out: dict[int, tuple[nn.Sequential | None, History]] = {}
-    groups: dict[tuple, list[int]] = {}
-    for i, (config, data) in enumerate(zip(configs, datas, strict=True)):
-        groups.setdefault(population_key(config, data, device), []).append(i)
-    for group in groups.values():
-        pop = Population(device=device, seed=seed)
-        ids = {i: pop.add(configs[i], datas[i], seeds[i]) for i in group}   # index -> member id
-        index = {member: i for i, member in ids.items()}
-        while len(pop):
-            results = pop.run_epoch()
-            for r in results:
-                member, r.member = r.member, index[r.member]
-                if r.done:
-                    out[r.member] = (None if r.history.diverged else pop.to_module(member),
-                                     pop.remove(member))
-            for i in (on_epoch(results) if on_epoch else ()) or ():
-                if i in ids and ids[i] in pop.members:
-                    out[i] = (None, pop.remove(ids[i]))
+    while len(driver):
+        for member, result in driver.run_epoch():
+            if result.done:
+                model = None if result.history.diverged else driver.to_module(member)
+                out[index[member]] = (model, driver.remove(member))
     return [out[i] for i in range(len(configs))]
 
 

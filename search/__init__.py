@@ -1,5 +1,6 @@
-"""gsearch.search: the Optuna side. A study's protocol and storage, the one trial loop,
-parallel workers, export of the best trials, the honest benchmark and the CLI.
+"""gsearch.search: the Optuna side. A study's protocol and storage, the one trial loop and its
+one entrance (`run_search`), parallel workers, ranking, export of the best trials, the honest
+benchmark and the CLI.
 
 >>> from gsearch.search import Protocol, SAMPLERS, PRUNERS
 >>> sorted(PRUNERS), sorted(SAMPLERS)
@@ -15,10 +16,15 @@ _EXPORTS = {
     "safe_url": "gsearch.search.storage",
     "open_study": "gsearch.search.study",
     "load_study": "gsearch.search.study",
+    "Strategy": "gsearch.search.study",
     "SAMPLERS": "gsearch.search.study",
     "PRUNERS": "gsearch.search.study",
     "suggest_config": "gsearch.search.space",
-    "run_study": "gsearch.search.loop",
+    "run_search": "gsearch.search.parallel",
+    "Workers": "gsearch.search.parallel",
+    "top_trials": "gsearch.search.selection",
+    "pick_trial": "gsearch.search.selection",
+    "Pick": "gsearch.search.selection",
     "export_best": "gsearch.search.export",
 }
 __all__ = sorted(_EXPORTS)

@@ -1,5 +1,11 @@
 """The gsearch command line: run, export-best, evaluate, report, studies, dashboard, extract,
-predict, serve."""
+predict, serve.
+
+Imports: at the top only what the options need (defaults and choices, from modules that load
+nothing heavy at import); each command imports the rest when it runs, so that `gsearch --help`
+and a mistyped option answer in a few hundredths of a second instead of loading torch, Optuna
+and pandas (2 s), and each command loads only its own (predict never imports Optuna).
+"""
 
 from __future__ import annotations
 
@@ -77,6 +83,15 @@ def _setup_torch(threads: int, device: str):
 
     torch.set_num_threads(threads)
     return resolve_device(device)
+
+
+def _space():
+    """The search space: space.suggest_config, unless the caller of `main` passed another as
+    click's context object, main(obj={"space": fn}): how the tests run the real commands on
+    spaces that train in a blink. Not an option: a user's space is the documented one."""
+    from gsearch.search.space import suggest_config
+
+    return (click.get_current_context().obj or {}).get("space", suggest_config)
 
 
 def _quiet_optuna(verbose: bool = False) -> None:
@@ -168,29 +183,32 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     started = time.monotonic()   # --timeout counts from here
     if sys.stderr.isatty():   # the imports and the data take a few seconds: say so at once
         click.echo("gsearch run: loading PyTorch, Optuna and the data ...", err=True)
-    from gsearch.data.load import describe_data, load_dataset, resolve_data
-    from gsearch.search.objectives import Objectives
-    from gsearch.search.parallel import RunSpec, cpu_count, run_search, start_workers_server
-    from gsearch.search.space import parse_fixed
-    from gsearch.search.storage import open_storage
-    from gsearch.search.study import load_study, open_study, warm_start_configs
+    from gsearch.search._spawn import cpu_count, start_workers_server
 
     if workers > 1:
         start_workers_server()  # its imports run while this process imports its own
+    from gsearch.data.load import describe_data, load_dataset, resolve_data
+    from gsearch.search.objectives import Objectives
+    from gsearch.search.parallel import Workers, run_search
+    from gsearch.search.space import parse_fixed
+    from gsearch.search.storage import open_storage
+    from gsearch.search.study import Strategy, load_study, open_study, warm_start_configs
+
     _quiet_optuna(verbose)
+    threads = max(1, min(threads, cpu_count() // workers))   # per worker process
     device = _setup_torch(threads, device)
-    fixed = parse_fixed(fix)
+    strategy = Strategy(sampler, pruner, seed, parse_fixed(fix))
     objectives = Objectives.parse(objectives, max_params=max_params, max_latency_ms=max_latency_ms)
     protocol = Protocol(test_size=test_size, val_size=val_size, split_seed=split_seed, cv=cv)
     ds = load_dataset(resolve_data(data_path))  # data errors surface before the storage is touched
-    split = protocol.split(ds)
+    split = protocol.split(ds)                  # and split errors (too few tracks of a class)
     warm = []   # read before this run's study is touched: a bad source leaves it as it was
     if warm_start:
         source = warm_start_storage or storage
         warm = warm_start_configs(load_study(open_storage(source, must_exist=True), warm_start),
-                                  fixed)[:trials]
-    study = open_study(open_storage(storage), study_name, protocol=protocol, ds=ds,
-                       sampler=sampler, pruner=pruner, seed=seed, objectives=objectives)
+                                  strategy.fixed)[:trials]
+    study = open_study(open_storage(storage, heartbeat=heartbeat or None), study_name,
+                       protocol=protocol, ds=ds, strategy=strategy, objectives=objectives)
     click.echo(f"data: {describe_data(ds)}")
     if warm_start:
         before = len(study.get_trials(deepcopy=False))
@@ -202,16 +220,12 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     click.echo(f"study '{study_name}' in {safe_url(storage)}: {len(ds.y)} rows "
                f"({len(split.train)} train / {len(split.val)} validation / {len(split.test)} test, "
                f"test never used by the search), device {device}; {objectives.describe()}")
-    done = len(study.get_trials(deepcopy=False))
-    spec = RunSpec(storage=storage, study=study_name, sampler=sampler, pruner=pruner,
-                   seed=None if seed is None else seed + done, train_seed=seed or 0,
-                   device=str(device), threads=max(1, min(threads, cpu_count() // workers)),
-                   trials=trials, heartbeat=heartbeat or None, fixed=fixed,
-                   timeout=None if timeout is None else max(0.0, timeout - (time.monotonic() - started)),
-                   population=population, verbose=verbose)
     finished = _finished(study)
     try:
-        run_search(spec, ds, split, study, workers)
+        run_search(study, ds, trials=trials, space=_space(), device=device, seed=seed or 0,
+                   timeout=None if timeout is None else max(0.0, timeout - (time.monotonic() - started)),
+                   population=population,
+                   workers=Workers(workers, storage, strategy, heartbeat or None, threads, verbose))
     except KeyboardInterrupt:
         done = _finished(study) - finished
         raise Interrupted(
@@ -257,7 +271,7 @@ def export_best_command(ctx, study_name, storage, out_dir, data_path, ensemble, 
     On a study with several objectives: the trial --pick or --trial names (knee by default)."""
     from gsearch.search.dashboard import artifact_dir, attach_export
     from gsearch.search.export import export_best
-    from gsearch.search.objectives import Pick, parse_pick
+    from gsearch.search.selection import Pick, parse_pick
     from gsearch.search.storage import open_storage
     from gsearch.search.study import load_study
 
@@ -339,6 +353,7 @@ def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensem
     """Honest benchmark: per split seed, search train+validation, export, score on test."""
     from gsearch.data.load import describe_data, load_dataset, resolve_data
     from gsearch.search.evaluate import DEFAULT_EVAL_STORAGE, evaluate_seeds, format_table
+    from gsearch.search.study import Strategy
 
     try:
         seeds = [int(s) for s in split_seeds.split(",") if s.strip()]
@@ -352,7 +367,8 @@ def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensem
     ds = load_dataset(resolve_data(data_path))  # data errors surface before the storage is touched
     results = evaluate_seeds(ds, split_seeds=seeds, trials=trials, cv=cv,
                              storage=storage or DEFAULT_EVAL_STORAGE, out_dir=out_dir, device=device,
-                             ensemble=ensemble, sampler=sampler, pruner=pruner, seed=seed)
+                             ensemble=ensemble, strategy=Strategy(sampler, pruner, seed), seed=seed,
+                             space=_space())
     click.echo(format_table(results))
     click.echo(f"data: {describe_data(ds)}")
     click.echo(f"models in {out_dir}/split<seed>/; studies in {safe_url(storage or DEFAULT_EVAL_STORAGE)}")
@@ -366,7 +382,9 @@ def studies(storage) -> None:
     for a study with several objectives, the number of trials on its Pareto front."""
     import optuna
 
-    from gsearch.search.objectives import accuracy_of, feasible, pareto_front
+    from gsearch.search import records
+    from gsearch.search.objectives import accuracy_of, feasible
+    from gsearch.search.selection import pareto_front
     from gsearch.search.storage import open_storage
 
     _quiet_optuna()
@@ -375,8 +393,6 @@ def studies(storage) -> None:
     if not summaries:
         click.echo(f"no studies in {safe_url(storage)}")
         return
-    from gsearch.search.study import INTERRUPTED_ATTR
-
     states = optuna.trial.TrialState
     columns = ("complete", "pruned", "failed", "running", "interrupted")
     click.echo(f"{'study':<24} {'trials':>6} " + " ".join(f"{c:>8}" for c in columns)
@@ -385,7 +401,7 @@ def studies(storage) -> None:
         study_id = store.get_study_id_from_name(summary.study_name)
         counts = [store.get_n_trials(study_id, state) for state in
                   (states.COMPLETE, states.PRUNED, states.FAIL, states.RUNNING)]
-        interrupted = sum(INTERRUPTED_ATTR in t.user_attrs for t in
+        interrupted = sum(records.INTERRUPTED in t.user_attrs for t in
                           store.get_all_trials(study_id, deepcopy=False, states=(states.FAIL,)))
         counts[2] -= interrupted   # failed: the trials whose training or code failed
         counts.append(interrupted)

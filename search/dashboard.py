@@ -15,8 +15,8 @@ from optuna_dashboard import run_server, save_note
 from sqlalchemy.engine import make_url
 
 from gsearch import GsearchError
-from gsearch._compat import study_id, study_storage
-from gsearch.search.study import EXPORT_ATTR
+from gsearch.search._compat import study_id, study_storage
+from gsearch.search import records
 
 
 def default_artifact_dir(storage_url: str) -> Path | None:
@@ -110,7 +110,7 @@ def attach_export(study: optuna.Study, out_dir: Path, artifacts: Path | None) ->
 
     report = json.loads((out_dir / REPORT_FILE).read_text())
     number = report["trial_number"]
-    study.set_user_attr(EXPORT_ATTR, {key: report[key] for key in
+    study.set_user_attr(records.EXPORT, {key: report[key] for key in
                                       ("trial_number", "test_accuracy", "test_macro_f1", "n_test")})
     links = {}  # file name -> dashboard URL of the uploaded artifact
     if artifacts is not None:

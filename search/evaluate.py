@@ -13,15 +13,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 from gsearch.data.load import Dataset
 from gsearch.data.split import Split
 from gsearch.models.metrics import classification_scores
 from gsearch.search.export import export_best
-from gsearch.search.loop import run_study
+from gsearch.search.loop import Space
+from gsearch.search.parallel import run_search
 from gsearch.search.protocol import Protocol
+from gsearch.search.space import suggest_config
 from gsearch.search.storage import open_storage
-from gsearch.search.study import DEFAULT_PRUNER, open_study, state_counts
+from gsearch.search.study import Strategy, open_study, state_counts
 
 DEFAULT_EVAL_STORAGE = "sqlite:///evaluate.db"
 FINISHED = ("complete", "pruned", "fail")
@@ -44,12 +51,6 @@ def study_name(split_seed: int, cv: int) -> str:
 def baselines(ds: Dataset, split: Split, seed: int = 0) -> dict[str, tuple[float, float]]:
     """RBF-SVM and logistic regression (StandardScaler pipelines), C tuned by 5-fold
     track-grouped CV on train+validation, scored on the test split."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-
     rows = split.train_val
     folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
     models = {
@@ -68,27 +69,27 @@ def baselines(ds: Dataset, split: Split, seed: int = 0) -> dict[str, tuple[float
 
 def evaluate_seeds(ds: Dataset, *, split_seeds: list[int], trials: int, cv: int,
                    storage: str, out_dir: Path, device: torch.device, ensemble: int | None = None,
-                   sampler: str = "tpe", pruner: str = DEFAULT_PRUNER, seed: int = 0,
-                   protocol: Protocol = Protocol()) -> list[SeedResult]:
-    """Search, export and score once per split seed (the protocol's split seed replaced by
-    each); a seed's study is topped up to `trials` finished trials, so an interrupted
-    benchmark resumes where it stopped."""
+                   strategy: Strategy = Strategy(seed=0), seed: int = 0,
+                   protocol: Protocol = Protocol(), space: Space = suggest_config) -> list[SeedResult]:
+    """Search (run_search, `space`), export and score once per split seed (the protocol's
+    split seed replaced by each); a seed's study is topped up to `trials` finished trials, so
+    an interrupted benchmark resumes where it stopped. `seed`: the training seed (and the
+    baselines' CV folds)."""
     protocols = {s: replace(protocol, split_seed=s, cv=cv) for s in split_seeds}
     splits = {s: p.split(ds) for s, p in protocols.items()}  # data errors before the storage
     store = open_storage(storage)
     results = []
     for split_seed, split in splits.items():
         name = study_name(split_seed, cv)
-        study = open_study(store, name, protocol=protocols[split_seed], ds=ds, sampler=sampler,
-                           pruner=pruner, seed=seed)
+        study = open_study(store, name, protocol=protocols[split_seed], ds=ds, strategy=strategy)
         done = sum(state_counts(study)[s] for s in FINISHED)
         if done < trials:
             print(f"split seed {split_seed}: study '{name}', {len(split.train_val)} train+validation "
                   f"rows searched ({'%d-fold CV' % cv if cv > 1 else 'fixed validation split'}), "
                   f"{len(split.test)} test rows held out")
-            run_study(study, ds, split, trials=trials - done, device=device, seed=seed)
-        info = export_best(study, out_dir / f"split{split_seed}", data_path=ds.path,
-                           device=device, ensemble=ensemble)
+            run_search(study, ds, trials=trials - done, space=space, device=device, seed=seed)
+        info = export_best(study, out_dir / f"split{split_seed}", ds=ds, device=device,
+                           ensemble=ensemble)
         result = SeedResult(split_seed, name, sum(state_counts(study)[s] for s in FINISHED),
                             info["validation_accuracy"], _search_minutes(study))
         if "members" in info:

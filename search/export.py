@@ -5,9 +5,10 @@ Trials are ranked by their study value only (validation or CV accuracy); the tes
 read here once, after the choice, to score the exported model. The members are retrained
 together as batched populations (models.population.train_population).
 
-A multi-objective study (accuracy against parameters or latency) exports one trial, chosen by
-a rule (objectives.Pick: knee, accuracy, smallest-within D) or by number; trials over the
-study's limits are never chosen by a rule, nor put in an ensemble.
+Which trials: selection.chosen_trials. A multi-objective study (accuracy against parameters
+or latency) exports one trial, chosen by a rule (selection.Pick: knee, accuracy,
+smallest-within D) or by number; trials over the study's limits are never chosen by a rule,
+nor put in an ensemble.
 """
 
 from __future__ import annotations
@@ -27,56 +28,24 @@ from gsearch.models.export import CONFUSION_FILE, REPORT_FILE, plot_confusion, s
 from gsearch.models.metrics import classification_scores
 from gsearch.models.mlp import Ensemble
 from gsearch.models.population import DivergedError, TrainData, train_population
-from gsearch.search.objectives import Objectives, Pick, accuracy_of, candidates, feasible, pick_trial
+from gsearch.search import records
+from gsearch.search.objectives import Objectives, accuracy_of, feasible
 from gsearch.search.protocol import Protocol
-
-# Measured with `gsearch evaluate` (docs/benchmarks.md): the top-5 ensemble beat the single
-# best trial on split seeds 42/0/1 and tied it on fresh ones, so export-best averages 5.
-DEFAULT_ENSEMBLE = 5
+from gsearch.search.selection import Pick, chosen_trials
 
 
-def top_trials(study: optuna.Study, k: int | None = 1) -> list[optuna.trial.FrozenTrial]:
-    """The k completed trials within the study's limits with the highest value (earlier
-    trial first on ties); k=None: DEFAULT_ENSEMBLE, or every such trial when there are fewer."""
-    complete = candidates(study)
-    if k is None:
-        k = min(DEFAULT_ENSEMBLE, len(complete))
-    if k > len(complete):
-        raise GsearchError(f"--ensemble {k} needs {k} completed trials, study "
-                           f"'{study.study_name}' has {len(complete)}; run more trials or "
-                           f"use --ensemble {len(complete)}")
-    return sorted(complete, key=lambda t: (-accuracy_of(t), t.number))[:k]
-
-
-def chosen_trials(study: optuna.Study, ensemble: int | None,
-                  pick: Pick | None) -> tuple[list[optuna.trial.FrozenTrial], str]:
-    """The trials to export and how they were chosen: `pick` (default knee on a
-    multi-objective study), else the top `ensemble` by validation value."""
-    if ensemble is not None and ensemble < 1:
-        raise GsearchError(f"--ensemble must be at least 1, got {ensemble}")
-    multi = len(study.directions) > 1
-    if multi and ensemble is not None and ensemble > 1:
-        raise GsearchError(f"study '{study.study_name}' has several objectives and exports one "
-                           "model; drop --ensemble, and choose with --pick or --trial")
-    if multi and pick is None:
-        pick = Pick("knee")
-    if pick is not None:
-        if ensemble is not None and ensemble > 1:
-            raise GsearchError(f"--ensemble {ensemble} cannot be combined with --pick or --trial, "
-                               "which export one trial; drop one of them")
-        return [pick_trial(study, pick)], pick.describe()
-    chosen = top_trials(study, ensemble)
-    return chosen, "accuracy" if len(chosen) == 1 else f"top-{len(chosen)} by accuracy"
-
-
-def study_data(study: optuna.Study, data_path: str | None) -> tuple[Dataset, Split, Protocol]:
-    """The study's data file and split, checked against what the study recorded."""
+def study_data(study: optuna.Study, data_path: str | None = None, *,
+               ds: Dataset | None = None) -> tuple[Dataset, Split, Protocol]:
+    """The study's data and split, checked against what the study recorded: `ds` when the
+    caller holds it already (evaluate), else the file `data_path` or the one recorded."""
     recorded = study.user_attrs
-    path = data_path or recorded.get("data_path")
-    if not path:
-        raise GsearchError(f"study '{study.study_name}' does not record its data file; pass --data")
     protocol = Protocol.of(study)
-    ds = load_dataset(path, classes=tuple(recorded["classes"]) if "classes" in recorded else None)
+    if ds is None:
+        path = data_path or recorded.get(records.DATA_PATH)
+        if not path:
+            raise GsearchError(f"study '{study.study_name}' does not record its data file; pass --data")
+        classes = recorded.get(records.CLASSES)
+        ds = load_dataset(path, classes=tuple(classes) if classes is not None else None)
     protocol.check(study, ds)
     return ds, protocol.split(ds), protocol
 
@@ -86,18 +55,20 @@ def _predict(model: torch.nn.Module, X, device: torch.device):
     return model(torch.as_tensor(X, device=device)).argmax(dim=1).cpu().numpy()
 
 
-def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None,
-                device: torch.device, ensemble: int | None = None, pick: Pick | None = None) -> dict:
+def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = None,
+                ds: Dataset | None = None, device: torch.device, ensemble: int | None = None,
+                pick: Pick | None = None) -> dict:
     """Export the top `ensemble` trials averaged as one model (1: the best trial alone;
-    None: top_trials' default), or the one trial `pick` names (a multi-objective study:
-    knee by default). Returns the metadata written to model.json."""
+    None: selection.top_trials' default), or the one trial `pick` names (a multi-objective
+    study: knee by default). The data: `ds`, or the file `data_path`, or the study's own
+    (study_data). Returns the metadata written to model.json."""
     chosen, rule = chosen_trials(study, ensemble, pick)
-    ds, split, protocol = study_data(study, data_path)
+    ds, split, protocol = study_data(study, data_path, ds=ds)
     rows = split.train_val
     data = TrainData(X_train=ds.X[rows], y_train=ds.y[rows], n_classes=len(ds.classes))
     configs = [TrialConfig.from_dict(t.params) for t in chosen]
     trained = train_population(configs, [data] * len(configs),   # before any test row is read
-                               [t.user_attrs.get("seed", 0) for t in chosen], device=device)
+                               [t.user_attrs.get(records.TRIAL_SEED, 0) for t in chosen], device=device)
     for trial, (model, history) in zip(chosen, trained):
         if model is None:
             raise DivergedError(f"trial #{trial.number} diverged when retrained on train+validation "

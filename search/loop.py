@@ -1,8 +1,10 @@
 """The one trial loop: ask K trials, train them as one population, report every epoch, prune
-each on its own, tell. `population=1` is the sequential case of the same loop.
+each on its own, tell. `population=1` is the sequential case of the same loop. Its entrance is
+`parallel.run_search` (the CLI's run, evaluate and the tests), which runs it in this process
+or in worker processes.
 
-A trial trains on the study protocol's data (protocol.Protocol.trial_data): the validation
-split, or K folds under --cv K. Its folds are members of populations that train in lockstep,
+A trial trains on the study protocol's data (protocol.Protocol.trial_data, made from the
+protocol the study recorded): the validation split, or K folds under --cv K. Its folds are members of populations that train in lockstep,
 one epoch per round, so every trial reports the same quantity after each epoch whatever the
 population size: the mean validation accuracy over its folds. Its value is that mean after its
 last epoch. A trial whose loss diverges is pruned with the reason; the study goes on.
@@ -16,7 +18,8 @@ Trial.report would cost a transaction per epoch, a quarter of the run for small 
 A multi-objective study (objectives.Objectives: accuracy against parameters or latency) is
 pruned exactly as a single-objective one: its trials keep their accuracy curves in a system
 attribute (Optuna refuses Trial.report there), and the pruner's local copy shows it as a
-single-objective study that maximizes accuracy (objectives.accuracy_trial). A finished
+single-objective study that maximizes accuracy (objectives.accuracy_trial). Every attribute
+a trial gets is named in records.py. A finished
 trial is told its objective values, and its limits as Optuna constraints.
 """
 
@@ -34,45 +37,20 @@ import numpy as np
 import optuna
 import torch
 
-from gsearch._compat import study_id, study_storage, trial_id, write_intermediate_values
-from gsearch.data.load import Dataset
-from gsearch.data.split import Split
+from gsearch.search._compat import study_id, study_storage, trial_id, write_intermediate_values
 from gsearch.models.config import TrialConfig
-from gsearch.models.population import EpochResult, History, Population, TrainData, population_key
+from gsearch.models.population import EpochResult, History, Member, Populations, TrainData
 from gsearch.search import objectives as obj
-from gsearch.search.protocol import Protocol
+from gsearch.search import records
 from gsearch.search.space import suggest_config
-from gsearch.search.study import DEFAULT_POPULATION, INTERRUPTED_ATTR
+from gsearch.search.study import DEFAULT_POPULATION
 
 TrialState = optuna.trial.TrialState
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+Space = Callable[[optuna.Trial], TrialConfig]   # a search space: trial -> TrialConfig
 
 _REFRESH_SECONDS = 30.0   # how stale other workers' trials may be when a pruner reads them
 _FLUSH_SECONDS = 1.0      # how stale the storage's (and the dashboard's) curves may be
-
-
-def run_study(study: optuna.Study, ds: Dataset, split: Split, *, trials: int, device: torch.device,
-              seed: int = 0, timeout: float | None = None, population: int = DEFAULT_POPULATION,
-              callbacks: Sequence[Callback] = (), claim: Callable[..., bool] | None = None,
-              lock: ContextManager | None = None, stop: Callable[[], bool] | None = None) -> None:
-    """Run `trials` more trials of `study` on the protocol the study recorded.
-
-    `population` trials are in flight at once. After `timeout` seconds no trial starts, and
-    the trials still training stop after their current epoch: pruned, with the reason
-    "deadline" and their curves kept. `callbacks` run after each finished trial, as in
-    study.optimize. A trial is asked for only while `claim()` (if given) grants one: the
-    budget shared by a run's worker processes; `lock` (theirs too) serializes their failing
-    of stale trials, so that no two of them fail and retry the same trial. When `stop()`
-    turns true (a signal handler's request) the loop raises KeyboardInterrupt at its next
-    safe point, before an ask or after an epoch, and the trials in flight end as FAIL,
-    marked interrupted.
-
-    A retry that this loop's heartbeat enqueued (a dead worker's trial) is run before the
-    loop ends, within `trials` when a claim is left, else on top (`claim(force=True)`), so
-    that no retry is left WAITING."""
-    data = Protocol.of(study).trial_data(ds, split)
-    TrialLoop(study, data, device=device, seed=seed, size=population, callbacks=callbacks,
-              claim=claim, lock=lock, stop=stop).run(trials, timeout)
 
 
 class _LocalTrials:
@@ -133,7 +111,7 @@ class _InFlight:
 
     trial: optuna.Trial
     config: TrialConfig
-    members: list[tuple[tuple, int]]          # (population key, member id) per fold
+    members: list[Member]                     # one per fold
     histories: list[History | None]
     accuracy: list[float]                     # last validation accuracy per fold
     done: list[bool]
@@ -145,20 +123,35 @@ class _InFlight:
 
 
 class TrialLoop:
-    """Ask/tell over populations: up to `size` trials in flight, their folds grouped into
-    populations (`population_key`) that each train one epoch per round."""
+    """Ask/tell over populations: up to `size` trials in flight, each trial's configuration
+    from `space`, its folds members of the one training driver (models.population.Populations),
+    which trains every member one epoch per round.
 
-    def __init__(self, study: optuna.Study, data: list[TrainData], *, device: torch.device,
-                 seed: int = 0, size: int = DEFAULT_POPULATION, callbacks: Sequence[Callback] = (),
-                 claim: Callable[..., bool] | None = None, lock: ContextManager | None = None,
-                 stop: Callable[[], bool] | None = None):
-        self.study, self.data, self.device, self.seed = study, data, device, seed
+    `run(trials, timeout)` runs `trials` more trials. After `timeout` seconds no trial starts,
+    and the trials still training stop after their current epoch: pruned, with the reason
+    "deadline" and their curves kept. `callbacks` run after each finished trial, as in
+    study.optimize. A trial is asked for only while `claim()` (if given) grants one: the
+    budget shared by a run's worker processes; `lock` (theirs too) serializes their failing
+    of stale trials, so that no two of them fail and retry the same trial. When `stop()`
+    turns true (a signal handler's request) the loop raises KeyboardInterrupt at its next
+    safe point, before an ask or after an epoch, and the trials in flight end as FAIL,
+    marked interrupted.
+
+    A retry that this loop's heartbeat enqueued (a dead worker's trial) is run before the
+    loop ends, within `trials` when a claim is left, else on top (`claim(force=True)`), so
+    that no retry is left WAITING."""
+
+    def __init__(self, study: optuna.Study, data: list[TrainData], *, space: Space = suggest_config,
+                 device: torch.device, seed: int = 0, size: int = DEFAULT_POPULATION,
+                 callbacks: Sequence[Callback] = (), claim: Callable[..., bool] | None = None,
+                 lock: ContextManager | None = None, stop: Callable[[], bool] | None = None):
+        self.study, self.data, self.space, self.device, self.seed = study, data, space, device, seed
         self.size, self.callbacks, self.claim = max(1, size), callbacks, claim
         self.stop = stop or (lambda: False)
         self.lock = lock or contextlib.nullcontext()
         self.objectives = obj.Objectives.of(study)
-        self.pops: dict[tuple, Population] = {}
-        self.owner: dict[tuple[tuple, int], tuple[_InFlight, int]] = {}
+        self.driver = Populations(device=device, seed=seed * 7919)
+        self.owner: dict[Member, tuple[_InFlight, int]] = {}
         self.running: list[_InFlight] = []
         self.local = _LocalTrials(study)
         # The same study, read through the local copy: what the pruner is shown.
@@ -188,9 +181,8 @@ class TrialLoop:
                 if not self.running:
                     return
                 self._beat()
-                for key, pop in self.pops.items():
-                    for result in pop.run_epoch():
-                        self._record(key, result)
+                for member, result in self.driver.run_epoch():
+                    self._record(member, result)
                 self._report_prune_finish()
                 if time.monotonic() >= deadline:
                     for run in list(self.running):
@@ -203,7 +195,7 @@ class TrialLoop:
             for run in self.running:   # leave no trial RUNNING behind
                 with contextlib.suppress(Exception):
                     if interrupted:    # not a failure of the configuration: say so
-                        run.trial.set_user_attr(INTERRUPTED_ATTR, True)
+                        run.trial.set_user_attr(records.INTERRUPTED, True)
                     self.study.tell(run.trial, state=TrialState.FAIL)
             raise
 
@@ -242,11 +234,11 @@ class TrialLoop:
             return self.study.ask()
 
     def _start(self, trial: optuna.Trial) -> None:
-        config = suggest_config(trial)
+        config = self.space(trial)
         seed = self.seed + trial.number
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("device", str(self.device))
-        trial.set_user_attr("config", config.describe())  # with the fields the space does not search
+        trial.set_user_attr(records.TRIAL_SEED, seed)
+        trial.set_user_attr(records.DEVICE, str(self.device))
+        trial.set_user_attr(records.CONFIG, config.describe())  # with the fields the space does not search
         n = len(self.data)
         frozen = optuna.trial.FrozenTrial(
             number=trial.number, state=TrialState.RUNNING, value=None, datetime_start=None,
@@ -254,17 +246,14 @@ class TrialLoop:
             user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=trial_id(trial))
         run = _InFlight(trial, config, [], [None] * n, [math.nan] * n, [False] * n, frozen)
         for fold, data in enumerate(self.data):
-            key = population_key(config, data, self.device)
-            if key not in self.pops:
-                self.pops[key] = Population(device=self.device, seed=self.seed * 7919 + len(self.pops))
-            member = self.pops[key].add(config, data, seed)
-            run.members.append((key, member))
-            self.owner[key, member] = (run, fold)
+            member = self.driver.add(config, data, seed)
+            run.members.append(member)
+            self.owner[member] = (run, fold)
         self.local.mine[trial.number] = frozen
         self.running.append(run)
 
-    def _record(self, key: tuple, result: EpochResult) -> None:
-        run, fold = self.owner[key, result.member]
+    def _record(self, member: Member, result: EpochResult) -> None:
+        run, fold = self.owner[member]
         run.epoch, run.reported = result.epoch, True
         run.histories[fold] = result.history
         if result.history.diverged:
@@ -306,7 +295,7 @@ class TrialLoop:
         if self.objectives.multi:
             for run in runs:
                 curve = [run.frozen.intermediate_values[e] for e in sorted(run.frozen.intermediate_values)]
-                storage.set_trial_system_attr(trial_id(run.trial), obj.CURVE_ATTR, curve)
+                storage.set_trial_system_attr(trial_id(run.trial), records.CURVE, curve)
         elif runs:
             write_intermediate_values(storage, {trial_id(run.trial): run.unwritten for run in runs})
         for run in runs:
@@ -318,32 +307,32 @@ class TrialLoop:
         its first fold's model before it leaves its population."""
         if run.diverged or self.objectives.needed() == ["accuracy"]:
             return {}
-        key, member = run.members[0]
-        pop, data = self.pops[key], self.data[0]
+        member, data = run.members[0], self.data[0]
         history = run.histories[0]
         n_params = history.n_params if history is not None else 0
         measured = obj.Measured(accuracy=float(np.mean(run.accuracy)), n_params=n_params,
-                                module=lambda: pop.to_module(member), row=data.X_train[:1])
+                                module=lambda: self.driver.to_module(member), row=data.X_train[:1])
         return self.objectives.measure(measured)
 
     def _end(self, run: _InFlight, state: TrialState, reason: str = "") -> None:
         self._write([run])   # a pruned trial's value is its last stored one
         measured = self._measure(run)
-        for fold, (key, member) in enumerate(run.members):
-            run.histories[fold] = self.pops[key].remove(member)   # done or pruned
-            del self.owner[key, member]
+        for fold, member in enumerate(run.members):
+            run.histories[fold] = self.driver.remove(member)   # done or pruned
+            del self.owner[member]
         self.running.remove(run)
         trial = run.trial
         if reason:
-            trial.set_user_attr("pruned_reason", reason)
+            trial.set_user_attr(records.PRUNED_REASON, reason)
         histories = [h for h in run.histories if h is not None]
         if not run.diverged:
-            trial.set_user_attr("n_params", histories[0].n_params)
-            trial.set_user_attr("train_seconds", round(sum(h.seconds for h in histories), 3))
-            trial.set_user_attr("epochs_run", histories[0].epochs_run)
-            trial.set_user_attr("train_loss", [round(v, 5) for v in histories[0].train_loss])
-        if "latency" in measured:
-            trial.set_user_attr("latency_ms", measured["latency"])
+            trial.set_user_attr(records.N_PARAMS, histories[0].n_params)
+            trial.set_user_attr(records.TRAIN_SECONDS, round(sum(h.seconds for h in histories), 3))
+            trial.set_user_attr(records.EPOCHS_RUN, histories[0].epochs_run)
+            trial.set_user_attr(records.TRAIN_LOSS, [round(v, 5) for v in histories[0].train_loss])
+        for name, value in measured.items():   # a measured cost under its objective's attribute
+            if obj.OBJECTIVES[name].attr not in (None, records.N_PARAMS):   # n_params: above
+                trial.set_user_attr(obj.OBJECTIVES[name].attr, value)
         for name, over in self.objectives.constraints(measured).items():
             trial.set_constraint(name, over)   # feasible when <= 0
         values = None
@@ -351,7 +340,7 @@ class TrialLoop:
             measured["accuracy"] = float(np.mean(run.accuracy))
             values = [measured[name] for name in self.objectives.names]
             if len(run.accuracy) > 1:
-                trial.set_user_attr("fold_accuracies", [round(a, 5) for a in run.accuracy])
+                trial.set_user_attr(records.FOLD_ACCURACIES, [round(a, 5) for a in run.accuracy])
         frozen = self.study.tell(trial, values, state=state)
         self.local.finished(frozen)
         for callback in self.callbacks:

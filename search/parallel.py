@@ -1,8 +1,14 @@
-"""Parallel search the Optuna way: worker processes that share one study in one storage.
+"""The one entrance into the trial loop, `run_search`, and parallel search the Optuna way:
+worker processes that share one study in one storage.
 
-Each worker runs `run_study` on its own handle of the study (its own sampler seed, torch
-threads shared out so the cores are not oversubscribed); the storage is the only meeting
-point, so workers on other machines join the same way. Around `run_study` this adds:
+`gsearch run`, `gsearch evaluate` and the tests all call `run_search(study, ds, ...)`: the
+study's recorded protocol makes the trials' data (protocol.Protocol.trial_data), the search
+space is passed in (space.suggest_config by default), and the trials run in this process on
+the caller's study handle (its sampler and pruner), or in `Workers.count` processes. Each
+worker runs the trial loop (loop.TrialLoop) on its own handle of the study (its own sampler
+seed, study.Strategy; torch threads shared out so the cores are not oversubscribed); the
+storage is the only meeting point, so workers on other machines join the same way. Around the
+loop this adds:
 
 - a budget shared by the run's local workers, so `--trials` is the run's total: a worker
   holds a slot while it runs a trial and stops when no slot is left. (Optuna's
@@ -38,24 +44,28 @@ import tempfile
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import TYPE_CHECKING
+from typing import Sequence
 
 import optuna
+import torch
 
 from gsearch import GsearchError
-from gsearch._compat import study_id, study_storage, take_waiting_trials_with, trial_id
-from gsearch.search.storage import WORKER_ATTR, retry_trial, safe_url
-
-if TYPE_CHECKING:
-    from gsearch.data.load import Dataset
-    from gsearch.data.split import Split
+from gsearch.search._compat import study_id, study_storage, take_waiting_trials_with, trial_id
+from gsearch.data.load import Dataset
+from gsearch.models.population import resolve_device
+from gsearch.search import records
+from gsearch.search.loop import Callback, Space, TrialLoop
+from gsearch.search._spawn import spawning, start_workers_server
+from gsearch.search.progress import Progress, summary
+from gsearch.search.protocol import Protocol
+from gsearch.search.space import suggest_config
+from gsearch.search.storage import open_storage, retry_trial, safe_url
+from gsearch.search.study import DEFAULT_POPULATION, Strategy, set_log_level
 
 TrialState = optuna.trial.TrialState
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # a failed trial gives its slot back
-SEED_STRIDE = 1_000_003  # the k-th worker of a run samples with seed + k * SEED_STRIDE
-TAKEN_ATTR = "gsearch:taken_by:"  # + worker name: a waiting trial that worker took
 # A slot whose worker dies CRASH_LIMIT times within CRASH_WINDOW seconds without finishing
 # a trial is not restarted; the k-th death in a row waits BACKOFF[k-1] seconds first.
 CRASH_LIMIT, CRASH_WINDOW = 5, 60.0
@@ -81,7 +91,7 @@ class _FileLock:
         self.__init__(state["path"])
 
     def __enter__(self):
-        import fcntl
+        import fcntl   # lazy: POSIX only (elsewhere the run uses a plain process lock)
 
         if self._pid != os.getpid():
             self._fd, self._pid = os.open(self.path, os.O_RDWR | os.O_CREAT), os.getpid()
@@ -89,29 +99,37 @@ class _FileLock:
         return self
 
     def __exit__(self, *exc) -> None:
-        import fcntl
+        import fcntl   # lazy: POSIX only
 
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
-class RunSpec:
-    """What a worker needs to join a run; picklable, sent to each worker process."""
+class Workers:
+    """How worker processes join a run: what they cannot take from the caller's study
+    handle, since each opens the storage and builds its sampler and pruner itself."""
 
-    storage: str
+    count: int
+    storage: str                  # the URL every worker opens
+    strategy: Strategy            # its sampler and pruner (seeded apart per worker)
+    heartbeat: int | None = None  # seconds between a running trial's heartbeats
+    threads: int = 1              # torch CPU threads per worker
+    verbose: bool = False         # Optuna's log and tracebacks of worker errors
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What a worker process needs to join a run; picklable, sent to each worker."""
+
     study: str
-    sampler: str
-    pruner: str
-    seed: int | None  # sampler seed of the first worker (None: unseeded)
-    train_seed: int
+    trials: int                   # the run's total over all its workers
+    space: Space
     device: str
-    threads: int
-    trials: int  # the run's total over all its workers
+    seed: int                     # training seeds: seed + trial number
     timeout: float | None
-    heartbeat: int | None
-    fixed: dict = field(default_factory=dict)  # parameters held at one value (--fix)
-    population: int = 1  # trials a worker trains at once (loop.run_study)
-    verbose: bool = False
+    population: int
+    done: int                     # the study's trials when the run began (sampler seeds)
+    workers: Workers
 
 
 class _Budget:
@@ -158,8 +176,6 @@ class _Interrupt:
         self.requested = False
 
     def __call__(self, signum, frame) -> None:
-        from gsearch.search.study import set_log_level
-
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
@@ -174,6 +190,7 @@ class _Study(optuna.Study):
 
     def __init__(self, name: str, storage, sampler, pruner, *, worker: str | None = None,
                  on_ask=None):
+        """`storage`, `sampler`, `pruner`: a handle's own (Study.of reuses another's)."""
         super().__init__(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
         self._asked: set[int] = set()
         self._worker, self._on_ask = worker, on_ask
@@ -186,11 +203,17 @@ class _Study(optuna.Study):
                         number=-1, state=TrialState.RUNNING, value=None,
                         datetime_start=datetime.datetime.now(), datetime_complete=None,
                         params={}, distributions={}, user_attrs={},
-                        system_attrs={WORKER_ATTR: worker}, intermediate_values={}, trial_id=-1)
+                        system_attrs={records.WORKER: worker}, intermediate_values={}, trial_id=-1)
                 return create(study_id, template_trial)
 
             study_storage(self).create_new_trial = create_named   # this handle's storage only
             take_waiting_trials_with(self, self._take_waiting)
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> "_Study":
+        """The same study through the same storage, sampler and pruner: the caller's handle,
+        remembering what it asks for."""
+        return cls(study.study_name, study_storage(study), study.sampler, study.pruner)
 
     def ask(self, fixed_distributions=None) -> optuna.Trial:
         trial = super().ask(fixed_distributions)
@@ -202,7 +225,7 @@ class _Study(optuna.Study):
     def _take_waiting(self) -> int | None:
         """What ask() does with a waiting trial, marking it as ours before taking it (a mark
         left on a trial another worker took is cleared)."""
-        storage, key = study_storage(self), TAKEN_ATTR + self._worker
+        storage, key = study_storage(self), records.TAKEN_BY + self._worker
         for trial in storage.get_all_trials(study_id(self), deepcopy=False,
                                             states=(TrialState.WAITING,)):
             try:
@@ -215,14 +238,12 @@ class _Study(optuna.Study):
         return None
 
     def fail_unfinished(self) -> None:
-        from gsearch.search.study import INTERRUPTED_ATTR
-
         # best effort: after a second signal cut a storage write short, the storage may
         # refuse; the parent (or a later run's heartbeat) then ends what is left
         with contextlib.suppress(Exception):
             for trial in self.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if trial.number in self._asked:
-                    study_storage(self).set_trial_user_attr(trial_id(trial), INTERRUPTED_ATTR, True)
+                    study_storage(self).set_trial_user_attr(trial_id(trial), records.INTERRUPTED, True)
                     self.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
@@ -236,49 +257,22 @@ def _handlers(handler, signals):
             signal.signal(s, h)
 
 
-@contextlib.contextmanager
-def _spawning():
-    """What a worker inherits: an ignored SIGINT (a terminal's Ctrl-C reaches the parent,
-    which forwards it once as SIGTERM, instead of interrupting workers mid-start) and no
-    progress bar (tqdm reads TQDM_DISABLE when it is imported)."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield
-    finally:
-        del os.environ["TQDM_DISABLE"]
-        signal.signal(signal.SIGINT, previous)
-
-
-def _work(spec: RunSpec, ds: Dataset, split: Split, *, slot: int, index: int, budget: _Budget,
-          signals=(signal.SIGINT, signal.SIGTERM), report=None, on_ask=None) -> None:
-    """One worker: run_study on the shared study until the run's budget is spent."""
-    import torch
-
-    from gsearch.models.population import resolve_device
-    from gsearch.search.loop import run_study
-    from gsearch.search.storage import open_storage
-    from gsearch.search.study import make_pruner, make_sampler
-
-    torch.set_num_threads(spec.threads)
-    seed = None if spec.seed is None else spec.seed + index * SEED_STRIDE
+def _loop(study: _Study, ds: Dataset, run: _Run, *, slot: int, budget: _Budget,
+          signals=(signal.SIGINT, signal.SIGTERM), callbacks: Sequence[Callback] = ()) -> None:
+    """The trial loop on one handle of the study until the run's budget is spent; stopped
+    at its next safe point by `signals`, its trials in flight then FAIL, marked interrupted."""
     interrupt = _Interrupt()
-    storage = open_storage(spec.storage, heartbeat=spec.heartbeat)
-    study = _Study(spec.study, storage, make_sampler(spec.sampler, seed, spec.fixed),
-                   make_pruner(spec.pruner),
-                   worker=None if on_ask is None else f"{budget.run}/{index}", on_ask=on_ask)
 
     def account(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         budget.release(slot, trial.state in COUNTED, trial.number)
-        if report is not None:
-            report(trial)
 
+    loop = TrialLoop(study, Protocol.of(study).trial_data(ds), space=run.space,
+                     device=resolve_device(run.device), seed=run.seed, size=run.population,
+                     callbacks=[account, *callbacks], claim=lambda force=False: budget.claim(slot, force),
+                     lock=budget.lock, stop=lambda: interrupt.requested)
     with _handlers(interrupt, signals):
         try:
-            run_study(study, ds, split, trials=spec.trials, device=resolve_device(spec.device),
-                      seed=spec.train_seed, timeout=spec.timeout, population=spec.population,
-                      callbacks=[account], claim=lambda force=False: budget.claim(slot, force),
-                      lock=budget.lock, stop=lambda: interrupt.requested)
+            loop.run(run.trials, run.timeout)
         except KeyboardInterrupt:
             study.fail_unfinished()
             raise
@@ -286,62 +280,76 @@ def _work(spec: RunSpec, ds: Dataset, split: Split, *, slot: int, index: int, bu
             raise KeyboardInterrupt
 
 
-def _child(spec: RunSpec, ds: Dataset, split: Split, slot: int, index: int, budget: _Budget,
-           conn) -> None:
-    """A worker process: quiet (the parent shows progress), stopped by SIGTERM."""
-    from gsearch.search.study import set_log_level
-
+def _child(run: _Run, ds: Dataset, slot: int, index: int, budget: _Budget, conn) -> None:
+    """A worker process: its own handle of the study, quiet (the parent shows progress),
+    stopped by SIGTERM."""
+    workers = run.workers
     sys.stdout = open(os.devnull, "w")  # summaries; tqdm is off through TQDM_DISABLE
-    set_log_level(spec.verbose)   # as the parent's CLI set it
+    set_log_level(workers.verbose)   # as the parent's CLI set it
     try:
-        _work(spec, ds, split, slot=slot, index=index, budget=budget, signals=(signal.SIGTERM,),
-              report=conn.send, on_ask=lambda number: conn.send(("asked", number)))
+        torch.set_num_threads(workers.threads)
+        study = _Study(run.study, open_storage(workers.storage, heartbeat=workers.heartbeat),
+                       workers.strategy.make_sampler(run.done, worker=index),
+                       workers.strategy.make_pruner(), worker=f"{budget.run}/{index}",
+                       on_ask=lambda number: conn.send(("asked", number)))
+        _loop(study, ds, run, slot=slot, budget=budget, signals=(signal.SIGTERM,),
+              callbacks=[lambda study, trial: conn.send(trial)])
     except KeyboardInterrupt:
         sys.exit(130)
     except GsearchError as e:
         conn.send(str(e))
         sys.exit(1)
     except Exception as e:  # a storage server gone, a bug: one line; -v shows the traceback
-        if spec.verbose:
+        if workers.verbose:
             traceback.print_exc()
         lines = str(e).strip().splitlines() or [""]
         conn.send(f"worker {slot} failed: {type(e).__name__}: {safe_url(lines[0])}"
-                  f"{'' if spec.verbose else ' (run with -v for the traceback)'}")
+                  f"{'' if workers.verbose else ' (run with -v for the traceback)'}")
         sys.exit(1)
 
 
-def start_workers_server():
-    """The context workers start from. forkserver: they fork from a clean server process
-    that imported torch and gsearch once (no CUDA state, no storage connection inherited);
-    called early, its imports overlap with the parent's. spawn where there is no fork."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    from multiprocessing import forkserver
+def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space = suggest_config,
+               device: torch.device | str = "cpu", seed: int = 0, timeout: float | None = None,
+               population: int = DEFAULT_POPULATION, workers: Workers | None = None,
+               callbacks: Sequence[Callback] = ()) -> None:
+    """Run `trials` more finished trials of `study` on `ds`, with the protocol the study
+    recorded, each trial's configuration from `space` (trial -> TrialConfig), trained on
+    `device` with seed `seed` + trial number, `population` trials at once.
 
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "gsearch.search.loop",
-                                "gsearch.search.storage", "gsearch.search.parallel"])
-    with _spawning():
-        forkserver.ensure_running()
-    return ctx
+    After `timeout` seconds no trial starts and the trials in flight stop within an epoch
+    (pruned, reason "deadline"). With `workers` (count > 1) the trials run in that many
+    processes, each on its own handle of the study (`space` must then be picklable: a
+    module-level function); otherwise here, on `study` itself. `callbacks` run in this
+    process after each finished trial, as in study.optimize. Shows a progress bar, then a
+    summary. Raises KeyboardInterrupt after a clean stop on Ctrl-C/SIGTERM: no trial of its
+    own is left RUNNING.
 
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def run_search(spec: RunSpec, ds: Dataset, split: Split, study: optuna.Study, workers: int) -> None:
-    """Run spec.trials trials with `workers` processes (1: in this process).
-    Raises KeyboardInterrupt after a clean stop on Ctrl-C/SIGTERM."""
-    from gsearch.search.progress import Progress, summary
-
-    if workers > 1:
-        _Parent(spec, ds, split, study, workers).run()
+    >>> import optuna
+    >>> from gsearch.data.load import BUNDLED_DATA, load_dataset
+    >>> from gsearch.models.config import TrialConfig
+    >>> from gsearch.search.protocol import Protocol
+    >>> ds = load_dataset(BUNDLED_DATA)              # the GTZAN table gsearch ships
+    >>> study = optuna.create_study(study_name="demo", direction="maximize")
+    >>> for key, value in Protocol().fingerprint(ds).items():
+    ...     study.set_user_attr(key, value)          # what open_study records
+    >>> def tiny(trial):
+    ...     return TrialConfig(n_layers=1, width=trial.suggest_int("width", 16, 32), epochs=3)
+    >>> run_search(study, ds, trials=2, space=tiny)  # doctest: +ELLIPSIS
+    study 'demo': 2 trials, 2 complete, 0 pruned, 0 failed
+    best trial #...
+    >>> len(study.trials), study.trials[0].user_attrs["epochs_run"]
+    (2, 3)
+    """
+    run = _Run(study=study.study_name, trials=trials, space=space, device=str(device), seed=seed,
+               timeout=timeout, population=population, done=len(study.get_trials(deepcopy=False)),
+               workers=workers or Workers(1, "", Strategy()))
+    if run.workers.count > 1:
+        _Parent(run, ds, study, callbacks).run()
         return
-    progress = Progress(study, spec.trials)
+    progress = Progress(study, trials)
     try:
-        _work(spec, ds, split, slot=0, index=0, budget=_Budget(mp.get_context(), 1, spec.trials),
-              report=lambda trial: progress(study, trial))
+        _loop(_Study.of(study), ds, run, slot=0, budget=_Budget(mp.get_context(), 1, trials),
+              callbacks=[progress, *callbacks])
     finally:
         progress.close()
         print(summary(study))
@@ -350,15 +358,15 @@ def run_search(spec: RunSpec, ds: Dataset, split: Split, study: optuna.Study, wo
 class _Parent:
     """Starts the workers, shows their progress, forwards signals, recovers killed ones."""
 
-    def __init__(self, spec: RunSpec, ds: Dataset, split: Split, study: optuna.Study,
-                 workers: int):
-        self.spec, self.ds, self.split, self.study = spec, ds, split, study
+    def __init__(self, run: _Run, ds: Dataset, study: optuna.Study, callbacks: Sequence[Callback]):
+        self.spec, self.ds, self.study, self.callbacks = run, ds, study, callbacks
+        workers = run.workers.count
         self.ctx = start_workers_server()
         self.lock_path = None
         if importlib.util.find_spec("fcntl"):   # POSIX; elsewhere a plain process lock
             fd, self.lock_path = tempfile.mkstemp(prefix="gsearch-run-", suffix=".lock")
             os.close(fd)
-        self.budget = _Budget(self.ctx, workers, spec.trials, lock_path=self.lock_path)
+        self.budget = _Budget(self.ctx, workers, run.trials, lock_path=self.lock_path)
         self.procs: dict[int, tuple[mp.Process, object]] = {}
         self.index: dict[int, int] = {}                 # slot -> index of its current worker
         self.asked: dict[int, set[int]] = {slot: set() for slot in range(workers)}
@@ -375,9 +383,9 @@ class _Parent:
     def start(self, slot: int) -> None:
         reader, writer = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(target=_child, name=f"gsearch-worker-{slot}", daemon=True,
-                                args=(self.spec, self.ds, self.split, slot, self.started,
-                                      self.budget, writer))
-        with _spawning():
+                                args=(self.spec, self.ds, slot, self.started, self.budget,
+                                      writer))
+        with spawning():
             proc.start()
         writer.close()
         self.procs[slot] = (proc, reader)
@@ -394,8 +402,6 @@ class _Parent:
                 os.kill(proc.pid, signal.SIGTERM if first else signal.SIGKILL)
 
     def run(self) -> None:
-        from gsearch.search.progress import Progress, summary
-
         progress = Progress(self.study, self.spec.trials)
         with _handlers(self.on_signal, (signal.SIGINT, signal.SIGTERM)):
             try:
@@ -459,6 +465,8 @@ class _Parent:
             self.asked[slot].discard(message.number)
             self.deaths[slot].clear()   # it finished a trial: not crash-looping
             progress(self.study, message)
+            for callback in self.callbacks:
+                callback(self.study, message)
         return True
 
     def ended(self, slot: int, code: int, progress) -> None:
@@ -494,8 +502,8 @@ class _Parent:
         self.restart_at[slot] = now + delay
 
     def _theirs(self, trial: optuna.trial.FrozenTrial, workers: set[str]) -> bool:
-        return (trial.system_attrs.get(WORKER_ATTR) in workers
-                or any(trial.system_attrs.get(TAKEN_ATTR + w) for w in workers))
+        return (trial.system_attrs.get(records.WORKER) in workers
+                or any(trial.system_attrs.get(records.TAKEN_BY + w) for w in workers))
 
     def recover(self, slot: int, *, retry: bool) -> list[int]:
         """The dead worker of `slot`: its RUNNING trials fail (and are enqueued once more

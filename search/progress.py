@@ -8,7 +8,8 @@ import sys
 import optuna
 from tqdm.auto import tqdm
 
-from gsearch.search.objectives import OBJECTIVES, Objectives, accuracy_of, feasible, pareto_front
+from gsearch.search.objectives import OBJECTIVES, Objectives, accuracy_of, feasible
+from gsearch.search.selection import pareto_front
 from gsearch.search.study import state_counts
 
 TrialState = optuna.trial.TrialState

@@ -1,9 +1,10 @@
 """The evaluation protocol of a study: how its trials are scored, recorded in the study.
 
 One frozen dataclass holds the split sizes, the split seed and the CV folds; its defaults are
-written here once and used by `run`, `export-best` and `evaluate`. A study records the
-protocol and the data file's fingerprint when it is created; every later run, worker, export
-or evaluation reads the protocol back from the study and refuses other data or options.
+written here once and used by `run`, `export-best` and `evaluate`, and it makes every split:
+the test holdout, the validation split, the CV folds. A study records the protocol and the
+data file's fingerprint when it is created; every later run, worker, export or evaluation
+reads the protocol back from the study (`Protocol.of`) and refuses other data or options.
 
 >>> Protocol().describe()
 'test 20% of tracks (split seed 42), validation 20% of the rest'
@@ -17,8 +18,11 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from gsearch import GsearchError
+from gsearch.search import records
 
-if TYPE_CHECKING:   # imported where used: the CLI reads the defaults without loading them
+# lazy: the CLI reads the defaults below when it starts (gsearch --help), before pandas,
+# torch or Optuna are needed; the splits import the data and model floors where they are made
+if TYPE_CHECKING:
     import optuna
 
     from gsearch.data.load import Dataset
@@ -34,7 +38,7 @@ class Protocol:
     cv: int = 1              # >1: score each trial by k-fold CV on train+validation
 
     # Recorded keys that must match between the runs and exports of one study.
-    GUARDED = ("data_sha256", "split_seed", "test_size", "val_size", "cv")
+    GUARDED = (records.DATA_SHA256, "split_seed", "test_size", "val_size", "cv")
 
     def describe(self) -> str:
         scoring = (f"{self.cv}-fold CV on the rest" if self.cv > 1
@@ -42,15 +46,18 @@ class Protocol:
         return f"test {self.test_size:.0%} of tracks (split seed {self.split_seed}), {scoring}"
 
     def split(self, ds: Dataset) -> Split:
-        from gsearch.data.split import split_dataset
+        """The test holdout and the train/validation split of `ds`, stratified, by track."""
+        from gsearch.data.split import split_dataset   # lazy: see the imports
 
         return split_dataset(ds, test_size=self.test_size, val_size=self.val_size, seed=self.split_seed)
 
-    def trial_data(self, ds: Dataset, split: Split) -> list[TrainData]:
+    def trial_data(self, ds: Dataset) -> list[TrainData]:
         """What one trial trains and validates on: the validation split, or the CV folds of
         train+validation (grouped by track). The test split is never part of it."""
-        from gsearch.data.split import kfold_splits
+        from gsearch.data.split import kfold_splits   # lazy: see the imports
         from gsearch.models.population import TrainData
+
+        split = self.split(ds)
 
         def part(train_rows, val_rows) -> TrainData:
             return TrainData(X_train=ds.X[train_rows], y_train=ds.y[train_rows],
@@ -62,8 +69,8 @@ class Protocol:
 
     def fingerprint(self, ds: Dataset) -> dict:
         """What a study records about its data and protocol (study user attributes)."""
-        return {"data_sha256": ds.sha256, "data_path": ds.path, "n_rows": int(len(ds.y)),
-                "classes": list(ds.classes), **asdict(self)}
+        return {records.DATA_SHA256: ds.sha256, records.DATA_PATH: ds.path,
+                records.N_ROWS: int(len(ds.y)), records.CLASSES: list(ds.classes), **asdict(self)}
 
     @classmethod
     def of(cls, study: optuna.Study) -> "Protocol":
@@ -81,5 +88,5 @@ class Protocol:
             if key in recorded and recorded[key] != expected[key]:
                 raise GsearchError(
                     f"study '{study.study_name}' was made with {key}={recorded[key]!r} "
-                    f"(data {recorded.get('data_path')}), this run has {key}={expected[key]!r}; "
+                    f"(data {recorded.get(records.DATA_PATH)}), this run has {key}={expected[key]!r}; "
                     "use the same data and split options, or a new --study name")

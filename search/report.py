@@ -14,9 +14,10 @@ import optuna
 from optuna.trial import TrialState
 
 from gsearch import GsearchError
-from gsearch.search.objectives import (OBJECTIVES, Objectives, accuracy_study, feasible,
-                                       pareto_front)
-from gsearch.search.study import EXPORT_ATTR, OBJECTIVE_NAME, state_counts
+from gsearch.search import records
+from gsearch.search.objectives import OBJECTIVES, Objectives, accuracy_study, feasible
+from gsearch.search.selection import pareto_front
+from gsearch.search.study import OBJECTIVE_NAME, state_counts
 
 DPI = 100
 # plot name -> (title, PNG size in inches)
@@ -133,8 +134,8 @@ def _summary(study: optuna.Study, storage_url: str, skipped: dict[str, str]) -> 
                            f"({Objectives.of(study).options()}); run more trials") from None
     attrs = study.user_attrs
     lines = [f"# Study `{study.study_name}`", "",
-             f"Storage `{storage_url}`, data `{attrs.get('data_path', '?')}` "
-             f"({attrs.get('n_rows', '?')} rows, sha256 {str(attrs.get('data_sha256', '?'))[:12]}).", "",
+             f"Storage `{storage_url}`, data `{attrs.get(records.DATA_PATH, '?')}` "
+             f"({attrs.get(records.N_ROWS, '?')} rows, sha256 {str(attrs.get(records.DATA_SHA256, '?'))[:12]}).", "",
              f"{len(study.trials)} trials: {counts['complete']} complete, {counts['pruned']} pruned, "
              f"{counts['fail']} failed, {counts['running']} running.", "",
              *(_pareto_lines(study) if multi else []),
@@ -142,7 +143,7 @@ def _summary(study: optuna.Study, storage_url: str, skipped: dict[str, str]) -> 
              "| parameter | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
               for k, v in best.params.items()]
-    export = attrs.get(EXPORT_ATTR)
+    export = attrs.get(records.EXPORT)
     if export:
         lines += ["", f"export-best (trial #{export['trial_number']}): test accuracy "
                       f"{export['test_accuracy']:.4f}, test macro-F1 {export['test_macro_f1']:.4f} "

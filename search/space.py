@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Sequence
 from gsearch import GsearchError
 from gsearch.models.config import LR_SCHEDULES, TrialConfig
 
+# lazy: the CLI reads PARAMETERS when it starts (gsearch --help); Optuna is imported by the
+# functions that build distributions
 if TYPE_CHECKING:
     import optuna
 
@@ -64,7 +66,7 @@ def space_distributions() -> dict[str, optuna.distributions.BaseDistribution]:
 def _parse_value(distribution: optuna.distributions.BaseDistribution, text: str):
     import optuna
 
-    from gsearch._compat import distribution_contains
+    from gsearch.search._compat import distribution_contains
 
     if isinstance(distribution, optuna.distributions.CategoricalDistribution):
         return next((c for c in distribution.choices if str(c).lower() == text.lower()), None)

@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gsearch import GsearchError
+from gsearch.search import records
 
-if TYPE_CHECKING:   # imported where used: the CLI reads the constants without loading them
+# lazy: the CLI reads the constants and safe_url when it starts (gsearch --help), before
+# Optuna and SQLAlchemy (about a second together); each driver (redis, grpc) is an extra
+if TYPE_CHECKING:
     import optuna
     import sqlalchemy
 
@@ -38,7 +41,6 @@ def _first_line(error: BaseException) -> str:
 SQLITE_BUSY_TIMEOUT = 60  # seconds a SQLite writer waits for the lock before failing
 CONNECT_TIMEOUT = 5  # seconds to reach a database server, Redis or a gRPC proxy
 RETRIES = 3  # times a trial whose worker died is run again
-WORKER_ATTR = "gsearch:worker"  # system attribute: the worker process that created a trial
 _SERVER_HINT = ("check the host, port, user, password and database name, and that the "
                 "server is running")
 
@@ -57,14 +59,14 @@ def _retry_stale(max_retry: int):
             self.enqueued: list[int] = []
 
         def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            if any(t.system_attrs.get("retry_history", [])[-1:] == [trial.number]  # Optuna's record
+            if any(t.system_attrs.get(records.RETRY_HISTORY, [])[-1:] == [trial.number]  # Optuna's record
                    for t in study.get_trials(deepcopy=False)):
                 return
-            if len(trial.system_attrs.get("retry_history", [])) >= RETRIES:
+            if len(trial.system_attrs.get(records.RETRY_HISTORY, [])) >= RETRIES:
                 return
-            trial.user_attrs = {**trial.user_attrs, "retry_of": trial.number}
+            trial.user_attrs = {**trial.user_attrs, records.RETRY_OF: trial.number}
             trial.system_attrs = {k: v for k, v in trial.system_attrs.items()
-                                  if not k.startswith("gsearch:")}
+                                  if not k.startswith(records.OWN_PREFIX)}
             super().__call__(study, trial)
             self.enqueued.append(trial.number)
 
@@ -264,7 +266,7 @@ def serve_storage(url: str, *, host: str, port: int, ready=None) -> None:
 
     import optuna
 
-    from gsearch._compat import make_grpc_server
+    from gsearch.search._compat import make_grpc_server
 
     if not has_heartbeats(url):
         raise GsearchError(f"the gRPC proxy serves database storages (sqlite://, "

@@ -1,4 +1,5 @@
-"""Studies: create or resume one, the registries of samplers and pruners, state counts.
+"""Studies: create or resume one, how it proposes and stops trials (`Strategy`, from the
+registries of samplers and pruners), warm start, state counts.
 
 The CLI's --sampler and --pruner choices are the keys of SAMPLERS and PRUNERS; their
 factories take the optuna module, so reading the registries (the CLI does, at start) imports
@@ -8,11 +9,15 @@ nothing heavy.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from gsearch import GsearchError
+from gsearch.search import records
 from gsearch.search.space import MAX_EPOCHS
 
+# lazy: the CLI reads the registries and defaults below when it starts (gsearch --help);
+# Optuna (about a second to import) is imported by the functions that use it
 if TYPE_CHECKING:
     import optuna
 
@@ -22,8 +27,6 @@ if TYPE_CHECKING:
 
 DEFAULT_STUDY = "gtzan-mlp"
 OBJECTIVE_NAME = "validation accuracy"
-EXPORT_ATTR = "export"  # study user attribute: what export-best last measured
-INTERRUPTED_ATTR = "interrupted"  # trial user attribute: a Ctrl-C or SIGTERM ended it (FAIL)
 
 
 def set_log_level(verbose: bool = False, *, errors_only: bool = False) -> None:
@@ -66,26 +69,52 @@ PRUNERS: dict[str, Callable] = {    # name -> factory(optuna)
 }
 
 
-def make_sampler(name: str, seed: int | None, fixed: dict | None = None) -> optuna.samplers.BaseSampler:
-    """`fixed`: parameters held at one value (space.parse_fixed), the others are sampled."""
-    import optuna
-
-    if name not in SAMPLERS:
-        raise GsearchError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
-    sampler = SAMPLERS[name](optuna, seed)
-    if not fixed:
-        return sampler
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.PartialFixedSampler(fixed, sampler)
+SEED_STRIDE = 1_000_003  # the k-th worker process of a run samples with seed + k * SEED_STRIDE
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    import optuna
+@dataclass(frozen=True)
+class Strategy:
+    """How a study proposes and stops trials: `gsearch run`'s --sampler, --pruner, --seed and
+    --fix (parameters held at one value, space.parse_fixed). Every handle of a study (the
+    run's own, each worker process's) builds its sampler and pruner from it, once.
 
-    if name not in PRUNERS:
-        raise GsearchError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
-    return PRUNERS[name](optuna)
+    A seeded sampler is seeded with seed + `done` (the trials the study had when the run
+    began, so a resumed study continues the sequence instead of replaying its first
+    configurations) + `worker` * SEED_STRIDE (worker processes sample apart).
+
+    >>> type(Strategy(pruner="median").make_pruner()).__name__
+    'MedianPruner'
+    >>> Strategy("grid")
+    Traceback (most recent call last):
+    gsearch.GsearchError: unknown sampler 'grid'; use one of tpe, random, nsga2
+    """
+
+    sampler: str = "tpe"
+    pruner: str = DEFAULT_PRUNER
+    seed: int | None = None
+    fixed: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise GsearchError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
+        if self.pruner not in PRUNERS:
+            raise GsearchError(f"unknown pruner {self.pruner!r}; use one of {', '.join(PRUNERS)}")
+
+    def make_sampler(self, done: int = 0, worker: int = 0) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        seed = None if self.seed is None else self.seed + done + worker * SEED_STRIDE
+        sampler = SAMPLERS[self.sampler](optuna, seed)
+        if not self.fixed:
+            return sampler
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.PartialFixedSampler(self.fixed, sampler)
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        import optuna
+
+        return PRUNERS[self.pruner](optuna)
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
@@ -104,12 +133,11 @@ def load_study(storage: optuna.storages.BaseStorage, name: str, **kwargs) -> opt
 
 
 def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Protocol, ds: Dataset,
-               sampler: str = "tpe", pruner: str = DEFAULT_PRUNER, seed: int | None = None,
-               fixed: dict | None = None, objectives: Objectives | None = None) -> optuna.Study:
+               strategy: Strategy = Strategy(), objectives: Objectives | None = None) -> optuna.Study:
     """Create the study, or resume it after checking it was made on the same data,
-    protocol and objectives (nothing is written when a check fails). A seeded sampler is
-    re-seeded with seed + trials so far, so a resumed study
-    continues the sequence instead of replaying its first configurations."""
+    protocol and objectives (nothing is written when a check fails). Its sampler and
+    pruner come from `strategy` (a seeded sampler continues the sequence of a resumed
+    study: Strategy.make_sampler)."""
     import optuna
 
     from gsearch.search.objectives import Objectives
@@ -121,10 +149,9 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Pro
         protocol.check(existing, ds)
         objectives.check(existing)
         done = len(existing.trials)
-    seed = None if seed is None else seed + done
     study = optuna.create_study(storage=storage, study_name=name, directions=objectives.directions,
-                                sampler=make_sampler(sampler, seed, fixed),
-                                pruner=make_pruner(pruner), load_if_exists=True)
+                                sampler=strategy.make_sampler(done), pruner=strategy.make_pruner(),
+                                load_if_exists=True)
     if done == 0:
         for key, value in protocol.fingerprint(ds).items():
             study.set_user_attr(key, value)
@@ -153,9 +180,8 @@ def warm_start_configs(source: optuna.Study, fixed: dict | None = None,
     >>> warm_start_configs(earlier, fixed={"epochs": 30})
     [{'n_layers': 2, 'width': 256, 'epochs': 30}]
     """
-    from gsearch._compat import distribution_contains
-    from gsearch.search.export import top_trials
-    from gsearch.search.objectives import candidates
+    from gsearch.search._compat import distribution_contains
+    from gsearch.search.selection import candidates, top_trials
     from gsearch.search.space import space_distributions
 
     ranked = top_trials(source, min(n, len(candidates(source))))
@@ -173,11 +199,11 @@ def warm_start_configs(source: optuna.Study, fixed: dict | None = None,
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
     """Trials per state name (complete, pruned, fail, running, waiting), and `interrupted`:
-    the failed trials that a Ctrl-C or SIGTERM ended (user attribute INTERRUPTED_ATTR)."""
+    the failed trials that a Ctrl-C or SIGTERM ended (user attribute records.INTERRUPTED)."""
     from optuna.trial import TrialState
 
     counts = {state.name.lower(): 0 for state in TrialState} | {"interrupted": 0}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] += 1
-        counts["interrupted"] += trial.state == TrialState.FAIL and INTERRUPTED_ATTR in trial.user_attrs
+        counts["interrupted"] += trial.state == TrialState.FAIL and records.INTERRUPTED in trial.user_attrs
     return counts

@@ -74,13 +74,16 @@ def real_csv() -> Path:
 
 @pytest.fixture
 def cli():
-    """cli(*args) -> click Result; exceptions propagate as in a real process."""
+    """cli(*args, space=None) -> click Result; exceptions propagate as in a real process.
+    `space`: a search space (trial -> TrialConfig) for run and evaluate instead of the real
+    one, handed to the commands as click's context object."""
     from gsearch.search.cli import main
 
     runner = CliRunner()
 
-    def invoke(*args):
-        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+    def invoke(*args, space=None):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False,
+                             obj=None if space is None else {"space": space})
     return invoke
 
 

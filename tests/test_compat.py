@@ -1,11 +1,13 @@
-"""One test per private Optuna/torch name that gsearch uses (gsearch/_compat.py): each fails
-when the library renames the name or changes what gsearch relies on."""
+"""One test per private Optuna/torch name that gsearch uses (gsearch/models/_compat.py for
+torch, gsearch/search/_compat.py for Optuna): each fails when the library renames the name or
+changes what gsearch relies on."""
 
 import optuna
 import pytest
 import torch
 
-from gsearch import _compat
+from gsearch.models import _compat as torch_compat
+from gsearch.search import _compat
 
 
 def test_fused_adamw_step_is_torchs_adamw():
@@ -19,7 +21,7 @@ def test_fused_adamw_step_is_torchs_adamw():
         reference.grad = g.clone()
         optimizer.step()
         step += 1
-        _compat.fused_adamw_step([ours], [g], [exp_avg], [exp_avg_sq], step, lr=0.01, beta1=0.8,
+        torch_compat.fused_adamw_step([ours], [g], [exp_avg], [exp_avg_sq], step, lr=0.01, beta1=0.8,
                                  beta2=0.99, weight_decay=0.1, eps=1e-7)
     torch.testing.assert_close(ours, reference.detach(), rtol=1e-6, atol=1e-7)
 
@@ -27,7 +29,7 @@ def test_fused_adamw_step_is_torchs_adamw():
 def test_zero_empties_every_tensor_in_place():
     tensors = [torch.ones(3), torch.full((2, 2), 5.0)]
     ids = [t.data_ptr() for t in tensors]
-    _compat.zero_(tensors)
+    torch_compat.zero_(tensors)
     assert all(t.abs().sum() == 0 for t in tensors) and [t.data_ptr() for t in tensors] == ids
 
 

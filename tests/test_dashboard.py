@@ -19,7 +19,7 @@ from conftest import synthetic_frame
 
 from gsearch.search.cli import main
 from gsearch.search.dashboard import default_artifact_dir
-from gsearch.search.study import EXPORT_ATTR
+from gsearch.search import records
 
 STUDY = "tiny-dash"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -122,7 +122,7 @@ def test_dashboard_api_lists_the_study_its_trials_note_and_artifacts(exported, s
     report = json.loads((exported.export / "report.json").read_text())
     note = detail["trials"][best.number]["note"]["body"]
     assert "Held-out test" in note and f"{report['test_accuracy']:.3f}" in note
-    assert exported.study.user_attrs[EXPORT_ATTR]["test_accuracy"] == report["test_accuracy"]
+    assert exported.study.user_attrs[records.EXPORT]["test_accuracy"] == report["test_accuracy"]
 
     artifacts = {a["filename"]: a for a in detail["artifacts"]}
     assert set(artifacts) == {f"trial-{best.number}-confusion_matrix.png",

@@ -10,7 +10,8 @@ import pytest
 
 MODULES = ["gsearch.data", "gsearch.data.load", "gsearch.models", "gsearch.models.schedule", "gsearch.models.metrics",
            "gsearch.models.population", "gsearch.search", "gsearch.search.protocol",
-           "gsearch.search.space"]
+           "gsearch.search.space", "gsearch.search.records", "gsearch.search.selection",
+           "gsearch.search.study", "gsearch.search.parallel"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -19,7 +19,7 @@ from test_evaluate import tiny_space  # noqa: F401  (fixture)
 def searched(make_csv, tmp_path, cli, tiny_space):  # noqa: F811
     csv, db = make_csv(tracks_per_class=12), f"sqlite:///{tmp_path / 's.db'}"
     assert cli("run", "--data", csv, "--storage", db, "--trials", 3, "--seed", 1,
-               "--pruner", "none").exit_code == 0
+               "--pruner", "none", space=tiny_space).exit_code == 0
     return csv, db
 
 

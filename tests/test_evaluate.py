@@ -1,7 +1,6 @@
 """The honest objective (CV recorded in the study) and `gsearch evaluate`."""
 
 import json
-import sys
 
 import numpy as np
 import optuna
@@ -10,10 +9,10 @@ import torch
 
 from gsearch.data.load import load_dataset
 from gsearch.models.config import TrialConfig
-from gsearch.search.loop import run_study
+from gsearch.search.parallel import run_search
 from gsearch.search.protocol import Protocol
 from gsearch.search.storage import open_storage
-from gsearch.search.study import open_study
+from gsearch.search.study import Strategy, open_study
 
 
 def _tiny_config(trial):
@@ -22,20 +21,10 @@ def _tiny_config(trial):
                        lr=trial.suggest_float("lr", 3e-3, 3e-2, log=True), batch_size=32, epochs=4)
 
 
-def _patch_everywhere(monkeypatch, original, replacement):
-    """Replace a function in every gsearch module that imported it (the objective and any
-    batched trial loop), so the spy sees every trial whichever path runs it."""
-    for module in list(sys.modules.values()):
-        if getattr(module, "__name__", "").startswith("gsearch."):
-            for name, value in list(vars(module).items()):
-                if value is original:
-                    monkeypatch.setattr(module, name, replacement)
-
-
 @pytest.fixture
-def tiny_space(monkeypatch):
-    from gsearch.search import space
-    _patch_everywhere(monkeypatch, space.suggest_config, _tiny_config)
+def tiny_space():
+    """The space the run and evaluate tests search (cli(..., space=tiny_space))."""
+    return _tiny_config
 
 
 @pytest.fixture
@@ -44,9 +33,9 @@ def searched_rows(monkeypatch):
     seen: dict[tuple, set[bytes]] = {}
     original = Protocol.trial_data
 
-    def spy(self, ds, split):
-        sets = original(self, ds, split)
-        rows = seen.setdefault(tuple(split.test), set())
+    def spy(self, ds):
+        sets = original(self, ds)
+        rows = seen.setdefault(tuple(self.split(ds).test), set())
         for data in sets:
             rows.update(row.tobytes() for part in (data.X_train, data.X_val) for row in part)
         return sets
@@ -67,8 +56,8 @@ def test_cv_study_scores_trials_on_track_grouped_folds(make_csv, tmp_path, tiny_
     monkeypatch.setattr(Protocol, "trial_data", spy)
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = open_study(storage, "cv", protocol=Protocol(split_seed=5, cv=3), ds=ds,
-                       sampler="random", pruner="none", seed=0)
-    run_study(study, ds, split, trials=2, device=torch.device("cpu"), population=1)
+                       strategy=Strategy("random", "none", seed=0))
+    run_search(study, ds, trials=2, space=tiny_space, device=torch.device("cpu"), population=1)
 
     assert len(folds) == 3  # the study's cv, built once for both trials
     track_of = {row.tobytes(): g for row, g in zip(ds.X, ds.groups)}
@@ -88,8 +77,9 @@ def test_cv_study_scores_trials_on_track_grouped_folds(make_csv, tmp_path, tiny_
 
 def test_cv_is_part_of_the_study_and_guarded(make_csv, tmp_path, cli, tiny_space):
     csv, db = make_csv(tracks_per_class=10), f"sqlite:///{tmp_path / 's.db'}"
-    assert cli("run", "--data", csv, "--storage", db, "--trials", 1, "--cv", 2).exit_code == 0
-    result = cli("run", "--data", csv, "--storage", db, "--trials", 1)
+    assert cli("run", "--data", csv, "--storage", db, "--trials", 1, "--cv", 2,
+               space=tiny_space).exit_code == 0
+    result = cli("run", "--data", csv, "--storage", db, "--trials", 1, space=tiny_space)
     assert result.exit_code == 1
     assert result.output.startswith("error: ") and "cv=2" in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -102,7 +92,7 @@ def test_evaluate_end_to_end(make_csv, tmp_path, cli, tiny_space, searched_rows)
     csv, db, out = make_csv(tracks_per_class=16), f"sqlite:///{tmp_path / 'eval.db'}", tmp_path / "out"
     args = ["evaluate", "--data", csv, "--split-seeds", "42,0", "--trials", 3, "--cv", 2,
             "--ensemble", 2, "--storage", db, "--out", out, "--sampler", "random"]
-    result = cli(*args)
+    result = cli(*args, space=tiny_space)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     header = next(line for line in lines if line.strip().startswith("split seed") and "|" in line)
@@ -131,7 +121,7 @@ def test_evaluate_end_to_end(make_csv, tmp_path, cli, tiny_space, searched_rows)
         assert report["validation_accuracy"] == round(ranked[0].value, 4)
         assert f"{report['test_accuracy']:.3f}" in rows[str(seed)]
 
-    again = cli(*args)  # each study already has its trials: nothing is searched again
+    again = cli(*args, space=tiny_space)  # each study already has its trials: nothing is searched again
     assert again.exit_code == 0 and "held out" not in again.output
     assert len(optuna.load_study(study_name="evaluate-split0-cv2", storage=db).trials) == 3
 

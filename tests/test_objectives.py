@@ -13,12 +13,11 @@ from test_search import digest
 
 from gsearch.data.load import load_dataset
 from gsearch.models.config import TrialConfig
-from gsearch.search import objectives
+from gsearch.search import objectives, records
 from gsearch.search.cli import main
-from gsearch.search.loop import run_study
-from gsearch.search.objectives import (CURVE_ATTR, Objectives, Pick, accuracy_of, cost_of, curve,
-                                       feasible, knee, pareto_front, pick_trial)
-from gsearch.search.protocol import Protocol
+from gsearch.search.objectives import Objectives, accuracy_of, cost_of, curve, feasible
+from gsearch.search.parallel import run_search
+from gsearch.search.selection import Pick, knee, pareto_front, pick_trial
 
 TrialState = optuna.trial.TrialState
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -49,8 +48,9 @@ def copy_store(folder, tmp_path) -> str:
     return f"sqlite:///{tmp_path / 's.db'}"
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+def invoke(*args, space=None):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False,
+                              obj=None if space is None else {"space": space})
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +59,10 @@ def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pareto")
     synthetic_frame().to_csv(folder / "features.csv", index=False)
     url = f"sqlite:///{folder / 's.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("gsearch.search.loop.suggest_config", fixed_space(epochs=6))
-        result = invoke("run", "--trials", 6, "--data", folder / "features.csv", "--storage", url,
-                        "--study", "mo", "--objectives", "accuracy,params", "--max-params",
-                        MAX_PARAMS, "--seed", 0, "--population", 3, "--pruner", "none")  # all train out
+    result = invoke("run", "--trials", 6, "--data", folder / "features.csv", "--storage", url,
+                    "--study", "mo", "--objectives", "accuracy,params", "--max-params",
+                    MAX_PARAMS, "--seed", 0, "--population", 3, "--pruner", "none",  # all train out
+                    space=fixed_space(epochs=6))
     assert result.exit_code == 0, result.output
     assert "Pareto front (maximize validation accuracy, minimize parameters)" in result.output
     front = [line for line in result.output.splitlines() if line.startswith("  trial #")]
@@ -87,8 +86,8 @@ def test_a_run_records_objectives_values_constraints_and_curves(store):
         assert cost_of(t) == t.user_attrs["n_params"]
         assert t.constraints == {"max_params": t.user_attrs["n_params"] - MAX_PARAMS}
         assert feasible(t) == (t.params["width"] <= 32)
-        assert not t.intermediate_values and len(t.system_attrs[CURVE_ATTR]) == 6
-        assert accuracy_of(t) == t.system_attrs[CURVE_ATTR][-1]
+        assert not t.intermediate_values and len(t.system_attrs[records.CURVE]) == 6
+        assert accuracy_of(t) == t.system_attrs[records.CURVE][-1]
 
 
 @pytest.mark.parametrize("change", [["--objectives", "accuracy,latency"], ["--max-params", 5000],
@@ -124,14 +123,13 @@ def run_fixed(ds, directions, objectives: Objectives):
     study = optuna.create_study(directions=directions, pruner=optuna.pruners.MedianPruner(
         n_startup_trials=2, n_warmup_steps=2))
     objectives.record(study)
-    run_study(study, ds, Protocol().split(ds), trials=12, device="cpu", seed=3, population=4)
+    run_search(study, ds, trials=12, space=fixed_space(epochs=8), device="cpu", seed=3, population=4)
     return study
 
 
-def test_a_multi_objective_study_prunes_exactly_as_a_single_objective_one(make_csv, monkeypatch):
+def test_a_multi_objective_study_prunes_exactly_as_a_single_objective_one(make_csv):
     """The same trials, the same pruner: the same trials are pruned after the same epochs,
     with the same curves; only the multi-objective study keeps them in an attribute."""
-    monkeypatch.setattr("gsearch.search.loop.suggest_config", fixed_space(epochs=8))
     ds = load_dataset(make_csv())
     single = run_fixed(ds, ["maximize"], Objectives())
     multi = run_fixed(ds, ["maximize", "minimize"], Objectives(("accuracy", "latency")))

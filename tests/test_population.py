@@ -13,7 +13,7 @@ from gsearch.data.load import load_dataset
 from gsearch.data.split import fit_scaler
 from gsearch.models.config import TrialConfig
 from gsearch.models.mlp import build_mlp, count_parameters
-from gsearch.models.population import Population, TrainData, batch_starts, train, train_population
+from gsearch.models.population import Population, Populations, TrainData, batch_starts, train, train_population
 from gsearch.models.schedule import schedule_table
 from gsearch.search.protocol import Protocol
 
@@ -30,7 +30,7 @@ def data(tmp_path_factory) -> TrainData:
     path = tmp_path_factory.mktemp("pop") / "f.csv"
     synthetic_frame(tracks_per_class=50, separation=0.3, seed=3).to_csv(path, index=False)
     ds = load_dataset(path)
-    return Protocol().trial_data(ds, Protocol().split(ds))[0]
+    return Protocol().trial_data(ds)[0]
 
 
 def reference_train(config: TrialConfig, data: TrainData, device="cpu", seed: int = 0):
@@ -207,11 +207,16 @@ def test_pruning_a_member_leaves_the_others_unchanged(data, device):
     seeds = [11, 12, 13, 14]
     whole = [h for _, h in train_population(configs, [data] * 4, seeds, device=device)]
 
-    def prune_member_1(results):
-        return [1] if results[0].epoch == 2 else []
-
-    pruned = [h for _, h in train_population(configs, [data] * 4, seeds, device=device,
-                                             on_epoch=prune_member_1)]
+    driver = Populations(device=device)   # the driver train_population and the trial loop use
+    members = [driver.add(config, data, seed) for config, seed in zip(configs, seeds)]
+    histories = {}
+    while len(driver):
+        for member, result in driver.run_epoch():
+            if result.done:
+                histories[member] = driver.remove(member)
+            elif member == members[1] and result.epoch == 2:   # pruned after its third epoch
+                histories[member] = driver.remove(member)
+    pruned = [histories[member] for member in members]
     assert pruned[1].pruned and pruned[1].epochs_run == 3
     np.testing.assert_allclose(pruned[1].train_loss, whole[1].train_loss[:3], rtol=1e-5)
     for i in (0, 2, 3):

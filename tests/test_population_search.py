@@ -7,8 +7,8 @@ import torch
 
 from gsearch.data.load import load_dataset
 from gsearch.models.config import TrialConfig
-from gsearch.models.population import train
-from gsearch.search.loop import run_study
+from gsearch.models.population import Populations, train
+from gsearch.search.parallel import run_search
 from gsearch.search.protocol import Protocol
 
 TrialState = optuna.trial.TrialState
@@ -40,15 +40,15 @@ def in_memory_study(pruner=None) -> optuna.Study:
                                sampler=optuna.samplers.TPESampler(seed=0, constant_liar=True))
 
 
-def test_gsearch_run_asks_and_tells_populations_and_resumes(cli, make_csv, tmp_path, monkeypatch):
-    monkeypatch.setattr("gsearch.search.loop.suggest_config", small_space)
+def test_gsearch_run_asks_and_tells_populations_and_resumes(cli, make_csv, tmp_path):
     storage = f"sqlite:///{tmp_path / 's.db'}"
     args = ["--data", make_csv(), "--storage", storage, "--seed", 1]
-    result = cli("run", "--trials", 4, "--population", 3, "--study", "pop", *args)
+    result = cli("run", "--trials", 4, "--population", 3, "--study", "pop", *args, space=small_space)
     assert result.exit_code == 0, result.output
     assert "4 trials" in result.output
     first = optuna.load_study(study_name="pop", storage=storage).trials
-    assert cli("run", "--trials", 2, "--population", 3, "--study", "pop", *args).exit_code == 0
+    assert cli("run", "--trials", 2, "--population", 3, "--study", "pop", *args,
+               space=small_space).exit_code == 0
     trials = optuna.load_study(study_name="pop", storage=storage).trials
     assert [t.number for t in trials] == list(range(6))
     assert [t.params for t in trials[:4]] == [t.params for t in first]
@@ -62,12 +62,13 @@ def test_gsearch_run_asks_and_tells_populations_and_resumes(cli, make_csv, tmp_p
     assert max(t.value for t in trials) > 0.5   # 4 classes: chance is 0.25
 
     # A population of one is the same loop: the same attributes.
-    assert cli("run", "--trials", 1, "--population", 1, "--study", "seq", *args).exit_code == 0
+    assert cli("run", "--trials", 1, "--population", 1, "--study", "seq", *args,
+               space=small_space).exit_code == 0
     (seq,) = optuna.load_study(study_name="seq", storage=storage).trials
     assert set(seq.user_attrs) == set(trials[0].user_attrs)
 
 
-def test_folds_train_in_lockstep_and_the_value_is_their_mean(ds, monkeypatch):
+def test_folds_train_in_lockstep_and_the_value_is_their_mean(ds):
     """cv=2: both folds are members; without sampling noise (full batch, no dropout, no
     batch norm) each fold's run is exactly train()'s, so the reported curve is the mean
     of two train() curves."""
@@ -76,12 +77,10 @@ def test_folds_train_in_lockstep_and_the_value_is_their_mean(ds, monkeypatch):
                            batch_norm=False, lr=1e-2, batch_size=4096,
                            epochs=trial.suggest_int("epochs", 3, 6))
 
-    monkeypatch.setattr("gsearch.search.loop.suggest_config", space)
-    split = Protocol().split(ds)
     study = in_memory_study()
     study.set_user_attr("cv", 2)   # the protocol a study records
-    run_study(study, ds, split, trials=3, device=torch.device("cpu"), seed=5, population=3)
-    folds = Protocol.of(study).trial_data(ds, split)  # the study's folds
+    run_search(study, ds, trials=3, space=space, device=torch.device("cpu"), seed=5, population=3)
+    folds = Protocol.of(study).trial_data(ds)  # the study's folds
     assert len(folds) == 2
     for t in study.trials:
         config = space(optuna.trial.FixedTrial(t.params))
@@ -92,25 +91,23 @@ def test_folds_train_in_lockstep_and_the_value_is_their_mean(ds, monkeypatch):
         assert t.value == pytest.approx(expected[-1])
 
 
-def test_each_trial_is_pruned_on_its_own_curve(ds, monkeypatch):
-    monkeypatch.setattr("gsearch.search.loop.suggest_config", small_space)
+def test_each_trial_is_pruned_on_its_own_curve(ds):
     study = in_memory_study(optuna.pruners.ThresholdPruner(lower=1.1, n_warmup_steps=2))
-    run_study(study, ds, Protocol().split(ds), trials=4, device=torch.device("cpu"), population=4)
+    run_search(study, ds, trials=4, space=small_space, device=torch.device("cpu"), population=4)
     for t in study.trials:
         assert t.state == TrialState.PRUNED
         assert len(t.intermediate_values) == 3 == t.user_attrs["epochs_run"]
         assert "pruner stopped it after epoch 3" in t.user_attrs["pruned_reason"]
 
 
-def test_a_diverging_trial_is_pruned_and_its_population_goes_on(ds, monkeypatch):
+def test_a_diverging_trial_is_pruned_and_its_population_goes_on(ds):
     def space(trial):
         lr = 1e15 if trial.number % 2 == 0 else 1e-2
         return TrialConfig(n_layers=3, width=32, batch_norm=False, dropout=0.0, lr=lr, weight_decay=0,
                            epochs=5 + trial.suggest_int("k", 0, 0))
 
-    monkeypatch.setattr("gsearch.search.loop.suggest_config", space)
     study = in_memory_study()
-    run_study(study, ds, Protocol().split(ds), trials=4, device=torch.device("cpu"), population=4)
+    run_search(study, ds, trials=4, space=space, device=torch.device("cpu"), population=4)
     states = [t.state for t in study.trials]
     assert states == [TrialState.PRUNED, TrialState.COMPLETE] * 2
     assert "training loss became nan" in study.trials[0].user_attrs["pruned_reason"]
@@ -120,7 +117,6 @@ def test_a_diverging_trial_is_pruned_and_its_population_goes_on(ds, monkeypatch)
 def test_interrupt_leaves_no_running_trial_and_the_study_resumes(ds, monkeypatch):
     from gsearch.models.population import Population
 
-    monkeypatch.setattr("gsearch.search.loop.suggest_config", small_space)
     run_epoch, calls = Population.run_epoch, []
 
     def interrupted(self):
@@ -130,11 +126,11 @@ def test_interrupt_leaves_no_running_trial_and_the_study_resumes(ds, monkeypatch
         return run_epoch(self)
 
     monkeypatch.setattr(Population, "run_epoch", interrupted)
-    study, split = in_memory_study(), Protocol().split(ds)
+    study = in_memory_study()
     with pytest.raises(KeyboardInterrupt):
-        run_study(study, ds, split, trials=5, device=torch.device("cpu"), population=3)
+        run_search(study, ds, trials=5, space=small_space, device=torch.device("cpu"), population=3)
     assert study.trials and all(t.state == TrialState.FAIL for t in study.trials)
-    run_study(study, ds, split, trials=2, device=torch.device("cpu"), population=3)
+    run_search(study, ds, trials=2, space=small_space, device=torch.device("cpu"), population=3)
     assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 2
     assert TrialState.RUNNING not in [t.state for t in study.trials]
 
@@ -142,7 +138,6 @@ def test_interrupt_leaves_no_running_trial_and_the_study_resumes(ds, monkeypatch
 def test_pruning_decisions_are_should_prunes(ds, monkeypatch):
     """The pruner is shown a local copy of the study (no storage read per trial and
     epoch); in one process it must decide exactly as it would on the storage."""
-    monkeypatch.setattr("gsearch.search.loop.suggest_config", small_space)
     monkeypatch.setattr("gsearch.search.loop._FLUSH_SECONDS", 0.0)   # the storage written every round
     median = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     decisions = []
@@ -157,32 +152,29 @@ def test_pruning_decisions_are_should_prunes(ds, monkeypatch):
             return decision
 
     real = in_memory_study(Checked())
-    run_study(real, ds, Protocol().split(ds), trials=10, device=torch.device("cpu"), population=4)
+    run_search(real, ds, trials=10, space=small_space, device=torch.device("cpu"), population=4)
     assert True in decisions and False in decisions
 
 
-def test_successive_halving_sees_its_rungs(ds, monkeypatch):
-    monkeypatch.setattr("gsearch.search.loop.suggest_config", small_space)
+def test_successive_halving_sees_its_rungs(ds):
     study = in_memory_study(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))
-    run_study(study, ds, Protocol().split(ds), trials=8, device=torch.device("cpu"), population=4)
+    run_search(study, ds, trials=8, space=small_space, device=torch.device("cpu"), population=4)
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned and all("completed_rung_0" in t.system_attrs for t in study.trials)
     survivors = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert all("completed_rung_1" in t.system_attrs for t in survivors if t.params["epochs"] > 2)
 
 
-def test_a_cv_study_reports_the_same_quantity_whatever_the_population(cli, make_csv, tmp_path,
-                                                                      monkeypatch):
+def test_a_cv_study_reports_the_same_quantity_whatever_the_population(cli, make_csv, tmp_path):
     """Under --cv 3 every trial reports the mean over its folds after each epoch, whether
     it ran in a population of 3 or of 1, so a study resumed with another --population
     hands the pruner curves of one kind: each trial's last report is its value (the mean
     of its fold accuracies)."""
-    monkeypatch.setattr("gsearch.search.loop.suggest_config", small_space)
     storage = f"sqlite:///{tmp_path / 's.db'}"
     args = ["--data", make_csv(), "--storage", storage, "--study", "cv", "--cv", 3, "--seed", 2,
             "--pruner", "none"]
-    assert cli("run", "--trials", 2, "--population", 3, *args).exit_code == 0
-    assert cli("run", "--trials", 2, "--population", 1, *args).exit_code == 0
+    assert cli("run", "--trials", 2, "--population", 3, *args, space=small_space).exit_code == 0
+    assert cli("run", "--trials", 2, "--population", 1, *args, space=small_space).exit_code == 0
     trials = optuna.load_study(study_name="cv", storage=storage).trials
     assert len(trials) == 4 and {t.state for t in trials} == {TrialState.COMPLETE}
     for t in trials:
@@ -192,17 +184,16 @@ def test_a_cv_study_reports_the_same_quantity_whatever_the_population(cli, make_
         assert last == pytest.approx(np.mean(folds), abs=1e-5) == pytest.approx(t.value, abs=1e-5)
 
 
-def test_timeout_is_a_deadline_for_the_trials_in_flight(ds, monkeypatch):
+def test_timeout_is_a_deadline_for_the_trials_in_flight(ds):
     """Trials still training at the deadline stop after their current epoch: pruned with the
     reason, their curves kept; no trial starts after it."""
     def long(trial):
         return TrialConfig(n_layers=1, width=8, dropout=0.0, batch_size=32,
                            epochs=trial.suggest_int("epochs", 5000, 5000))
 
-    monkeypatch.setattr("gsearch.search.loop.suggest_config", long)
     study = in_memory_study()
-    run_study(study, ds, Protocol().split(ds), trials=50, device=torch.device("cpu"), population=2,
-              timeout=0.5)
+    run_search(study, ds, trials=50, space=long, device=torch.device("cpu"), population=2,
+               timeout=0.5)
     assert len(study.trials) == 2   # the first population; none started after the deadline
     for t in study.trials:
         assert t.state == TrialState.PRUNED and t.user_attrs["pruned_reason"].startswith("deadline")
@@ -212,16 +203,16 @@ def test_timeout_is_a_deadline_for_the_trials_in_flight(ds, monkeypatch):
 def test_a_running_trials_curve_reaches_the_storage_while_it_trains(ds, tmp_path, monkeypatch):
     """Values are stored in batches (search/loop.py _FLUSH_SECONDS), not only when a trial ends."""
     monkeypatch.setattr("gsearch.search.loop._FLUSH_SECONDS", 0.0)   # a write every round
-    monkeypatch.setattr("gsearch.search.loop.suggest_config",
-                        lambda trial: TrialConfig(n_layers=1, width=8, epochs=trial.suggest_int("epochs", 40, 40)))
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
-    seen = []   # stored curve lengths of the running trials, at each of the loop's safe points
+    seen = []   # stored curve lengths of the running trials, before each of the loop's epochs
+    run_epoch = Populations.run_epoch
 
-    def look() -> bool:
+    def look(self):
         seen.extend(len(t.intermediate_values) for t in study.get_trials(states=(TrialState.RUNNING,)))
-        return False
+        return run_epoch(self)
 
-    run_study(study, ds, Protocol().split(ds), trials=2, device=torch.device("cpu"), population=2,
-              stop=look)
+    monkeypatch.setattr(Populations, "run_epoch", look)
+    run_search(study, ds, trials=2, device=torch.device("cpu"), population=2,
+               space=lambda trial: TrialConfig(n_layers=1, width=8, epochs=trial.suggest_int("epochs", 40, 40)))
     assert [len(t.intermediate_values) for t in study.trials] == [40, 40]
     assert set(seen) >= {1, 2, 39}   # growing epoch by epoch before each trial ended

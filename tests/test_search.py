@@ -15,8 +15,7 @@ from conftest import synthetic_frame
 from gsearch.data.load import load_dataset
 from gsearch.models.config import TrialConfig
 from gsearch.models.population import DivergedError, TrainData, train
-from gsearch.search.loop import run_study
-from gsearch.search.protocol import Protocol
+from gsearch.search.parallel import run_search
 from gsearch.search.storage import open_storage, safe_url
 
 TrialState = optuna.trial.TrialState
@@ -77,7 +76,7 @@ def test_pruner_stops_hopeless_trials_early(make_csv):
     ds = load_dataset(make_csv())
     study = optuna.create_study(direction="maximize",
                                 pruner=optuna.pruners.ThresholdPruner(lower=1.1, n_warmup_steps=2))
-    run_study(study, ds, Protocol().split(ds), trials=2, device=torch.device("cpu"), population=1)
+    run_search(study, ds, trials=2, device=torch.device("cpu"), population=1)
     for trial in study.trials:
         assert trial.state == TrialState.PRUNED
         assert len(trial.intermediate_values) == 3 == trial.user_attrs["epochs_run"]
@@ -103,7 +102,7 @@ def test_asha_prunes_only_at_its_rungs(cli, make_csv, tmp_path):
     assert all(len(t.intermediate_values) == 30 for t in trials if t.state == TrialState.COMPLETE)
 
 
-def test_diverging_loss_ends_the_trial_not_the_study(make_csv, monkeypatch):
+def test_diverging_loss_ends_the_trial_not_the_study(make_csv):
     ds = load_dataset(make_csv())
     data = TrainData(ds.X, ds.y, 4, ds.X, ds.y)
     with pytest.raises(DivergedError, match="nan"):
@@ -114,9 +113,8 @@ def test_diverging_loss_ends_the_trial_not_the_study(make_csv, monkeypatch):
         return TrialConfig(n_layers=3, width=64, batch_norm=False, dropout=0, lr=1e15,
                            weight_decay=0, epochs=5 + trial.suggest_int("k", 0, 0))
 
-    monkeypatch.setattr("gsearch.search.loop.suggest_config", explosive)
     study = optuna.create_study(direction="maximize")
-    run_study(study, ds, Protocol().split(ds), trials=2, device=torch.device("cpu"), population=1)
+    run_search(study, ds, trials=2, space=explosive, device=torch.device("cpu"), population=1)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
     assert "training loss became nan" in study.trials[0].user_attrs["pruned_reason"]
 

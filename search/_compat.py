@@ -1,38 +1,17 @@
-"""Every private name of Optuna and torch that gsearch uses, each behind one function.
+"""Every private name of Optuna that gsearch uses, each behind one function (torch's are in
+gsearch/models/_compat.py).
 
-Private names change without notice; keeping them here means one module to read when a
-library moves, and tests/test_compat.py has one test per function that fails when the
-library changes the name or its behaviour. setup.cfg bounds both libraries to the major
-versions these were checked against. Optuna is imported inside the functions, so
-gsearch.models (which imports this module for torch) never imports Optuna.
+Private names change without notice; keeping them here means one module to read when Optuna
+moves, and tests/test_compat.py has one test per function that fails when Optuna changes the
+name or its behaviour. setup.cfg bounds Optuna to the major version these were checked against.
 """
 
 from __future__ import annotations
 
-import torch
-
-# -- torch ---------------------------------------------------------------------------------
-
-
-def fused_adamw_step(params: list[torch.Tensor], grads: list[torch.Tensor],
-                     exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
-                     step: torch.Tensor, *, lr: float, beta1: float, beta2: float,
-                     weight_decay: float, eps: float) -> None:
-    """One AdamW step over tensors that share a step count: torch's fused kernel (the one
-    `torch.optim.AdamW(fused=True)` runs), called directly so that members of a population
-    can each take their own lr and weight decay without an optimizer object per member.
-    `step` must already count this step."""
-    torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], [step] * len(params), lr=lr,
-                        beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps,
-                        amsgrad=False, maximize=False)
-
-
-def zero_(tensors: list[torch.Tensor]) -> None:
-    """Zero many tensors in one foreach call (gradients kept allocated between steps)."""
-    torch._foreach_zero_(tensors)
-
-
-# -- Optuna ----------------------------------------------------------------------------------
+from optuna.storages import RDBStorage
+from optuna.storages._cached_storage import _CachedStorage
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
 
 
 def study_storage(study):
@@ -67,7 +46,7 @@ def take_waiting_trials_with(study, take) -> None:
 def make_grpc_server(storage, host: str, port: int):
     """Optuna's gRPC storage proxy server (what `optuna.storages.run_grpc_proxy_server`
     runs, without its blocking wait, so gsearch can stop it on a signal)."""
-    from optuna.storages._grpc.server import make_server
+    from optuna.storages._grpc.server import make_server   # lazy: grpc is the [grpc] extra
 
     return make_server(storage, host, port)
 
@@ -78,18 +57,12 @@ def write_intermediate_values(storage, values: dict[int, dict[int, float]]) -> N
     On an RDB storage they go in one transaction, where Trial.report costs one transaction
     and three queries per value (about 4 ms each on SQLite); other storages take them one
     by one through their public method."""
-    from optuna.storages import RDBStorage
-    from optuna.storages._cached_storage import _CachedStorage
-
     backend = storage._backend if isinstance(storage, _CachedStorage) else storage
     if not isinstance(backend, RDBStorage):
         for trial_id_, steps in values.items():
             for step, value in steps.items():
                 storage.set_trial_intermediate_value(trial_id_, step, value)
         return
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
     Value = models.TrialIntermediateValueModel
     with _create_scoped_session(backend.scoped_session, True) as session:
         for trial_id_, steps in values.items():
