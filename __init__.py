@@ -6,6 +6,8 @@ the package gsearch, with three folders:
 training, export, prediction) and ``gsearch.search`` (Optuna study and CLI).
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
 
@@ -16,7 +18,6 @@ class GsearchError(Exception):
 def lazy_exports(package: str, exports: dict[str, str]):
     """(__getattr__, __dir__) for a package that re-exports names from its modules on first
     use, so `import gsearch.models` costs nothing until a name is used (PEP 562)."""
-    import importlib
 
     def __getattr__(name: str):
         if name not in exports:

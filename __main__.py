@@ -20,11 +20,11 @@ def main() -> None:
     previous = signal.getsignal(signal.SIGINT)
     if previous is signal.default_int_handler:
         signal.signal(signal.SIGINT, _quiet_exit)
-    try:
+    try:   # lazy: the CLI loads under the quiet Ctrl-C handler
         from gsearch.search.cli import main as cli
     finally:
         signal.signal(signal.SIGINT, previous)
-    import click
+    import click   # lazy: as above (the CLI has loaded it by now)
 
     try:   # click's standalone mode, except that an interrupt exits as above
         code = cli(standalone_mode=False)

@@ -18,10 +18,12 @@ import functools
 import os
 from pathlib import Path
 
+import audioread
 import numpy as np
 import scipy.fft
 import scipy.ndimage
 import soundfile as sf
+import soxr
 
 from gsearch import GsearchError
 from gsearch.data.schema import FEATURE_NAMES, SAMPLE_RATE
@@ -61,8 +63,6 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
             return y, sr
         except Exception:
             raise AudioError(f"{path}: not a readable audio file (corrupt, or not {ext} audio)") from None
-    import audioread
-
     # audioread's own reader only knows WAV/AIFF/AU, which libsndfile reads: without ffmpeg (or
     # another decoder it drives), nothing here can decode the file
     if not any(b.__name__ != "RawAudioFile" for b in audioread.available_backends()):
@@ -89,8 +89,6 @@ def load_audio(path: str | os.PathLike, sr: int = _SR) -> np.ndarray:
     if y.size == 0:
         raise AudioError(f"{path}: empty (no audio samples)")
     if native != sr:
-        import soxr
-
         n = int(np.ceil(y.size * (float(sr) / native)))  # as librosa.resample(y, orig_sr=native, target_sr=sr)
         y = _fix_length(soxr.resample(y, native, sr, quality="soxr_hq"), n)
     return y.astype(np.float32, copy=False)

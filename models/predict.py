@@ -62,7 +62,7 @@ class ExportedModel:
                                "upgrade gsearch or export the model again")
         self.backend = backend
         if backend == "onnx":
-            import onnxruntime
+            import onnxruntime  # lazy: only the onnx backend loads onnxruntime
 
             try:
                 self._session = onnxruntime.InferenceSession(
@@ -71,9 +71,9 @@ class ExportedModel:
                 raise GsearchError(f"cannot load {directory / ONNX_FILE} ({str(e).splitlines()[0]}); "
                                    "export the model again, or use the torch backend") from None
         elif backend == "torch":
-            import torch
+            import torch  # lazy: predict --backend onnx starts without torch
 
-            from gsearch.models.mlp import build_ensemble, build_mlp
+            from gsearch.models.mlp import build_ensemble, build_mlp  # lazy: torch, as above
 
             try:  # weights_only: tensors and containers only, never arbitrary objects
                 state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
@@ -94,7 +94,7 @@ class ExportedModel:
             raise GsearchError(f"expected rows of {len(self.features)} features, got shape {X.shape}")
         if self.backend == "onnx":
             return self._session.run(None, {"features": X})[0]
-        import torch
+        import torch  # lazy: the onnx backend runs without torch (loaded by now)
 
         with torch.inference_mode():
             return self._model(torch.from_numpy(X)).numpy()
@@ -147,7 +147,7 @@ def predict_csv(model: ExportedModel, path: Path) -> list[Prediction]:
 def audio_windows(model: ExportedModel, path: Path) -> list[tuple[str, int, dict[str, float]]]:
     """The feature rows predict_audio averages: consecutive windows of model.clip_samples
     (silent ones skipped) when the audio holds at least two, else the whole file."""
-    from gsearch.data.audio import extract_signal, load_audio
+    from gsearch.data.audio import extract_signal, load_audio  # lazy: a CSV never loads scipy
 
     y = load_audio(path)
     step = model.clip_samples + 1  # as in data.audio: a window is one sample shorter than its step
@@ -171,7 +171,7 @@ def predict_file(model: ExportedModel, path: str | Path) -> list[Prediction]:
         raise GsearchError(f"{path}: no such file")
     if path.suffix.lower() == ".csv":
         return predict_csv(model, path)
-    from gsearch.data.audio import SUPPORTED_EXTENSIONS, is_audio_file
+    from gsearch.data.audio import SUPPORTED_EXTENSIONS, is_audio_file  # lazy: as in audio_windows
 
     if not is_audio_file(path):
         raise GsearchError(f"{path}: not a file predict reads ({path.suffix or 'no extension'}); give "
@@ -185,7 +185,7 @@ def predict_files(model: ExportedModel, paths, on_error: Callable[[GsearchError]
     for path in map(Path, paths):
         files = [path]
         if path.is_dir():
-            from gsearch.data.audio import iter_audio_files
+            from gsearch.data.audio import iter_audio_files  # lazy: as in audio_windows
 
             files = iter_audio_files([path])
             if not files:
