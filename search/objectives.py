@@ -1,12 +1,13 @@
 """What a study optimizes: validation accuracy alone, or accuracy against a deployment cost.
 
-`OBJECTIVES` is the one registry: name -> metric name shown by the dashboard, direction, and
-how the value is taken from a trained trial. Validation accuracy always comes first, so that
+`OBJECTIVES` is the one registry: name -> metric name shown by the dashboard, direction, how
+the value is taken from a trained trial (the latency with models.mlp.torch_latency_ms), and the
+trial attribute that holds it. Validation accuracy always comes first, so that
 trials report and are pruned on their accuracy curves whatever else the study weighs.
 
 A study records its objectives and limits (`Objectives`, a study user attribute, guarded on
 resume like the protocol). Limits are Optuna constraints (`Trial.set_constraint`): a trial
-over a limit is kept, marked infeasible, and never picked.
+over a limit is kept, marked infeasible, and never picked (selection.py ranks and picks).
 
 In a multi-objective study Optuna refuses `Trial.report` (and TPE cannot rank pruned trials
 that carry intermediate values there), so each trial's accuracy curve is kept in the trial
