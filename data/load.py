@@ -46,8 +46,11 @@ class DataError(GsearchError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Validated feature rows: X float32 [N, 57], y int64 [N], track groups [N].
+    """Validated feature rows: X float32 [N, 57], y int64 [N], groups [N].
 
+    Every split keeps each group on one side. `grouping` says what a group is: "track" (as
+    loaded: all segments of a track), or "artist" (data.artists.by_artist: the GTZAN clips
+    with a known artist, grouped by artist, `folds` their fold of the published 3-fold split).
     `sha256` is the digest of the file's uncompressed bytes, so a gzipped copy and the
     plain file have the same fingerprint; `path` is the absolute path it was read from."""
 
@@ -59,10 +62,17 @@ class Dataset:
     sha256: str
     path: str
     clip_samples: int | None = None  # median row length in samples; None without a length column
+    grouping: str = "track"          # what a group is: "track" or "artist"
+    tracks: np.ndarray | None = None  # per row: its track (the groups when grouping is "track")
+    folds: np.ndarray | None = None  # per row: its fold of a published split (artist grouping)
+
+    @property
+    def n_groups(self) -> int:
+        return len(np.unique(self.groups))
 
     @property
     def n_tracks(self) -> int:
-        return len(np.unique(self.groups))
+        return len(np.unique(self.groups if self.tracks is None else self.tracks))
 
 
 def resolve_data(path: str | Path | None = None) -> Path:
@@ -78,9 +88,10 @@ def resolve_data(path: str | Path | None = None) -> Path:
 
 def describe_data(ds: Dataset) -> str:
     """One line naming the file a dataset came from, for a command to print."""
-    if Path(ds.path) == BUNDLED_DATA:
-        return f"bundled GTZAN features_30_sec.csv ({ds.n_tracks} tracks)"
-    return f"{ds.path} ({ds.n_tracks} tracks)"
+    name = "bundled GTZAN features_30_sec.csv" if Path(ds.path) == BUNDLED_DATA else ds.path
+    if ds.grouping == "artist":
+        return f"{name} ({ds.n_tracks} tracks with a known artist, {ds.n_groups} artists)"
+    return f"{name} ({ds.n_tracks} tracks)"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -285,11 +296,13 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None) -> Da
         raise DataError(f"{path}: only {len(found)} class ({', '.join(sorted(found))}) found; "
                         "a classifier needs at least 2 genres")
     index = {c: i for i, c in enumerate(classes)}
+    tracks = track_ids(frame[FILENAME_COLUMN], frame[LENGTH_COLUMN])
     return Dataset(
         X=frame[list(FEATURE_NAMES)].to_numpy(np.float32, copy=True),
         y=labels.map(index).to_numpy(np.int64, copy=True),
         classes=tuple(classes),
-        groups=track_ids(frame[FILENAME_COLUMN], frame[LENGTH_COLUMN]),
+        groups=tracks,
+        tracks=tracks,
         filenames=frame[FILENAME_COLUMN].astype(str).to_numpy(),
         sha256=sha256,
         path=str(path.resolve()),

@@ -1,4 +1,5 @@
-"""Train / validation / test splits that keep every track on one side, and the scaler."""
+"""Train / validation / test splits that keep every group (a track, or an artist) on one side,
+and the scaler."""
 
 from __future__ import annotations
 
@@ -24,40 +25,53 @@ class Split:
 
 
 def _track_labels(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The groups and the label of each (a group's rows must share one label)."""
     tracks, first = np.unique(ds.groups, return_index=True)
     labels = ds.y[first]
     _, inverse = np.unique(ds.groups, return_inverse=True)
     mixed = np.flatnonzero(labels[inverse] != ds.y)
     if len(mixed):
-        raise DataError(f"track {ds.groups[mixed[0]]!r} has rows with different labels; "
-                        "every segment of a track must carry the same genre")
+        raise DataError(f"{ds.grouping} {ds.groups[mixed[0]]!r} has rows with different labels; "
+                        f"every row of a {ds.grouping} must carry the same genre")
     return tracks, labels
 
 
-def _split_tracks(tracks, labels, size: float, seed: int, what: str):
+def _split_tracks(tracks, labels, size: float, seed: int, what: str, unit: str = "track"):
     n_classes = len(np.unique(labels))
     n_hold = int(np.ceil(size * len(tracks)))
     if n_hold < n_classes or len(tracks) - n_hold < n_classes:
         raise DataError(
-            f"too few tracks ({len(tracks)}) for a stratified {what} split of {size:.0%} "
+            f"too few {unit}s ({len(tracks)}) for a stratified {what} split of {size:.0%} "
             f"over {n_classes} classes; use a larger file or change --{what}-size")
     if np.bincount(np.unique(labels, return_inverse=True)[1]).min() < 2:
-        raise DataError(f"some genre has a single track; a stratified {what} split needs "
-                        "at least 2 tracks per genre")
+        raise DataError(f"some genre has a single {unit}; a stratified {what} split needs "
+                        f"at least 2 {unit}s per genre")
     return train_test_split(tracks, test_size=size, stratify=labels, random_state=seed)
 
 
-def split_dataset(ds: Dataset, *, test_size: float, val_size: float, seed: int) -> Split:
-    """Stratified holdout of `test_size` of the tracks, then `val_size` of the rest
-    for validation. Splits are made on tracks, so 3-second segments never leak. The
-    defaults of a study are its protocol's (gsearch.search.Protocol().split(ds))."""
+def split_dataset(ds: Dataset, *, test_size: float, val_size: float, seed: int,
+                  test_fold: int | None = None) -> Split:
+    """Stratified holdout of `test_size` of the groups (or, with `test_fold`, the rows of that
+    fold of `ds.folds`), then `val_size` of the rest's groups for validation. Splits are made
+    on groups (tracks, so 3-second segments never leak; or artists), so no group is on two
+    sides. The defaults of a study are its protocol's (gsearch.search.Protocol().split(ds))."""
     for name, value in (("test", test_size), ("val", val_size)):
         if not 0 < value < 1:
             raise DataError(f"--{name}-size must be between 0 and 1, got {value}")
     tracks, labels = _track_labels(ds)
-    rest, test = _split_tracks(tracks, labels, test_size, seed, "test")
+    unit = ds.grouping
+    if test_fold is None:
+        rest, test = _split_tracks(tracks, labels, test_size, seed, "test", unit)
+    else:
+        if ds.folds is None:
+            raise DataError("--test-fold needs a table with published folds (--groups artist)")
+        in_fold = np.isin(tracks, ds.groups[ds.folds == test_fold])
+        if not in_fold.any():
+            raise DataError(f"no row is in fold {test_fold}; the folds are "
+                            f"{', '.join(map(str, sorted(set(ds.folds.tolist()))))}")
+        test, rest = tracks[in_fold], tracks[~in_fold]
     rest_labels = labels[np.searchsorted(tracks, rest)]
-    train, val = _split_tracks(rest, rest_labels, val_size, seed, "val")
+    train, val = _split_tracks(rest, rest_labels, val_size, seed, "val", unit)
 
     def rows(chosen):
         return np.flatnonzero(np.isin(ds.groups, chosen))
@@ -66,7 +80,8 @@ def split_dataset(ds: Dataset, *, test_size: float, val_size: float, seed: int) 
 
 
 def kfold_splits(ds: Dataset, rows: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """k stratified folds of `rows` grouped by track: [(train_rows, val_rows), ...]."""
+    """k stratified folds of `rows` grouped by `ds.groups` (tracks or artists):
+    [(train_rows, val_rows), ...]."""
     folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return [(rows[a], rows[b]) for a, b in folds.split(ds.X[rows], ds.y[rows], ds.groups[rows])]
 

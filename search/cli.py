@@ -53,6 +53,11 @@ pruner_option = click.option("--pruner", type=click.Choice(list(PRUNERS)), defau
                              help="When a trial stops early: asha (successive halving: only the "
                                   "best third go on at epochs 5, 15 and 45), median (below the "
                                   "median of earlier trials after 10 epochs), hyperband, none.")
+groups_option = click.option(
+    "--groups", type=click.Choice(Protocol.GROUPS), default=Protocol.groups, show_default=True,
+    help="What no split divides: track (all segments of a track on one side), or artist "
+         "(GTZAN: only the 948 clips with a known artist, and no artist on two sides: the "
+         "score to expect on music by artists the model never heard). Recorded in the study.")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
                               help="Torch CPU threads; tiny MLPs train fastest on one.")
 
@@ -140,6 +145,10 @@ def main() -> None:
               default=Protocol.val_size, show_default=True,
               help="Fraction of the remaining tracks used for validation.")
 @cv_option
+@groups_option
+@click.option("--test-fold", type=click.IntRange(1, 3), default=None,
+              help="With --groups artist: test on this fold of GTZAN's published artist-filtered "
+                   "3-fold split (1, 2 or 3) instead of a --test-size holdout.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="A deadline in seconds from the command's start: no trial starts after it, "
                    "and trials still training stop within an epoch (pruned, reason 'deadline', "
@@ -177,7 +186,7 @@ def main() -> None:
                                                       "tracebacks of worker errors.")
 @user_errors
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
-        test_size, val_size, cv, timeout, workers, heartbeat, fix, population, warm_start,
+        test_size, val_size, cv, groups, test_fold, timeout, workers, heartbeat, fix, population, warm_start,
         warm_start_storage, objectives, max_params, max_latency_ms, verbose) -> None:
     """Run a study, or resume it with --trials more trials."""
     started = time.monotonic()   # --timeout counts from here
@@ -199,8 +208,10 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     device = _setup_torch(threads, device)
     strategy = Strategy(sampler, pruner, seed, parse_fixed(fix))
     objectives = Objectives.parse(objectives, max_params=max_params, max_latency_ms=max_latency_ms)
-    protocol = Protocol(test_size=test_size, val_size=val_size, split_seed=split_seed, cv=cv)
-    ds = load_dataset(resolve_data(data_path))  # data errors surface before the storage is touched
+    protocol = Protocol(test_size=test_size, val_size=val_size, split_seed=split_seed, cv=cv,
+                        groups=groups, test_fold=test_fold)
+    # data errors surface before the storage is touched
+    ds = protocol.prepare(load_dataset(resolve_data(data_path)))
     split = protocol.split(ds)                  # and split errors (too few tracks of a class)
     warm = []   # read before this run's study is touched: a bad source leaves it as it was
     if warm_start:
@@ -210,6 +221,8 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     study = open_study(open_storage(storage, heartbeat=heartbeat or None), study_name,
                        protocol=protocol, ds=ds, strategy=strategy, objectives=objectives)
     click.echo(f"data: {describe_data(ds)}")
+    if protocol.groups != "track":
+        click.echo(f"protocol: {protocol.describe()}")
     if warm_start:
         before = len(study.get_trials(deepcopy=False))
         for params in warm:
@@ -335,22 +348,29 @@ def report(study_name, storage, out_dir) -> None:
               help="GTZAN feature CSV [default: data/gtzan/features_30_sec.csv if it exists, "
                    "else the GTZAN features_30_sec.csv bundled with gsearch].")
 @click.option("--storage", default=None,
-              help="Storage for the per-seed studies evaluate-split<seed>-cv<K> "
+              help="Storage for the per-split studies evaluate-split<seed>-cv<K> (by artist: "
+                   "evaluate-artist-fold<K>-cv<K>) "
                    "[default: sqlite:///evaluate.db, apart from studies.db].")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               default=Path("evaluation"), show_default=True,
               help="Folder for the exported models, one subfolder per split seed.")
 @cv_option
+@groups_option
+@click.option("--test-folds", default=None, metavar="K,K,...",
+              help="With --groups artist: the published artist folds to test on, each with its "
+                   "own study (instead of --split-seeds) [default: 1,2,3].")
 @ensemble_option
 @sampler_option
 @pruner_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampler and training seed.")
 @device_option
 @threads_option
+@click.pass_context
 @user_errors
-def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensemble, sampler, pruner,
-                     seed, device, threads) -> None:
-    """Honest benchmark: per split seed, search train+validation, export, score on test."""
+def evaluate_command(ctx, split_seeds, trials, data_path, storage, out_dir, cv, groups, test_folds,
+                     ensemble, sampler, pruner, seed, device, threads) -> None:
+    """Honest benchmark: per split seed (or, with --groups artist, per published artist fold),
+    search train+validation, export, score on test."""
     from gsearch.data.load import describe_data, load_dataset, resolve_data
     from gsearch.search.evaluate import DEFAULT_EVAL_STORAGE, evaluate_seeds, format_table
     from gsearch.search.study import Strategy
@@ -362,16 +382,33 @@ def evaluate_command(split_seeds, trials, data_path, storage, out_dir, cv, ensem
                            f"{split_seeds!r}; e.g. 42,0,1") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise GsearchError(f"--split-seeds needs distinct integers, got {split_seeds!r}; e.g. 42,0,1")
+    folds = None
+    if groups == "artist":
+        if ctx.get_parameter_source("split_seeds") != click.core.ParameterSource.DEFAULT:
+            raise GsearchError("--groups artist tests on GTZAN's published artist folds; pass "
+                               "--test-folds (e.g. 1,2,3) instead of --split-seeds")
+        text = test_folds or "1,2,3"
+        folds = [int(f) for f in text.split(",") if f.strip().isdigit()]
+        if (len(folds) != len([f for f in text.split(",") if f.strip()]) or not folds
+                or len(set(folds)) != len(folds) or not set(folds) <= {1, 2, 3}):
+            raise GsearchError(f"--test-folds takes distinct folds among 1, 2, 3, got {text!r}; "
+                               "e.g. 1,2,3")
+    elif test_folds is not None:
+        raise GsearchError("--test-folds picks GTZAN's published artist folds; add --groups "
+                           "artist, or use --split-seeds")
     _quiet_optuna()
     device = _setup_torch(threads, device)
-    ds = load_dataset(resolve_data(data_path))  # data errors surface before the storage is touched
+    protocol = Protocol(groups=groups)
+    # data errors surface before the storage is touched
+    ds = protocol.prepare(load_dataset(resolve_data(data_path)))
     results = evaluate_seeds(ds, split_seeds=seeds, trials=trials, cv=cv,
                              storage=storage or DEFAULT_EVAL_STORAGE, out_dir=out_dir, device=device,
                              ensemble=ensemble, strategy=Strategy(sampler, pruner, seed), seed=seed,
-                             space=_space())
+                             space=_space(), protocol=protocol, test_folds=folds)
     click.echo(format_table(results))
     click.echo(f"data: {describe_data(ds)}")
-    click.echo(f"models in {out_dir}/split<seed>/; studies in {safe_url(storage or DEFAULT_EVAL_STORAGE)}")
+    where = "artist-fold<K>" if folds else "split<seed>"
+    click.echo(f"models in {out_dir}/{where}/; studies in {safe_url(storage or DEFAULT_EVAL_STORAGE)}")
 
 
 @main.command(short_help="List the studies in a storage.")

@@ -36,16 +36,22 @@ FINISHED = ("complete", "pruned", "fail")
 
 @dataclass
 class SeedResult:
-    split_seed: int
+    split_seed: int      # the split seed, or the test fold (`kind`)
     study: str
     trials: int
     search_value: float  # the search's own estimate for its best trial (validation / CV)
     search_minutes: float  # summed trial durations: the search's cost
     scores: dict[str, tuple[float, float]] = field(default_factory=dict)  # model -> (acc, F1)
+    kind: str = "split seed"   # what split_seed is: "split seed" or "test fold"
 
 
-def study_name(split_seed: int, cv: int) -> str:
-    return f"evaluate-split{split_seed}-cv{cv}"
+def study_name(split_seed: int, cv: int, protocol: Protocol = Protocol()) -> str:
+    """The study of one split: evaluate-split42-cv1; by artist evaluate-artist-fold1-cv1
+    (a published fold) or evaluate-artist-split42-cv1."""
+    if protocol.groups == "track":
+        return f"evaluate-split{split_seed}-cv{cv}"
+    split = f"fold{protocol.test_fold}" if protocol.test_fold is not None else f"split{split_seed}"
+    return f"evaluate-{protocol.groups}-{split}-cv{cv}"
 
 
 def baselines(ds: Dataset, split: Split, seed: int = 0) -> dict[str, tuple[float, float]]:
@@ -70,28 +76,35 @@ def baselines(ds: Dataset, split: Split, seed: int = 0) -> dict[str, tuple[float
 def evaluate_seeds(ds: Dataset, *, split_seeds: list[int], trials: int, cv: int,
                    storage: str, out_dir: Path, device: torch.device, ensemble: int | None = None,
                    strategy: Strategy = Strategy(seed=0), seed: int = 0,
-                   protocol: Protocol = Protocol(), space: Space = suggest_config) -> list[SeedResult]:
+                   protocol: Protocol = Protocol(), space: Space = suggest_config,
+                   test_folds: list[int] | None = None) -> list[SeedResult]:
     """Search (run_search, `space`), export and score once per split seed (the protocol's
-    split seed replaced by each); a seed's study is topped up to `trials` finished trials, so
+    split seed replaced by each), or once per published test fold (`test_folds`, with
+    protocol.groups "artist"); a split's study is topped up to `trials` finished trials, so
     an interrupted benchmark resumes where it stopped. `seed`: the training seed (and the
     baselines' CV folds)."""
-    protocols = {s: replace(protocol, split_seed=s, cv=cv) for s in split_seeds}
+    ds = protocol.prepare(ds)
+    if test_folds:
+        protocols = {f: replace(protocol, test_fold=f, cv=cv) for f in test_folds}
+    else:
+        protocols = {s: replace(protocol, split_seed=s, cv=cv) for s in split_seeds}
+    kind = "test fold" if test_folds else "split seed"
     splits = {s: p.split(ds) for s, p in protocols.items()}  # data errors before the storage
     store = open_storage(storage)
     results = []
     for split_seed, split in splits.items():
-        name = study_name(split_seed, cv)
+        name = study_name(protocols[split_seed].split_seed, cv, protocols[split_seed])
         study = open_study(store, name, protocol=protocols[split_seed], ds=ds, strategy=strategy)
         done = sum(state_counts(study)[s] for s in FINISHED)
         if done < trials:
-            print(f"split seed {split_seed}: study '{name}', {len(split.train_val)} train+validation "
+            print(f"{kind} {split_seed}: study '{name}', {len(split.train_val)} train+validation "
                   f"rows searched ({'%d-fold CV' % cv if cv > 1 else 'fixed validation split'}), "
                   f"{len(split.test)} test rows held out")
             run_search(study, ds, trials=trials - done, space=space, device=device, seed=seed)
-        info = export_best(study, out_dir / f"split{split_seed}", ds=ds, device=device,
-                           ensemble=ensemble)
+        info = export_best(study, out_dir / name.removeprefix("evaluate-").rsplit("-cv", 1)[0],
+                           ds=ds, device=device, ensemble=ensemble)
         result = SeedResult(split_seed, name, sum(state_counts(study)[s] for s in FINISHED),
-                            info["validation_accuracy"], _search_minutes(study))
+                            info["validation_accuracy"], _search_minutes(study), kind=kind)
         if "members" in info:
             best = info["members"][0]
             result.scores["MLP best"] = (best["test_accuracy"], best["test_macro_f1"])
@@ -120,7 +133,7 @@ def format_table(results: list[SeedResult]) -> str:
     'search value' is the search's own (validation / CV) estimate for its best trial,
     'search min' the summed duration of its trials."""
     models = list(results[0].scores)
-    head = f"{'split seed':>10} {'trials':>6} {'search min':>10} {'search value':>12}" + "".join(
+    head = f"{results[0].kind:>10} {'trials':>6} {'search min':>10} {'search value':>12}" + "".join(
         f" | {m + ' acc / F1':>20}" for m in models)
     lines = [head, "-" * len(head)]
     for r in results:

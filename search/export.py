@@ -46,6 +46,7 @@ def study_data(study: optuna.Study, data_path: str | None = None, *,
             raise GsearchError(f"study '{study.study_name}' does not record its data file; pass --data")
         classes = recorded.get(records.CLASSES)
         ds = load_dataset(path, classes=tuple(classes) if classes is not None else None)
+    ds = protocol.prepare(ds)
     protocol.check(study, ds)
     return ds, protocol.split(ds), protocol
 
@@ -101,7 +102,8 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
         "data_sha256": ds.sha256,
         "clip_samples": ds.clip_samples,  # predict cuts longer audio into windows of this length
         "split": {"test_size": protocol.test_size, "val_size": protocol.val_size,
-                  "split_seed": protocol.split_seed},
+                  "split_seed": protocol.split_seed, "groups": protocol.groups,
+                  **({"test_fold": protocol.test_fold} if protocol.test_fold is not None else {})},
     }
     if len(models) > 1:
         meta["members"] = members

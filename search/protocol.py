@@ -1,8 +1,9 @@
 """The evaluation protocol of a study: how its trials are scored, recorded in the study.
 
-One frozen dataclass holds the split sizes, the split seed and the CV folds; its defaults are
+One frozen dataclass holds the split sizes, the split seed, the CV folds and what a group is
+(a track, or on GTZAN an artist, with the published artist-filtered folds); its defaults are
 written here once and used by `run`, `export-best` and `evaluate`, and it makes every split:
-the test holdout, the validation split, the CV folds. A study records the protocol and the
+the test holdout, the validation split, the CV folds, none with a group on two sides. A study records the protocol and the
 data file's fingerprint when it is created; every later run, worker, export or evaluation
 reads the protocol back from the study (`Protocol.of`) and refuses other data or options.
 
@@ -10,6 +11,8 @@ reads the protocol back from the study (`Protocol.of`) and refuses other data or
 'test 20% of tracks (split seed 42), validation 20% of the rest'
 >>> Protocol(cv=5).describe()
 'test 20% of tracks (split seed 42), 5-fold CV on the rest'
+>>> Protocol(groups="artist", test_fold=2).describe()
+'GTZAN clips with a known artist, no artist on two sides: test artist fold 2, validation 20% of the rest'
 """
 
 from __future__ import annotations
@@ -36,27 +39,59 @@ class Protocol:
     val_size: float = 0.2    # fraction of the remaining tracks used for validation
     split_seed: int = 42     # seeds the test holdout, the validation split and the CV folds
     cv: int = 1              # >1: score each trial by k-fold CV on train+validation
+    groups: str = "track"    # what no split divides: "track", or "artist" (GTZAN's artist map)
+    test_fold: int | None = None   # "artist": test on this published fold (1-3), not test_size
 
     # Recorded keys that must match between the runs and exports of one study.
-    GUARDED = (records.DATA_SHA256, "split_seed", "test_size", "val_size", "cv")
+    GUARDED = (records.DATA_SHA256, "split_seed", "test_size", "val_size", "cv", "groups",
+               "test_fold")
+    GROUPS = ("track", "artist")
+
+    def __post_init__(self):
+        if self.groups not in self.GROUPS:
+            raise GsearchError(f"unknown --groups {self.groups!r}; use track or artist")
+        if self.test_fold is not None and self.groups != "artist":
+            raise GsearchError("--test-fold picks one of GTZAN's published artist folds; "
+                               "add --groups artist, or drop --test-fold")
+        if self.test_fold is not None and self.test_fold not in (1, 2, 3):
+            raise GsearchError(f"--test-fold must be 1, 2 or 3 (GTZAN's artist folds), got {self.test_fold}")
 
     def describe(self) -> str:
         scoring = (f"{self.cv}-fold CV on the rest" if self.cv > 1
                    else f"validation {self.val_size:.0%} of the rest")
+        if self.groups == "artist":
+            test = (f"test artist fold {self.test_fold}" if self.test_fold is not None
+                    else f"test {self.test_size:.0%} of artists (split seed {self.split_seed})")
+            return f"GTZAN clips with a known artist, no artist on two sides: {test}, {scoring}"
         return f"test {self.test_size:.0%} of tracks (split seed {self.split_seed}), {scoring}"
 
+    def prepare(self, ds: Dataset) -> Dataset:
+        """The rows this protocol searches and tests, grouped as it says: `ds` itself by track,
+        or its GTZAN clips with a known artist, grouped by artist (data.artists.by_artist)."""
+        if self.groups == "track":
+            return ds
+        from gsearch.data.artists import by_artist   # lazy: see the imports
+
+        return by_artist(ds)
+
     def split(self, ds: Dataset) -> Split:
-        """The test holdout and the train/validation split of `ds`, stratified, by track."""
+        """The test holdout and the train/validation split of a prepared `ds` (`prepare`),
+        stratified, by group: row indices into that dataset."""
         from gsearch.data.split import split_dataset   # lazy: see the imports
 
-        return split_dataset(ds, test_size=self.test_size, val_size=self.val_size, seed=self.split_seed)
+        if ds.grouping != self.groups:
+            raise ValueError(f"a dataset grouped by {ds.grouping}, a protocol by {self.groups}: "
+                             "split Protocol.prepare(ds)")
+        return split_dataset(ds, test_size=self.test_size, val_size=self.val_size,
+                             seed=self.split_seed, test_fold=self.test_fold)
 
     def trial_data(self, ds: Dataset) -> list[TrainData]:
         """What one trial trains and validates on: the validation split, or the CV folds of
-        train+validation (grouped by track). The test split is never part of it."""
+        train+validation (grouped as the protocol says). The test split is never part of it."""
         from gsearch.data.split import kfold_splits   # lazy: see the imports
         from gsearch.models.population import TrainData
 
+        ds = self.prepare(ds)
         split = self.split(ds)
 
         def part(train_rows, val_rows) -> TrainData:
@@ -77,13 +112,19 @@ class Protocol:
         """The protocol a study recorded (defaults for keys an older study lacks)."""
         attrs = study.user_attrs
         defaults = cls()
-        return cls(**{k: type(getattr(defaults, k))(attrs.get(k, getattr(defaults, k)))
-                      for k in asdict(defaults)})
+
+        def value(key):
+            default = getattr(defaults, key)
+            recorded = attrs.get(key, default)
+            return recorded if default is None or recorded is None else type(default)(recorded)
+
+        return cls(**{key: value(key) for key in asdict(defaults)})
 
     def check(self, study: optuna.Study, ds: Dataset) -> None:
         """Refuse other data or protocol options than the study was made with."""
         expected = self.fingerprint(ds)
-        recorded = {"cv": 1, **study.user_attrs}  # studies made before --cv used the split
+        # studies made before --cv used the split, before --groups the tracks
+        recorded = {"cv": 1, "groups": "track", "test_fold": None, **study.user_attrs}
         for key in self.GUARDED:
             if key in recorded and recorded[key] != expected[key]:
                 raise GsearchError(
