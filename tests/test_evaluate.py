@@ -96,13 +96,13 @@ def test_evaluate_end_to_end(make_csv, tmp_path, cli, tiny_space, searched_rows)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     header = next(line for line in lines if line.strip().startswith("split seed") and "|" in line)
-    for column in ("MLP best", "MLP top-2", "RBF-SVM", "logreg"):
+    for column in ("MLP best", "MLP top-2", "RBF-SVM", "logreg", "HistGB"):
         assert column in header
     rows = {line.split()[0]: line for line in lines if line.split() and line.split()[0] in ("42", "0")
             and "|" in line}
     assert set(rows) == {"42", "0"}
     mean = next(line for line in lines if "mean ± std test accuracy" in line)
-    assert mean.count("±") == 5  # the label and four models
+    assert mean.count("±") == 6  # the label and five models
 
     ds = load_dataset(csv)
     for seed in (42, 0):
