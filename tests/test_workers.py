@@ -176,7 +176,7 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cli, make_csv,
     thread freezes both workers when both are mid-trial and kills one with SIGKILL. The
     parent fails the dead worker's trial at once and enqueues it again."""
     url = f"sqlite:///{tmp_path / 's.db'}"
-    args = ["--data", make_csv(tracks_per_class=120), "--storage", url, "--study", "k",
+    args = ["--data", make_csv(tracks_per_class=360), "--storage", url, "--study", "k",
             "--workers", 2, "--heartbeat", 1, "--fix", "epochs=100", "--fix", "width=256",
             "--fix", "n_layers=3", "--fix", "batch_size=32", "--pruner", "none", "--population", 1]
     # trials of a few seconds: long enough to be caught mid-trial with their curves stored
