@@ -7,6 +7,10 @@ Routes
 - POST /predict/audio  a multipart upload (field `file`) -> what `gsearch predict --json` prints
                        for one audio file
 - GET  /docs           OpenAPI (Swagger UI); the schema is at /openapi.json
+- the Open Inference Protocol (KServe v2, also spoken by Triton), model name "gsearch":
+  GET /v2, /v2/health/live, /v2/health/ready, /v2/models/gsearch, /v2/models/gsearch/ready;
+  POST /v2/models/gsearch/infer: tensor "features" FP32 [N, n_features] -> "probabilities" FP32
+  [N, n_classes] and "label" BYTES [N]. JSON tensors only (no binary_data extension).
 
 Every error is JSON {"error": "one line that says what to do"} with a 4xx status (5xx only for a
 bug, whose traceback goes to the server log, never to the client). Request bodies are capped at
@@ -30,7 +34,7 @@ import threading
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import python_multipart  # noqa: F401  (FastAPI's form parser: missing, the CLI says what to install)
@@ -53,6 +57,12 @@ DEFAULT_TOP_K = 3
 _SETTINGS_ENV = "GSEARCH_SERVE_SETTINGS"  # create_app's arguments for --workers processes
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,5}")
 _EXAMPLE = "{\"features\": [[57 numbers]]} or {\"rows\": [{\"tempo\": 120.0, ...}]}"
+V2_MODEL = "gsearch"  # the model's name in the Open Inference Protocol routes (/v2/models/gsearch)
+_V2_EXAMPLE = ('{"inputs": [{"name": "features", "datatype": "FP32", "shape": [N, 57], '
+               '"data": [N*57 numbers, row after row]}]}')
+_V2_FLOATS = {"FP32": np.float32, "FP64": np.float64}  # input datatypes taken (cast to FP32)
+_BINARY = ("binary tensor data (the binary_data extension) is not supported; send \"data\" as JSON "
+           "numbers (tritonclient: set_data_from_numpy(..., binary_data=False))")
 
 
 class RequestError(GsearchError):
@@ -104,6 +114,93 @@ class ErrorBody(BaseModel):
 
 
 _ERRORS = {status: {"model": ErrorBody} for status in (400, 413, 422)}
+_JSON_ERRORS = {**_ERRORS, 415: {"model": ErrorBody}}  # a JSON body sent as a form or text
+
+
+# ---- the Open Inference Protocol (KServe v2) bodies ------------------------------------------
+
+class V2Error(RequestError):
+    """A bad Open Inference Protocol request: 400 unless said otherwise (404, 413)."""
+
+    def __init__(self, message: str, *, status: int = 400):
+        super().__init__(message, status=status)
+
+
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str] = Field(description="Protocol extensions supported: none.")
+
+
+class V2Live(BaseModel):
+    live: bool
+
+
+class V2Ready(BaseModel):
+    ready: bool
+
+
+class V2ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class V2TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1: any size (the number of rows).")
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+
+
+class V2InferInput(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    name: str = Field(description='"features", the only input.')
+    shape: list[int] = Field(description="[N, n_features]: N rows.")
+    datatype: str = Field(description="FP32 (FP64 is taken too and cast to FP32).")
+    parameters: dict[str, Any] | None = None
+    data: list[Any] = Field(description="N * n_features finite numbers, row after row: flat "
+                                        "(row-major) or nested as [[...], ...].")
+
+
+class V2RequestedOutput(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    name: str = Field(description='"probabilities" or "label".')
+    parameters: dict[str, Any] | None = Field(
+        None, description='"binary_data" is ignored: outputs are always JSON.')
+
+
+class V2InferRequest(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    id: str | None = Field(None, description="Echoed in the response.")
+    parameters: dict[str, Any] | None = Field(
+        None, description='"binary_data_output" is ignored: outputs are always JSON.')
+    inputs: list[V2InferInput]
+    outputs: list[V2RequestedOutput] | None = Field(
+        None, description="Outputs to return [default: all].")
+
+
+class V2InferOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[float] | list[str] = Field(description="Row-major (flat).")
+
+
+class V2InferResponse(BaseModel):
+    model_name: str
+    id: str | None = Field(None, description="The request's id, when it had one.")
+    outputs: list[V2InferOutput]
+
+
+_V2_NOT_FOUND = {404: {"model": ErrorBody}}
+_V2_ERRORS = {status: {"model": ErrorBody} for status in (400, 404, 413, 415)}
+_V2 = ["Open Inference Protocol (KServe v2)"]
 
 
 # ---- the app -------------------------------------------------------------------------------
@@ -135,6 +232,7 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
                               'Errors are JSON {"error": "..."}.')
     app.state.model = model
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
+    app.add_middleware(V2JsonByDefault)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -144,13 +242,25 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
             message = f"no route {request.url.path}; see /docs"
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}; see /docs"
+        elif exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            example = _V2_EXAMPLE if request.url.path.startswith("/v2/") else _EXAMPLE
+            message = f"the body could not be read as JSON (not UTF-8, or nested too deep); send {example}"
         else:
             message = str(exc.detail)
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        status, message = _validation_message(exc.errors())
+        v2 = request.url.path.startswith("/v2/")
+        example = _V2_EXAMPLE if v2 else _EXAMPLE
+        status, message = _validation_message(exc.errors(), example)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if message.startswith("the body must be") and kind and "json" not in kind and "multipart" not in kind:
+            status, message = 415, (f"the body was sent as {kind}; send JSON with "
+                                    f"Content-Type: application/json (curl -H 'Content-Type: "
+                                    f"application/json' ...): {example}")
+        if v2 and status == 422:  # the protocol's status for a bad request
+            status = 400
         return JSONResponse({"error": message}, status_code=status)
 
     @app.exception_handler(GsearchError)
@@ -172,7 +282,7 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
         return model.meta
 
     @app.post("/predict", summary="Classify feature rows", response_model=PredictResponse,
-              responses=_ERRORS)
+              responses=_JSON_ERRORS)
     def predict_rows(body: PredictRequest) -> JSONResponse:
         X = _feature_matrix(body, model.features, max_rows)
         top_k = min(body.top_k or DEFAULT_TOP_K, len(model.classes))
@@ -189,6 +299,81 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
         async with audio_slots:  # the rest wait here without holding a thread
             prediction = await run_in_threadpool(_classify_upload, model, file.file, name)
         return JSONResponse(prediction.to_json(top_k))
+
+    # ---- the Open Inference Protocol (KServe v2): the same model, the same limits ----
+
+    def openapi() -> dict:
+        """FastAPI's schema, less the 422 it lists for every route with parameters: the /v2
+        routes answer a bad request with the protocol's 400."""
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            for path, operations in schema["paths"].items():
+                if path.startswith("/v2"):
+                    for operation in operations.values():
+                        operation["responses"].pop("422", None)
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+    def known(name: str) -> None:
+        if name != V2_MODEL:
+            raise V2Error(f"no model {name!r}; this server serves one model, {V2_MODEL!r} "
+                          f"(GET /v2/models/{V2_MODEL})", status=404)
+
+    n_features, n_classes = len(model.features), len(model.classes)
+    metadata = {
+        "name": V2_MODEL,  # no "versions": the model has none (no /versions/ routes)
+        "platform": "onnxruntime_onnx" if model.backend == "onnx" else "pytorch",
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, n_features]}],
+        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, n_classes]},
+                    {"name": "label", "datatype": "BYTES", "shape": [-1]}]}
+
+    @app.get("/v2", tags=_V2, summary="Server metadata", response_model=V2ServerMetadata)
+    async def v2_server() -> dict:
+        return {"name": "gsearch", "version": __version__, "extensions": []}
+
+    @app.get("/v2/health/live", tags=_V2, summary="Liveness", response_model=V2Live)
+    async def v2_live() -> dict:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=_V2, summary="Readiness: the model is loaded (always, "
+             "once the server answers)", response_model=V2Ready)
+    async def v2_ready() -> dict:
+        return {"ready": True}
+
+    @app.get("/v2/models/{name}", tags=_V2, summary=f"Model metadata (the model: {V2_MODEL!r})",
+             response_model=V2ModelMetadata, responses=_V2_NOT_FOUND)
+    async def v2_model(name: str) -> dict:
+        known(name)
+        return metadata
+
+    @app.get("/v2/models/{name}/ready", tags=_V2, summary="Model readiness",
+             response_model=V2ModelReady, responses=_V2_NOT_FOUND)
+    async def v2_model_ready(name: str) -> dict:
+        known(name)
+        return {"name": V2_MODEL, "ready": True}
+
+    @app.post("/v2/models/{name}/infer", tags=_V2, summary=f"Classify feature rows: input "
+              f"\"features\" FP32 [N, {n_features}] -> \"probabilities\" FP32 [N, {n_classes}] "
+              "(in the order of GET /model \"classes\"), \"label\" BYTES [N]",
+              response_model=V2InferResponse, response_model_exclude_none=True,
+              responses=_V2_ERRORS)
+    def v2_infer(name: str, body: V2InferRequest) -> JSONResponse:
+        known(name)
+        wanted = _v2_outputs(body)
+        X = _v2_features(body, n_features, max_rows)
+        P = model.predict_proba(X)
+        outputs = []
+        for output in wanted:
+            if output == "probabilities":
+                outputs.append({"name": output, "datatype": "FP32", "shape": list(P.shape),
+                                "data": P.ravel().tolist()})
+            else:
+                outputs.append({"name": output, "datatype": "BYTES", "shape": [len(P)],
+                                "data": [model.classes[i] for i in P.argmax(axis=1)]})
+        answer = {"model_name": V2_MODEL, **({"id": body.id} if body.id is not None else {}),
+                  "outputs": outputs}
+        return JSONResponse(answer)
 
     return app
 
@@ -220,6 +405,25 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class V2JsonByDefault:
+    """ASGI middleware for the /v2/ routes: a request without a Content-Type (what Triton's
+    clients send) is read as JSON, as the Open Inference Protocol's servers read it (FastAPI
+    would not); one with binary tensor data (an Inference-Header-Content-Length header) is
+    answered 400 before its body is read."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v2/"):
+            names = {k.lower() for k, _ in scope["headers"]}
+            if b"inference-header-content-length" in names:
+                return await JSONResponse({"error": _BINARY}, status_code=400)(scope, receive, send)
+            if b"content-type" not in names:
+                scope = {**scope, "headers": [*scope["headers"], (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
 
 
 def _too_large(max_bytes: int) -> str:
@@ -301,7 +505,71 @@ def _row_json(classes: tuple[str, ...], p: np.ndarray, top_k: int) -> dict:
             "top_k": [{"genre": g, "probability": v} for g, v in ranked[:top_k]]}
 
 
-def _validation_message(errors) -> tuple[int, str]:
+_V2_OUTPUTS = ("probabilities", "label")
+
+
+def _v2_outputs(body: V2InferRequest) -> list[str]:
+    """The names of the outputs asked for (all by default); V2Error for an unknown one."""
+    if body.outputs is None:
+        return list(_V2_OUTPUTS)
+    names = []
+    for i, output in enumerate(body.outputs):
+        if output.name not in _V2_OUTPUTS:
+            raise V2Error(f"outputs[{i}]: no output {output.name!r}; the model's outputs are "
+                          "'probabilities' and 'label'")
+        if "classification" in (output.parameters or {}):
+            raise V2Error(f"outputs[{i}]: the classification extension is not supported; ask "
+                          "for 'label' (the most likely genre) or 'probabilities'")
+        names.append(output.name)
+    return names or list(_V2_OUTPUTS)
+
+
+def _v2_features(body: V2InferRequest, n_features: int, max_rows: int) -> np.ndarray:
+    """The request's input tensor "features" as float32 [N, n_features]; V2Error otherwise."""
+    if len(body.inputs) != 1 or body.inputs[0].name != "features":
+        names = ", ".join(repr(t.name) for t in body.inputs) or "none"
+        raise V2Error(f"the model takes one input, 'features' (got {names}); send {_V2_EXAMPLE}")
+    tensor = body.inputs[0]
+    if "binary_data_size" in (tensor.parameters or {}):
+        raise V2Error(_BINARY)
+    if tensor.datatype not in _V2_FLOATS:
+        raise V2Error(f"inputs[0].datatype is {tensor.datatype!r}; the model takes FP32 (or FP64)")
+    shape = tensor.shape
+    if len(shape) != 2 or shape[1] != n_features or shape[0] < 1:
+        raise V2Error(f"inputs[0].shape is {shape}; the model takes [N, {n_features}] with N >= 1 "
+                      "rows of features in the order of GET /model \"features\"")
+    n = shape[0]
+    if n > max_rows:
+        raise V2Error(f"{n} rows is more than the {max_rows} allowed (--max-rows); split the "
+                      "request", status=413)
+    values = list(_leaves(tensor.data))
+    if len(values) != n * n_features:
+        raise V2Error(f"inputs[0].data has {len(values)} values; shape {shape} needs "
+                      f"{n * n_features}")
+    for i, v in enumerate(values):
+        if type(v) not in (int, float):  # bool, text and null are not numbers
+            shown = json.dumps(v)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise V2Error(f"inputs[0].data[{i}] is {shown}, not a number")
+    X = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(X) | (np.abs(X) > np.finfo(np.float32).max)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise V2Error(f"inputs[0].data[{i}] is {json.dumps(values[i])}, not a finite {tensor.datatype} "
+                      "number (NaN and Infinity are refused)")
+    return X.astype(np.float32).reshape(n, n_features)
+
+
+def _leaves(data: list) -> Any:
+    """The values of a JSON array, flat or nested, in row-major order."""
+    for v in data:
+        if isinstance(v, list):
+            yield from _leaves(v)
+        else:
+            yield v
+
+
+def _validation_message(errors, example: str = _EXAMPLE) -> tuple[int, str]:
     """(status, one line) for FastAPI's validation errors: the first error, where it is."""
     if not errors:
         return 422, "invalid request; see /docs"
@@ -309,16 +577,16 @@ def _validation_message(errors) -> tuple[int, str]:
     kind, loc = first.get("type", ""), tuple(first.get("loc", ()))
     if kind == "json_invalid":
         reason = (first.get("ctx") or {}).get("error", "not JSON")
-        return 400, f"malformed JSON ({reason}); send {_EXAMPLE}"
+        return 400, f"malformed JSON ({reason}); send {example}"
     if loc == ("body",) and kind == "missing":
-        return 400, f"empty body; send {_EXAMPLE}"
+        return 400, f"empty body; send {example}"
     if loc[:2] == ("body", "file") and kind == "missing":
         return 400, ("no file; upload the audio as multipart/form-data field 'file' "
                      "(curl -F file=@song.wav ...)")
     if loc == ("body",):
-        return 422, f"the body must be a JSON object: {_EXAMPLE}"
+        return 422, f"the body must be a JSON object: {example}"
     if kind == "extra_forbidden" and len(loc) == 2:
-        return 422, f"unknown field {loc[1]!r}; send {_EXAMPLE}"
+        return 422, f"unknown field {loc[1]!r}; send {example}"
     where = loc[0] if loc and loc[0] in ("query", "path") else None
     parts = [str(p) for p in loc[1:]] if loc and loc[0] in ("body", "query", "path") else [str(p) for p in loc]
     text = "".join(f"[{p}]" if p.isdigit() else (f".{p}" if i else p) for i, p in enumerate(parts))
