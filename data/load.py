@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from gsearch import GsearchError
+from gsearch.data.files import GET_DATA_HINT, KAGGLE_GTZAN, check_readable  # noqa: F401 (re-exported)
 from gsearch.data.schema import (
     FEATURE_NAMES, FILENAME_COLUMN, GENRES, LABEL_COLUMN, LENGTH_COLUMN, SEGMENT_MAX_SAMPLES,
 )
@@ -31,10 +32,6 @@ from gsearch.data.schema import (
 BUNDLED_DATA = Path(__file__).resolve().with_name("features_30_sec.csv.gz")
 # Used instead of the bundled copy when it exists under the current folder.
 DEFAULT_DATA = Path("data/gtzan/features_30_sec.csv")
-KAGGLE_GTZAN = ("the Kaggle dataset 'GTZAN Dataset - Music Genre Classification' "
-                "(kaggle.com/datasets/andradaolteanu/gtzan-dataset-music-genre-classification)")
-GET_DATA_HINT = (f"without --data the bundled GTZAN features_30_sec.csv is used; "
-                 f"the full dataset with audio is {KAGGLE_GTZAN}")
 EXPECTED = "expected the Kaggle GTZAN schema (filename,length,<57 features>,label)"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 NEWLINE = b"\n"
@@ -126,10 +123,7 @@ def _show(value: str, limit: int = 40) -> str:
 def _read_bytes(path: Path) -> bytes:
     """The file's content, gunzipped when it starts with the gzip magic number."""
     try:
-        if not path.exists():
-            raise DataError(f"no such file: {path}; {GET_DATA_HINT}")
-        if path.is_dir():
-            raise DataError(f"{path} is a folder; pass the CSV file inside it with --data")
+        check_readable(path, DataError)
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None

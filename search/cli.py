@@ -18,9 +18,10 @@ from pathlib import Path
 import click
 
 from gsearch import GsearchError, __version__
+from gsearch.data.files import check_readable
 from gsearch.search.protocol import Protocol
 from gsearch.search.space import PARAMETERS
-from gsearch.search.storage import DEFAULT_STORAGE, STORAGE_ENV, safe_url
+from gsearch.search.storage import DEFAULT_STORAGE, STORAGE_ENV, StorageError, check_url, safe_url
 from gsearch.search.study import (DEFAULT_POPULATION, DEFAULT_PRUNER, DEFAULT_STUDY, PRUNERS, SAMPLERS,
                                   WARM_START_TRIALS)
 
@@ -73,12 +74,37 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except GsearchError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {_from_env(e)}", err=True)
             sys.exit(1)
         except KeyboardInterrupt as e:
             click.echo(f"\ninterrupted{': ' + str(e) if isinstance(e, Interrupted) else ''}", err=True)
             sys.exit(130)
     return wrapper
+
+
+def _from_env(error: GsearchError) -> str:
+    """The message, saying so when the storage URL at fault came from GSEARCH_STORAGE."""
+    ctx = click.get_current_context(silent=True)
+    if (not isinstance(error, StorageError) or ctx is None or ctx.params.get("storage") != error.url
+            or ctx.get_parameter_source("storage") != click.core.ParameterSource.ENVIRONMENT):
+        return str(error)
+    message, shown = str(error), safe_url(error.url)
+    note = f"from the environment variable {STORAGE_ENV}"
+    at = message.find(shown)
+    if at < 0:
+        return f"{message} ({STORAGE_ENV}={shown} in the environment set --storage; fix or unset it)"
+    end = at + len(shown) + (message[at + len(shown):at + len(shown) + 1] == "'")
+    return f"{message[:end]} ({note}; fix or unset it, or pass --storage){message[end:]}"
+
+
+def _where(study_name: str, storage: str) -> str:
+    """The options that name this study in a suggested command."""
+    where = f"--study {study_name}"
+    ctx = click.get_current_context(silent=True)
+    if storage != DEFAULT_STORAGE or (ctx is not None and ctx.get_parameter_source("storage")
+                                      != click.core.ParameterSource.DEFAULT):
+        where += f" --storage {safe_url(storage)}"
+    return where
 
 
 def _setup_torch(threads: int, device: str):
@@ -190,6 +216,12 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
         warm_start_storage, objectives, max_params, max_latency_ms, verbose) -> None:
     """Run a study, or resume it with --trials more trials."""
     started = time.monotonic()   # --timeout counts from here
+    # what can be checked without torch, Optuna or pandas is checked first, in milliseconds
+    if data_path is not None:
+        check_readable(data_path)
+    check_url(storage)
+    if warm_start:
+        check_url(warm_start_storage or storage, must_exist=True)
     if sys.stderr.isatty():   # the imports and the data take a few seconds: say so at once
         click.echo("gsearch run: loading PyTorch, Optuna and the data ...", err=True)
     from gsearch.search._spawn import cpu_count, start_workers_server
@@ -245,7 +277,24 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
             f"finished trials are saved ({done} of this run's {trials}); trials in flight are "
             f"marked interrupted. Run again with --trials {max(1, trials - done)} to finish this "
             f"run's count (--trials N always adds N more)") from None
-    click.echo(f"next: gsearch export-best --study {study_name} --storage {safe_url(storage)}")
+    done = _finished(study) - finished
+    if timeout is not None and done < trials:
+        click.echo(f"deadline: --timeout {timeout:g} stopped the run after {done} of the {trials} "
+                   "trials asked (--trials) finished")
+    where = _where(study_name, storage)
+    if _completed(study):
+        click.echo(f"next: gsearch export-best {where}")
+    else:
+        click.echo(f"no trial has completed yet, so there is nothing to export: run again with a "
+                   f"longer --timeout (the study resumes), e.g. gsearch run {where} --timeout "
+                   f"{max(60, 3 * int(timeout or 20))}; or remove the study: gsearch studies --delete "
+                   f"{study_name}" + where.removeprefix(f"--study {study_name}"))
+
+
+def _completed(study) -> int:
+    from gsearch.search.study import state_counts
+
+    return state_counts(study)["complete"]
 
 
 def _finished(study) -> int:
@@ -282,6 +331,9 @@ def export_best_command(ctx, study_name, storage, out_dir, data_path, ensemble, 
                         artifacts, device, threads) -> None:
     """Retrain the top trials (5 by default) or the best, test on the held-out split, export.
     On a study with several objectives: the trial --pick or --trial names (knee by default)."""
+    check_url(storage, must_exist=True)
+    if data_path is not None:
+        check_readable(data_path)
     from gsearch.search.dashboard import artifact_dir, attach_export
     from gsearch.search.export import export_best
     from gsearch.search.selection import Pick, parse_pick
@@ -296,6 +348,10 @@ def export_best_command(ctx, study_name, storage, out_dir, data_path, ensemble, 
     _quiet_optuna()
     device = _setup_torch(threads, device)
     study = load_study(open_storage(storage, must_exist=True), study_name)
+    if not _completed(study):
+        raise GsearchError(f"study '{study_name}' has no completed trial yet; run 'gsearch run "
+                           f"{_where(study_name, storage)}' until one completes (with --timeout: "
+                           "a longer one)")
     artifacts = artifact_dir(artifacts, storage)
     info = export_best(study, out_dir, data_path=str(data_path) if data_path else None, device=device,
                        ensemble=ensemble, pick=chosen)
@@ -324,17 +380,22 @@ def export_best_command(ctx, study_name, storage, out_dir, data_path, ensemble, 
 @main.command(short_help="Plots and a summary of a study.")
 @study_option
 @storage_option
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=Path("report"), show_default=True, help="Folder to write the plots to.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder to write the plots to [default: report/STUDY, one folder per study].")
 @user_errors
 def report(study_name, storage, out_dir) -> None:
     """Plots of a study (PNG and interactive HTML) and a markdown summary."""
-    from gsearch.search.report import write_report
+    check_url(storage, must_exist=True)
+    from gsearch.search.report import default_folder, write_report
     from gsearch.search.storage import open_storage
     from gsearch.search.study import load_study
 
     _quiet_optuna()
     study = load_study(open_storage(storage, must_exist=True), study_name)
+    if not _completed(study):
+        raise GsearchError(f"study '{study_name}' has no completed trial yet; run 'gsearch run "
+                           f"{_where(study_name, storage)}' until one completes")
+    out_dir = out_dir or default_folder(study_name)
     files = write_report(study, out_dir, safe_url(storage))
     click.echo(f"wrote {len(files)} files to {out_dir}/: " + ", ".join(f.name for f in files))
 
@@ -371,10 +432,6 @@ def evaluate_command(ctx, split_seeds, trials, data_path, storage, out_dir, cv, 
                      ensemble, sampler, pruner, seed, device, threads) -> None:
     """Honest benchmark: per split seed (or, with --groups artist, per published artist fold),
     search train+validation, export, score on test."""
-    from gsearch.data.load import describe_data, load_dataset, resolve_data
-    from gsearch.search.evaluate import DEFAULT_EVAL_STORAGE, evaluate_seeds, format_table
-    from gsearch.search.study import Strategy
-
     try:
         seeds = [int(s) for s in split_seeds.split(",") if s.strip()]
     except ValueError:
@@ -396,6 +453,14 @@ def evaluate_command(ctx, split_seeds, trials, data_path, storage, out_dir, cv, 
     elif test_folds is not None:
         raise GsearchError("--test-folds picks GTZAN's published artist folds; add --groups "
                            "artist, or use --split-seeds")
+    if data_path is not None:
+        check_readable(data_path)
+    if storage is not None:
+        check_url(storage)
+    from gsearch.data.load import describe_data, load_dataset, resolve_data
+    from gsearch.search.evaluate import DEFAULT_EVAL_STORAGE, evaluate_seeds, format_table
+    from gsearch.search.study import Strategy
+
     _quiet_optuna()
     device = _setup_torch(threads, device)
     protocol = Protocol(groups=groups)
@@ -411,21 +476,29 @@ def evaluate_command(ctx, split_seeds, trials, data_path, storage, out_dir, cv, 
     click.echo(f"models in {out_dir}/{where}/; studies in {safe_url(storage or DEFAULT_EVAL_STORAGE)}")
 
 
-@main.command(short_help="List the studies in a storage.")
+@main.command(short_help="List the studies in a storage, or delete one.")
 @storage_option
+@click.option("--delete", "delete_name", metavar="NAME", default=None,
+              help="Delete the study NAME and all its trials from the storage (for example one "
+                   "that a too-short --timeout left without a completed trial).")
 @user_errors
-def studies(storage) -> None:
+def studies(storage, delete_name) -> None:
     """List the studies in a storage with their trial counts, best validation accuracy and,
     for a study with several objectives, the number of trials on its Pareto front."""
+    check_url(storage, must_exist=True)
     import optuna
 
-    from gsearch.search import records
-    from gsearch.search.objectives import accuracy_of, feasible
-    from gsearch.search.selection import pareto_front
     from gsearch.search.storage import open_storage
 
     _quiet_optuna()
     store = open_storage(storage, must_exist=True)
+    if delete_name is not None:
+        _delete_study(store, delete_name, storage)
+        return
+    from gsearch.search import records
+    from gsearch.search.objectives import accuracy_of, feasible
+    from gsearch.search.selection import pareto_front
+
     summaries = optuna.get_all_study_summaries(store, include_best_trial=True)
     if not summaries:
         click.echo(f"no studies in {safe_url(storage)}")
@@ -453,6 +526,19 @@ def studies(storage) -> None:
                    + " ".join(f"{n:>8}" for n in counts) + f" {front:>6}  {best}")
 
 
+def _delete_study(store, name: str, storage: str) -> None:
+    """Delete one study of a storage, after checking that it is there."""
+    import optuna
+
+    names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
+    if name not in names:
+        raise GsearchError(f"no study '{name}' in {safe_url(storage)}; "
+                           + (f"its studies: {', '.join(names)}" if names else "it has no studies"))
+    n_trials = len(store.get_all_trials(store.get_study_id_from_name(name), deepcopy=False))
+    optuna.delete_study(study_name=name, storage=store)
+    click.echo(f"deleted study '{name}' ({n_trials} trials) from {safe_url(storage)}")
+
+
 @main.command(short_help="Browse a study in optuna-dashboard.")
 @storage_option
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -463,6 +549,7 @@ def studies(storage) -> None:
 @user_errors
 def dashboard(storage, host, port, artifacts) -> None:
     """Serve optuna-dashboard for a storage."""
+    check_url(storage, must_exist=True)
     from gsearch.search.dashboard import artifact_dir, serve
     from gsearch.search.storage import open_storage
 
@@ -472,6 +559,7 @@ def dashboard(storage, host, port, artifacts) -> None:
     click.echo(f"optuna-dashboard for {safe_url(storage)} at http://{host}:{port}/ "
                f"(artifacts: {artifacts or 'none, pass --artifacts DIR'}; Ctrl-C stops)")
     serve(store, host=host, port=port, artifacts=artifacts)
+    click.echo("dashboard stopped")
 
 
 @main.command(short_help="Audio files to the 57 GTZAN features (CSV).")
@@ -551,11 +639,21 @@ def predict(model_dir, files, top_k, as_json, backend) -> None:
 @user_errors
 def serve_command(model_dir, host, port, workers, backend, max_upload_mb, max_rows) -> None:
     """Serve an exported model over HTTP: /predict (feature rows), /predict/audio (an upload),
-    /model, /health; OpenAPI docs at /docs."""
+    /model, /health, and the Open Inference Protocol (KServe v2) under /v2; OpenAPI docs at /docs."""
+    import importlib.util  # lazy: only serve checks for its packages
+
+    # install_requires has them; say every one that is missing, in one line, before importing any
+    needed = {"fastapi": "fastapi", "uvicorn": "uvicorn", "python_multipart": "python-multipart"}
+    missing = [package for module, package in needed.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise GsearchError(f"gsearch serve needs {', '.join(missing)}, not installed here; install "
+                           "gsearch's pinned requirements, from its folder: pip install -r "
+                           "requirements.txt .")
     try:
         from gsearch.search.serve import serve
-    except ModuleNotFoundError as e:
-        raise GsearchError(f"gsearch serve needs {e.name}; pip install 'gsearch[serve]'") from None
+    except ModuleNotFoundError as e:  # a package those need, missing or broken
+        raise GsearchError(f"gsearch serve needs {e.name}, not installed here; install gsearch's "
+                           "pinned requirements, from its folder: pip install -r requirements.txt .") from None
     serve(model_dir, host=host, port=port, workers=workers, backend=backend,
           max_upload_mb=max_upload_mb, max_rows=max_rows, echo=click.echo)
 
@@ -569,6 +667,7 @@ def serve_command(model_dir, host, port, workers, backend, max_upload_mb, max_ro
 @user_errors
 def serve_storage_command(storage, host, port) -> None:
     """Serve a storage to workers through Optuna's gRPC proxy (--storage grpc://HOST:PORT)."""
+    check_url(storage)
     from gsearch.search.storage import serve_storage
 
     _quiet_optuna()

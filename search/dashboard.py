@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -48,9 +49,17 @@ def artifact_dir(path: Path | None, storage_url: str) -> Path | None:
 
 def serve(storage: optuna.storages.BaseStorage, *, host: str, port: int,
           artifacts: Path | None) -> None:
-    """Run optuna-dashboard until interrupted, with the artifact folder when there is one."""
+    """Run optuna-dashboard until Ctrl-C or SIGTERM (then return), with the artifact folder
+    when there is one."""
     store = None if artifacts is None else FileSystemArtifactStore(artifacts)
-    run_server(storage, host=host, port=port, artifact_store=store)
+    # Ctrl-C and SIGTERM stop the server, also when it was started with SIGINT ignored (a
+    # shell's `&`, a CI runner), and the command exits 0, as `gsearch serve` does
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.default_int_handler)
+    try:
+        run_server(storage, host=host, port=port, artifact_store=store)
+    except KeyboardInterrupt:
+        pass
 
 
 def _upload(study: optuna.Study, store: FileSystemArtifactStore, path: Path, filename: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import optuna
 from tqdm.auto import tqdm
@@ -15,38 +16,75 @@ from gsearch.search.study import state_counts
 TrialState = optuna.trial.TrialState
 
 
+PROGRESS_SECONDS = 10.0
+"""Where stderr is not a terminal (a pipe, a CI log): seconds between plain progress lines;
+the environment variable GSEARCH_PROGRESS_SECONDS overrides it."""
+
+
 class Progress:
-    """Optuna callback: trials done / total, best validation accuracy, pruned count."""
+    """Optuna callback: trials done / total, best validation accuracy, pruned count. On a
+    terminal a tqdm bar; elsewhere (a pipe, a file, a CI log) a plain line on stderr when a
+    trial finishes at least `PROGRESS_SECONDS` after the previous line, not tqdm's
+    carriage-return bar."""
 
     def __init__(self, study: optuna.Study, total: int):
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         self.best = max((accuracy_of(t) for t in complete), default=None)
         self.pruned = 0
-        self.bar = tqdm(total=total, unit="trial", desc="search", **_width(sys.stderr))
+        self.done = 0
+        self.total = total
+        shape = _shape(sys.stderr)
+        self.bar = None if shape is None else tqdm(total=total, unit="trial", desc="search", **shape)
+        self.every = _seconds()
+        self.quiet = _tqdm_disabled()
+        self.last = time.monotonic()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if trial.state == TrialState.COMPLETE and (self.best is None or accuracy_of(trial) > self.best):
             self.best = accuracy_of(trial)
         self.pruned += trial.state == TrialState.PRUNED
+        self.done += 1
         best = "-" if self.best is None else f"{self.best:.3f}"
-        self.bar.set_postfix_str(f"best={best} pruned={self.pruned}", refresh=False)
-        self.bar.update(1)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"best={best} pruned={self.pruned}", refresh=False)
+            self.bar.update(1)
+        elif not self.quiet and time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            print(f"search: {self.done}/{self.total} trials, best {best}, pruned {self.pruned}",
+                  file=sys.stderr, flush=True)
 
     def write(self, message: str, **kwargs) -> None:
-        self.bar.write(message, **kwargs)
+        tqdm.write(message, **kwargs)   # above the bar, if there is one
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
-def _width(stream) -> dict:
-    """tqdm's width: the terminal's as it changes, or a fixed 80 columns where a terminal
-    reports none (some IDE consoles and CI logs say 0 columns, and tqdm then prints nothing)."""
+def _shape(stream) -> dict | None:
+    """tqdm's size on a terminal: the terminal's as it changes, or a fixed one where the
+    terminal reports none (`script`, some IDE and CI consoles say 0x0: tqdm then draws nothing,
+    as a bar below a 0-row screen's last row); None where `stream` is not a terminal."""
     try:
-        columns = os.get_terminal_size(stream.fileno()).columns
+        columns, lines = os.get_terminal_size(stream.fileno())
     except (AttributeError, OSError, ValueError):
-        return {}   # not a terminal: tqdm writes whole lines
-    return {"dynamic_ncols": True} if columns > 1 else {"ncols": 80}
+        return None
+    # tqdm takes columns - 1 and lines - 1, and hides a bar on or below that last row: from 3 lines
+    if columns > 1 and lines > 2:
+        return {"dynamic_ncols": True}
+    return {"ncols": columns - 1 if columns > 1 else 80, "nrows": lines - 1 if lines > 2 else 24}
+
+
+def _seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get("GSEARCH_PROGRESS_SECONDS", PROGRESS_SECONDS)))
+    except ValueError:
+        return PROGRESS_SECONDS
+
+
+def _tqdm_disabled() -> bool:
+    """TQDM_DISABLE, which silences the bar (workers, benchmarks), silences the lines too."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def summary(study: optuna.Study) -> str:

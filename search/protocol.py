@@ -127,7 +127,25 @@ class Protocol:
         recorded = {"cv": 1, "groups": "track", "test_fold": None, **study.user_attrs}
         for key in self.GUARDED:
             if key in recorded and recorded[key] != expected[key]:
+                made = _data_name(recorded.get(records.DATA_PATH))
+                if key == records.DATA_SHA256:
+                    raise GsearchError(
+                        f"study '{study.study_name}' was made with {made} ({key} "
+                        f"{str(recorded[key])[:12]}...), this run reads {_data_name(ds.path)} "
+                        f"({key} {expected[key][:12]}...); use the same data and split options, "
+                        "or a new --study name")
                 raise GsearchError(
                     f"study '{study.study_name}' was made with {key}={recorded[key]!r} "
-                    f"(data {recorded.get(records.DATA_PATH)}), this run has {key}={expected[key]!r}; "
+                    f"(data {made}), this run has {key}={expected[key]!r}; "
                     "use the same data and split options, or a new --study name")
+
+
+def _data_name(path: str | None) -> str:
+    """A feature file, shortly: 'bundled GTZAN features_30_sec.csv' or its file name."""
+    if not path:
+        return "unrecorded data"
+    from pathlib import Path
+
+    from gsearch.data.load import BUNDLED_DATA   # lazy: see the imports
+
+    return "bundled GTZAN features_30_sec.csv" if Path(path) == BUNDLED_DATA else Path(path).name

@@ -7,6 +7,7 @@ are drawn from its accuracy alone (objectives.accuracy_study)."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -29,6 +30,16 @@ PLOTS = {
 }
 # added for a study with several objectives
 PARETO_PLOTS = {"pareto_front": ("Pareto front: validation accuracy against cost", (10, 6))}
+
+
+def default_folder(study_name: str) -> Path:
+    """Where `gsearch report` writes without --out: report/<study>, one folder per study, so
+    that one study's report never overwrites another's. Characters that a folder name cannot
+    hold safely (a slash, a space) become '_'."""
+    name = re.sub(r"[^\w.-]", "_", study_name)
+    if name in ("", ".", ".."):
+        name = "_" * max(1, len(name))
+    return Path("report") / name
 
 
 def plots_of(study: optuna.Study) -> dict:
@@ -172,6 +183,10 @@ def write_report(study: optuna.Study, out_dir: Path, storage_url: str) -> list[P
     written = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # matplotlib, when every trial drawn has one value (a single completed trial): the
+        # axis is widened by itself and the plot is right, the warning only alarms
+        warnings.filterwarnings("ignore", "Attempting to set identical low and high ylims",
+                                UserWarning)
         pngs, htmls = _figures(study, mpl_plots), _figures(study, plotly_plots)
         for name in plots_of(study):
             if name not in skipped:

@@ -34,10 +34,10 @@ def test_fix_lists_the_names_it_accepts(cli):
     assert "mysql://USER@HOST/DB" in text and "mysql+pymysql" not in text
 
 
-def _in_a_terminal(args, tmp_path, columns=0, interrupt_after=None):
-    """gsearch in a pseudo-terminal of `columns` columns (a new one reports 0, as some IDE
-    consoles do), interrupted by SIGINT `interrupt_after` seconds after the interpreter has
-    started; the output and the exit status."""
+def _in_a_terminal(args, tmp_path, columns=0, interrupt_after=None, rows=24):
+    """gsearch in a pseudo-terminal of `rows` x `columns` (a new one reports 0x0, as `script`
+    and some IDE consoles do), interrupted by SIGINT `interrupt_after` seconds after the
+    interpreter has started; the output and the exit status."""
     import fcntl
     import struct
     import termios
@@ -49,7 +49,7 @@ def _in_a_terminal(args, tmp_path, columns=0, interrupt_after=None):
             subprocess.run([sys.executable, "-c", "pass"], check=True)
             startup = max(startup, time.perf_counter() - t)
     leader, follower = os.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     proc = subprocess.Popen([sys.executable, "-m", "gsearch", *map(str, args)], cwd=tmp_path,
                             stdin=follower, stdout=follower, stderr=follower, close_fds=True,
                             # as from a terminal, also where this test runs with SIGINT ignored
@@ -72,15 +72,33 @@ def _in_a_terminal(args, tmp_path, columns=0, interrupt_after=None):
     return b"".join(chunks).decode(errors="replace"), proc.wait(timeout=60)
 
 
+@pytest.mark.parametrize("rows", [24, 0])   # 0x0: `script`, some IDE and CI consoles
 def test_run_says_what_it_loads_at_once_and_draws_its_bar_on_a_zero_column_terminal(
-        make_csv, tmp_path):
+        make_csv, tmp_path, rows):
     out, status = _in_a_terminal(["run", "--trials", 2, "--data", make_csv(), "--storage",
                                   f"sqlite:///{tmp_path / 's.db'}", "--fix", "epochs=30", "--fix",
-                                  "width=32"], tmp_path)
+                                  "width=32"], tmp_path, rows=rows)
     assert status == 0, out
     lines = [line for line in out.replace("\r", "\n").splitlines() if line.strip()]
     assert lines[0].startswith("gsearch run: loading"), lines[:3]
     assert any("search:" in line and "2/2" in line for line in lines), out
+
+
+def test_run_into_a_pipe_prints_plain_progress_lines_not_a_bar(make_csv, tmp_path):
+    # GSEARCH_PROGRESS_SECONDS=0: a line after every trial (10 s apart by default)
+    env = dict(os.environ, GSEARCH_PROGRESS_SECONDS="0")
+    env.pop("TQDM_DISABLE", None)
+    ran = subprocess.run([sys.executable, "-m", "gsearch", "run", "--trials", "2", "--data",
+                          str(make_csv()), "--storage", f"sqlite:///{tmp_path / 's.db'}", "--fix",
+                          "epochs=30", "--fix", "width=32", "--population", "1"],
+                         cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                         timeout=120)
+    err = ran.stderr.decode()   # bytes: text mode would turn a bar's "\r" into "\n"
+    assert ran.returncode == 0, err
+    assert "\r" not in err, err   # no carriage-return bar in a log
+    progress = [line for line in err.split("\n") if line.startswith("search:")]
+    assert [line.split(",")[0] for line in progress] == ["search: 1/2 trials", "search: 2/2 trials"], err
+    assert all(" best " in line and " pruned " in line for line in progress), progress
 
 
 def test_predict_says_what_it_does_at_once_on_a_terminal(real_export, tmp_path):

@@ -228,6 +228,27 @@ def test_report_without_completed_trials_is_a_clear_error(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_report_writes_one_folder_per_study_by_default_and_out_still_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # the default folder is relative to the current one
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    for name, x in (("small", 0.25), ("big", 0.75)):
+        study = optuna.create_study(study_name=name, storage=url, direction="maximize")
+        study.optimize(lambda t, x=x: t.suggest_float("x", x, x), n_trials=1)
+    assert "report/small/" in invoke("report", "--study", "small", "--storage", url).output
+    first = (tmp_path / "report" / "small" / "summary.md").read_text()
+    assert "# Study `small`" in first
+    assert "report/big/" in invoke("report", "--study", "big", "--storage", url).output
+    assert (tmp_path / "report" / "small" / "summary.md").read_text() == first   # not overwritten
+    assert "# Study `big`" in (tmp_path / "report" / "big" / "summary.md").read_text()
+    assert not (tmp_path / "report" / "summary.md").exists()
+    invoke("report", "--study", "big", "--storage", url, "--out", tmp_path / "mine")
+    assert "# Study `big`" in (tmp_path / "mine" / "summary.md").read_text()
+    from gsearch.search.report import default_folder
+
+    # a study name is one folder below report/, never a path out of it
+    assert default_folder("a/../b") == Path("report", "a_.._b") and default_folder("..") == Path("report", "__")
+
+
 def test_report_of_a_single_completed_trial_skips_importances(tmp_path):
     url = f"sqlite:///{tmp_path / 'one.db'}"
     study = optuna.create_study(study_name="one", storage=url, direction="maximize")
@@ -238,3 +259,59 @@ def test_report_of_a_single_completed_trial_skips_importances(tmp_path):
     assert (tmp_path / "r" / "intermediate_values.png").is_file()
     assert "param_importances: not drawn (needs at least 2 completed trials)" in \
         (tmp_path / "r" / "summary.md").read_text()
+
+
+def test_report_of_a_single_trial_shows_no_identical_ylims_warning(tmp_path):
+    """One completed trial: matplotlib warns about identical y limits in a plot it then draws
+    right; the report silences that warning, and only that one."""
+    import warnings
+
+    from gsearch.search.report import write_report
+
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"x": 0.5})
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_report(study, tmp_path / "r", "in-memory")
+        warnings.warn("Attempting to set identical low and high xlims", UserWarning)  # not this one
+    messages = [str(w.message) for w in caught]
+    assert not any("identical low and high ylims" in m for m in messages), messages
+    assert any("identical low and high xlims" in m for m in messages)
+    assert (tmp_path / "r" / "parallel_coordinate.png").is_file()
+
+
+def test_report_without_completed_trials_names_the_study_and_storage_in_its_hint(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    optuna.create_study(study_name="empty", storage=url)
+    result = CliRunner().invoke(main, ["report", "--study", "empty", "--storage", url])
+    assert result.exit_code == 1
+    assert f"run 'gsearch run --study empty --storage {url}' until one completes" in result.output
+
+
+def test_sigterm_stops_the_dashboard_with_exit_0(exported):
+    """As `gsearch serve`: a service manager's SIGTERM ends the dashboard cleanly, exit 0."""
+    import signal
+
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gsearch.search.cli", "dashboard", "--storage", exported.url,
+         "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _get(f"http://127.0.0.1:{port}/api/meta")
+                break
+            except OSError:
+                assert process.poll() is None, process.stdout.read()
+                assert time.monotonic() < deadline, "gsearch dashboard did not answer within 60 s"
+                time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        output = process.stdout.read()
+        assert output.rstrip().endswith("dashboard stopped") and "Traceback" not in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

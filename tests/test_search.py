@@ -148,6 +148,21 @@ def one_trial_store(tmp_path_factory):
     return folder / "s.db"
 
 
+def test_other_data_is_named_shortly_by_file_and_digest_prefix(cli, make_csv, tmp_path):
+    from gsearch.data.load import BUNDLED_DATA, load_dataset
+
+    url = storage_url(tmp_path)
+    assert cli("run", "--trials", 1, "--data", BUNDLED_DATA, "--storage", url, "--study", "t",
+               "--fix", "epochs=20", "--fix", "n_layers=1", "--fix", "width=32").exit_code == 0
+    other = make_csv("mine.csv")
+    result = cli("run", "--trials", 1, "--data", other, "--storage", url, "--study", "t")
+    [line] = result.output.strip().splitlines()
+    bundled, mine = load_dataset(BUNDLED_DATA).sha256, load_dataset(other).sha256
+    assert line == (f"error: study 't' was made with bundled GTZAN features_30_sec.csv (data_sha256 "
+                    f"{bundled[:12]}...), this run reads mine.csv (data_sha256 {mine[:12]}...); "
+                    "use the same data and split options, or a new --study name")
+
+
 def digest(path):
     """The content of a SQLite store, with what its write-ahead log holds (the file's bytes
     alone would miss a change still in the -wal file)."""

@@ -1,0 +1,64 @@
+"""Wall seconds until `gsearch` reports a trivial mistake, run as a user runs it (a new process).
+
+Each case is a command that must fail with one line on stderr and a non-zero exit; it is run
+--repeat times, each time as a new process in an empty temporary folder (so no studies.db is
+found there), and the script prints min / median / max seconds, the exit status and the
+last stderr line. A case that exits 0, or prints more than one line (click's own usage errors
+print three: Usage, Try, Error), is flagged.
+
+Usage: python bench/bench_errors.py [--repeat R] [--case NAME ...]
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CASES = {
+    "run --data missing": ["run", "--data", "no-such-file.csv", "--trials", "1"],
+    "run --storage sqlite:/studies.db": ["run", "--storage", "sqlite:/studies.db", "--trials", "1"],
+    "run --storage postgres://": ["run", "--storage", "postgres://me@localhost/db", "--trials", "1"],
+    "run --storage postgresql+psycopg3://": ["run", "--storage", "postgresql+psycopg3://me@localhost/db",
+                                              "--trials", "1"],
+    "run --device cuda (no CUDA)": ["run", "--device", "cuda", "--trials", "1"],
+    "studies (missing file)": ["studies", "--storage", "sqlite:///missing.db"],
+    "export-best (missing file)": ["export-best", "--storage", "sqlite:///missing.db"],
+    "report (missing file)": ["report", "--storage", "sqlite:///missing.db"],
+    "dashboard (missing file)": ["dashboard", "--storage", "sqlite:///missing.db"],
+    "run --pruner typo (click)": ["run", "--pruner", "ashaa"],
+}
+
+
+def gsearch() -> list[str]:
+    """The console script next to this Python, as a user calls it; else python -m gsearch."""
+    script = Path(sys.executable).with_name("gsearch")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gsearch"]
+
+
+def time_case(args: list[str], cwd: str) -> tuple[float, int, str]:
+    env = {k: v for k, v in os.environ.items() if k != "GSEARCH_STORAGE"}
+    t = time.perf_counter()
+    done = subprocess.run(gsearch() + args, cwd=cwd, env=env, capture_output=True, text=True)
+    return time.perf_counter() - t, done.returncode, done.stderr
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5, help="runs per case [5]")
+    parser.add_argument("--case", action="append", choices=list(CASES), help="only these cases")
+    opts = parser.parse_args()
+    print(f"{'case':<40} {'min':>6} {'median':>6} {'max':>6}  rc  stderr")
+    for name in opts.case or CASES:
+        walls, rc, err = [], 0, ""
+        for _ in range(opts.repeat):
+            with tempfile.TemporaryDirectory() as cwd:
+                wall, rc, err = time_case(CASES[name], cwd)
+                walls.append(wall)
+        lines = err.strip().splitlines()
+        flag = ("  <-- exit 0" if not rc else "" if len(lines) == 1
+                else f"  ({len(lines)} stderr lines: click's usage error)")
+        print(f"{name:<40} {min(walls):6.2f} {statistics.median(walls):6.2f} {max(walls):6.2f}  "
+              f"{rc:>2}  {lines[-1][:110] if lines else ''}{flag}", flush=True)

@@ -1,0 +1,28 @@
+"""Where a feature table comes from, and whether it can be read: checks that cost no pandas.
+
+The CLI runs `check_readable` on --data before it imports torch, Optuna or pandas, so that a
+mistyped path is answered at once; `data.load` runs the same check when it reads the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gsearch import GsearchError
+
+KAGGLE_GTZAN = ("the Kaggle dataset 'GTZAN Dataset - Music Genre Classification' "
+                "(kaggle.com/datasets/andradaolteanu/gtzan-dataset-music-genre-classification)")
+GET_DATA_HINT = (f"without --data the bundled GTZAN features_30_sec.csv is used; "
+                 f"the full dataset with audio is {KAGGLE_GTZAN}")
+
+
+def check_readable(path: str | Path, error: type[GsearchError] = GsearchError) -> None:
+    """Raise `error` (one line) unless `path` is a file this process can read."""
+    path = Path(path)
+    if not path.exists():
+        raise error(f"no such file: {path}; {GET_DATA_HINT}")
+    if path.is_dir():
+        raise error(f"{path} is a folder; pass the CSV file inside it with --data")
+    if not os.access(path, os.R_OK):
+        raise error(f"cannot read {path}: Permission denied")

@@ -1,0 +1,120 @@
+"""Mistakes and dead ends answered at once and with the way out: a bad --data or storage URL
+before torch, Optuna or pandas are imported; a storage URL from GSEARCH_STORAGE named as such;
+a --timeout that stopped every trial says what works, with the --study and --storage used;
+`gsearch studies --delete`. No mocks: real commands on real SQLite files."""
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from gsearch.models.config import TrialConfig
+from gsearch.search.cli import main
+
+HEAVY = ("torch", "optuna", "sqlalchemy", "pandas")
+PROBE = ("import atexit, sys\n"
+         "atexit.register(lambda: print('loaded:', *sorted(m for m in %r if m in sys.modules), "
+         "file=sys.stderr))\n"
+         "from gsearch.search.cli import main\n"
+         "main()\n") % (HEAVY,)
+
+
+def tiny(trial):
+    return TrialConfig(n_layers=1, width=trial.suggest_int("width", 8, 16), epochs=2)
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--data", "no-such.csv"],
+    ["run", "--storage", "sqlite:/studies.db"],
+    ["run", "--storage", "postgres://me@localhost/db"],
+    ["run", "--storage", "postgresql+psycopg3://me@localhost/db"],
+    ["run", "--warm-start", "old", "--storage", "sqlite:///missing.db"],
+    ["studies", "--storage", "sqlite:///missing.db"],
+    ["export-best", "--storage", "sqlite:///missing.db"],
+    ["export-best", "--data", "no-such.csv"],
+    ["report", "--storage", "sqlite:///missing.db"],
+    ["dashboard", "--storage", "sqlite:///missing.db"],
+    ["evaluate", "--storage", "sqlite:/evaluate.db"],
+    ["serve-storage", "--storage", "sqlite:/s.db"],
+])
+def test_a_usage_error_is_answered_before_the_heavy_libraries_load(tmp_path, args):
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=tmp_path, capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin"}, timeout=120)
+    error, loaded = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and error.startswith("error: "), done.stderr
+    assert loaded == "loaded:", f"{args}: {loaded} imported before the error was found"
+    assert not list(tmp_path.iterdir()), "a store was created"
+
+
+def test_the_quick_check_keeps_the_messages_of_open_storage(tmp_path):
+    from gsearch import GsearchError
+    from gsearch.search.storage import check_url, open_storage
+
+    urls = ["sqlite:/studies.db", "postgres://u@h/db", "nosuchdb://x", "grpc://nohost",
+            "sqlite:///:memory:", f"sqlite:///{tmp_path}/missing/x.db", "oops.db"]
+    for url in urls:
+        with pytest.raises(GsearchError) as quick:
+            check_url(url)
+        with pytest.raises(GsearchError) as full:
+            open_storage(url)
+        assert str(quick.value) == str(full.value)
+    check_url(f"sqlite:///{tmp_path}/new.db")   # a good URL passes and creates nothing
+    check_url("postgresql://u@localhost/db")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_bad_url_in_gsearch_storage_says_it_came_from_there(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner(env={"GSEARCH_STORAGE": "sqlite:/studies.db"})
+    result = runner.invoke(main, ["studies"])
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: bad storage URL 'sqlite:/studies.db' (from the environment "
+                           "variable GSEARCH_STORAGE"), line
+    # the same URL given as --storage is not blamed on the environment
+    [line] = runner.invoke(main, ["studies", "--storage", "sqlite:/studies.db"]).output.splitlines()
+    assert "GSEARCH_STORAGE" not in line and line.startswith("error: bad storage URL")
+    missing = CliRunner(env={"GSEARCH_STORAGE": "sqlite:///gone.db"}).invoke(main, ["report"])
+    assert missing.exit_code == 1 and "GSEARCH_STORAGE=sqlite:///gone.db" in missing.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_deadline_that_stopped_every_trial_says_what_works_and_the_study_can_be_deleted(
+        cli, make_csv, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    where = f"--study empty --storage {url}"
+    ran = cli("run", "--trials", 5, "--timeout", 0.001, "--data", make_csv(), *where.split(),
+              space=tiny)
+    assert ran.exit_code == 0, ran.output
+    assert "deadline: --timeout 0.001 stopped the run after 0 of the 5 trials asked" in ran.output
+    assert "export-best" not in ran.output
+    assert f"run again with a longer --timeout (the study resumes), e.g. gsearch run {where} " \
+           "--timeout 60" in ran.output
+    assert f"gsearch studies --delete empty --storage {url}" in ran.output
+
+    export = CliRunner().invoke(main, ["export-best", *where.split(), "--out", tmp_path / "x"])
+    assert export.exit_code == 1 and not (tmp_path / "x").exists()
+    [line] = export.output.strip().splitlines()
+    assert f"run 'gsearch run {where}' until one completes" in line, line
+
+    cli("run", "--trials", 1, "--data", make_csv(), "--study", "kept", "--storage", url, space=tiny)
+    unknown = CliRunner().invoke(main, ["studies", "--storage", url, "--delete", "emtpy"])
+    assert unknown.exit_code == 1
+    assert unknown.output.strip().splitlines() == [
+        f"error: no study 'emtpy' in {url}; its studies: empty, kept"]
+    deleted = cli("studies", "--storage", url, "--delete", "empty")
+    assert deleted.output.strip().splitlines() == [f"deleted study 'empty' (0 trials) from {url}"]
+    names = [line.split()[0] for line in cli("studies", "--storage", url).output.splitlines()[1:]]
+    assert names == ["kept"]
+
+
+def test_a_deadline_that_stopped_a_run_with_completed_trials_says_so(cli, make_csv, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    first = cli("run", "--trials", 1, "--data", make_csv(), "--storage", url, space=tiny)
+    assert "deadline: " not in first.output and f"next: gsearch export-best --study gtzan-mlp " \
+        f"--storage {url}" in first.output
+    ran = cli("run", "--trials", 3, "--timeout", 0.001, "--data", make_csv(), "--storage", url,
+              space=tiny)
+    assert "stopped the run after 0 of the 3 trials asked" in ran.output
+    assert f"next: gsearch export-best --study gtzan-mlp --storage {url}" in ran.output
