@@ -107,6 +107,19 @@ def _where(study_name: str, storage: str) -> str:
     return where
 
 
+def _check_device(device: str) -> None:
+    """--device cuda on a Linux machine without an NVIDIA driver (no /proc/driver/nvidia, no
+    libcuda for the loader): refused in milliseconds, before torch is imported. Where a driver
+    is there, torch decides (resolve_device), as it does on other systems."""
+    if device != "cuda" or sys.platform != "linux" or os.path.exists("/proc/driver/nvidia"):
+        return
+    import ctypes.util   # lazy: only --device cuda asks
+
+    if ctypes.util.find_library("cuda") is None:
+        raise GsearchError("--device cuda was asked for but CUDA is not available here (no NVIDIA "
+                           "driver found); use --device cpu or --device auto")
+
+
 def _setup_torch(threads: int, device: str):
     import torch
 
@@ -179,6 +192,12 @@ def main() -> None:
               help="A deadline in seconds from the command's start: no trial starts after it, "
                    "and trials still training stop within an epoch (pruned, reason 'deadline', "
                    "their curves kept).")
+@click.option("--export", "export_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              metavar="DIR",
+              help="After the search, export the best trials to DIR in this process, as "
+                   "'gsearch export-best --out DIR' does (top 5 by default; knee on a study with "
+                   "several objectives): a model from one command. --timeout bounds the search; "
+                   "the export follows it (a few seconds).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes on this machine sharing the study; --trials is their total.")
 @click.option("--heartbeat", type=click.IntRange(min=0), default=10, show_default=True,
@@ -212,11 +231,12 @@ def main() -> None:
                                                       "tracebacks of worker errors.")
 @user_errors
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
-        test_size, val_size, cv, groups, test_fold, timeout, workers, heartbeat, fix, population, warm_start,
+        test_size, val_size, cv, groups, test_fold, timeout, export_dir, workers, heartbeat, fix, population, warm_start,
         warm_start_storage, objectives, max_params, max_latency_ms, verbose) -> None:
     """Run a study, or resume it with --trials more trials."""
     started = time.monotonic()   # --timeout counts from here
     # what can be checked without torch, Optuna or pandas is checked first, in milliseconds
+    _check_device(device)
     if data_path is not None:
         check_readable(data_path)
     check_url(storage)
@@ -282,7 +302,13 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
         click.echo(f"deadline: --timeout {timeout:g} stopped the run after {done} of the {trials} "
                    "trials asked (--trials) finished")
     where = _where(study_name, storage)
-    if _completed(study):
+    if export_dir is not None and _completed(study):
+        _export(study, export_dir, storage, None, device=device, ds=ds)
+    elif export_dir is not None:
+        raise GsearchError(f"no trial has completed yet, so nothing was exported to {export_dir}: run "
+                           f"again with a longer --timeout (the study resumes), e.g. gsearch run "
+                           f"{where} --timeout {max(60, 3 * int(timeout or 20))} --export {export_dir}")
+    elif _completed(study):
         click.echo(f"next: gsearch export-best {where}")
     else:
         click.echo(f"no trial has completed yet, so there is nothing to export: run again with a "
@@ -331,11 +357,10 @@ def export_best_command(ctx, study_name, storage, out_dir, data_path, ensemble, 
                         artifacts, device, threads) -> None:
     """Retrain the top trials (5 by default) or the best, test on the held-out split, export.
     On a study with several objectives: the trial --pick or --trial names (knee by default)."""
+    _check_device(device)
     check_url(storage, must_exist=True)
     if data_path is not None:
         check_readable(data_path)
-    from gsearch.search.dashboard import artifact_dir, attach_export
-    from gsearch.search.export import export_best
     from gsearch.search.selection import Pick, parse_pick
     from gsearch.search.storage import open_storage
     from gsearch.search.study import load_study
@@ -352,10 +377,21 @@ def export_best_command(ctx, study_name, storage, out_dir, data_path, ensemble, 
         raise GsearchError(f"study '{study_name}' has no completed trial yet; run 'gsearch run "
                            f"{_where(study_name, storage)}' until one completes (with --timeout: "
                            "a longer one)")
+    _export(study, out_dir, storage, artifacts, data_path=str(data_path) if data_path else None,
+            device=device, ensemble=ensemble, pick=chosen)
+
+
+def _export(study, out_dir: Path, storage: str, artifacts: Path | None, *, device, data_path=None,
+            ds=None, ensemble=None, pick=None) -> None:
+    """export_best, then what export-best prints and attaches to the dashboard: the one path
+    of `gsearch export-best` and `gsearch run --export`."""
+    from gsearch.search.dashboard import artifact_dir, attach_export
+    from gsearch.search.export import export_best
+
     artifacts = artifact_dir(artifacts, storage)
-    info = export_best(study, out_dir, data_path=str(data_path) if data_path else None, device=device,
-                       ensemble=ensemble, pick=chosen)
-    for note in chosen.notes if chosen else ():
+    info = export_best(study, out_dir, data_path=data_path, ds=ds, device=device, ensemble=ensemble,
+                       pick=pick)
+    for note in pick.notes if pick else ():
         click.echo(f"note: {note}")
     scores = (f"test accuracy {info['test_accuracy']:.3f}, test macro-F1 {info['test_macro_f1']:.3f} "
               f"({info['n_test']} held-out rows)")
@@ -453,6 +489,7 @@ def evaluate_command(ctx, split_seeds, trials, data_path, storage, out_dir, cv, 
     elif test_folds is not None:
         raise GsearchError("--test-folds picks GTZAN's published artist folds; add --groups "
                            "artist, or use --split-seeds")
+    _check_device(device)
     if data_path is not None:
         check_readable(data_path)
     if storage is not None:
@@ -560,6 +597,10 @@ def dashboard(storage, host, port, artifacts) -> None:
                f"(artifacts: {artifacts or 'none, pass --artifacts DIR'}; Ctrl-C stops)")
     serve(store, host=host, port=port, artifacts=artifacts)
     click.echo("dashboard stopped")
+    # as serve-storage: a thread left by the server (seen once in CI: the stopped dashboard did
+    # not exit within 20 s) must not keep the process alive; every note it wrote is committed
+    sys.stdout.flush()
+    os._exit(0)
 
 
 @main.command(short_help="Audio files to the 57 GTZAN features (CSV).")

@@ -47,6 +47,21 @@ def test_a_usage_error_is_answered_before_the_heavy_libraries_load(tmp_path, arg
     assert not list(tmp_path.iterdir()), "a store was created"
 
 
+def test_cuda_without_a_driver_is_answered_before_torch_loads(tmp_path):
+    import ctypes.util
+    import os
+
+    if os.path.exists("/proc/driver/nvidia") or ctypes.util.find_library("cuda"):
+        pytest.skip("this machine has an NVIDIA driver: torch decides whether CUDA works")
+    for args in (["run"], ["export-best"], ["evaluate"]):
+        done = subprocess.run([sys.executable, "-c", PROBE, *args, "--device", "cuda"], cwd=tmp_path,
+                              capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=120)
+        error, loaded = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and "CUDA is not available here" in error, done.stderr
+        assert loaded == "loaded:", f"{args}: {loaded} imported before the error was found"
+        assert not list(tmp_path.iterdir()), "a store was created"
+
+
 def test_the_quick_check_keeps_the_messages_of_open_storage(tmp_path):
     from gsearch import GsearchError
     from gsearch.search.storage import check_url, open_storage
@@ -118,3 +133,25 @@ def test_a_deadline_that_stopped_a_run_with_completed_trials_says_so(cli, make_c
               space=tiny)
     assert "stopped the run after 0 of the 3 trials asked" in ran.output
     assert f"next: gsearch export-best --study gtzan-mlp --storage {url}" in ran.output
+
+
+def test_run_with_export_delivers_a_model_in_one_command(cli, make_csv, tmp_path):
+    """run --export DIR: search, then export in the same process, as export-best would."""
+    from gsearch.models.predict import ExportedModel, predict_files
+
+    url, csv, out = f"sqlite:///{tmp_path / 's.db'}", make_csv(), tmp_path / "model"
+    ran = cli("run", "--trials", 3, "--data", csv, "--storage", url, "--pruner", "none",
+              "--export", out, space=tiny)
+    assert ran.exit_code == 0, ran.output
+    assert "top-3 trials" in ran.output and f"wrote {out}/: model.onnx" in ran.output
+    assert "next: gsearch export-best" not in ran.output
+    model = ExportedModel(out, "onnx")
+    assert model.meta["retrained_on_rows"] > 0 and len(model.meta["members"]) == 3
+    assert len(list(predict_files(model, [csv], on_error=pytest.fail))) == 120   # every row
+
+    nothing = tmp_path / "nothing"   # a deadline before any trial completed: no model, exit 1
+    late = cli("run", "--trials", 3, "--timeout", 0.001, "--data", csv, "--storage", url,
+               "--study", "late", "--export", nothing, space=tiny)
+    assert late.exit_code == 1 and not nothing.exists()
+    assert late.output.strip().splitlines()[-1].startswith(
+        f"error: no trial has completed yet, so nothing was exported to {nothing}")
