@@ -20,8 +20,12 @@ export and total seconds) and draws test accuracy against the wait (log scale) i
 A gsearch run in which no trial completed before the deadline delivers no model: it is
 counted as such and left out of the means.
 
+`--device cuda` runs both gsearch commands on the GPU (default cpu, as every published figure);
+the reference systems stay on the CPU.
+
 Usage: python bench/bench_anytime.py [--budgets 30,60,120,300] [--split-seeds 42,0,1]
        [--systems gsearch,reference,reference-warmup10] [--data CSV] [--plot docs/anytime.png]
+       [--device cpu|cuda|auto]
 """
 
 from __future__ import annotations
@@ -47,9 +51,9 @@ def gsearch_cmd() -> list[str]:
 
 
 def run_gsearch(data: Path, budget: float, split_seed: int, threads: int, folder: Path,
-                one_command: bool = False) -> dict:
+                one_command: bool = False, device: str = "cpu") -> dict:
     storage = f"sqlite:///{folder / 'studies.db'}"
-    common = ["--storage", storage, "--study", "anytime", "--threads", str(threads), "--device", "cpu"]
+    common = ["--storage", storage, "--study", "anytime", "--threads", str(threads), "--device", device]
     env = dict(os.environ, TQDM_DISABLE="1")
     run = [*gsearch_cmd(), "run", "--data", str(data), "--timeout", str(budget),
            "--trials", "100000", "--split-seed", str(split_seed), *common]
@@ -187,6 +191,9 @@ def main() -> None:
     parser.add_argument("--split-seeds", default="42,0,1")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                        help="--device of both gsearch commands (run and export-best); the reference "
+                             "systems always train on the CPU")
     parser.add_argument("--plot", type=Path, default=None, help="PNG to draw (e.g. docs/anytime.png)")
     parser.add_argument("--json", type=Path, default=None,
                         help="write the raw results here, after every run")
@@ -217,7 +224,7 @@ def main() -> None:
                 with tempfile.TemporaryDirectory() as folder:
                     if system in ("gsearch", "gsearch-export"):
                         r = run_gsearch(args.data, budget, seed, args.threads, Path(folder),
-                                        one_command=system == "gsearch-export")
+                                        one_command=system == "gsearch-export", device=args.device)
                     else:
                         r = run_reference(system, args.data, budget, seed, args.threads)
                 results.setdefault((system, budget), []).append({**r, "split_seed": seed})
