@@ -9,7 +9,16 @@ clients run on the same machine as the server and take some of its CPU. Stops th
 
 Usage: python bench/bench_serve.py [--model EXPORT_DIR] [--clients 1,8,32] [--workers N]
        [--backend onnx|torch] [--rows-requests 400] [--batch-requests 100] [--audio-requests 4]
+       python bench/bench_serve.py --abuse [--model EXPORT_DIR]
 Without --model, a small model is trained on the real features_30_sec.csv (a few seconds).
+
+--abuse: the cost of oversized JSON bodies (the server at its defaults: --max-upload-mb 50,
+--max-rows 10000). For each body it sends one POST /predict and meanwhile polls GET /health every
+50 ms on another connection; it prints the status and seconds of the bad request, the slowest
+/health answer during it, and the server process's peak RSS while it ran (VmHWM, reset before
+each body through /proc/PID/clear_refs). Bodies: 50 MB of tiny row objects ({"rows": [{"a":1},
+...]}, 6.5 M rows), 200,000 rows of 57 numbers ({"features": [[0.5, ...], ...]}, 44 MB), and
+for reference a valid batch of 10,000 rows.
 """
 import argparse
 import http.client
@@ -118,6 +127,84 @@ def run_cell(port: int, path: str, body: bytes, content_type: str, clients: int,
             "p99": float(np.percentile(lat, 99)) if lat.size else float("nan")}
 
 
+def _rss(pid: int, field: str) -> float:
+    """A memory figure of /proc/PID/status (VmRSS, VmHWM) in MB."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def abuse_cell(port: int, pid: int, body: bytes) -> dict:
+    """One POST /predict of `body` while /health is polled; status, seconds, worst /health
+    latency, peak RSS (MB) of the server process during the request."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+    except OSError:
+        pass
+    done, health = threading.Event(), []
+
+    def poll():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while not done.is_set():
+            t = time.perf_counter()
+            conn.request("GET", "/health")
+            conn.getresponse().read()
+            health.append(time.perf_counter() - t)
+            time.sleep(0.05)
+        conn.close()
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    t = time.perf_counter()
+    try:
+        conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        status, answer = response.status, response.read()
+    except (OSError, http.client.HTTPException) as e:
+        status, answer = "failed", str(e).encode()
+    seconds = time.perf_counter() - t
+    done.set()
+    poller.join()
+    try:
+        message = json.loads(answer).get("error", "")[:70]
+    except (ValueError, AttributeError):
+        message = ""
+    return {"status": status, "seconds": seconds, "health_ms": max(health, default=0) * 1000,
+            "peak_mb": _rss(pid, "VmHWM"), "message": message}
+
+
+def abuse(a) -> None:
+    tiny = b'{"rows": [' + b",".join([b'{"a":1}'] * 6_500_000) + b"]}"
+    row = "[" + ",".join(["0.5"] * 57) + "]"
+    wide = ('{"features": [' + ",".join([row] * 200_000) + "]}").encode()
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        model = a.model or quick_export(Path(tmp) / "export")
+        features = json.loads((model / "model.json").read_text())["features"]
+        X = __import__("pandas").read_csv(CSV)[features].to_numpy(np.float64)
+        valid = json.dumps({"features": np.resize(X, (10_000, X.shape[1])).tolist()}).encode()
+        port = free_port()
+        log = open(Path(tmp) / "server.log", "w+")
+        proc = start_server(model, port, 1, a.backend, log)
+        print(f"gsearch serve (defaults: --max-upload-mb 50 --max-rows 10000); {describe()}; "
+              f"server RSS at rest {_rss(proc.pid, 'VmRSS'):.0f} MB")
+        print(f"{'body':<44} {'MB':>5} {'status':>6} {'seconds':>8} {'/health max ms':>14} "
+              f"{'peak RSS MB':>11}  answer")
+        try:
+            for name, body in [("50 MB of tiny row objects (6.5 M rows)", tiny),
+                               ("200,000 rows of 57 numbers", wide),
+                               ("10,000 valid rows (--max-rows)", valid)]:
+                r = abuse_cell(port, proc.pid, body)
+                print(f"{name:<44} {len(body) / 2**20:>5.1f} {r['status']:>6} {r['seconds']:>8.2f} "
+                      f"{r['health_ms']:>14.0f} {r['peak_mb']:>11.0f}  {r['message']}", flush=True)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+            log.close()
+
+
 def describe() -> str:
     try:
         commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
@@ -143,7 +230,11 @@ def main() -> None:
     ap.add_argument("--batch-requests", type=int, default=100, help="requests per 100-row cell")
     ap.add_argument("--audio-requests", type=int, default=4,
                     help="requests per audio cell (at least one per client)")
+    ap.add_argument("--abuse", action="store_true",
+                    help="measure oversized JSON bodies instead (see above)")
     a = ap.parse_args()
+    if a.abuse:
+        return abuse(a)
     clients = [int(c) for c in a.clients.split(",")]
     import pandas as pd
 

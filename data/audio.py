@@ -77,6 +77,55 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
     return (pcm.astype(np.float32) / 32768).reshape(-1, ch), sr
 
 
+DEFAULT_MAX_AUDIO_SECONDS = 600.0          # longest audio check_audio_header lets through
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4000, 192_000
+_MAX_DECODED = 600 * 48_000 * 2            # samples (frames x channels): 10 min of 48 kHz stereo
+
+
+class AudioLimitError(AudioError):
+    """Audio refused from its header before decoding. kind: "length" (too long or too many
+    samples to decode) or "rate" (a sample rate outside MIN_SAMPLE_RATE..MAX_SAMPLE_RATE)."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def check_audio_header(path: str | os.PathLike, *,
+                       max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS) -> None:
+    """Refuse, from the file's header alone, audio that would cost too much to decode, resample
+    and extract: longer than max_seconds, a sample rate outside 4-192 kHz, or more samples
+    (frames x channels) than 10 minutes of 48 kHz stereo. Raises AudioLimitError; a file whose
+    header cannot be read passes (load_audio then says what is wrong with it). Cheap: reads the
+    header (soundfile.info; audioread opens ffmpeg formats without decoding them)."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    try:
+        if _SOUNDFILE_FORMATS.get(ext) in sf.available_formats():
+            info = sf.info(str(path))
+            rate, frames, channels = info.samplerate, info.frames, info.channels
+        elif ext in _FFMPEG_EXTS:
+            with audioread.audio_open(str(path)) as f:
+                rate, channels = f.samplerate, f.channels
+                frames = int(f.duration * rate)
+        else:
+            return
+    except Exception:
+        return
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioLimitError(f"{path}: sample rate {rate} Hz is outside the "
+                              f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz accepted; resample the file",
+                              "rate")
+    seconds = frames / rate
+    if seconds > max_seconds:
+        raise AudioLimitError(f"{path}: {seconds:.0f} s of audio is longer than the "
+                              f"{max_seconds:g} s allowed; send a shorter excerpt", "length")
+    if frames * channels > _MAX_DECODED:
+        raise AudioLimitError(f"{path}: {channels} channels x {frames} frames is more than the "
+                              f"{_MAX_DECODED} samples allowed; send fewer channels or a "
+                              "shorter excerpt", "length")
+
+
 def load_audio(path: str | os.PathLike, sr: int = _SR) -> np.ndarray:
     """Mono float32 signal at sample rate sr (like librosa.load: soxr_hq resampling). Raises AudioError."""
     path = Path(path)

@@ -559,7 +559,7 @@ def studies(storage, delete_name) -> None:
             ok = [t for t in complete if feasible(t)]
             front = str(len(pareto_front(ok)))
             best = f"{max(map(accuracy_of, ok)):.4f}" if ok else "-"
-        click.echo(f"{summary.study_name:<24} {summary.n_trials:>6} "
+        click.echo(f"{_printable(summary.study_name):<24} {summary.n_trials:>6} "
                    + " ".join(f"{n:>8}" for n in counts) + f" {front:>6}  {best}")
 
 
@@ -597,6 +597,11 @@ def dashboard(storage, host, port, artifacts) -> None:
                f"(artifacts: {artifacts or 'none, pass --artifacts DIR'}; Ctrl-C stops)")
     serve(store, host=host, port=port, artifacts=artifacts)
     click.echo("dashboard stopped")
+def _printable(name: str) -> str:
+    """A study name for a terminal table: control characters (newline, ESC...) as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
     # as serve-storage: a thread left by the server (seen once in CI: the stopped dashboard did
     # not exit within 20 s) must not keep the process alive; every note it wrote is committed
     sys.stdout.flush()
@@ -678,7 +683,8 @@ def predict(model_dir, files, top_k, as_json, backend) -> None:
 @click.option("--max-rows", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Most feature rows in one POST /predict.")
 @user_errors
-def serve_command(model_dir, host, port, workers, backend, max_upload_mb, max_rows) -> None:
+def serve_command(model_dir, host, port, workers, backend, max_upload_mb, max_rows,
+                  max_audio_seconds) -> None:
     """Serve an exported model over HTTP: /predict (feature rows), /predict/audio (an upload),
     /model, /health, and the Open Inference Protocol (KServe v2) under /v2; OpenAPI docs at /docs."""
     import importlib.util  # lazy: only serve checks for its packages
@@ -696,7 +702,8 @@ def serve_command(model_dir, host, port, workers, backend, max_upload_mb, max_ro
         raise GsearchError(f"gsearch serve needs {e.name}, not installed here; install gsearch's "
                            "pinned requirements, from its folder: pip install -r requirements.txt .") from None
     serve(model_dir, host=host, port=port, workers=workers, backend=backend,
-          max_upload_mb=max_upload_mb, max_rows=max_rows, echo=click.echo)
+          max_upload_mb=max_upload_mb, max_rows=max_rows, max_audio_seconds=max_audio_seconds,
+          echo=click.echo)
 
 
 @main.command("serve-storage", short_help="Share a storage with workers (Optuna's gRPC proxy).")
@@ -712,6 +719,8 @@ def serve_storage_command(storage, host, port) -> None:
     from gsearch.search.storage import serve_storage
 
     _quiet_optuna()
+@click.option("--max-audio-seconds", type=click.FloatRange(min=0, min_open=True), default=600.0,
+              show_default=True, help="Longest audio upload (read from its header, before decoding).")
     serve_storage(storage, host=host, port=port, ready=lambda: click.echo(
         f"storage proxy for {safe_url(storage)} at grpc://{host}:{port} (Ctrl-C stops; "
         "workers: gsearch run --storage grpc://HOST:PORT)"))

@@ -17,6 +17,12 @@ bug, whose traceback goes to the server log, never to the client). Request bodie
 --max-upload-mb while they stream in; an upload is written to a temporary file that is removed
 once it is classified. Audio feature extraction runs in worker threads, at most one per CPU at a
 time, so the event loop (and /health) stays responsive.
+
+A JSON body is read as bytes and parsed in a worker thread (at most one body over 1 MB per CPU at a
+time): a numpy scan of the bytes first bounds its nesting (_MAX_DEPTH), its arrays and objects
+(--max-rows, each row is one) and its values, so an oversized body is refused (413) before a
+Python object is built for each of its values. An upload's header is checked (duration,
+sample rate, samples to decode: data.audio.check_audio_header) before it is decoded.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pydantic
 import python_multipart  # noqa: F401  (FastAPI's form parser: missing, the CLI says what to install)
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -47,6 +54,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
 from gsearch import GsearchError, __version__
+from gsearch.data.audio import DEFAULT_MAX_AUDIO_SECONDS, AudioLimitError, check_audio_header
 from gsearch.data.schema import SAMPLE_RATE
 from gsearch.models.predict import ExportedModel, predict_audio
 
@@ -54,6 +62,10 @@ from gsearch.models.predict import ExportedModel, predict_audio
 DEFAULT_MAX_UPLOAD_MB = 50.0
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_TOP_K = 3
+_MAX_DEPTH = 32       # JSON nesting refused beyond this (a request needs 4; parameters some more)
+_SLACK = 64           # arrays/objects a body may hold beside its rows (inputs, outputs, parameters)
+_BIG_BODY = 1 << 20   # bodies over this wait for one of os.cpu_count() parsing slots
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest value the model computes with
 _SETTINGS_ENV = "GSEARCH_SERVE_SETTINGS"  # create_app's arguments for --workers processes
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,5}")
 _EXAMPLE = "{\"features\": [[57 numbers]]} or {\"rows\": [{\"tempo\": 120.0, ...}]}"
@@ -207,16 +219,19 @@ _V2 = ["Open Inference Protocol (KServe v2)"]
 
 def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_rows: int = DEFAULT_MAX_ROWS,
+               max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
                warm_audio: bool = True) -> FastAPI:
     """The FastAPI app serving the export in `model_dir`. Loads the model now, so a bad folder
     raises GsearchError here. `warm_audio` classifies a generated tone in the background at
     startup (the audio modules imported, scipy's filters and FFT plans set up), so the first
     upload does not pay for them."""
-    if max_upload_mb <= 0 or max_rows < 1:
-        raise GsearchError("--max-upload-mb must be positive and --max-rows at least 1")
+    if max_upload_mb <= 0 or max_rows < 1 or max_audio_seconds <= 0:
+        raise GsearchError("--max-upload-mb and --max-audio-seconds must be positive and "
+                           "--max-rows at least 1")
     model = ExportedModel(model_dir, backend)
     max_bytes = int(max_upload_mb * 1024 * 1024)
     audio_slots = asyncio.Semaphore(os.cpu_count() or 1)
+    parse_slots = asyncio.Semaphore(os.cpu_count() or 1)
     audio_ready = threading.Event()
 
     @asynccontextmanager
@@ -281,13 +296,29 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
     async def model_info() -> dict:
         return model.meta
 
-    @app.post("/predict", summary="Classify feature rows", response_model=PredictResponse,
-              responses=_JSON_ERRORS)
-    def predict_rows(body: PredictRequest) -> JSONResponse:
+    n_features, n_classes = len(model.features), len(model.classes)
+
+    async def in_thread(request: Request, answer: Callable[[bytes, str], dict]) -> JSONResponse:
+        """answer(body, content type) in a worker thread, a big body in one of the parse slots."""
+        raw = await request.body()  # at most max_bytes (BodyLimit)
+        kind = request.headers.get("content-type", "")
+        if len(raw) <= _BIG_BODY:
+            return JSONResponse(await run_in_threadpool(answer, raw, kind))
+        async with parse_slots:
+            return JSONResponse(await run_in_threadpool(answer, raw, kind))
+
+    def rows_answer(raw: bytes, kind: str) -> dict:
+        body = _parse_body(raw, kind, PredictRequest, _EXAMPLE, max_rows, n_features)
         X = _feature_matrix(body, model.features, max_rows)
-        top_k = min(body.top_k or DEFAULT_TOP_K, len(model.classes))
-        P = model.predict_proba(X)
-        return JSONResponse({"predictions": [_row_json(model.classes, p, top_k) for p in P]})
+        top_k = min(body.top_k or DEFAULT_TOP_K, n_classes)
+        kind = "features" if body.features is not None else "rows"
+        P = _finite_output(model.predict_proba(X), lambda i: f"{kind}[{i}]")
+        return {"predictions": [_row_json(model.classes, p, top_k) for p in P]}
+
+    @app.post("/predict", summary="Classify feature rows", response_model=PredictResponse,
+              responses=_JSON_ERRORS, openapi_extra=_json_body("PredictRequest"))
+    async def predict_rows(request: Request) -> JSONResponse:
+        return await in_thread(request, rows_answer)
 
     @app.post("/predict/audio", summary="Classify an audio file (multipart field `file`)",
               response_model=AudioPrediction, responses=_ERRORS)
@@ -295,9 +326,10 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
             file: UploadFile = File(description="An audio file: WAV, FLAC, OGG, MP3, AU, AIFF..."),
             top_k: int | None = Query(None, ge=1, description="Keep the K most likely genres "
                                                               "[default: all]")) -> JSONResponse:
-        name = Path(file.filename or "upload").name
+        name = _upload_name(file.filename)
         async with audio_slots:  # the rest wait here without holding a thread
-            prediction = await run_in_threadpool(_classify_upload, model, file.file, name)
+            prediction = await run_in_threadpool(_classify_upload, model, file.file, name,
+                                                 max_audio_seconds)
         return JSONResponse(prediction.to_json(top_k))
 
     # ---- the Open Inference Protocol (KServe v2): the same model, the same limits ----
@@ -307,6 +339,11 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
         routes answer a bad request with the protocol's 400."""
         if app.openapi_schema is None:
             schema = FastAPI.openapi(app)
+            # the JSON bodies are parsed by the routes (_parse_body): their schemas go in here
+            _, definitions = pydantic.json_schema.models_json_schema(
+                [(PredictRequest, "validation"), (V2InferRequest, "validation")],
+                ref_template="#/components/schemas/{model}")
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions["$defs"])
             for path, operations in schema["paths"].items():
                 if path.startswith("/v2"):
                     for operation in operations.values():
@@ -320,7 +357,6 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
             raise V2Error(f"no model {name!r}; this server serves one model, {V2_MODEL!r} "
                           f"(GET /v2/models/{V2_MODEL})", status=404)
 
-    n_features, n_classes = len(model.features), len(model.classes)
     metadata = {
         "name": V2_MODEL,  # no "versions": the model has none (no /versions/ routes)
         "platform": "onnxruntime_onnx" if model.backend == "onnx" else "pytorch",
@@ -357,12 +393,19 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
               f"\"features\" FP32 [N, {n_features}] -> \"probabilities\" FP32 [N, {n_classes}] "
               "(in the order of GET /model \"classes\"), \"label\" BYTES [N]",
               response_model=V2InferResponse, response_model_exclude_none=True,
-              responses=_V2_ERRORS)
-    def v2_infer(name: str, body: V2InferRequest) -> JSONResponse:
+              responses=_V2_ERRORS, openapi_extra=_json_body("V2InferRequest"))
+    async def v2_infer(name: str, request: Request) -> JSONResponse:
         known(name)
+        return await in_thread(request, v2_answer)
+
+    def v2_answer(raw: bytes, kind: str) -> dict:
+        try:
+            body = _parse_body(raw, kind, V2InferRequest, _V2_EXAMPLE, max_rows, n_features)
+        except RequestError as e:  # the protocol's status for a bad request is 400
+            raise V2Error(str(e), status=400 if e.status == 422 else e.status) from None
         wanted = _v2_outputs(body)
         X = _v2_features(body, n_features, max_rows)
-        P = model.predict_proba(X)
+        P = _finite_output(model.predict_proba(X), lambda i: f"inputs[0]: row {i}", error=V2Error)
         outputs = []
         for output in wanted:
             if output == "probabilities":
@@ -371,9 +414,8 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
             else:
                 outputs.append({"name": output, "datatype": "BYTES", "shape": [len(P)],
                                 "data": [model.classes[i] for i in P.argmax(axis=1)]})
-        answer = {"model_name": V2_MODEL, **({"id": body.id} if body.id is not None else {}),
-                  "outputs": outputs}
-        return JSONResponse(answer)
+        return {"model_name": V2_MODEL, **({"id": body.id} if body.id is not None else {}),
+                "outputs": outputs}
 
     return app
 
@@ -449,9 +491,19 @@ def _warm_audio(model: ExportedModel, ready: threading.Event) -> None:
     ready.set()
 
 
-def _classify_upload(model: ExportedModel, upload, name: str):
-    """Copy an upload to a temporary file (kept only while it is classified) and classify it.
-    Runs in a worker thread. Error messages name the upload, not the temporary path."""
+def _upload_name(filename: str | None) -> str:
+    """The client's file name as echoed back: its last path part, control characters shown as
+    '?', at most 200 characters; "upload" when nothing is left (no name, or "/")."""
+    name = Path(filename or "").name
+    name = "".join(c if c.isprintable() else "?" for c in name)[:200]
+    return name or "upload"
+
+
+def _classify_upload(model: ExportedModel, upload, name: str,
+                     max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS):
+    """Copy an upload to a temporary file (kept only while it is classified), check its header
+    (duration, sample rate: a 413 or 422 before any decoding) and classify it. Runs in a worker
+    thread. Error messages name the upload, not the temporary path."""
     suffix = Path(name).suffix
     suffix = suffix.lower() if _SAFE_SUFFIX.fullmatch(suffix) else ""
     upload.seek(0)
@@ -459,11 +511,97 @@ def _classify_upload(model: ExportedModel, upload, name: str):
         shutil.copyfileobj(upload, tmp, 1 << 20)
     path = Path(tmp.name)
     try:
+        check_audio_header(path, max_seconds=max_seconds)
         return replace(predict_audio(model, path), file=name)
+    except AudioLimitError as e:
+        status = 413 if e.kind == "length" else 422
+        option = " (--max-audio-seconds)" if e.kind == "length" else ""
+        raise RequestError(str(e).replace(str(path), name) + option, status=status) from None
     except GsearchError as e:
         raise GsearchError(str(e).replace(str(path), name)) from None
     finally:
         path.unlink(missing_ok=True)
+
+
+def _json_body(model: str) -> dict:
+    """openapi_extra for a route that parses its JSON body itself: the body's schema."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model}"}}}}}
+
+
+def _scan_json(raw: bytes, chunk: int = 1 << 20) -> tuple[int, int, int]:
+    """(deepest nesting, arrays and objects, commas) of a JSON text, counted outside strings by
+    a few numpy passes over each 1 MB of bytes: no Python object per value. Escaped backslashes
+    and quotes are dropped first, so every quote left opens or closes a string."""
+    raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    inside, depth, deepest, containers, commas = 0, 0, 0, 0, 0
+    for start in range(0, len(raw), chunk):
+        b = np.frombuffer(raw, np.uint8, count=min(chunk, len(raw) - start), offset=start)
+        parity = (np.cumsum(b == 34, dtype=np.int64) + inside) & 1  # 1: inside a string
+        outside = parity == 0
+        opens = ((b == 91) | (b == 123)) & outside
+        closes = ((b == 93) | (b == 125)) & outside
+        levels = depth + np.cumsum(opens.view(np.int8) - closes.view(np.int8), dtype=np.int64)
+        deepest = max(deepest, int(levels.max()))
+        depth, inside = int(levels[-1]), int(parity[-1])
+        containers += int(np.count_nonzero(opens))
+        commas += int(np.count_nonzero((b == 44) & outside))
+    return deepest, containers, commas
+
+
+def _parse_body(raw: bytes, kind: str, model: type[BaseModel], example: str, max_rows: int,
+                n_features: int):
+    """The JSON body `raw` (Content-Type `kind`) validated as `model`; RequestError otherwise.
+    Its size is bounded from the bytes (nesting, rows, values) before it is parsed."""
+    if not raw:
+        raise RequestError(f"empty body; send {example}", status=400)
+    kind = kind.split(";")[0].strip().lower()
+    if kind and not (kind == "application/json" or kind.endswith("+json")):
+        raise RequestError(f"the body was sent as {kind}; send JSON with Content-Type: "
+                           f"application/json (curl -H 'Content-Type: application/json' ...): "
+                           f"{example}", status=415)
+    deepest, containers, commas = _scan_json(raw)
+    if deepest > _MAX_DEPTH:
+        raise RequestError(f"the JSON is nested {deepest} deep, more than the {_MAX_DEPTH} "
+                           f"allowed; send {example}", status=400)
+    if containers > max_rows + _SLACK:
+        raise RequestError(f"the body holds {containers} JSON arrays and objects, more than the "
+                           f"{max_rows} rows allowed (--max-rows; each row is one); split the "
+                           "request", status=413)
+    if commas > (max_rows + 1) * (n_features + 4) + _SLACK:
+        raise RequestError(f"the body holds over {commas} values, more than {max_rows} rows of "
+                           f"{n_features} features (--max-rows); split the request", status=413)
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError:
+        raise RequestError(f"the body could not be read as JSON (not UTF-8); send {example}",
+                           status=400) from None
+    except json.JSONDecodeError as e:
+        raise RequestError(f"malformed JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+                           f"send {example}", status=400) from None
+    except ValueError as e:  # an integer of more digits than Python converts (4300)
+        reason = str(e).split(";")[0]
+        raise RequestError(f"the body could not be read as JSON ({reason}); send {example}",
+                           status=400) from None
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as e:
+        errors = [{**err, "loc": ("body", *err["loc"])} for err in e.errors()]
+        status, message = _validation_message(errors, example)
+        raise RequestError(message, status=status) from None
+
+
+def _finite_output(P: np.ndarray, where: Callable[[int], str], *,
+                   error: type[RequestError] = RequestError) -> np.ndarray:
+    """The model's probabilities when all are finite; else the error that names the first row
+    (finite float32 inputs far outside the training data can overflow the network)."""
+    bad = ~np.isfinite(P).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise error(f"{where(i)}: the model's output overflows for these values (not finite); "
+                    "send features in the range of the training data",
+                    status=422 if error is RequestError else 400)
+    return P
 
 
 def _feature_matrix(body: PredictRequest, features: tuple[str, ...], max_rows: int) -> np.ndarray:
@@ -483,7 +621,8 @@ def _feature_matrix(body: PredictRequest, features: tuple[str, ...], max_rows: i
             if len(row) != n:
                 raise GsearchError(f"features[{i}] has {len(row)} numbers; the model takes {n}, "
                                    "in the order of GET /model \"features\"")
-        return np.array(body.features, dtype=np.float32)
+        return _float32(np.array(body.features, dtype=np.float64),
+                        lambda i, j: f"features[{i}][{j}]")
     known = set(features)
     for i, row in enumerate(body.rows):
         unknown = [k for k in row if k not in known]
@@ -495,7 +634,18 @@ def _feature_matrix(body: PredictRequest, features: tuple[str, ...], max_rows: i
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise GsearchError(f"rows[{i}]: missing feature {missing[0]!r}{more}; every row needs "
                                f"all {n} features of GET /model")
-    return np.array([[row[k] for k in features] for row in body.rows], dtype=np.float32)
+    return _float32(np.array([[row[k] for k in features] for row in body.rows], dtype=np.float64),
+                    lambda i, j: f"rows[{i}][{features[j]!r}]")
+
+
+def _float32(X: np.ndarray, where: Callable[[int, int], str]) -> np.ndarray:
+    """X (float64, finite) as float32; RequestError naming the first value beyond float32's range."""
+    big = np.abs(X) > FLOAT32_MAX
+    if big.any():
+        i, j = np.unravel_index(int(np.argmax(big)), X.shape)
+        raise RequestError(f"{where(int(i), int(j))} is {X[i, j]:g}, beyond the float32 range "
+                           f"(±{FLOAT32_MAX:.3g}) the model computes in")
+    return X.astype(np.float32)
 
 
 def _row_json(classes: tuple[str, ...], p: np.ndarray, top_k: int) -> dict:
@@ -551,12 +701,17 @@ def _v2_features(body: V2InferRequest, n_features: int, max_rows: int) -> np.nda
             shown = json.dumps(v)
             shown = shown if len(shown) <= 40 else shown[:37] + "..."
             raise V2Error(f"inputs[0].data[{i}] is {shown}, not a number")
-    X = np.asarray(values, dtype=np.float64)
-    bad = ~np.isfinite(X) | (np.abs(X) > np.finfo(np.float32).max)
+    try:
+        X = np.asarray(values, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64: the check below names it
+        X = np.array([v if abs(v) <= FLOAT32_MAX else np.inf for v in values])
+    bad = ~np.isfinite(X) | (np.abs(X) > FLOAT32_MAX)
     if bad.any():
         i = int(np.argmax(bad))
-        raise V2Error(f"inputs[0].data[{i}] is {json.dumps(values[i])}, not a finite {tensor.datatype} "
-                      "number (NaN and Infinity are refused)")
+        shown = json.dumps(values[i]) if not isinstance(values[i], int) else str(values[i])
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise V2Error(f"inputs[0].data[{i}] is {shown}, not a finite {tensor.datatype} number in "
+                      f"float32's range (±{FLOAT32_MAX:.3g}; NaN and Infinity are refused)")
     return X.astype(np.float32).reshape(n, n_features)
 
 
@@ -583,6 +738,9 @@ def _validation_message(errors, example: str = _EXAMPLE) -> tuple[int, str]:
     if loc[:2] == ("body", "file") and kind == "missing":
         return 400, ("no file; upload the audio as multipart/form-data field 'file' "
                      "(curl -F file=@song.wav ...)")
+    if loc[:2] == ("body", "file"):  # a form field 'file' that is text, not a file (no filename)
+        return 400, ("the field 'file' is not a file upload (no filename in its "
+                     "Content-Disposition); upload the audio as a file: curl -F file=@song.wav ...")
     if loc == ("body",):
         return 422, f"the body must be a JSON object: {example}"
     if kind == "extra_forbidden" and len(loc) == 2:
@@ -617,13 +775,14 @@ def _check_port(host: str, port: int) -> None:
 
 def serve(model_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
           workers: int = 1, backend: str = "onnx", max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-          max_rows: int = DEFAULT_MAX_ROWS, echo: Callable[[str], None] = print) -> None:
+          max_rows: int = DEFAULT_MAX_ROWS, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
+          echo: Callable[[str], None] = print) -> None:
     """Serve the export in `model_dir` until Ctrl-C or SIGTERM. The model is loaded and the port
     bound before anything is served, so a bad folder or a taken port fails at once."""
     import uvicorn
 
     settings = {"model_dir": str(model_dir), "backend": backend, "max_upload_mb": max_upload_mb,
-                "max_rows": max_rows}
+                "max_rows": max_rows, "max_audio_seconds": max_audio_seconds}
     app = create_app(**settings)  # a bad folder fails here, before binding
     model = app.state.model
     _check_port(host, port)
