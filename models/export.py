@@ -4,7 +4,15 @@
 - model.pt:   a plain state_dict (tensors only; loads with weights_only=True)
 - model.json: classes, features, config and metadata (everything needed to rebuild), with
   the model's trainable parameters (n_params) and its latency (latency_ms: median
-  milliseconds for onnxruntime to classify one row, see onnx_latency_ms)
+  milliseconds for onnxruntime to classify one row, see onnx_latency_ms), the shapes
+  (n_features, n_classes), the SHA-256 of model.onnx and model.pt (sha256) and of
+  model.json's own fields that decide predictions (meta_sha256, see meta_digest)
+
+Reading: read_meta (model.json, its structure and digest), read_checked (a model file against
+its recorded digest), check_onnx and check_state (the graph's or the state_dict's shapes
+against model.json, every weight finite) raise GsearchError in one line; predict.ExportedModel
+calls them before it builds anything. Integrity against accidents and naive tampering, not
+a signature: whoever can write the folder can recompute every digest.
 
 An ensemble (format gsearch-mlp-ensemble/2) is one mlp.Ensemble module: one
 model.pt, one ONNX graph whose "logits" output is the log of the members' mean
@@ -15,8 +23,10 @@ probability (softmax of it is that mean), and model.json describes every member 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
+import re
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gsearch import GsearchError
 from gsearch.models.config import TrialConfig
 from gsearch.models.metrics import median_ms
 
@@ -35,6 +46,11 @@ MODEL_FILE, ONNX_FILE, META_FILE = "model.pt", "model.onnx", "model.json"
 FORMAT, ENSEMBLE_FORMAT = "gsearch-mlp/1", "gsearch-mlp-ensemble/2"
 OLD_ENSEMBLE_FORMAT = "gsearch-mlp-ensemble/1"  # members were a list of hyperparameter dicts
 REPORT_FILE, CONFUSION_FILE = "report.json", "confusion_matrix.png"
+# model.json's fields that decide what a prediction means, covered by its meta_sha256
+COVERED_FIELDS = ("format", "classes", "features", "n_features", "n_classes", "hyperparameters",
+                  "members", "clip_samples", "sha256")
+INTEGRITY_FIELDS = ("n_features", "n_classes", "sha256", "meta_sha256")  # absent in older exports
+AGAIN = "export the model again"
 # onnx_latency_ms: untimed calls, then timed ones (the median is kept)
 LATENCY_WARMUP, LATENCY_REPEATS = 20, 200
 
@@ -119,11 +135,176 @@ def save_model(model: nn.Module, configs: TrialConfig | list[TrialConfig], class
         "format": ENSEMBLE_FORMAT if ensemble else FORMAT,
         "classes": list(classes),
         "features": list(features),
+        "n_features": len(features),
+        "n_classes": len(classes),
+        "sha256": {name: hashlib.sha256((out_dir / name).read_bytes()).hexdigest()
+                   for name in (ONNX_FILE, MODEL_FILE)},
         **({} if ensemble else {"hyperparameters": configs[0].to_dict()}),
         **meta,
         "n_params": count_parameters(model),
         "latency_ms": latency,
         "versions": package_versions(),
     }
+    info["meta_sha256"] = meta_digest(info)
     (out_dir / META_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+# ---- reading and checking an export folder -----------------------------------------------------
+
+def meta_digest(meta: dict) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, no spaces, ASCII) of meta's COVERED_FIELDS."""
+    covered = {key: meta[key] for key in COVERED_FIELDS if key in meta}
+    text = json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _names(meta: dict, key: str, what: str, path: Path, least: int) -> tuple[str, ...]:
+    names = meta.get(key)
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise GsearchError(f"{path} is damaged ('{key}' is not a list of {what} names); {AGAIN}")
+    if len(names) < least or len(set(names)) != len(names):
+        dup = [n for n in names if names.count(n) > 1]
+        why = f"'{dup[0]}' twice" if dup else f"{len(names)} of them, fewer than {least}"
+        raise GsearchError(f"{path} is damaged ('{key}': {why}); {AGAIN}")
+    return tuple(names)
+
+
+def read_meta(directory: Path) -> tuple[dict, bool]:
+    """model.json parsed and checked: a JSON object of a known format, classes and features
+    lists of distinct names, and where the export records them (INTEGRITY_FIELDS, every export
+    since they were added) the shapes and the digest of its own covered fields. Returns
+    (meta, verified): verified is False for an older export without digests."""
+    path = directory / META_FILE
+    if not path.is_file():
+        raise GsearchError(f"{directory} is not a gsearch export (no {META_FILE}); "
+                           "pass the --out folder of 'gsearch export-best'")
+    try:
+        meta = json.loads(path.read_bytes())
+    except RecursionError:
+        raise GsearchError(f"{path} is damaged (nested too deep to be a model.json); {AGAIN}") from None
+    except (ValueError, OSError) as e:
+        raise GsearchError(f"{path} is damaged ({str(e).splitlines()[0]}); {AGAIN}") from None
+    if not isinstance(meta, dict):
+        raise GsearchError(f"{path} is damaged (not a JSON object); {AGAIN}")
+    fmt = meta.get("format", FORMAT)
+    if fmt not in (FORMAT, ENSEMBLE_FORMAT, OLD_ENSEMBLE_FORMAT):
+        shown = repr(fmt)[:60]
+        raise GsearchError(f"{path} has format {shown}, which this gsearch cannot read; "
+                           f"upgrade gsearch or {AGAIN}")
+    classes = _names(meta, "classes", "class", path, 2)
+    features = _names(meta, "features", "feature", path, 1)
+    recorded = [key for key in INTEGRITY_FIELDS if key in meta]
+    if not recorded:
+        return meta, False
+    if len(recorded) < len(INTEGRITY_FIELDS):
+        lost = next(key for key in INTEGRITY_FIELDS if key not in meta)
+        raise GsearchError(f"{path} records {recorded[0]} but not {lost} (edited after export); {AGAIN}")
+    if meta["meta_sha256"] != meta_digest(meta):
+        raise GsearchError(f"{path} was changed after export (its classes, features, hyperparameters "
+                           f"or digests no longer match its meta_sha256); {AGAIN}")
+    for key, names in (("n_features", features), ("n_classes", classes)):
+        if meta[key] != len(names):
+            raise GsearchError(f"{path} is damaged ({key} is {meta[key]!r} but it lists "
+                               f"{len(names)} {key[2:]}); {AGAIN}")
+    digests = meta["sha256"]
+    if not (isinstance(digests, dict) and all(
+            isinstance(digests.get(name), str) and re.fullmatch(r"[0-9a-f]{64}", digests[name])
+            for name in (ONNX_FILE, MODEL_FILE))):
+        raise GsearchError(f"{path} is damaged ('sha256' does not hold the digests of "
+                           f"{ONNX_FILE} and {MODEL_FILE}); {AGAIN}")
+    return meta, True
+
+
+def read_checked(path: Path, meta: dict, hint: str = "") -> bytes:
+    """The bytes of model.onnx or model.pt, checked against model.json's digest where it
+    records one. `hint`: what else to try, added to a read error."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise GsearchError(f"cannot load {path} ({e.strerror or e}); {AGAIN}{hint}") from None
+    expected = (meta.get("sha256") or {}).get(path.name)
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise GsearchError(f"{path} does not match the SHA-256 that {META_FILE} records for it "
+                           f"(changed or damaged after export); {AGAIN}")
+    return data
+
+
+def check_onnx(session, data: bytes, path: Path, n_features: int, n_classes: int) -> None:
+    """The graph takes `features` [N, n_features] and answers `logits` [N, n_classes] (model.json's
+    counts), and every weight in it is finite."""
+    import onnx  # lazy: only the onnx backend reads the graph's weights
+    from onnx import numpy_helper
+
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != ["features"] or not outputs or outputs[0].name != "logits":
+        raise GsearchError(f"{path} is not a gsearch graph (inputs {[i.name for i in inputs]}, outputs "
+                           f"{[o.name for o in outputs]}; expected features -> logits); {AGAIN}")
+    for arg, count, what, side in ((inputs[0], n_features, "features", "takes"),
+                                   (outputs[0], n_classes, "classes", "answers")):
+        shape = list(arg.shape)
+        if len(shape) != 2 or shape[1] != count:
+            raise GsearchError(f"{META_FILE} lists {count} {what} but {path} {side} {arg.name} of "
+                               f"shape {shape}; {AGAIN}")
+    try:
+        graph = onnx.load_model_from_string(data).graph
+        tensors = [(t.name, t) for t in graph.initializer]
+        tensors += [(node.output[0], attr.t) for node in graph.node if node.op_type == "Constant"
+                    for attr in node.attribute if attr.name == "value"]
+        for name, tensor in tensors:
+            values = numpy_helper.to_array(tensor)
+            if values.dtype.kind in "fc" and not np.isfinite(values).all():
+                raise GsearchError(f"{path} holds NaN or infinite weights ({name}); {AGAIN}")
+    except GsearchError:
+        raise
+    except Exception as e:
+        raise GsearchError(f"cannot read the weights of {path} ({str(e).splitlines()[0]}); {AGAIN}") from None
+
+
+def check_state(state, path: Path, configs: list[TrialConfig], n_features: int, n_classes: int, *,
+                ensemble: bool) -> None:
+    """A state_dict of tensors whose shapes are exactly those of the model model.json describes
+    (`configs`: one, or an ensemble's members), checked before anything is built (a width of
+    10^9 in model.json allocates nothing), every floating tensor finite."""
+    import torch  # lazy: only the torch backend reads model.pt
+
+    from gsearch.models.mlp import build_ensemble, build_mlp
+
+    if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise GsearchError(f"{path} is not a state_dict of named tensors; {AGAIN}")
+    for i, config in enumerate(configs):
+        prefix = f"members.{i}." if ensemble else ""
+        member = f"member {i}'s" if ensemble else "the"
+        pattern = re.compile(re.escape(prefix) + r"(\d+)\.weight")
+        layers = sorted((int(m.group(1)), state[k]) for k in state
+                        if (m := pattern.fullmatch(k)) and state[k].dim() == 2)
+        if not layers:
+            raise GsearchError(f"{path} has no layers for {member} model that {META_FILE} describes; {AGAIN}")
+        weights = [w for _, w in layers]
+        if weights[0].shape[1] != n_features:
+            raise GsearchError(f"{META_FILE} lists {n_features} features but {member} first layer "
+                               f"of {path} takes {weights[0].shape[1]}; {AGAIN}")
+        if weights[-1].shape[0] != n_classes:
+            raise GsearchError(f"{META_FILE} lists {n_classes} classes but {member} last layer "
+                               f"of {path} has {weights[-1].shape[0]} outputs; {AGAIN}")
+        widths = sorted({w.shape[0] for w in weights[:-1]})
+        if len(weights) - 1 != config.n_layers or widths not in ([], [config.width]):
+            raise GsearchError(f"{META_FILE}'s hyperparameters (n_layers={config.n_layers}, width="
+                               f"{config.width}) do not match {member} layers in {path} "
+                               f"({len(weights) - 1} hidden, width {widths[0] if widths else '-'}); {AGAIN}")
+    # every size is now the file's own: build on the meta device (no memory) and compare all
+    with torch.device("meta"):
+        model = (build_ensemble(configs, n_features, n_classes) if ensemble
+                 else build_mlp(configs[0], n_features, n_classes))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    if missing or extra or wrong:
+        what = (f"no tensor {missing[0]!r}" if missing else f"an unexpected tensor {extra[0]!r}" if extra
+                else f"{wrong[0]!r} of shape {list(state[wrong[0]].shape)}, not {list(expected[wrong[0]])}")
+        raise GsearchError(f"{path} does not match {META_FILE}'s hyperparameters ({what}); {AGAIN}")
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise GsearchError(f"{path} holds NaN or infinite weights ({key}); {AGAIN}")

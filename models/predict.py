@@ -12,7 +12,7 @@ when the first audio file comes.
 
 from __future__ import annotations
 
-import json
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,7 +24,7 @@ from gsearch.data.load import read_features
 from gsearch.data.schema import FEATURE_NAMES, FILENAME_COLUMN
 from gsearch.models.config import TrialConfig
 from gsearch.models.export import (ENSEMBLE_FORMAT, FORMAT, META_FILE, MODEL_FILE, OLD_ENSEMBLE_FORMAT,
-                                   ONNX_FILE)
+                                   ONNX_FILE, check_onnx, check_state, read_checked, read_meta)
 
 BACKENDS = ("onnx", "torch")
 
@@ -36,16 +36,18 @@ class ExportedModel:
     """An exported classifier: `predict_proba(X)` on raw feature rows [N, n_features]."""
 
     def __init__(self, directory: str | Path, backend: str = "torch"):
+        """Load and check the folder (models.export: read_meta, read_checked, check_onnx,
+        check_state); any problem is one GsearchError line, raised before a model is built.
+        `verified`: model.json recorded digests and they matched (False: an older export)."""
         directory = Path(directory)
+        if backend not in BACKENDS:
+            raise GsearchError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        self.meta, self.verified = read_meta(directory)
         meta_path = directory / META_FILE
-        if not meta_path.is_file():
-            raise GsearchError(f"{directory} is not a gsearch export (no {META_FILE}); "
-                               "pass the --out folder of 'gsearch export-best'")
+        self.classes = tuple(self.meta["classes"])
+        self.features = tuple(self.meta["features"])
+        fmt = self.meta.get("format", FORMAT)
         try:
-            self.meta = json.loads(meta_path.read_text())
-            self.classes = tuple(self.meta["classes"])
-            self.features = tuple(self.meta["features"])
-            fmt = self.meta.get("format", FORMAT)
             if fmt == ENSEMBLE_FORMAT:
                 self.members = [TrialConfig.from_dict(m["hyperparameters"]) for m in self.meta["members"]]
             elif fmt == OLD_ENSEMBLE_FORMAT:
@@ -54,39 +56,49 @@ class ExportedModel:
                 self.members = []
             self.config = (self.members[0] if self.members
                            else TrialConfig.from_dict(self.meta["hyperparameters"]))
+            for config in self.members or [self.config]:  # sizes build modules: whole numbers
+                for key in ("n_layers", "width", "batch_size", "epochs", "batch_norm"):
+                    value = getattr(config, key)
+                    if type(value) is not (bool if key == "batch_norm" else int):
+                        raise TypeError(f"hyperparameter {key}={str(value)[:40]} is not a "
+                                        f"{'true/false flag' if key == 'batch_norm' else 'whole number'}")
+            if fmt != FORMAT and not self.members:
+                raise ValueError("an ensemble without members")
             self.clip_samples = int(self.meta.get("clip_samples") or DEFAULT_CLIP_SAMPLES)
-        except (ValueError, KeyError, TypeError) as e:
-            raise GsearchError(f"{meta_path} is damaged ({e}); export the model again") from None
-        if fmt not in (FORMAT, ENSEMBLE_FORMAT, OLD_ENSEMBLE_FORMAT):
-            raise GsearchError(f"{meta_path} has format {fmt!r}, which this gsearch cannot read; "
-                               "upgrade gsearch or export the model again")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise GsearchError(f"{meta_path} is damaged ({str(e).splitlines()[0][:200]}); "
+                               "export the model again") from None
+        n_features, n_classes = len(self.features), len(self.classes)
         self.backend = backend
         if backend == "onnx":
             import onnxruntime  # lazy: only the onnx backend loads onnxruntime
 
+            path = directory / ONNX_FILE
+            data = read_checked(path, self.meta, ", or use the torch backend")
             try:
-                self._session = onnxruntime.InferenceSession(
-                    str(directory / ONNX_FILE), providers=["CPUExecutionProvider"])
+                self._session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
             except Exception as e:
-                raise GsearchError(f"cannot load {directory / ONNX_FILE} ({str(e).splitlines()[0]}); "
+                raise GsearchError(f"cannot load {path} ({str(e).splitlines()[0]}); "
                                    "export the model again, or use the torch backend") from None
-        elif backend == "torch":
+            check_onnx(self._session, data, path, n_features, n_classes)
+        else:
             import torch  # lazy: predict --backend onnx starts without torch
 
             from gsearch.models.mlp import build_ensemble, build_mlp  # lazy: torch, as above
 
+            path = directory / MODEL_FILE
+            data = read_checked(path, self.meta)
             try:  # weights_only: tensors and containers only, never arbitrary objects
-                state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
+                state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             except Exception as e:
-                raise GsearchError(f"cannot load {directory / MODEL_FILE} ({str(e).splitlines()[0]}); "
+                raise GsearchError(f"cannot load {path} ({str(e).splitlines()[0]}); "
                                    "export the model again") from None
-            n_features, n_classes = len(self.features), len(self.classes)
+            configs = self.members or [self.config]
+            check_state(state, path, configs, n_features, n_classes, ensemble=bool(self.members))
             self._model = (build_ensemble(self.members, n_features, n_classes) if self.members
                            else build_mlp(self.config, n_features, n_classes))
             self._model.load_state_dict(state)
             self._model.eval()
-        else:
-            raise GsearchError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32)

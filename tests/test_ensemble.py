@@ -10,6 +10,7 @@ import torch
 from gsearch import GsearchError
 from gsearch.data.load import load_dataset
 from gsearch.models.config import TrialConfig
+from gsearch.models.export import INTEGRITY_FIELDS
 from gsearch.models.mlp import build_mlp
 from gsearch.models.predict import ExportedModel
 from test_evaluate import tiny_space  # noqa: F401  (fixture)
@@ -59,10 +60,15 @@ def test_ensemble_export_is_one_graph_matching_torch(searched, tmp_path, cli):
     report = json.loads((out / "report.json").read_text())
     assert len(report["members"]) == 3 and report["test"]["n"] == meta["n_test"]
 
-    # an export of the first ensemble format (members: hyperparameter dicts) still loads
+    # an export of the first ensemble format (members: hyperparameter dicts, written before
+    # model.json recorded digests) still loads, unverified
     old = {**meta, "format": "gsearch-mlp-ensemble/1", "members": [m["hyperparameters"] for m in meta["members"]]}
+    for key in INTEGRITY_FIELDS:
+        del old[key]
     (out / "model.json").write_text(json.dumps(old))
-    np.testing.assert_allclose(ExportedModel(out, "torch").predict_proba(X), p_torch, atol=1e-6)
+    old_model = ExportedModel(out, "torch")
+    assert not old_model.verified and torch_model.verified
+    np.testing.assert_allclose(old_model.predict_proba(X), p_torch, atol=1e-6)
 
     too_many = cli("export-best", "--storage", db, "--out", tmp_path / "x", "--ensemble", 9)
     assert too_many.exit_code == 1 and too_many.output.startswith("error: --ensemble 9 needs 9")

@@ -1,5 +1,6 @@
 """export-best: retrain, held-out test, self-contained model folder, parity, safe loading."""
 
+import hashlib
 import json
 import pickle
 
@@ -12,6 +13,7 @@ from conftest import GTZAN_CSV
 from gsearch import GsearchError
 from gsearch.data.load import load_dataset
 from gsearch.data.schema import FEATURE_NAMES, GENRES
+from gsearch.models.export import meta_digest
 from gsearch.models.predict import ExportedModel
 from gsearch.search.protocol import Protocol
 
@@ -103,6 +105,13 @@ def test_loading_never_unpickles_arbitrary_objects(real_export, tmp_path):
             return (open, (str(marker), "w"))
 
     (tmp_path / "model.pt").write_bytes(pickle.dumps({"weights": Payload()}))
+    with pytest.raises(GsearchError, match="model.pt does not match the SHA-256"):
+        ExportedModel(tmp_path, "torch")  # the recorded digest answers first
+    # with the digests recomputed (anyone can), weights_only is what refuses the payload
+    meta = json.loads((tmp_path / "model.json").read_text())
+    meta["sha256"]["model.pt"] = hashlib.sha256((tmp_path / "model.pt").read_bytes()).hexdigest()
+    meta["meta_sha256"] = meta_digest(meta)
+    (tmp_path / "model.json").write_text(json.dumps(meta))
     with pytest.raises(GsearchError, match="cannot load"):
         ExportedModel(tmp_path, "torch")
     assert not marker.exists()
