@@ -43,6 +43,7 @@ from gsearch.models.population import EpochResult, History, Member, Populations,
 from gsearch.search import objectives as obj
 from gsearch.search import records
 from gsearch.search.space import suggest_config
+from gsearch.search.storage import with_retry
 from gsearch.search.study import DEFAULT_POPULATION
 
 TrialState = optuna.trial.TrialState
@@ -297,7 +298,8 @@ class TrialLoop:
                 curve = [run.frozen.intermediate_values[e] for e in sorted(run.frozen.intermediate_values)]
                 storage.set_trial_system_attr(trial_id(run.trial), records.CURVE, curve)
         elif runs:
-            write_intermediate_values(storage, {trial_id(run.trial): run.unwritten for run in runs})
+            with_retry(storage, write_intermediate_values, storage,   # through an outage
+                       {trial_id(run.trial): run.unwritten for run in runs})
         for run in runs:
             run.unwritten = {}
         self._written_at = time.monotonic()

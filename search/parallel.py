@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import dataclasses
 import datetime
 import importlib.util
 import multiprocessing as mp
@@ -61,7 +62,8 @@ from gsearch.search._spawn import spawning, start_workers_server
 from gsearch.search.progress import Progress, summary
 from gsearch.search.protocol import Protocol
 from gsearch.search.space import suggest_config
-from gsearch.search.storage import open_storage, retry_trial, safe_url
+from gsearch.search.storage import (LOST, STORAGE_RETRY, give_up, open_storage, retry_trial,
+                                    safe_url)
 from gsearch.search.study import DEFAULT_POPULATION, Strategy, set_log_level
 
 TrialState = optuna.trial.TrialState
@@ -115,6 +117,7 @@ class Workers:
     heartbeat: int | None = None  # seconds between a running trial's heartbeats
     threads: int = 1              # torch CPU threads per worker
     verbose: bool = False         # Optuna's log and tracebacks of worker errors
+    storage_retry: float = STORAGE_RETRY   # seconds a database server may be unreachable
 
 
 @dataclass(frozen=True)
@@ -288,7 +291,8 @@ def _child(run: _Run, ds: Dataset, slot: int, index: int, budget: _Budget, conn)
     set_log_level(workers.verbose)   # as the parent's CLI set it
     try:
         torch.set_num_threads(workers.threads)
-        study = _Study(run.study, open_storage(workers.storage, heartbeat=workers.heartbeat),
+        study = _Study(run.study, open_storage(workers.storage, heartbeat=workers.heartbeat,
+                                               retry=workers.storage_retry),
                        workers.strategy.make_sampler(run.done, worker=index),
                        workers.strategy.make_pruner(), worker=f"{budget.run}/{index}",
                        on_ask=lambda number: conn.send(("asked", number)))
@@ -340,6 +344,8 @@ def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space = 
     >>> len(study.trials), study.trials[0].user_attrs["epochs_run"]
     (2, 3)
     """
+    if workers is not None and workers.count > trials:   # a worker without a trial only costs
+        workers = dataclasses.replace(workers, count=trials)
     run = _Run(study=study.study_name, trials=trials, space=space, device=str(device), seed=seed,
                timeout=timeout, population=population, done=len(study.get_trials(deepcopy=False)),
                workers=workers or Workers(1, "", Strategy()))
@@ -459,6 +465,8 @@ class _Parent:
             return False
         if isinstance(message, str):
             self.errors.append(message)
+            if message.startswith(LOST):   # the server is gone for the run: try once, not again
+                give_up(study_storage(self.study))
         elif isinstance(message, tuple):   # ("asked", number)
             self.asked[slot].add(message[1])
         else:

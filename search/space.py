@@ -17,6 +17,7 @@ seventeen minutes (docs/benchmarks.md, "Fewer wasted epochs").
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Sequence
 
 from gsearch import GsearchError
@@ -74,6 +75,8 @@ def _parse_value(distribution: optuna.distributions.BaseDistribution, text: str)
     try:
         value = kind(text)
     except ValueError:
+        return None
+    if not math.isfinite(value):   # nan passes Optuna's range check
         return None
     return value if distribution_contains(distribution, value) else None
 

@@ -8,8 +8,10 @@ storages beat a heartbeat; one whose process died is failed and run again (`retr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
+import math
 import os
 import re
 import signal
@@ -65,6 +67,13 @@ def _first_line(error: BaseException) -> str:
 SQLITE_BUSY_TIMEOUT = 60  # seconds a SQLite writer waits for the lock before failing
 CONNECT_TIMEOUT = 5  # seconds to reach a database server, Redis or a gRPC proxy
 RETRIES = 3  # times a trial whose worker died is run again
+STORAGE_RETRY = 60.0  # seconds a database server may be unreachable mid-run (--storage-retry)
+LOST = "lost the connection to storage"   # how a give-up's message starts (parallel.py reads it)
+MAX_STUDY_NAME = 512  # characters: Optuna's study_name column (VARCHAR(512) in its RDB models)
+# PRAGMA quick_check reads every page of a SQLite file when it is opened: about 0.1 s for 50 MB
+# (bench/bench_outage.py prints it); a larger file gets the header check only, so opening stays
+# bounded.
+QUICK_CHECK_MAX_BYTES = 256 * 1024 * 1024
 _SERVER_HINT = ("check the host, port, user, password and database name, and that the "
                 "server is running")
 
@@ -108,6 +117,251 @@ def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         retry = _retry_stale(RETRIES)
         retry(study, trial)
     return bool(retry.enqueued)
+
+
+def check_study_name(name: str) -> None:
+    """A study name every storage can keep, checked before the storage is touched (PostgreSQL
+    and MySQL refuse a longer one with a traceback; SQLite would keep what the others refuse)."""
+    if len(name) > MAX_STUDY_NAME:
+        raise GsearchError(f"--study name is {len(name)} characters long; a storage keeps at most "
+                           f"{MAX_STUDY_NAME}: choose a shorter name")
+
+
+@contextlib.contextmanager
+def _creation_lock(path: Path):
+    """Serializes opening (and so creating) SQLite files in one folder between processes:
+    three runs creating a fresh file at once would otherwise race on Optuna's tables ("UNIQUE
+    constraint failed: alembic_version.version_num"). An flock on the folder itself, so no
+    lock file is left behind; the kernel releases it when its holder dies. POSIX only."""
+    try:
+        import fcntl
+        fd = os.open(path.parent, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)   # releases the lock
+
+
+def _check_sqlite_file(url: str, path: Path) -> None:
+    """An existing SQLite file that gsearch can write and that is intact, checked before
+    anything is written: a read-only or immutable file (SQLite would fail mid-run, or crash
+    on its memory-mapped index), one that is not SQLite, or one with corrupt pages (PRAGMA
+    quick_check, for files up to QUICK_CHECK_MAX_BYTES)."""
+    import sqlite3
+
+    where = safe_url(url)
+    if not path.is_file():
+        raise GsearchError(f"{where}: {path} is not a file; choose another path")
+    if not os.access(path, os.W_OK):
+        raise GsearchError(f"SQLite file {path} is read-only or immutable, and a run writes "
+                           "to it: make it writable (chmod u+w, chattr -i) or copy it elsewhere")
+    if not os.access(path.parent, os.W_OK):
+        raise GsearchError(f"folder {path.parent} of SQLite file {path} is read-only, and SQLite "
+                           "writes its -wal and -shm files beside the file: make it writable or "
+                           "copy the file elsewhere")
+    size = path.stat().st_size
+    if not size:
+        return   # a file just created (by `touch`, or another run creating it now)
+    # Read through SQLite only: closing a descriptor of our own (a plain open() to read the
+    # header) would drop the POSIX locks this process's other connections hold on the file,
+    # and other processes could then reset its write-ahead log under them (corruption).
+    check = "PRAGMA quick_check(1)" if size <= QUICK_CHECK_MAX_BYTES else "PRAGMA schema_version"
+    try:
+        connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT)
+        try:
+            rows = connection.execute(check).fetchall()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as e:
+        if "locked" in str(e):
+            raise GsearchError(f"SQLite file {path} stayed locked by another process for "
+                               f"{SQLITE_BUSY_TIMEOUT} s; try again when it is done") from None
+        if "not a database" in str(e):
+            raise GsearchError(f"{path} is not a SQLite database; pass another --storage") from None
+        rows = [(_first_line(e),)]
+    if check == "PRAGMA schema_version":
+        return
+    if rows != [("ok",)]:
+        what = " ".join(str(rows[0][0]).replace("*** in database main ***", "").split())
+        raise GsearchError(f"SQLite file {path} is corrupt ({what}); nothing was written "
+                           "to it: restore it from a backup, or recover what is readable with "
+                           "sqlite3's .recover into a new file")
+
+
+def _transient(error: BaseException) -> BaseException | None:
+    """The lost or refused connection to a database server behind an error (Optuna wraps
+    SQLAlchemy's errors in StorageInternalError), which retrying can cure; None for a
+    refused statement."""
+    import sqlalchemy
+
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
+            return error
+        if isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                              ConnectionError, TimeoutError)):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
+class _Outage:
+    """Retries of one storage's calls while its database server is unreachable: with back-off
+    (0.25 s doubling to 5 s) for `seconds` from the first failure, then a one-line
+    GsearchError; after giving up each call tries once until one succeeds again. A call
+    retried after its connection dropped may run twice (a trial created twice leaves a spare
+    RUNNING trial that a later run's heartbeat fails); every other write is idempotent."""
+
+    def __init__(self, url: str, seconds: float):
+        self.url, self.seconds = safe_url(url), seconds
+        self.down_since: float | None = None
+        self.back_at = -math.inf   # when the last outage ended (time.monotonic())
+        self.gave_up = False
+
+    def call(self, function, *args, **kwargs):
+        import sys
+        import time
+
+        delay = 0.25
+        while True:
+            try:
+                result = function(*args, **kwargs)
+            except Exception as error:
+                e = _transient(error)
+                if e is None:
+                    raise
+                now = time.monotonic()
+                if self.down_since is None:
+                    self.down_since = now
+                    if self.seconds:   # once per outage and process (each worker too)
+                        print(f"gsearch: {LOST} {self.url} ({safe_url(_first_line(e))}); "
+                              f"retrying for up to {self.seconds:g} s (--storage-retry)",
+                              file=sys.stderr, flush=True)
+                left = self.seconds - (now - self.down_since)
+                if self.gave_up or left <= 0:
+                    self.gave_up = True
+                    raise GsearchError(
+                        f"{LOST} {self.url} for more than {self.seconds:g} s "
+                        f"({safe_url(_first_line(e))}); the run stopped: run it again when the "
+                        "database is back (it fails and re-runs trials left RUNNING), or allow "
+                        "a longer outage with --storage-retry") from None
+                time.sleep(min(delay, left))
+                delay = min(2 * delay, 5.0)
+                continue
+            if self.down_since is not None:
+                self.back_at = time.monotonic()
+            self.down_since, self.gave_up = None, False
+            return result
+
+
+def give_up(storage) -> None:
+    """Calls to `storage` (from open_storage) stop retrying: another process of the run has
+    given up on the same server. Each call then tries once."""
+    outage = getattr(getattr(storage, "_backend", storage), "outage", None)
+    if outage is not None:
+        outage.gave_up = True
+        if outage.down_since is None:
+            import time
+            outage.down_since = time.monotonic() - outage.seconds
+
+
+def with_retry(storage, function, *args, **kwargs):
+    """function(*args) (a write that goes around the storage's methods, such as
+    _compat.write_intermediate_values), retried as the storage's own calls are."""
+    outage = getattr(getattr(storage, "_backend", storage), "outage", None)
+    return outage.call(function, *args, **kwargs) if outage else function(*args, **kwargs)
+
+
+_NOT_RETRIED = {"get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "remove_session",
+                "upgrade", "get_current_version", "get_head_version", "get_all_versions",
+                "check_trial_is_updatable"}
+
+# what Optuna's _CachedStorage (in front of every RDB storage of a study) calls on it directly
+_CACHE_CALLS = {"_create_new_trial", "_set_trial_param", "_get_best_trial_id", "_get_trials"}
+
+
+@functools.cache
+def _storage_class(server: bool):
+    """RDBStorage whose stale trials are also those that never got a heartbeat row
+    (_stale_with_unbeaten); on a database server each storage call is also retried through
+    a lost connection (_Outage)."""
+    import optuna
+
+    base = optuna.storages.RDBStorage
+    if not server:
+        cls = type("SQLiteStorage", (base,), {
+            "_get_stale_trial_ids": _stale_with_unbeaten(base._get_stale_trial_ids),
+            "__module__": __name__})
+        globals()[cls.__name__] = cls   # picklable by name, as an RDBStorage is
+        return cls
+
+    def retried(method):
+        @functools.wraps(method)
+        def call(self, *args, **kwargs):
+            return self.outage.call(method, self, *args, **kwargs)
+        return call
+
+    namespace = {name: retried(getattr(base, name)) for name in dir(base)
+                 if (not name.startswith("_") or name in _CACHE_CALLS)
+                 and name not in _NOT_RETRIED and callable(getattr(base, name))}
+    namespace["_get_stale_trial_ids"] = retried(_stale_with_unbeaten(base._get_stale_trial_ids))
+    namespace["__module__"] = __name__
+    cls = type("ServerStorage", (base,), namespace)
+    globals()[cls.__name__] = cls
+    return cls
+
+
+def _stale_with_unbeaten(get_stale):
+    """Optuna's stale trials (a heartbeat row older than the grace period), and RUNNING trials
+    with no heartbeat row at all (a process that died between creating a trial and its first
+    beat, or gave up during an outage there) that this process has seen unchanged (no new
+    curve value or attribute, not beaten) for the grace period. Judged by this process's
+    clock only; a live trial of a run with heartbeats off writes its curve every epoch and
+    so is not taken for stale unless an epoch lasts longer than the grace period."""
+    def stale(self, study_id: int) -> list[int]:
+        import time
+
+        import optuna
+        import sqlalchemy.orm
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        grace = self.grace_period or 2 * self.heartbeat_interval
+        seen = self.__dict__.setdefault("_unbeaten", {})
+        now = time.monotonic()
+        outage = getattr(self, "outage", None)
+        if outage is not None and now - outage.back_at < grace:
+            return []   # just back from an outage: the others beat again first
+        ids = list(get_stale(self, study_id))
+        with _create_scoped_session(self.scoped_session) as session:
+            running = (session.query(models.TrialModel)
+                       .options(sqlalchemy.orm.selectinload(models.TrialModel.heartbeats),
+                                sqlalchemy.orm.selectinload(models.TrialModel.intermediate_values),
+                                sqlalchemy.orm.selectinload(models.TrialModel.user_attributes),
+                                sqlalchemy.orm.selectinload(models.TrialModel.system_attributes))
+                       .filter(models.TrialModel.state == optuna.trial.TrialState.RUNNING)
+                       .filter(models.TrialModel.study_id == study_id).all())
+            current = {}
+            for trial in running:
+                if trial.heartbeats:
+                    continue
+                mark = (len(trial.intermediate_values), len(trial.user_attributes),
+                        sum(len(a.value_json or "") for a in trial.system_attributes))
+                first, old = seen.get(trial.trial_id, (now, mark))
+                if old != mark:
+                    first = now
+                current[trial.trial_id] = (first, mark)
+                if now - first >= grace:
+                    ids.append(trial.trial_id)
+        seen.clear()
+        seen.update(current)
+        return ids
+
+    return stale
 
 
 def _sqlite_wal(engine: sqlalchemy.Engine) -> None:
@@ -276,8 +530,8 @@ def check_url(url: str, *, must_exist: bool = False) -> None:
 
 
 @_about_url
-def open_storage(url: str, *, must_exist: bool = False,
-                 heartbeat: int | None = None) -> optuna.storages.BaseStorage:
+def open_storage(url: str, *, must_exist: bool = False, heartbeat: int | None = None,
+                 retry: float = STORAGE_RETRY) -> optuna.storages.BaseStorage:
     """An Optuna storage for a URL: sqlite:// (WAL), postgresql://, mysql:// (RDBStorage;
     mysql:// means PyMySQL), redis:// or a file path ending in .log (JournalStorage),
     grpc://host:port (a `gsearch serve-storage` proxy).
@@ -285,6 +539,10 @@ def open_storage(url: str, *, must_exist: bool = False,
     With `heartbeat` (seconds), running trials of a RDB storage beat that often; one whose
     process died is marked failed after 3 missed beats by the next trial any worker starts,
     and run again (up to RETRIES times, with user attribute `retry_of`).
+
+    On a database server (PostgreSQL, MySQL) a connection lost later is retried with back-off
+    for `retry` seconds (then one GsearchError), and trials that never got a heartbeat row
+    are failed and run again too once seen unchanged for 3 beats.
 
     The storage is reached at once (a server within CONNECT_TIMEOUT seconds), so every bad
     URL, unreachable server, wrong database or password, unwritable or foreign file fails
@@ -319,9 +577,13 @@ def open_storage(url: str, *, must_exist: bool = False,
         if not path.exists() and not os.access(path.parent, os.W_OK):
             raise GsearchError(f"cannot create {safe_url(url)}: folder {path.parent} is "
                                "read-only; choose another path")
+        if path.exists():
+            _check_sqlite_file(url, path)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
     elif parsed.get_driver_name() in ("psycopg2", "psycopg", "pymysql"):
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    if not sqlite:   # a connection the server dropped is replaced, not used (then retried)
+        engine_kwargs["pool_pre_ping"] = True
     hint = ("check that the file and its folder are writable" if sqlite else _SERVER_HINT)
     try:  # RDBStorage connects at once: it creates or checks the tables
         with warnings.catch_warnings():
@@ -330,8 +592,12 @@ def open_storage(url: str, *, must_exist: bool = False,
             if heartbeat:
                 beats = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat,
                          "heartbeat_stale_trial_callback": _retry_stale(RETRIES)}
-            storage = optuna.storages.RDBStorage(parsed.render_as_string(hide_password=False),
-                                                  engine_kwargs=engine_kwargs, **beats)
+            kind = _storage_class(server=not sqlite)
+            with (_creation_lock(Path(parsed.database)) if sqlite else contextlib.nullcontext()):
+                storage = kind(parsed.render_as_string(hide_password=False),
+                               engine_kwargs=engine_kwargs, **beats)
+            if not sqlite:
+                storage.outage = _Outage(url, retry)
         if sqlite:
             _sqlite_wal(storage.engine)
         return storage

@@ -112,3 +112,107 @@ def test_a_file_that_is_not_a_journal(cli, make_csv, tmp_path):
         line = run_with(cli, make_csv, str(path))
         assert "is not a valid Optuna journal file" in line and "restore" in line
         assert path.read_bytes() == content
+
+
+def test_fix_refuses_values_that_are_not_finite(cli, make_csv, tmp_path):
+    for value in ("nan", "inf", "-inf"):
+        started = time.monotonic()
+        line = one_line_error(cli("run", "--trials", 1, "--data", make_csv(), "--fix",
+                                  f"lr={value}", "--storage", f"sqlite:///{tmp_path}/s.db"),
+                              started)
+        assert f"--fix 'lr={value}'" in line and "pick one inside it" in line
+    assert not (tmp_path / "s.db").exists()   # refused before the storage was touched
+
+
+def test_a_study_name_longer_than_the_storage_keeps(cli, make_csv, postgres_url):
+    import optuna
+
+    from gsearch.search.storage import open_storage
+
+    name = "x" * 10_000
+    line = one_line_error(
+        cli("run", "--trials", 1, "--data", make_csv(), "--storage", postgres_url,
+            "--study", name), time.monotonic())
+    assert "10000 characters long" in line and "at most 512" in line
+    storage = open_storage(postgres_url)
+    assert name not in [s.study_name for s in storage.get_all_studies()]
+    optuna.create_study(storage=storage, study_name="y" * 512, load_if_exists=True)  # 512 fits
+    optuna.delete_study(study_name="y" * 512, storage=storage)
+
+
+def write_study(cli, make_csv, db) -> bytes:
+    """A real study of 2 trials in the SQLite file db, checkpointed: its bytes."""
+    import sqlite3
+
+    result = cli("run", "--trials", 2, "--data", make_csv(), "--storage", f"sqlite:///{db}",
+                 "--fix", "epochs=20", "--pruner", "none")
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return db.read_bytes()
+
+
+def test_a_sqlite_file_with_corrupt_pages_is_refused_before_anything_is_written(
+        cli, make_csv, tmp_path):
+    db = tmp_path / "s.db"
+    data = bytearray(write_study(cli, make_csv, db))
+    page = len(data) // 2 // 4096 * 4096            # a page in the middle of the file
+    data[page:page + 4096] = bytes((7 * i + 13) % 256 for i in range(4096))
+    db.write_bytes(bytes(data))
+    for command in ("run", "studies"):
+        extra = ["--trials", 1, "--data", make_csv()] if command == "run" else []
+        line = one_line_error(cli(command, "--storage", f"sqlite:///{db}", *extra),
+                              time.monotonic())
+        assert f"SQLite file {db} is corrupt" in line and "backup" in line
+        assert db.read_bytes() == bytes(data)     # nothing written
+    db.write_bytes(b"this is not a database at all" * 10)
+    line = run_with(cli, make_csv, f"sqlite:///{db}")
+    assert "is not a SQLite database" in line
+
+
+def test_an_immutable_or_read_only_sqlite_file_is_refused_before_starting(cli, make_csv,
+                                                                            tmp_path):
+    import os
+    import subprocess
+
+    db = tmp_path / "s.db"
+    data = write_study(cli, make_csv, db)
+    if os.geteuid() == 0:   # root writes a 0444 file: make it immutable instead
+        if subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode:
+            pytest.skip("chattr +i is not available here")
+        undo = ["chattr", "-i", str(db)]
+    else:
+        db.chmod(0o444)
+        undo = ["chmod", "644", str(db)]
+    try:
+        line = run_with(cli, make_csv, f"sqlite:///{db}")
+        assert "is read-only or immutable" in line
+        assert db.read_bytes() == data
+    finally:
+        subprocess.run(undo, check=True)
+
+
+CREATE = """
+import sys, time
+import optuna
+from gsearch.search.storage import open_storage
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+storage = open_storage(f"sqlite:///{sys.argv[1]}", heartbeat=10)
+optuna.create_study(storage=storage, study_name="s", load_if_exists=True)
+"""
+
+
+def test_three_processes_creating_one_fresh_sqlite_file_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    for attempt in range(4):
+        db = tmp_path / f"fresh{attempt}.db"
+        start = time.time() + 3   # after the three have imported Optuna
+        procs = [subprocess.Popen([sys.executable, "-c", CREATE, str(db), str(start)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(3)]
+        for proc in procs:
+            out, _ = proc.communicate(timeout=120)
+            assert proc.returncode == 0, out

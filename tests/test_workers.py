@@ -321,3 +321,21 @@ def test_retries_the_heartbeat_enqueues_during_a_run_are_run_before_it_ends(cli,
     trials = optuna.load_study(study_name="r", storage=open_storage(url)).trials
     retried = sorted(t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs)
     assert retried == sorted(t.number for t in trials if t.state == TrialState.FAIL)
+
+
+def test_workers_are_bounded_by_the_trials_and_the_cores(cli, make_csv, tmp_path):
+    from gsearch.search._spawn import cpu_count
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    args = ["--data", make_csv(), "--storage", url, "--study", "b", *FAST]
+    result = cli("run", "--trials", 2, "--workers", 1000, *args)
+    assert result.exit_code == 0, result.output
+    assert "note:" not in result.output   # as many workers as trials: no note
+    assert counts(url, "b") == {"finished": 2, "fail": 0, "running": 0, "waiting": 0, "all": 2}
+    trials = optuna.load_study(study_name="b", storage=open_storage(url)).trials
+    assert {t.system_attrs["gsearch:worker"].split("/")[1] for t in trials} <= {"0", "1"}
+    most = 4 * cpu_count()
+    result = cli("run", "--trials", most + 1, "--workers", most + 1, "--timeout", 2, *args)
+    assert result.exit_code == 0, result.output
+    assert f"note: --workers {most + 1} lowered to {most}, 4 per core" in result.output
+    assert counts(url, "b")["running"] == 0
