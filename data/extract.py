@@ -3,7 +3,9 @@
 One row per file (segment_seconds None: the features of the whole file, like
 features_30_sec.csv whose rows are whole 30 s GTZAN clips; a longer file is still one row), or
 one row per consecutive segment (3 -> like features_3_sec.csv, names `blues.00000.K.wav`).
-The label is the parent folder's name when it is a GTZAN genre, empty otherwise.
+The label is the parent folder's name, whatever it is: LIBRARY/<label>/<file> (GTZAN's
+genres_original/<genre>/<file> is one case), so a library sorted into folders by one's own
+labels (sub-genres, moods, a DJ's crates) becomes a table to search on.
 """
 from __future__ import annotations
 
@@ -18,9 +20,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from gsearch import GsearchError
-from gsearch.data.audio import (SUPPORTED_EXTENSIONS, AudioError, extract_file, iter_audio_files,
-                                label_from_path)
-from gsearch.data.schema import COLUMNS, FEATURE_NAMES, GENRES
+from gsearch.data.audio import SUPPORTED_EXTENSIONS, AudioError, extract_file, iter_audio_files
+from gsearch.data.schema import COLUMNS, FEATURE_NAMES
 
 Row = tuple[str, int, dict[str, float]]
 
@@ -105,7 +106,7 @@ def extract_to_csv(paths, out: str | os.PathLike, *, segment_seconds: float | No
                         done(futures[future], future.result())
     except KeyboardInterrupt:
         raise GsearchError(f"interrupted: {out} not written; run the same command again") from None
-    rows = [(row, label_from_path(f, GENRES)) for f, result in zip(files, results)
+    rows = [(row, Path(f).parent.name) for f, result in zip(files, results)
             if not isinstance(result, str) for row in result]
     if rows:
         _write_csv(out, rows)

@@ -34,6 +34,9 @@ BUNDLED_DATA = Path(__file__).resolve().with_name("features_30_sec.csv.gz")
 DEFAULT_DATA = Path("data/gtzan/features_30_sec.csv")
 EXPECTED = "expected the Kaggle GTZAN schema (filename,length,<57 features>,label)"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# labels that mean "no label" (what a spreadsheet or pandas writes for a missing value)
+MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "null", "none"})
+_LABEL = "\x00label"   # the label's key in a read table (a feature may be called "label")
 NEWLINE = b"\n"
 
 
@@ -43,7 +46,7 @@ class DataError(GsearchError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Validated feature rows: X float32 [N, 57], y int64 [N], groups [N].
+    """Validated feature rows: X float32 [N, F] (F `features`), y int64 [N], groups [N].
 
     Every split keeps each group on one side. `grouping` says what a group is: "track" (as
     loaded: all segments of a track), or "artist" (data.artists.by_artist: the GTZAN clips
@@ -59,6 +62,8 @@ class Dataset:
     sha256: str
     path: str
     clip_samples: int | None = None  # median row length in samples; None without a length column
+    features: tuple[str, ...] = FEATURE_NAMES   # the columns of X, in order
+    label: str = LABEL_COLUMN        # the label's column in the file
     grouping: str = "track"          # what a group is: "track" or "artist"
     tracks: np.ndarray | None = None  # per row: its track (the groups when grouping is "track")
     folds: np.ndarray | None = None  # per row: its fold of a published split (artist grouping)
@@ -172,7 +177,12 @@ def _parse(text: str, path: Path) -> tuple[list[str], list[list[str]], list[int]
     return [name.strip() for name in rows[0]], rows[1:], lines[1:]
 
 
-def _check_columns(names: list[str], path: Path, require_labels: bool) -> None:
+def _check_columns(names: list[str], path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
+                   features: tuple[str, ...] | None = None, drop: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The feature columns of a table, checked: `features` when given (a study's or a model's,
+    by name; other columns are ignored); else the Kaggle GTZAN schema's 57 when the table has
+    most of them (and then every Kaggle check: all 57, no unexpected column); else every
+    column but the label, `filename`, `length` and `drop` (a table of one's own)."""
     if len(names) == 1:
         for sep, what in ((";", "semicolons"), ("\t", "tabs")):
             if sep in names[0]:
@@ -182,24 +192,54 @@ def _check_columns(names: list[str], path: Path, require_labels: bool) -> None:
     if repeated:
         raise DataError(f"{path} has column {_show(repeated[0])} more than once; "
                         "keep one of them")
-    missing = [c for c in FEATURE_NAMES if c not in names]
-    if missing:
-        raise DataError(f"{path} lacks {len(missing)} feature column(s), first: {missing[:3]}; "
-                        + EXPECTED)
-    known = {FILENAME_COLUMN, LENGTH_COLUMN, LABEL_COLUMN, *FEATURE_NAMES}
-    extra = [_show(c) for c in names if c not in known]
-    if extra:
-        raise DataError(f"{path} has unexpected column(s) [{', '.join(extra[:3])}]; remove them "
-                        "(expected filename,length,<57 features>,label)")
-    if require_labels and LABEL_COLUMN not in names:
-        raise DataError(f"{path} has no '{LABEL_COLUMN}' column; training needs a genre per row")
+    unknown_drop = [c for c in drop if c not in names]
+    if unknown_drop:
+        raise DataError(f"{path} has no column {_show(unknown_drop[0])} to leave out (--drop); "
+                        f"its columns: {_columns(names)}")
+    if require_labels and label not in names:
+        raise DataError(f"{path} has no {_show(label)} column (its columns: {_columns(names)}); "
+                        "training needs a label per row: name its column with --label")
+    if features is not None:
+        missing = [c for c in features if c not in names]
+        if missing:
+            raise DataError(f"{path} lacks {len(missing)} feature column(s) of the model, first: "
+                            f"{missing[:3]}; give a table with the columns it was trained on")
+        return tuple(features)
+    kaggle = sum(c in names for c in FEATURE_NAMES) >= len(FEATURE_NAMES) / 2
+    if kaggle and not set(drop) & set(FEATURE_NAMES):
+        missing = [c for c in FEATURE_NAMES if c not in names]
+        if missing:
+            raise DataError(f"{path} lacks {len(missing)} feature column(s), first: {missing[:3]}; "
+                            + EXPECTED)
+        known = {FILENAME_COLUMN, LENGTH_COLUMN, label, *FEATURE_NAMES, *drop}
+        extra = [_show(c) for c in names if c not in known]
+        if extra:
+            raise DataError(f"{path} has unexpected column(s) [{', '.join(extra[:3])}]; remove them "
+                            "or leave them out with --drop (expected filename,length,<57 features>,"
+                            "label)")
+        return FEATURE_NAMES
+    own = tuple(c for c in names if c not in {label, FILENAME_COLUMN, LENGTH_COLUMN, *drop})
+    if not own:
+        raise DataError(f"{path} has no feature column besides {_columns(names)}; a table needs "
+                        "numeric feature columns and a label column")
+    return own
 
 
-def _numbers(values: list[str], name: str, path: Path, lines: list[int]) -> np.ndarray:
-    """A column as float64; a row that is not a finite number is an error naming it."""
+def _columns(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(_show(n, 30) for n in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _numbers(values: list[str], name: str, path: Path, lines: list[int],
+             droppable: bool = False) -> np.ndarray:
+    """A column as float64; a row that is not a finite number is an error naming it (an empty
+    cell too: gsearch does not impute missing values). `droppable`: a column of a table of
+    one's own, which --drop can leave out."""
     def bad(i: int, what: str) -> DataError:
+        hint = (f", or leave the column out with --drop {name}"
+                if droppable and what == "a non-numeric value" else "")
         return DataError(f"{path}: column '{name}' has {what} {_show(values[i])} at data row "
-                         f"{i + 1} (line {lines[i]}); fix or drop that row")
+                         f"{i + 1} (line {lines[i]}); fix or drop that row{hint}")
 
     try:
         numbers = np.array(values, dtype=str).astype(np.float64)
@@ -216,10 +256,12 @@ def _numbers(values: list[str], name: str, path: Path, lines: list[int]) -> np.n
     return numbers
 
 
-def _read(path: Path, require_labels: bool) -> tuple[pd.DataFrame, str]:
+def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
+          features: tuple[str, ...] | None = None,
+          drop: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str, tuple[str, ...]]:
     raw = _read_bytes(path)
     names, rows, lines = _parse(_decode(raw, path), path)
-    _check_columns(names, path, require_labels)
+    features = _check_columns(names, path, require_labels, label=label, features=features, drop=drop)
     if not rows:
         raise DataError(f"{path} has a header but no rows")
     for row, line in zip(rows, lines):
@@ -238,8 +280,9 @@ def _read(path: Path, require_labels: bool) -> tuple[pd.DataFrame, str]:
                             f"at data row {i + 1} (line {lines[i]}); a length is a positive "
                             "number of samples")
         data[LENGTH_COLUMN] = lengths
-    for name in FEATURE_NAMES:
-        numbers = _numbers(columns[name], name, path, lines)
+    own = features != FEATURE_NAMES
+    for name in features:
+        numbers = _numbers(columns[name], name, path, lines, droppable=own)
         with np.errstate(over="ignore"):
             too_big = np.flatnonzero(~np.isfinite(numbers.astype(np.float32)))
         if len(too_big):
@@ -248,51 +291,63 @@ def _read(path: Path, require_labels: bool) -> tuple[pd.DataFrame, str]:
                             f"{i + 1} (line {lines[i]}), beyond the float32 range "
                             f"(±{FLOAT32_MAX:.3g}); fix or drop that row")
         data[name] = numbers
-    if LABEL_COLUMN in columns:
-        data[LABEL_COLUMN] = [label.strip() for label in columns[LABEL_COLUMN]]
     frame = pd.DataFrame(data, index=pd.RangeIndex(len(rows)))
-    return frame, hashlib.sha256(raw).hexdigest()
+    if label in columns:   # kept apart from the features, whatever the label column's name
+        frame[_LABEL] = [value.strip() for value in columns[label]]
+    return frame, hashlib.sha256(raw).hexdigest(), features
 
 
-def read_features(path: str | Path, *, require_labels: bool = True) -> pd.DataFrame:
-    """Read a feature CSV (plain or gzipped, UTF-8 or UTF-16) and check it: the 57 feature
-    columns present once each, every row as long as the header, every feature a finite
-    float32 number. Returns float64 features, `filename` (`rowN` when absent), `length`
-    (int64 max when absent) and, when present, the stripped `label`."""
-    return _read(Path(path), require_labels)[0]
+def read_features(path: str | Path, *, require_labels: bool = True,
+                  features: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Read a feature CSV (plain or gzipped, UTF-8 or UTF-16) and check it: the feature
+    columns (`features` by name, e.g. a model's; else the Kaggle GTZAN schema's 57, or a table
+    of one's own: see load_dataset) present once each, every row as long as the header, every
+    feature a finite float32 number. Returns float64 features, `filename` (`rowN` when absent)
+    and `length` (int64 max when absent)."""
+    return _read(Path(path), require_labels, features=features)[0]
 
 
-def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None) -> Dataset:
-    """Load a labelled feature CSV. Labels must be GTZAN genres (or the given `classes`);
-    the model's classes are the genres present, in GENRES order.
+def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
+                 label: str = LABEL_COLUMN, features: tuple[str, ...] | None = None,
+                 drop: tuple[str, ...] = ()) -> Dataset:
+    """Load a labelled feature table: the Kaggle GTZAN schema (57 named features, rows grouped
+    into tracks by filename), or any CSV of one's own with a `label` column (another with
+    `label=`) and numeric feature columns: every column but the label, `filename`, `length`
+    and the `drop`ped ones, or exactly `features` (by name). Any 2 or more class names; the
+    classes are GENRES' order when every label is a GTZAN genre, else sorted, or the given
+    `classes` (a study's, which every label must then be one of).
 
     >>> ds = load_dataset(resolve_data(BUNDLED_DATA))
-    >>> ds.X.shape, ds.classes[:3], ds.n_tracks
-    ((1000, 57), ('blues', 'classical', 'country'), 1000)
+    >>> ds.X.shape, ds.classes[:3], ds.n_tracks, ds.features[:2]
+    ((1000, 57), ('blues', 'classical', 'country'), 1000, ('chroma_stft_mean', 'chroma_stft_var'))
     """
     path = Path(path)
-    frame, sha256 = _read(path, require_labels=True)
-    labels = frame[LABEL_COLUMN]
-    empty = np.flatnonzero((labels == "").to_numpy())
+    frame, sha256, features = _read(path, require_labels=True, label=label,
+                                    features=None if features is None else tuple(features),
+                                    drop=tuple(drop))
+    labels = frame[_LABEL]
+    empty = np.flatnonzero(labels.str.lower().isin(MISSING_LABELS).to_numpy())
     if len(empty):
         row = int(empty[0])
-        raise DataError(f"{path}: missing label at data row {row + 1}; every row needs a genre")
-    allowed = classes or GENRES
-    unknown = np.flatnonzero(~labels.isin(allowed).to_numpy())
-    if len(unknown):
-        row = int(unknown[0])
-        raise DataError(f"{path}: unknown label {_show(labels.iloc[row])} at data row {row + 1}; "
-                        f"expected one of {', '.join(allowed)}")
+        raise DataError(f"{path}: missing label at data row {row + 1} (column {_show(label)}); "
+                        "every row needs a label")
+    if classes is not None:
+        unknown = np.flatnonzero(~labels.isin(classes).to_numpy())
+        if len(unknown):
+            row = int(unknown[0])
+            raise DataError(f"{path}: unknown label {_show(labels.iloc[row])} at data row {row + 1}; "
+                            f"expected one of {', '.join(classes)}")
     found = set(labels)
-    if classes is None:
-        classes = tuple(g for g in GENRES if g in found)
     if len(found) < 2:
-        raise DataError(f"{path}: only {len(found)} class ({', '.join(sorted(found))}) found; "
-                        "a classifier needs at least 2 genres")
+        raise DataError(f"{path}: only {len(found)} class ({', '.join(sorted(found))}) found in "
+                        f"column {_show(label)}; a classifier needs at least 2")
+    if classes is None:
+        classes = (tuple(g for g in GENRES if g in found) if found <= set(GENRES)
+                   else tuple(sorted(found)))
     index = {c: i for i, c in enumerate(classes)}
     tracks = track_ids(frame[FILENAME_COLUMN], frame[LENGTH_COLUMN])
     return Dataset(
-        X=frame[list(FEATURE_NAMES)].to_numpy(np.float32, copy=True),
+        X=frame[list(features)].to_numpy(np.float32, copy=True),
         y=labels.map(index).to_numpy(np.int64, copy=True),
         classes=tuple(classes),
         groups=tracks,
@@ -301,4 +356,6 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None) -> Da
         sha256=sha256,
         path=str(path.resolve()),
         clip_samples=_median_length(frame[LENGTH_COLUMN]),
+        features=tuple(features),
+        label=label,
     )

@@ -36,16 +36,21 @@ def _track_labels(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
     return tracks, labels
 
 
-def _split_tracks(tracks, labels, size: float, seed: int, what: str, unit: str = "track"):
+def _split_tracks(tracks, labels, size: float, seed: int, what: str, unit: str = "track",
+                  classes: tuple[str, ...] | None = None):
     n_classes = len(np.unique(labels))
     n_hold = int(np.ceil(size * len(tracks)))
     if n_hold < n_classes or len(tracks) - n_hold < n_classes:
         raise DataError(
             f"too few {unit}s ({len(tracks)}) for a stratified {what} split of {size:.0%} "
             f"over {n_classes} classes; use a larger file or change --{what}-size")
-    if np.bincount(np.unique(labels, return_inverse=True)[1]).min() < 2:
-        raise DataError(f"some genre has a single {unit}; a stratified {what} split needs "
-                        f"at least 2 {unit}s per genre")
+    values, counts = np.unique(labels, return_counts=True)
+    if counts.min() < 2:
+        lone = values[counts.argmin()]
+        name = repr(classes[lone]) if classes is not None else f"#{lone}"
+        raise DataError(f"class {name} has a single {unit}; a stratified {what} split needs at "
+                        f"least 2 {unit}s per class (and the test and validation splits together "
+                        f"3): add {unit}s of it or leave it out")
     return train_test_split(tracks, test_size=size, stratify=labels, random_state=seed)
 
 
@@ -61,7 +66,7 @@ def split_dataset(ds: Dataset, *, test_size: float, val_size: float, seed: int,
     tracks, labels = _track_labels(ds)
     unit = ds.grouping
     if test_fold is None:
-        rest, test = _split_tracks(tracks, labels, test_size, seed, "test", unit)
+        rest, test = _split_tracks(tracks, labels, test_size, seed, "test", unit, ds.classes)
     else:
         if ds.folds is None:
             raise DataError("--test-fold needs a table with published folds (--groups artist)")
@@ -71,7 +76,7 @@ def split_dataset(ds: Dataset, *, test_size: float, val_size: float, seed: int,
                             f"{', '.join(map(str, sorted(set(ds.folds.tolist()))))}")
         test, rest = tracks[in_fold], tracks[~in_fold]
     rest_labels = labels[np.searchsorted(tracks, rest)]
-    train, val = _split_tracks(rest, rest_labels, val_size, seed, "val", unit)
+    train, val = _split_tracks(rest, rest_labels, val_size, seed, "val", unit, ds.classes)
 
     def rows(chosen):
         return np.flatnonzero(np.isin(ds.groups, chosen))

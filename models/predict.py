@@ -151,7 +151,7 @@ def _prediction(model: ExportedModel, name: str, p: np.ndarray, **where) -> Pred
 
 def predict_csv(model: ExportedModel, path: Path) -> list[Prediction]:
     """One prediction per row of a feature CSV (label column optional)."""
-    frame = read_features(path, require_labels=False)
+    frame = read_features(path, require_labels=False, features=model.features)   # by name
     P = model.predict_proba(frame[list(model.features)].to_numpy(np.float32))
     return [_prediction(model, str(name), p, source=str(path)) for name, p in zip(frame[FILENAME_COLUMN], P)]
 
@@ -169,8 +169,9 @@ def audio_windows(model: ExportedModel, path: Path) -> list[tuple[str, int, dict
 def predict_audio(model: ExportedModel, path: Path) -> Prediction:
     missing = [f for f in model.features if f not in FEATURE_NAMES]
     if missing:
-        raise GsearchError(f"this model uses features audio extraction does not compute ({missing[0]}, ...); "
-                           "classify a feature CSV instead")
+        raise GsearchError(f"{path}: this model was trained on features that audio extraction does "
+                           f"not compute (first: {missing[0]!r}; audio gives the 57 Kaggle GTZAN "
+                           "features); classify a feature CSV with the model's columns instead")
     rows = audio_windows(model, path)
     X = np.array([[feats[k] for k in model.features] for _, _, feats in rows], np.float32)
     return _prediction(model, str(path), model.predict_proba(X).mean(axis=0), windows=len(rows))

@@ -54,6 +54,14 @@ pruner_option = click.option("--pruner", type=click.Choice(list(PRUNERS)), defau
                              help="When a trial stops early: asha (successive halving: only the "
                                   "best third go on at epochs 5, 15 and 45), median (below the "
                                   "median of earlier trials after 10 epochs), hyperband, none.")
+label_option = click.option(
+    "--label", default="label", show_default=True, metavar="COLUMN",
+    help="The label column of the feature table (any 2 or more class names). Recorded in the study.")
+drop_option = click.option(
+    "--drop", multiple=True, metavar="COLUMN",
+    help="A column of the table to leave out of the features (repeatable), e.g. an id or a text "
+         "column. Without it every column but the label, filename and length is a feature; a "
+         "table with the Kaggle GTZAN features uses exactly those 57.")
 groups_option = click.option(
     "--groups", type=click.Choice(Protocol.GROUPS), default=Protocol.groups, show_default=True,
     help="What no split divides: track (all segments of a track on one side), or artist "
@@ -165,9 +173,10 @@ def main() -> None:
               help="How many more trials this run finishes (complete or pruned); a study that "
                    "exists already keeps its trials and gets these on top.")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
-              help="GTZAN feature CSV (features_30_sec.csv or features_3_sec.csv, plain or "
-                   "gzipped) [default: data/gtzan/features_30_sec.csv if it exists, else the "
-                   "GTZAN features_30_sec.csv bundled with gsearch].")
+              help="Feature table (CSV, plain or gzipped): GTZAN's features_30_sec.csv or "
+                   "features_3_sec.csv, one made by 'gsearch extract', or any table with a label "
+                   "column and numeric feature columns [default: data/gtzan/features_30_sec.csv "
+                   "if it exists, else the GTZAN features_30_sec.csv bundled with gsearch].")
 @storage_option
 @study_option
 @sampler_option
@@ -184,6 +193,8 @@ def main() -> None:
               default=Protocol.val_size, show_default=True,
               help="Fraction of the remaining tracks used for validation.")
 @cv_option
+@label_option
+@drop_option
 @groups_option
 @click.option("--test-fold", type=click.IntRange(1, 3), default=None,
               help="With --groups artist: test on this fold of GTZAN's published artist-filtered "
@@ -203,6 +214,11 @@ def main() -> None:
 @click.option("--heartbeat", type=click.IntRange(min=0), default=10, show_default=True,
               help="Seconds between heartbeats of a running trial (SQLite, PostgreSQL, MySQL); "
                    "a trial silent for 3 beats is failed and run again. 0: off.")
+@click.option("--storage-retry", type=click.FloatRange(min=0), default=60, show_default=True,
+              metavar="SECONDS",
+              help="How long a run waits, retrying with back-off, for a database server "
+                   "(PostgreSQL, MySQL) whose connection was lost; then it stops in one line. "
+                   "0: stop at once.")
 @click.option("--fix", multiple=True, metavar="NAME=VALUE",
               help="Hold a search-space parameter at one value inside its range, e.g. --fix "
                    f"epochs=30 (repeatable). NAME: {', '.join(PARAMETERS)}.")
@@ -231,7 +247,8 @@ def main() -> None:
                                                       "tracebacks of worker errors.")
 @user_errors
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
-        test_size, val_size, cv, groups, test_fold, timeout, export_dir, workers, heartbeat, fix, population, warm_start,
+        test_size, val_size, cv, label, drop, groups, test_fold, timeout, export_dir, workers, heartbeat,
+        storage_retry, fix, population, warm_start,
         warm_start_storage, objectives, max_params, max_latency_ms, verbose) -> None:
     """Run a study, or resume it with --trials more trials."""
     started = time.monotonic()   # --timeout counts from here
@@ -240,11 +257,24 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     if data_path is not None:
         check_readable(data_path)
     check_url(storage)
+    from gsearch.search.storage import check_study_name
+
+    check_study_name(study_name)
     if warm_start:
         check_url(warm_start_storage or storage, must_exist=True)
+    from gsearch.search._spawn import cpu_count
+
+    # never more workers than trials (one without a trial only costs its start), nor more
+    # than 4 per core, which only fight over the cores: 1000 workers on 2 cores took a
+    # minute to start for 4 trials of 6 s
+    workers = min(workers, trials)
+    if workers > 4 * cpu_count():
+        click.echo(f"note: --workers {workers} lowered to {4 * cpu_count()}, 4 per core "
+                   f"({cpu_count()} here): more only fight over the cores", err=True)
+        workers = 4 * cpu_count()
     if sys.stderr.isatty():   # the imports and the data take a few seconds: say so at once
         click.echo("gsearch run: loading PyTorch, Optuna and the data ...", err=True)
-    from gsearch.search._spawn import cpu_count, start_workers_server
+    from gsearch.search._spawn import start_workers_server
 
     if workers > 1:
         start_workers_server()  # its imports run while this process imports its own
@@ -263,14 +293,15 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     protocol = Protocol(test_size=test_size, val_size=val_size, split_seed=split_seed, cv=cv,
                         groups=groups, test_fold=test_fold)
     # data errors surface before the storage is touched
-    ds = protocol.prepare(load_dataset(resolve_data(data_path)))
+    ds = protocol.prepare(load_dataset(resolve_data(data_path), label=label, drop=drop))
     split = protocol.split(ds)                  # and split errors (too few tracks of a class)
     warm = []   # read before this run's study is touched: a bad source leaves it as it was
     if warm_start:
         source = warm_start_storage or storage
         warm = warm_start_configs(load_study(open_storage(source, must_exist=True), warm_start),
                                   strategy.fixed)[:trials]
-    study = open_study(open_storage(storage, heartbeat=heartbeat or None), study_name,
+    study = open_study(open_storage(storage, heartbeat=heartbeat or None, retry=storage_retry),
+                       study_name,
                        protocol=protocol, ds=ds, strategy=strategy, objectives=objectives)
     click.echo(f"data: {describe_data(ds)}")
     if protocol.groups != "track":
@@ -290,7 +321,8 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
         run_search(study, ds, trials=trials, space=_space(), device=device, seed=seed or 0,
                    timeout=None if timeout is None else max(0.0, timeout - (time.monotonic() - started)),
                    population=population,
-                   workers=Workers(workers, storage, strategy, heartbeat or None, threads, verbose))
+                   workers=Workers(workers, storage, strategy, heartbeat or None, threads, verbose,
+                                   storage_retry))
     except KeyboardInterrupt:
         done = _finished(study) - finished
         raise Interrupted(
@@ -442,8 +474,8 @@ def report(study_name, storage, out_dir) -> None:
 @click.option("--trials", type=click.IntRange(min=1), default=40, show_default=True,
               help="Finished trials per split seed (a study that has them is not searched again).")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
-              help="GTZAN feature CSV [default: data/gtzan/features_30_sec.csv if it exists, "
-                   "else the GTZAN features_30_sec.csv bundled with gsearch].")
+              help="Feature table, as for run [default: data/gtzan/features_30_sec.csv if it "
+                   "exists, else the GTZAN features_30_sec.csv bundled with gsearch].")
 @click.option("--storage", default=None,
               help="Storage for the per-split studies evaluate-split<seed>-cv<K> (by artist: "
                    "evaluate-artist-fold<K>-cv<K>) "
@@ -452,6 +484,8 @@ def report(study_name, storage, out_dir) -> None:
               default=Path("evaluation"), show_default=True,
               help="Folder for the exported models, one subfolder per split seed.")
 @cv_option
+@label_option
+@drop_option
 @groups_option
 @click.option("--test-folds", default=None, metavar="K,K,...",
               help="With --groups artist: the published artist folds to test on, each with its "
@@ -464,8 +498,8 @@ def report(study_name, storage, out_dir) -> None:
 @threads_option
 @click.pass_context
 @user_errors
-def evaluate_command(ctx, split_seeds, trials, data_path, storage, out_dir, cv, groups, test_folds,
-                     ensemble, sampler, pruner, seed, device, threads) -> None:
+def evaluate_command(ctx, split_seeds, trials, data_path, storage, out_dir, cv, label, drop, groups,
+                     test_folds, ensemble, sampler, pruner, seed, device, threads) -> None:
     """Honest benchmark: per split seed (or, with --groups artist, per published artist fold),
     search train+validation, export, score on test."""
     try:
@@ -502,7 +536,7 @@ def evaluate_command(ctx, split_seeds, trials, data_path, storage, out_dir, cv, 
     device = _setup_torch(threads, device)
     protocol = Protocol(groups=groups)
     # data errors surface before the storage is touched
-    ds = protocol.prepare(load_dataset(resolve_data(data_path)))
+    ds = protocol.prepare(load_dataset(resolve_data(data_path), label=label, drop=drop))
     results = evaluate_seeds(ds, split_seeds=seeds, trials=trials, cv=cv,
                              storage=storage or DEFAULT_EVAL_STORAGE, out_dir=out_dir, device=device,
                              ensemble=ensemble, strategy=Strategy(sampler, pruner, seed), seed=seed,
@@ -563,6 +597,11 @@ def studies(storage, delete_name) -> None:
                    + " ".join(f"{n:>8}" for n in counts) + f" {front:>6}  {best}")
 
 
+def _printable(name: str) -> str:
+    """A study name for a terminal table: control characters (newline, ESC...) as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
 def _delete_study(store, name: str, storage: str) -> None:
     """Delete one study of a storage, after checking that it is there."""
     import optuna
@@ -597,11 +636,6 @@ def dashboard(storage, host, port, artifacts) -> None:
                f"(artifacts: {artifacts or 'none, pass --artifacts DIR'}; Ctrl-C stops)")
     serve(store, host=host, port=port, artifacts=artifacts)
     click.echo("dashboard stopped")
-def _printable(name: str) -> str:
-    """A study name for a terminal table: control characters (newline, ESC...) as escapes."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
-
-
     # as serve-storage: a thread left by the server (seen once in CI: the stopped dashboard did
     # not exit within 20 s) must not keep the process alive; every note it wrote is committed
     sys.stdout.flush()
@@ -620,7 +654,8 @@ def _printable(name: str) -> str:
 @user_errors
 def extract(paths, out, segment_seconds, jobs) -> None:
     """Extract the 57 GTZAN features of audio files (or folders, recursively) into a CSV.
-    The label is the parent folder when it is a genre (genres_original/<genre>/<file>)."""
+    The label is each file's parent folder, whatever it is (LIBRARY/<label>/<file>; GTZAN's
+    genres_original/<genre>/<file> is one case)."""
     from gsearch.data.extract import extract_to_csv
 
     report = extract_to_csv(paths, out, segment_seconds=None if segment_seconds == "30" else 3.0, jobs=jobs)
@@ -682,6 +717,8 @@ def predict(model_dir, files, top_k, as_json, backend) -> None:
               show_default=True, help="Largest request body (audio upload or JSON rows).")
 @click.option("--max-rows", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Most feature rows in one POST /predict.")
+@click.option("--max-audio-seconds", type=click.FloatRange(min=0, min_open=True), default=600.0,
+              show_default=True, help="Longest audio upload (read from its header, before decoding).")
 @user_errors
 def serve_command(model_dir, host, port, workers, backend, max_upload_mb, max_rows,
                   max_audio_seconds) -> None:
@@ -719,8 +756,6 @@ def serve_storage_command(storage, host, port) -> None:
     from gsearch.search.storage import serve_storage
 
     _quiet_optuna()
-@click.option("--max-audio-seconds", type=click.FloatRange(min=0, min_open=True), default=600.0,
-              show_default=True, help="Longest audio upload (read from its header, before decoding).")
     serve_storage(storage, host=host, port=port, ready=lambda: click.echo(
         f"storage proxy for {safe_url(storage)} at grpc://{host}:{port} (Ctrl-C stops; "
         "workers: gsearch run --storage grpc://HOST:PORT)"))

@@ -21,7 +21,7 @@ import torch
 
 from gsearch import GsearchError
 from gsearch.data.load import Dataset, load_dataset
-from gsearch.data.schema import FEATURE_NAMES
+from gsearch.data.schema import LABEL_COLUMN
 from gsearch.data.split import Split
 from gsearch.models.config import TrialConfig
 from gsearch.models.export import CONFUSION_FILE, REPORT_FILE, plot_confusion, save_model
@@ -44,8 +44,10 @@ def study_data(study: optuna.Study, data_path: str | None = None, *,
         path = data_path or recorded.get(records.DATA_PATH)
         if not path:
             raise GsearchError(f"study '{study.study_name}' does not record its data file; pass --data")
-        classes = recorded.get(records.CLASSES)
-        ds = load_dataset(path, classes=tuple(classes) if classes is not None else None)
+        classes, features = recorded.get(records.CLASSES), recorded.get(records.FEATURES)
+        ds = load_dataset(path, classes=tuple(classes) if classes is not None else None,
+                          label=recorded.get(records.LABEL, LABEL_COLUMN),
+                          features=tuple(features) if features is not None else None)
     ds = protocol.prepare(ds)
     protocol.check(study, ds)
     return ds, protocol.split(ds), protocol
@@ -107,7 +109,7 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
     }
     if len(models) > 1:
         meta["members"] = members
-    info = save_model(model, configs, ds.classes, FEATURE_NAMES, out_dir, meta)
+    info = save_model(model, configs, ds.classes, ds.features, out_dir, meta)
     measured = {key: info[key] for key in ("n_params", "latency_ms")}
     (out_dir / REPORT_FILE).write_text(json.dumps({**meta, **measured, "test": report}, indent=2) + "\n")
     what = f"trial {best.number}" if len(models) == 1 else f"ensemble of {len(models)} trials"

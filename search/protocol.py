@@ -43,8 +43,8 @@ class Protocol:
     test_fold: int | None = None   # "artist": test on this published fold (1-3), not test_size
 
     # Recorded keys that must match between the runs and exports of one study.
-    GUARDED = (records.DATA_SHA256, "split_seed", "test_size", "val_size", "cv", "groups",
-               "test_fold")
+    GUARDED = (records.DATA_SHA256, records.FEATURES, records.LABEL, "split_seed", "test_size",
+               "val_size", "cv", "groups", "test_fold")
     GROUPS = ("track", "artist")
 
     def __post_init__(self):
@@ -105,7 +105,8 @@ class Protocol:
     def fingerprint(self, ds: Dataset) -> dict:
         """What a study records about its data and protocol (study user attributes)."""
         return {records.DATA_SHA256: ds.sha256, records.DATA_PATH: ds.path,
-                records.N_ROWS: int(len(ds.y)), records.CLASSES: list(ds.classes), **asdict(self)}
+                records.N_ROWS: int(len(ds.y)), records.CLASSES: list(ds.classes),
+                records.FEATURES: list(ds.features), records.LABEL: ds.label, **asdict(self)}
 
     @classmethod
     def of(cls, study: optuna.Study) -> "Protocol":
@@ -134,6 +135,14 @@ class Protocol:
                         f"{str(recorded[key])[:12]}...), this run reads {_data_name(ds.path)} "
                         f"({key} {expected[key][:12]}...); use the same data and split options, "
                         "or a new --study name")
+                if key == records.FEATURES:
+                    ours, theirs = list(recorded[key]), list(expected[key])
+                    first = next((a, b) for a, b in zip(ours + [None], theirs + [None]) if a != b)
+                    raise GsearchError(
+                        f"study '{study.study_name}' was made with {len(ours)} feature columns "
+                        f"(data {made}), this run has {len(theirs)} (first difference: "
+                        f"{first[0]!r} against {first[1]!r}); use the same data, --label and "
+                        "--drop, or a new --study name")
                 raise GsearchError(
                     f"study '{study.study_name}' was made with {key}={recorded[key]!r} "
                     f"(data {made}), this run has {key}={expected[key]!r}; "

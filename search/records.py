@@ -16,6 +16,8 @@ DATA_SHA256 = "data_sha256"    # SHA-256 of the feature table the study searched
 DATA_PATH = "data_path"        # that table's path, for export-best without --data
 N_ROWS = "n_rows"              # its rows
 CLASSES = "classes"            # its classes, in label order
+FEATURES = "features"          # its feature columns, in the model's input order
+LABEL = "label_column"         # its label column
 OBJECTIVES = "objectives"      # objectives.Objectives.to_dict(): names and limits
 EXPORT = "export"              # what export-best last measured (the dashboard's note)
 

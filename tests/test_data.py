@@ -74,7 +74,7 @@ def test_scaler_uses_only_the_rows_it_is_given(make_csv):
     (lambda f: f.assign(tempo=lambda d: d.tempo.where(d.index != 2, np.inf)), "'tempo'"),
     (lambda f: f.assign(label=lambda d: d.label.where(d.index != 9, "polka")), "unknown label 'polka'"),
     (lambda f: f.assign(label=lambda d: d.label.where(d.index != 3, "")), "missing label at data row 4"),
-    (lambda f: f.assign(label="blues"), "at least 2 genres"),
+    (lambda f: f.assign(label="blues"), "only 1 class (blues) found"),
 ])
 def test_bad_files_raise_one_clear_line(make_csv, mutate, message):
     path = make_csv(frame=mutate(synthetic_frame()))

@@ -130,7 +130,7 @@ def test_three_second_segments_group_by_track(cli, tmp_path):
 
 
 def test_bad_files_are_reported_and_skipped(cli, tmp_path):
-    folder = tmp_path / "mix"  # not a genre folder: rows get an empty label
+    folder = tmp_path / "mix"  # the parent folder is the label, whatever it is
     song(folder / "a_good.wav", 3.0, 440.0)
     song(folder / "z_good.wav", 3.0, 880.0)
     kinds = ("corrupt", "empty", "silent", "short")
@@ -146,10 +146,12 @@ def test_bad_files_are_reported_and_skipped(cli, tmp_path):
         assert line.startswith("error: ") and reason in line and "skipped" in line
     assert "4 of 6 file(s) skipped" in errors[-1] and "wrote 2 rows from 2 file(s)" in errors[-1]
     frame = pd.read_csv(out)
-    assert frame["filename"].tolist() == ["a_good.wav", "z_good.wav"] and frame["label"].isna().all()
-    # unlabelled rows do not train: the clear 'missing label' error, nothing created
+    assert frame["filename"].tolist() == ["a_good.wav", "z_good.wav"]
+    assert (frame["label"] == "mix").all()
+    # one class does not train: the clear one-line error, nothing created
     run = cli("run", "--trials", 1, "--data", out, "--storage", f"sqlite:///{tmp_path / 's.db'}")
-    assert run.exit_code == 1 and "missing label at data row 1" in run.output
+    assert run.exit_code == 1 and "only 1 class (mix) found" in run.output
+    assert len(run.output.strip().splitlines()) == 1
     assert not (tmp_path / "s.db").exists()
 
 

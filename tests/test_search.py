@@ -188,7 +188,7 @@ def unknown_label_csv(make_csv):
     ("missing", "no such file: .*nope.csv"),
     ("schema", "lacks 1 feature column"),
     ("nan", "'rms_var'"),
-    ("unknown", "unknown label 'polka' at data row 1"),
+    ("unknown", "class 'polka' has a single track; a stratified test split needs at least 2"),
     ("bad_url", "bad storage URL"),
     ("no_folder", "does not exist"),
     ("cuda", "CUDA is not available"),
