@@ -16,11 +16,11 @@ cache, under 2 s with it); each case after that costs a fraction of a second.
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import skip_or_fail
 
 from gsearch.data.audio import extract_features, extract_file, load_audio
 from gsearch.data.schema import FEATURE_NAMES
@@ -47,14 +47,6 @@ def chord(seconds: float, sr: int, *, bpm: float, detune: float, seed: int) -> n
     return y.astype(np.float32)
 
 
-def _unavailable(message: str) -> None:
-    """Skip, or fail where CI sets GSEARCH_REQUIRE_SERVICES (as tests/conftest.py's
-    require_service does for servers): CI installs requirements-dev.txt, so it must not skip."""
-    if os.environ.get("GSEARCH_REQUIRE_SERVICES"):
-        pytest.fail(message + " (GSEARCH_REQUIRE_SERVICES is set)")
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def librosa():
     try:
@@ -64,9 +56,9 @@ def librosa():
     else:
         missing = None
     if missing:
-        _unavailable(f"needs librosa 0.11 to compare against ({missing}); pip install -r requirements-dev.txt")
+        skip_or_fail(f"needs librosa 0.11 to compare against ({missing}); pip install -r requirements-dev.txt")
     if not librosa.__version__.startswith("0.11."):
-        _unavailable(f"librosa {librosa.__version__} is installed, the port reproduces 0.11; "
+        skip_or_fail(f"librosa {librosa.__version__} is installed, the port reproduces 0.11; "
                      "pip install -r requirements-dev.txt")
     return librosa
 

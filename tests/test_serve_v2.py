@@ -5,24 +5,16 @@ real_export), started as tests/test_serve.py starts it (same limits: MAX_MB, MAX
 
 import http.client
 import json
-import os
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import GTZAN_CSV
+from conftest import GTZAN_CSV, skip_or_fail
 from gsearch.models.predict import ExportedModel
 from test_serve import MAX_MB, MAX_ROWS, Server, assert_error
 
 MODEL = "gsearch"
-
-
-def _unavailable(message: str) -> None:
-    """Skip, or fail where CI sets GSEARCH_REQUIRE_SERVICES: CI installs requirements-dev.txt."""
-    if os.environ.get("GSEARCH_REQUIRE_SERVICES"):
-        pytest.fail(message + " (GSEARCH_REQUIRE_SERVICES is set)")
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +27,7 @@ def triton():
     else:
         missing = None
     if missing:
-        _unavailable(f"needs tritonclient[http] ({missing}); pip install -r requirements-dev.txt")
+        skip_or_fail(f"needs tritonclient[http] ({missing}); pip install -r requirements-dev.txt")
     triton.Error = InferenceServerException
     return triton
 
