@@ -15,6 +15,8 @@ import math
 import os
 import re
 import signal
+import sys
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -223,9 +225,6 @@ class _Outage:
         self.gave_up = False
 
     def call(self, function, *args, **kwargs):
-        import sys
-        import time
-
         delay = 0.25
         while True:
             try:
@@ -265,7 +264,6 @@ def give_up(storage) -> None:
     if outage is not None:
         outage.gave_up = True
         if outage.down_since is None:
-            import time
             outage.down_since = time.monotonic() - outage.seconds
 
 
@@ -323,8 +321,6 @@ def _stale_with_unbeaten(get_stale):
     clock only; a live trial of a run with heartbeats off writes its curve every epoch and
     so is not taken for stale unless an epoch lasts longer than the grace period."""
     def stale(self, study_id: int) -> list[int]:
-        import time
-
         import optuna
         import sqlalchemy.orm
         from optuna.storages._rdb import models
@@ -416,19 +412,24 @@ def _journal_file(url: str, must_exist: bool) -> optuna.storages.BaseStorage:
                            "or restore the file from a backup") from None
 
 
+def _grpc_address(url: str) -> tuple[str, int]:
+    """HOST and PORT of grpc://HOST:PORT, or the one-line error."""
+    host, _, port = url.removeprefix("grpc://").rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise GsearchError(f"bad storage URL {url!r}; use grpc://HOST:PORT of a "
+                           "'gsearch serve-storage'")
+    return host, int(port)
+
+
 def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
     """A client of `gsearch serve-storage` (Optuna's gRPC storage proxy)."""
     import optuna
 
-    hostport = url.removeprefix("grpc://").rstrip("/")
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise GsearchError(f"bad storage URL {url!r}; use grpc://HOST:PORT of a "
-                           "'gsearch serve-storage'")
+    host, port = _grpc_address(url)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            proxy = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+            proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
         proxy.wait_server_ready(timeout=3)  # it retries a refused port until then
     except ImportError:
         raise GsearchError("grpc:// needs grpcio; pip install grpcio protobuf") from None
@@ -502,10 +503,7 @@ def check_url(url: str, *, must_exist: bool = False) -> None:
     if _is_redis(url):
         return
     if url.startswith("grpc://"):
-        host, _, port = url.removeprefix("grpc://").rstrip("/").rpartition(":")
-        if not host or not port.isdigit():
-            raise GsearchError(f"bad storage URL {url!r}; use grpc://HOST:PORT of a "
-                               "'gsearch serve-storage'")
+        _grpc_address(url)
         return
     if "://" not in url and url.endswith(".log"):
         _check_file(url, Path(url), must_exist)
