@@ -334,19 +334,21 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
         click.echo(f"deadline: --timeout {timeout:g} stopped the run after {done} of the {trials} "
                    "trials asked (--trials) finished")
     where = _where(study_name, storage)
-    if export_dir is not None and _completed(study):
+    completed = _completed(study)
+    if completed and export_dir is not None:
         _export(study, export_dir, storage, None, device=device, ds=ds)
-    elif export_dir is not None:
-        raise GsearchError(f"no trial has completed yet, so nothing was exported to {export_dir}: run "
-                           f"again with a longer --timeout (the study resumes), e.g. gsearch run "
-                           f"{where} --timeout {max(60, 3 * int(timeout or 20))} --export {export_dir}")
-    elif _completed(study):
+        return
+    if completed:
         click.echo(f"next: gsearch export-best {where}")
-    else:
-        click.echo(f"no trial has completed yet, so there is nothing to export: run again with a "
-                   f"longer --timeout (the study resumes), e.g. gsearch run {where} --timeout "
-                   f"{max(60, 3 * int(timeout or 20))}; or remove the study: gsearch studies --delete "
-                   f"{study_name}" + where.removeprefix(f"--study {study_name}"))
+        return
+    again = (f"run again with a longer --timeout (the study resumes), e.g. gsearch run {where} "
+             f"--timeout {max(60, 3 * int(timeout or 20))}")
+    if export_dir is not None:
+        raise GsearchError(f"no trial has completed yet, so nothing was exported to {export_dir}: "
+                           f"{again} --export {export_dir}")
+    click.echo(f"no trial has completed yet, so there is nothing to export: {again}; or remove "
+               f"the study: gsearch studies --delete {study_name}"
+               + where.removeprefix(f"--study {study_name}"))
 
 
 def _completed(study) -> int:

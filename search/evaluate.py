@@ -48,13 +48,18 @@ class SeedResult:
     kind: str = "split seed"   # what split_seed is: "split seed" or "test fold"
 
 
-def study_name(split_seed: int, cv: int, protocol: Protocol = Protocol()) -> str:
-    """The study of one split: evaluate-split42-cv1; by artist evaluate-artist-fold1-cv1
-    (a published fold) or evaluate-artist-split42-cv1."""
+def split_label(split_seed: int, protocol: Protocol = Protocol()) -> str:
+    """One split's name, and its export's folder: split42; by artist artist-fold1 (a published
+    fold) or artist-split42."""
     if protocol.groups == "track":
-        return f"evaluate-split{split_seed}-cv{cv}"
+        return f"split{split_seed}"
     split = f"fold{protocol.test_fold}" if protocol.test_fold is not None else f"split{split_seed}"
-    return f"evaluate-{protocol.groups}-{split}-cv{cv}"
+    return f"{protocol.groups}-{split}"
+
+
+def study_name(split_seed: int, cv: int, protocol: Protocol = Protocol()) -> str:
+    """The study of one split: evaluate-split42-cv1, evaluate-artist-fold1-cv1, ..."""
+    return f"evaluate-{split_label(split_seed, protocol)}-cv{cv}"
 
 
 def baselines(ds: Dataset, split: Split, seed: int = 0) -> dict[str, tuple[float, float]]:
@@ -108,6 +113,7 @@ def evaluate_seeds(ds: Dataset, *, split_seeds: list[int], trials: int, cv: int,
     store = open_storage(storage)
     results = []
     for split_seed, split in splits.items():
+        label = split_label(protocols[split_seed].split_seed, protocols[split_seed])
         name = study_name(protocols[split_seed].split_seed, cv, protocols[split_seed])
         study = open_study(store, name, protocol=protocols[split_seed], ds=ds, strategy=strategy)
         done = sum(state_counts(study)[s] for s in FINISHED)
@@ -116,7 +122,7 @@ def evaluate_seeds(ds: Dataset, *, split_seeds: list[int], trials: int, cv: int,
                   f"rows searched ({'%d-fold CV' % cv if cv > 1 else 'fixed validation split'}), "
                   f"{len(split.test)} test rows held out")
             run_search(study, ds, trials=trials - done, space=space, device=device, seed=seed)
-        info = export_best(study, out_dir / name.removeprefix("evaluate-").rsplit("-cv", 1)[0],
+        info = export_best(study, out_dir / label,
                            ds=ds, device=device, ensemble=ensemble)
         result = SeedResult(split_seed, name, sum(state_counts(study)[s] for s in FINISHED),
                             info["validation_accuracy"], _search_minutes(study), kind=kind)
