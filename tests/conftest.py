@@ -4,6 +4,7 @@ and the switch that turns a missing local service from a skip into a failure in 
 from __future__ import annotations
 
 import gzip
+import importlib
 import os
 import socket
 from pathlib import Path
@@ -100,6 +101,16 @@ def skip_or_fail(message: str) -> None:
     if os.environ.get("GSEARCH_REQUIRE_SERVICES"):
         pytest.fail(message + " (GSEARCH_REQUIRE_SERVICES is set)")
     pytest.skip(message)
+
+
+def require_module(name: str, what: str):
+    """The module `name` (a test-only package of requirements-dev.txt), or skip_or_fail
+    saying `what` needs it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        missing = str(e)   # reported outside the except: no "during handling" traceback
+    skip_or_fail(f"{what} ({missing}); pip install -r requirements-dev.txt")
 
 
 def require_service(name: str, host: str, port: int) -> None:

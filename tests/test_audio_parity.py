@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import skip_or_fail
+from conftest import require_module, skip_or_fail
 
 from gsearch.data.audio import extract_features, extract_file, load_audio
 from gsearch.data.schema import FEATURE_NAMES
@@ -49,14 +49,7 @@ def chord(seconds: float, sr: int, *, bpm: float, detune: float, seed: int) -> n
 
 @pytest.fixture(scope="module")
 def librosa():
-    try:
-        import librosa
-    except ImportError as e:
-        missing = str(e)   # reported outside the except: no "during handling" traceback
-    else:
-        missing = None
-    if missing:
-        skip_or_fail(f"needs librosa 0.11 to compare against ({missing}); pip install -r requirements-dev.txt")
+    librosa = require_module("librosa", "needs librosa 0.11 to compare against")
     if not librosa.__version__.startswith("0.11."):
         skip_or_fail(f"librosa {librosa.__version__} is installed, the port reproduces 0.11; "
                      "pip install -r requirements-dev.txt")

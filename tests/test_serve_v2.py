@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import GTZAN_CSV, skip_or_fail
+from conftest import GTZAN_CSV, require_module
 from gsearch.models.predict import ExportedModel
 from test_serve import MAX_MB, MAX_ROWS, Server, assert_error
 
@@ -19,16 +19,8 @@ MODEL = "gsearch"
 
 @pytest.fixture(scope="module")
 def triton():
-    try:
-        import tritonclient.http as triton
-        from tritonclient.utils import InferenceServerException
-    except ImportError as e:
-        missing = str(e)   # reported outside the except: no "during handling" traceback
-    else:
-        missing = None
-    if missing:
-        skip_or_fail(f"needs tritonclient[http] ({missing}); pip install -r requirements-dev.txt")
-    triton.Error = InferenceServerException
+    triton = require_module("tritonclient.http", "needs tritonclient[http]")
+    triton.Error = require_module("tritonclient.utils", "needs tritonclient").InferenceServerException
     return triton
 
 
