@@ -10,6 +10,7 @@ clients run on the same machine as the server and take some of its CPU. Stops th
 Usage: python bench/bench_serve.py [--model EXPORT_DIR] [--clients 1,8,32] [--workers N]
        [--backend onnx|torch] [--rows-requests 400] [--batch-requests 100] [--audio-requests 4]
        python bench/bench_serve.py --abuse [--model EXPORT_DIR]
+       python bench/bench_serve.py --hostile 60 [--hostile-clients 4] [--max-rss-mb 1024]
 Without --model, a small model is trained on the real features_30_sec.csv (a few seconds).
 
 --abuse: the cost of oversized JSON bodies (the server at its defaults: --max-upload-mb 50,
@@ -19,6 +20,18 @@ Without --model, a small model is trained on the real features_30_sec.csv (a few
 each body through /proc/PID/clear_refs). Bodies: 50 MB of tiny row objects ({"rows": [{"a":1},
 ...]}, 6.5 M rows), 200,000 rows of 57 numbers ({"features": [[0.5, ...], ...]}, 44 MB), and
 for reference a valid batch of 10,000 rows.
+
+--hostile SECONDS: the server at its defaults under hostile load. --hostile-clients clients
+(default 4) each send the worst request shapes back to back, on a new connection each, for
+SECONDS seconds: 50 MB of tiny row objects, 200,000 rows of 57 numbers, JSON nested 10 million
+deep, the largest valid batch (10,000 rows), a 195 KB WAV at 1 Hz and one at 100 Hz, an hour of
+8 kHz FLAC silence (87 KB), and a long FLAC that is decoded (599 s of 48 kHz stereo, just under
+what the header check lets through); then the requests in flight are finished. Until the last
+answer, GET /health is sent every 50 ms on its own connection, a one-row POST /predict every
+100 ms (what a well-behaved client sees), and the server's RSS read every 50 ms (VmHWM, reset at
+the start, is the peak). It prints the answers by shape and status, the /health and one-row
+latencies (max, p99) and the peak RSS, and exits 1 if /health ever took over 1 s (or failed) or
+the peak RSS went over --max-rss-mb (default 1024).
 """
 import argparse
 import http.client
@@ -205,6 +218,188 @@ def abuse(a) -> None:
             log.close()
 
 
+def _multipart_bytes(name: str, data: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def _audio_bytes(name: str, rate: int, seconds: float, channels: int = 1, tone: bool = False) -> bytes:
+    """An audio file (format from the name's extension) of silence, or with tone=True a 440 Hz
+    tone with a little noise (decoded and classified as music, not refused as silent)."""
+    import soundfile as sf
+
+    frames = int(rate * seconds)
+    if tone:
+        t = np.arange(frames, dtype=np.float64) / rate
+        y = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.001 * np.random.default_rng(0).standard_normal(frames)
+        y = np.repeat((y * 32767).astype(np.int16)[:, None], channels, axis=1)
+    else:
+        y = np.zeros((frames, channels), np.int16)
+    with tempfile.TemporaryDirectory(prefix="bench-audio-") as tmp:
+        path = Path(tmp) / name
+        sf.write(path, y, rate, subtype="PCM_16")
+        return path.read_bytes()
+
+
+def hostile_shapes(valid: bytes) -> list[tuple[str, str, bytes, str]]:
+    """(name, route, body, content type) of the worst requests, at the server's defaults."""
+    tiny = b'{"rows": [' + b",".join([b'{"a":1}'] * 6_500_000) + b"]}"
+    row = "[" + ",".join(["0.5"] * 57) + "]"
+    wide = ('{"features": [' + ",".join([row] * 200_000) + "]}").encode()
+    deep = b'{"features": ' + b"[" * 10_000_000 + b"]" * 10_000_000 + b"}"
+    shapes = [("50 MB of tiny row objects", "/predict", tiny, "application/json"),
+              ("200,000 rows of 57 numbers", "/predict", wide, "application/json"),
+              ("JSON nested 10 M deep", "/predict", deep, "application/json"),
+              ("10,000 valid rows", "/predict", valid, "application/json")]
+    for name, file, data in [
+            ("WAV at 1 Hz", "one-hz.wav", _audio_bytes("one-hz.wav", 1, 100_000)),
+            ("WAV at 100 Hz", "slow.wav", _audio_bytes("slow.wav", 100, 1000)),
+            ("FLAC, an hour at 8 kHz", "hour.flac", _audio_bytes("hour.flac", 8000, 3600)),
+            ("FLAC, 599 s 48 kHz stereo", "long.flac", _audio_bytes("long.flac", 48_000, 599, 2, tone=True))]:
+        body, kind = _multipart_bytes(file, data)
+        size = f"{len(data) / 2**20:.1f} MB" if len(data) > 2**20 else f"{len(data) / 2**10:.0f} KB"
+        shapes.append((f"{name} ({size})", "/predict/audio", body, kind))
+    return shapes
+
+
+def hostile(a) -> int:
+    """See the module docstring (--hostile). Returns the exit status: 1 if a bound was broken."""
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        model = a.model or quick_export(Path(tmp) / "export")
+        features = json.loads((model / "model.json").read_text())["features"]
+        X = __import__("pandas").read_csv(CSV)[features].to_numpy(np.float64)
+        valid = json.dumps({"features": np.resize(X, (10_000, X.shape[1])).tolist()}).encode()
+        shapes = hostile_shapes(valid)
+        port = free_port()
+        log = open(Path(tmp) / "server.log", "w+")
+        proc = start_server(model, port, 1, a.backend, log)
+        rest = _rss(proc.pid, "VmRSS")
+        print(f"gsearch serve (defaults: --max-upload-mb 50 --max-rows 10000); {describe()}; "
+              f"load average {os.getloadavg()[0]:.2f}; server RSS at rest {rest:.0f} MB")
+        print(f"hostile load: {a.hostile:g} s, {a.hostile_clients} clients sending back to back, "
+              "/health every 50 ms", flush=True)
+        try:
+            with open(f"/proc/{proc.pid}/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS
+        except OSError:
+            pass
+        stop, sending = threading.Event(), threading.Event()
+        sending.set()
+        lock = threading.Lock()
+        answers: dict[str, dict] = {name: {} for name, *_ in shapes}
+        seconds: dict[str, list] = {name: [] for name, *_ in shapes}
+        health, health_failed, rss, small = [], [], [], []
+
+        def attack(offset: int) -> None:
+            i = offset
+            while sending.is_set():
+                name, path, body, kind = shapes[i % len(shapes)]
+                i += 1
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+                t = time.perf_counter()
+                try:
+                    conn.request("POST", path, body, {"Content-Type": kind})
+                    response = conn.getresponse()
+                    response.read()
+                    status = response.status
+                except (OSError, http.client.HTTPException) as e:
+                    status = type(e).__name__
+                finally:
+                    conn.close()
+                with lock:
+                    answers[name][status] = answers[name].get(status, 0) + 1
+                    seconds[name].append(time.perf_counter() - t)
+
+        def poll_health() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            while not stop.is_set():
+                t = time.perf_counter()
+                try:
+                    conn.request("GET", "/health")
+                    response = conn.getresponse()
+                    response.read()
+                    ok = response.status == 200
+                except (OSError, http.client.HTTPException) as e:
+                    ok, conn = False, http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                    health_failed.append(type(e).__name__)
+                (health if ok else health_failed).append(time.perf_counter() - t)
+                time.sleep(0.05)
+            conn.close()
+
+        def poll_small() -> None:  # what a well-behaved client sees meanwhile: one row, 10 per s
+            body = json.dumps({"features": X[:1].tolist()}).encode()
+            while not stop.is_set():
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                t = time.perf_counter()
+                try:
+                    conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+                    response = conn.getresponse()
+                    response.read()
+                    small.append((response.status, time.perf_counter() - t))
+                except (OSError, http.client.HTTPException) as e:
+                    small.append((type(e).__name__, time.perf_counter() - t))
+                finally:
+                    conn.close()
+                time.sleep(0.1)
+
+        def sample_rss() -> None:
+            while not stop.is_set():
+                rss.append(_rss(proc.pid, "VmRSS"))
+                time.sleep(0.05)
+
+        attackers = [threading.Thread(target=attack, args=(k * 3,)) for k in range(a.hostile_clients)]
+        watchers = [threading.Thread(target=poll_health), threading.Thread(target=poll_small),
+                    threading.Thread(target=sample_rss)]
+        try:
+            t0 = time.perf_counter()
+            for th in attackers + watchers:
+                th.start()
+            time.sleep(a.hostile)
+            sending.clear()  # the requests in flight are finished, not cut, and watched meanwhile
+            for th in attackers:
+                th.join()
+            drained = time.perf_counter() - t0
+            stop.set()
+            for th in watchers:
+                th.join()
+            peak = _rss(proc.pid, "VmHWM")
+        finally:
+            sending.clear()
+            stop.set()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+            log.close()
+    print(f"sent for {a.hostile:g} s; the last answer came after {drained:.0f} s (watched until then)")
+    print(f"{'shape':<40} {'sent':>5} {'s/answer':>9}  answers by status")
+    for name, *_ in shapes:
+        counts = answers[name]
+        mean = np.mean(seconds[name]) if seconds[name] else float("nan")
+        shown = ", ".join(f"{status}: {n}" for status, n in sorted(counts.items(), key=str))
+        print(f"{name:<40} {sum(counts.values()):>5} {mean:>9.2f}  {shown}")
+    lat = np.array(health) * 1000
+    worst = float(lat.max()) if lat.size else float("inf")
+    p99 = float(np.percentile(lat, 99)) if lat.size else float("inf")
+    print(f"/health: {lat.size} answers, max {worst:.0f} ms, p99 {p99:.0f} ms, p50 "
+          f"{np.percentile(lat, 50) if lat.size else float('nan'):.0f} ms, failed {len(health_failed)}")
+    ok = np.array([t for status, t in small if status == 200]) * 1000
+    print(f"one-row POST /predict every 100 ms: {len(small)} sent, {ok.size} answered 200, max "
+          f"{ok.max() if ok.size else float('nan'):.0f} ms, p99 "
+          f"{np.percentile(ok, 99) if ok.size else float('nan'):.0f} ms, p50 "
+          f"{np.percentile(ok, 50) if ok.size else float('nan'):.0f} ms")
+    print(f"server RSS: at rest {rest:.0f} MB, peak {peak:.0f} MB (VmHWM; sampled max "
+          f"{max(rss, default=float('nan')):.0f} MB), bound {a.max_rss_mb:g} MB; load average at the "
+          f"end {os.getloadavg()[0]:.2f}")
+    broken = []
+    if health_failed or worst > 1000:
+        broken.append(f"/health took {worst:.0f} ms (bound 1000 ms), {len(health_failed)} failed")
+    if peak > a.max_rss_mb:
+        broken.append(f"peak RSS {peak:.0f} MB over the {a.max_rss_mb:g} MB bound")
+    print("FAIL: " + "; ".join(broken) if broken else "PASS: /health always under 1 s, RSS within the bound")
+    return 1 if broken else 0
+
+
 def describe() -> str:
     try:
         commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
@@ -232,9 +427,16 @@ def main() -> None:
                     help="requests per audio cell (at least one per client)")
     ap.add_argument("--abuse", action="store_true",
                     help="measure oversized JSON bodies instead (see above)")
+    ap.add_argument("--hostile", type=float, metavar="SECONDS",
+                    help="hostile load for SECONDS seconds instead (see above)")
+    ap.add_argument("--hostile-clients", type=int, default=4, help="clients sending the worst shapes")
+    ap.add_argument("--max-rss-mb", type=float, default=1024,
+                    help="--hostile fails if the server's peak RSS goes over this")
     a = ap.parse_args()
     if a.abuse:
         return abuse(a)
+    if a.hostile:
+        sys.exit(hostile(a))
     clients = [int(c) for c in a.clients.split(",")]
     import pandas as pd
 

@@ -92,12 +92,13 @@ class AudioLimitError(AudioError):
 
 
 def check_audio_header(path: str | os.PathLike, *,
-                       max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS) -> None:
+                       max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS) -> int | None:
     """Refuse, from the file's header alone, audio that would cost too much to decode, resample
     and extract: longer than max_seconds, a sample rate outside 4-192 kHz, or more samples
     (frames x channels) than 10 minutes of 48 kHz stereo. Raises AudioLimitError; a file whose
     header cannot be read passes (load_audio then says what is wrong with it). Cheap: reads the
-    header (soundfile.info; audioread opens ffmpeg formats without decoding them)."""
+    header (soundfile.info; audioread opens ffmpeg formats without decoding them). Returns the
+    samples to decode (frames x channels), None when the header could not be read."""
     path = Path(path)
     ext = path.suffix.lower()
     try:
@@ -109,9 +110,9 @@ def check_audio_header(path: str | os.PathLike, *,
                 rate, channels = f.samplerate, f.channels
                 frames = int(f.duration * rate)
         else:
-            return
+            return None
     except Exception:
-        return
+        return None
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise AudioLimitError(f"{path}: sample rate {rate} Hz is outside the "
                               f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz accepted; resample the file",
@@ -124,6 +125,7 @@ def check_audio_header(path: str | os.PathLike, *,
         raise AudioLimitError(f"{path}: {channels} channels x {frames} frames is more than the "
                               f"{_MAX_DECODED} samples allowed; send fewer channels or a "
                               "shorter excerpt", "length")
+    return frames * channels
 
 
 def load_audio(path: str | os.PathLike, sr: int = _SR) -> np.ndarray:

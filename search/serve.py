@@ -12,22 +12,32 @@ Routes
   POST /v2/models/gsearch/infer: tensor "features" FP32 [N, n_features] -> "probabilities" FP32
   [N, n_classes] and "label" BYTES [N]. JSON tensors only (no binary_data extension).
 
-Every error is JSON {"error": "one line that says what to do"} with a 4xx status (5xx only for a
-bug, whose traceback goes to the server log, never to the client). Request bodies are capped at
---max-upload-mb while they stream in; an upload is written to a temporary file that is removed
-once it is classified. Audio feature extraction runs in worker threads, at most one per CPU at a
-time, so the event loop (and /health) stays responsive.
+Every error is JSON {"error": "one line that says what to do"} with a 4xx status, or 503 with
+Retry-After when too many heavy requests wait (5xx otherwise only for a bug, whose traceback goes
+to the server log, never to the client). Request bodies are capped at --max-upload-mb while they
+stream in; an upload is written to a temporary file that is removed once it is classified.
 
-A JSON body is read as bytes and parsed in a worker thread (at most one body over 1 MB per CPU at a
-time): a numpy scan of the bytes first bounds its nesting (_MAX_DEPTH), its arrays and objects
-(--max-rows, each row is one) and its values, so an oversized body is refused (413) before a
-Python object is built for each of its values. An upload's header is checked (duration,
-sample rate, samples to decode: data.audio.check_audio_header) before it is decoded.
+Heavy work never runs on the event loop, so /health keeps answering, and is bounded so that the
+server's memory is:
+- a JSON body waits, unread, until the rows it may hold fit in a budget of --max-rows per CPU
+  (from its Content-Length: a row takes at least 2 bytes per feature; at most --max-rows, so at
+  most one big body per CPU is in memory; one that can hold at most _SMALL_ROWS rows goes
+  straight through). It is parsed in a worker thread, after a numpy scan of
+  its bytes has bounded its nesting (_MAX_DEPTH), its arrays and objects (--max-rows, each row is
+  one) and its values, so an oversized body is refused (413) before a Python object is built for
+  each of its values;
+- an upload's header is checked first (duration, sample rate, samples to decode:
+  data.audio.check_audio_header), then it waits until its samples fit in _DECODE_BUDGET (the
+  most one upload may have; each takes at least a CPU's share), and is decoded and classified in
+  a worker thread;
+- at most _MAX_WAITING requests wait for either; one more is answered 503 with Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
@@ -40,7 +50,7 @@ import threading
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import numpy as np
 import pydantic
@@ -48,10 +58,11 @@ import python_multipart  # noqa: F401  (FastAPI's form parser: missing, the CLI 
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from gsearch import GsearchError, __version__
 from gsearch.data.audio import DEFAULT_MAX_AUDIO_SECONDS, AudioLimitError, check_audio_header
@@ -64,7 +75,11 @@ DEFAULT_MAX_ROWS = 10_000
 DEFAULT_TOP_K = 3
 _MAX_DEPTH = 32       # JSON nesting refused beyond this (a request needs 4; parameters some more)
 _SLACK = 64           # arrays/objects a body may hold beside its rows (inputs, outputs, parameters)
-_BIG_BODY = 1 << 20   # bodies over this wait for one of os.cpu_count() parsing slots
+_SMALL_ROWS = 64      # JSON bodies that can hold at most this many rows go straight through
+_MAX_WAITING = 64     # heavy requests waiting for a slot, per process; beyond, 503 and Retry-After
+_RETRY_AFTER_S = 2    # the Retry-After of that 503
+_DECODE_BUDGET = 600 * 48_000 * 2  # samples decoded at once, all uploads together: the most one
+                                   # upload may hold (data.audio: 10 min of 48 kHz stereo)
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest value the model computes with
 _SETTINGS_ENV = "GSEARCH_SERVE_SETTINGS"  # create_app's arguments for --workers processes
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,5}")
@@ -77,12 +92,40 @@ _BINARY = ("binary tensor data (the binary_data extension) is not supported; sen
            "numbers (tritonclient: set_data_from_numpy(..., binary_data=False))")
 
 
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# A JSON integer: 3, and also 3.0 (the same number in JSON and in JSON Schema's "integer")
+WholeNumber = Annotated[int, pydantic.BeforeValidator(_whole)]
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, None elsewhere (macOS, musl)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def _give_back_memory() -> None:
+    """Hand the heap memory freed by a heavy request back to the system. glibc's malloc keeps
+    what a thread freed in that thread's arena, and the server's worker threads are many: without
+    this, the RSS left after big requests adds up, request after request."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 class RequestError(GsearchError):
     """A request the server cannot answer: a one-line message and its HTTP status."""
 
-    def __init__(self, message: str, *, status: int = 422):
+    def __init__(self, message: str, *, status: int = 422, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 # ---- request and response bodies (also the OpenAPI schema) ----------------------------------
@@ -96,7 +139,7 @@ class PredictRequest(BaseModel):
         None, description="Rows of numbers in the model's feature order (GET /model).")
     rows: list[dict[str, float]] | None = Field(
         None, description="Rows as {feature name: value}; every feature of the model, no others.")
-    top_k: int | None = Field(None, ge=1, description=f"Genres in each `top_k` list [default {DEFAULT_TOP_K}].")
+    top_k: WholeNumber | None = Field(None, ge=1, description=f"Genres in each `top_k` list [default {DEFAULT_TOP_K}].")
 
 
 class Ranked(BaseModel):
@@ -125,7 +168,11 @@ class ErrorBody(BaseModel):
     error: str
 
 
-_ERRORS = {status: {"model": ErrorBody} for status in (400, 413, 422)}
+_BUSY = {503: {"model": ErrorBody, "description": "Too many heavy requests waiting; retry after "
+                                                   "Retry-After seconds",
+               "headers": {"Retry-After": {"description": "Seconds to wait before retrying.",
+                                           "schema": {"type": "integer"}}}}}
+_ERRORS = {**{status: {"model": ErrorBody} for status in (400, 413, 422)}, **_BUSY}
 _JSON_ERRORS = {**_ERRORS, 415: {"model": ErrorBody}}  # a JSON body sent as a form or text
 
 
@@ -170,12 +217,21 @@ class V2ModelMetadata(BaseModel):
     outputs: list[V2TensorMetadata]
 
 
+def _scalar(value: Any) -> Any:
+    if isinstance(value, (str, bool, int, float)):
+        return value
+    raise ValueError("a parameter is a string, a number or true/false")
+
+
+V2Parameters = dict[str, Annotated[Any, pydantic.AfterValidator(_scalar)]]  # the protocol's $parameters
+
+
 class V2InferInput(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     name: str = Field(description='"features", the only input.')
-    shape: list[int] = Field(description="[N, n_features]: N rows.")
+    shape: list[WholeNumber] = Field(description="[N, n_features]: N rows.")
     datatype: str = Field(description="FP32 (FP64 is taken too and cast to FP32).")
-    parameters: dict[str, Any] | None = None
+    parameters: V2Parameters | None = None
     data: list[Any] = Field(description="N * n_features finite numbers, row after row: flat "
                                         "(row-major) or nested as [[...], ...].")
 
@@ -183,18 +239,19 @@ class V2InferInput(BaseModel):
 class V2RequestedOutput(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     name: str = Field(description='"probabilities" or "label".')
-    parameters: dict[str, Any] | None = Field(
+    parameters: V2Parameters | None = Field(
         None, description='"binary_data" is ignored: outputs are always JSON.')
 
 
 class V2InferRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     id: str | None = Field(None, description="Echoed in the response.")
-    parameters: dict[str, Any] | None = Field(
+    parameters: V2Parameters | None = Field(
         None, description='"binary_data_output" is ignored: outputs are always JSON.')
     inputs: list[V2InferInput]
     outputs: list[V2RequestedOutput] | None = Field(
-        None, description="Outputs to return [default: all].")
+        None, max_length=2, description="Outputs to return, at most the model's two "
+                                        "[default: both].")
 
 
 class V2InferOutput(BaseModel):
@@ -211,7 +268,7 @@ class V2InferResponse(BaseModel):
 
 
 _V2_NOT_FOUND = {404: {"model": ErrorBody}}
-_V2_ERRORS = {status: {"model": ErrorBody} for status in (400, 404, 413, 415)}
+_V2_ERRORS = {**{status: {"model": ErrorBody} for status in (400, 404, 413, 415)}, **_BUSY}
 _V2 = ["Open Inference Protocol (KServe v2)"]
 
 
@@ -230,8 +287,13 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
                            "--max-rows at least 1")
     model = ExportedModel(model_dir, backend)
     max_bytes = int(max_upload_mb * 1024 * 1024)
-    audio_slots = asyncio.Semaphore(os.cpu_count() or 1)
-    parse_slots = asyncio.Semaphore(os.cpu_count() or 1)
+    cpus = os.cpu_count() or 1
+    # each JSON request takes the rows it may hold: a request of --max-rows rows (or a big body) per
+    # CPU at a time, many small ones
+    row_slots = Slots(cpus * max_rows, "JSON requests")
+    # each upload takes its samples to decode, at least a CPU's share: at most one upload per CPU
+    # at a time, fewer when they are long
+    decode_slots = Slots(_DECODE_BUDGET, "audio uploads", least=_DECODE_BUDGET // cpus)
     audio_ready = threading.Event()
 
     @asynccontextmanager
@@ -280,7 +342,8 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
 
     @app.exception_handler(GsearchError)
     async def user_error(request: Request, exc: GsearchError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=getattr(exc, "status", 422))
+        return JSONResponse({"error": str(exc)}, status_code=getattr(exc, "status", 422),
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
@@ -298,14 +361,31 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
 
     n_features, n_classes = len(model.features), len(model.classes)
 
-    async def in_thread(request: Request, answer: Callable[[bytes, str], dict]) -> JSONResponse:
-        """answer(body, content type) in a worker thread, a big body in one of the parse slots."""
-        raw = await request.body()  # at most max_bytes (BodyLimit)
+    async def in_thread(request: Request, answer: Callable[[bytes, str], dict]) -> Response:
+        """answer(body, content type), rendered as JSON, in a worker thread. Before its body is
+        read, the request takes the rows it may hold from row_slots (a row is at least 2 bytes
+        per feature; a body of unknown length may hold --max-rows)."""
         kind = request.headers.get("content-type", "")
-        if len(raw) <= _BIG_BODY:
-            return JSONResponse(await run_in_threadpool(answer, raw, kind))
-        async with parse_slots:
-            return JSONResponse(await run_in_threadpool(answer, raw, kind))
+        length = request.headers.get("content-length", "")
+        rows = -(-int(length) // (2 * n_features)) if length.isdigit() else max_rows
+
+        def rendered(raw: bytearray) -> bytes:
+            return _render(answer(raw, kind))
+
+        def rendered_big(raw: bytearray) -> bytes:
+            try:
+                return rendered(raw)
+            finally:
+                _give_back_memory()
+
+        if rows <= _SMALL_ROWS:  # cheap: never waits behind big ones (the thread pool bounds them)
+            raw = await _read_body(request)
+            return Response(await run_in_threadpool(rendered, raw), media_type="application/json")
+        async with row_slots.take(min(rows, max_rows)):
+            raw = await _read_body(request)  # at most max_bytes (BodyLimit)
+            answer = await run_in_threadpool(rendered_big, raw)
+        del raw  # not kept while the answer is sent
+        return Response(answer, media_type="application/json")
 
     def rows_answer(raw: bytes, kind: str) -> dict:
         body = _parse_body(raw, kind, PredictRequest, _EXAMPLE, max_rows, n_features)
@@ -327,26 +407,40 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
             top_k: int | None = Query(None, ge=1, description="Keep the K most likely genres "
                                                               "[default: all]")) -> JSONResponse:
         name = _upload_name(file.filename)
-        async with audio_slots:  # the rest wait here without holding a thread
-            prediction = await run_in_threadpool(_classify_upload, model, file.file, name,
-                                                 max_audio_seconds)
+        # the header checked first (cheap: a refusal does not wait for the uploads being decoded)
+        path, samples = await run_in_threadpool(_stage_upload, file.file, name, max_audio_seconds)
+        try:
+            async with decode_slots.take(samples):  # the rest wait here without holding a thread
+                prediction = await run_in_threadpool(_classify_staged, model, path, name)
+        finally:
+            path.unlink(missing_ok=True)
         return JSONResponse(prediction.to_json(top_k))
 
     # ---- the Open Inference Protocol (KServe v2): the same model, the same limits ----
 
     def openapi() -> dict:
-        """FastAPI's schema, less the 422 it lists for every route with parameters: the /v2
-        routes answer a bad request with the protocol's 400."""
+        """FastAPI's schema with the request schemas stating what the server enforces (_body_schemas:
+        this model's features, --max-rows, float32's range), the model name "gsearch" in the /v2
+        paths, an upload of at least one byte, and without the 422 FastAPI lists for every route
+        with parameters on the /v2 routes (the protocol answers a bad request with a 400)."""
         if app.openapi_schema is None:
             schema = FastAPI.openapi(app)
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):  # errors are ErrorBody
+                schemas.pop(unused, None)
             # the JSON bodies are parsed by the routes (_parse_body): their schemas go in here
-            _, definitions = pydantic.json_schema.models_json_schema(
-                [(PredictRequest, "validation"), (V2InferRequest, "validation")],
-                ref_template="#/components/schemas/{model}")
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions["$defs"])
+            schemas.update(_body_schemas(model.features, max_rows))
+            schemas["Body_predict_upload_predict_audio_post"]["properties"]["file"]["minLength"] = 1
             for path, operations in schema["paths"].items():
-                if path.startswith("/v2"):
-                    for operation in operations.values():
+                for operation in operations.values():
+                    for parameter in operation.get("parameters", []):
+                        if parameter["name"] == "top_k":  # optional, a whole number >= 1
+                            parameter["schema"] = {"type": "integer", "minimum": 1}
+                        elif parameter["name"] == "name" and path.startswith("/v2/models/"):
+                            parameter["schema"] = {"type": "string", "enum": [V2_MODEL]}
+                            parameter["description"] = (f"The model's name: {V2_MODEL!r} (any "
+                                                        "other is answered 404).")
+                    if path.startswith("/v2"):
                         operation["responses"].pop("422", None)
         return app.openapi_schema
 
@@ -403,6 +497,12 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
             body = _parse_body(raw, kind, V2InferRequest, _V2_EXAMPLE, max_rows, n_features)
         except RequestError as e:  # the protocol's status for a bad request is 400
             raise V2Error(str(e), status=400 if e.status == 422 else e.status) from None
+        if body.id is not None and not body.id.isascii():
+            try:  # echoed in the answer, which is UTF-8
+                body.id.encode("utf-8")
+            except UnicodeEncodeError:
+                raise V2Error("id is not valid Unicode (it holds an unpaired surrogate escape "
+                              "such as \\ud800); send an id of plain text") from None
         wanted = _v2_outputs(body)
         X = _v2_features(body, n_features, max_rows)
         P = _finite_output(model.predict_proba(X), lambda i: f"inputs[0]: row {i}", error=V2Error)
@@ -499,28 +599,164 @@ def _upload_name(filename: str | None) -> str:
     return name or "upload"
 
 
-def _classify_upload(model: ExportedModel, upload, name: str,
-                     max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS):
-    """Copy an upload to a temporary file (kept only while it is classified), check its header
-    (duration, sample rate: a 413 or 422 before any decoding) and classify it. Runs in a worker
-    thread. Error messages name the upload, not the temporary path."""
+def _stage_upload(upload, name: str, max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
+                  ) -> tuple[Path, int | None]:
+    """Copy an upload to a temporary file and check its header (duration, sample rate, samples:
+    a 413 or 422 before any decoding, the file removed). Returns the file, which the caller
+    removes once it is classified, and its samples to decode (None: the header is unreadable).
+    Runs in a worker thread. Error messages name the upload, not the temporary path."""
     suffix = Path(name).suffix
     suffix = suffix.lower() if _SAFE_SUFFIX.fullmatch(suffix) else ""
     upload.seek(0)
     with tempfile.NamedTemporaryFile(prefix="gsearch-upload-", suffix=suffix, delete=False) as tmp:
-        shutil.copyfileobj(upload, tmp, 1 << 20)
+        try:
+            shutil.copyfileobj(upload, tmp, 1 << 20)
+        except BaseException:
+            Path(tmp.name).unlink(missing_ok=True)
+            raise
     path = Path(tmp.name)
     try:
-        check_audio_header(path, max_seconds=max_seconds)
-        return replace(predict_audio(model, path), file=name)
+        return path, check_audio_header(path, max_seconds=max_seconds)
     except AudioLimitError as e:
+        path.unlink(missing_ok=True)
         status = 413 if e.kind == "length" else 422
         option = " (--max-audio-seconds)" if e.kind == "length" else ""
         raise RequestError(str(e).replace(str(path), name) + option, status=status) from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _classify_staged(model: ExportedModel, path: Path, name: str):
+    """predict_audio on a staged upload (in a worker thread); errors name the upload."""
+    try:
+        return replace(predict_audio(model, path), file=name)
     except GsearchError as e:
         raise GsearchError(str(e).replace(str(path), name)) from None
     finally:
-        path.unlink(missing_ok=True)
+        _give_back_memory()
+
+
+async def _read_body(request: Request) -> bytearray:
+    """The request's body, grown in place as it streams in (Starlette's request.body() joins its
+    chunks: for a moment twice the body in memory)."""
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+    except ClientDisconnect:  # nobody left to answer: no traceback in the log either
+        raise RequestError("the client closed the connection before its body was complete",
+                           status=400) from None
+    return body
+
+
+class Slots:
+    """An asyncio semaphore of `total` units, taken in order of arrival (a big request is not
+    passed over forever by small ones), `least` units at least per holder, at most `total`. At
+    most _MAX_WAITING requests wait; one more is answered 503 with Retry-After at once."""
+
+    def __init__(self, total: int, what: str, *, least: int = 1):
+        self.total, self.what, self.least = total, what, max(1, min(least, total))
+        self.used = self.waiting = 0
+        self._line = asyncio.Lock()          # FIFO: the first in line waits for room
+        self._room = asyncio.Condition()
+
+    @asynccontextmanager
+    async def take(self, units: int | None = 1):
+        units = self.total if units is None else max(self.least, min(units, self.total))
+        if self.waiting >= _MAX_WAITING:
+            raise RequestError(f"the server is busy ({self.waiting} {self.what} waiting); retry in "
+                               f"{_RETRY_AFTER_S} s", status=503,
+                               headers={"Retry-After": str(_RETRY_AFTER_S)})
+        self.waiting += 1
+        try:
+            async with self._line:
+                async with self._room:
+                    await self._room.wait_for(lambda: self.used + units <= self.total)
+                    self.used += units
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            async with self._room:
+                self.used -= units
+                self._room.notify_all()
+
+
+def _body_schemas(features: tuple[str, ...], max_rows: int) -> dict[str, dict]:
+    """The JSON schemas of POST /predict's and POST /v2/models/gsearch/infer's bodies, as
+    _parse_body, _feature_matrix and _v2_features check them: this model's features, at most
+    `max_rows` rows, finite numbers within float32's range."""
+    n = len(features)
+    number = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+    row = {"type": "array", "items": number, "minItems": n, "maxItems": n,
+           "description": f"{n} numbers in the order of GET /model \"features\"."}
+    named = {"type": "object", "properties": {name: number for name in features},
+             "required": list(features), "additionalProperties": False,
+             "description": "Every feature of the model by name (GET /model \"features\"), no others."}
+    rows = {"type": "array", "minItems": 1, "maxItems": max_rows}
+    parameters = {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
+    return {
+        "PredictRequest": {
+            "title": "PredictRequest", "type": "object", "additionalProperties": False,
+            "description": "Feature rows: exactly one of `features` (rows of numbers in the order "
+                           "of GET /model \"features\") and `rows` (objects keyed by feature "
+                           f"name); 1 to {max_rows} rows (--max-rows).",
+            "properties": {
+                "features": {"anyOf": [{**rows, "items": row}, {"type": "null"}]},
+                "rows": {"anyOf": [{**rows, "items": named}, {"type": "null"}]},
+                "top_k": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}],
+                          "description": f"Genres in each `top_k` list [default {DEFAULT_TOP_K}]."}},
+            "oneOf": [{"required": ["features"], "properties": {"features": {"type": "array"}}},
+                      {"required": ["rows"], "properties": {"rows": {"type": "array"}}}]},
+        "V2InferInput": {
+            "title": "V2InferInput", "type": "object", "additionalProperties": False,
+            "required": ["name", "shape", "datatype", "data"],
+            "properties": {
+                "name": {"const": "features", "description": "The model's only input."},
+                "shape": {"type": "array", "minItems": 2, "maxItems": 2,
+                          "prefixItems": [{"type": "integer", "minimum": 1, "maximum": max_rows},
+                                          {"const": n}],
+                          "items": {"type": "integer"},
+                          "description": f"[N, {n}]: N rows, 1 to {max_rows} (--max-rows)."},
+                "datatype": {"enum": list(_V2_FLOATS),
+                             "description": "FP32 (FP64 is taken too and cast to FP32)."},
+                "parameters": {"anyOf": [{**parameters, "properties": {"binary_data_size": False}},
+                                         {"type": "null"}],
+                               "description": "Binary tensor data (binary_data_size) is not "
+                                              "supported."},
+                "data": {"anyOf": [{"type": "array", "items": number, "minItems": n,
+                                    "maxItems": max_rows * n},
+                                   {**rows, "items": row}],
+                         "description": f"N * {n} numbers, row after row: flat (row-major) or "
+                                        f"nested as N lists of {n}; N is shape[0]."}}},
+        "V2RequestedOutput": {
+            "title": "V2RequestedOutput", "type": "object", "additionalProperties": False,
+            "required": ["name"],
+            "properties": {
+                "name": {"enum": list(_V2_OUTPUTS)},
+                "parameters": {"anyOf": [{**parameters, "properties": {"classification": False}},
+                                         {"type": "null"}],
+                               "description": '"binary_data" is ignored: outputs are always '
+                                              "JSON; the classification extension is not "
+                                              "supported."}}},
+        "V2InferRequest": {
+            "title": "V2InferRequest", "type": "object", "additionalProperties": False,
+            "required": ["inputs"],
+            "properties": {
+                "id": {"anyOf": [{"type": "string"}, {"type": "null"}],
+                       "description": "Echoed in the response."},
+                "parameters": {"anyOf": [parameters, {"type": "null"}],
+                               "description": '"binary_data_output" is ignored: outputs are '
+                                              "always JSON."},
+                "inputs": {"type": "array", "minItems": 1, "maxItems": 1,
+                           "items": {"$ref": "#/components/schemas/V2InferInput"}},
+                "outputs": {"anyOf": [{"type": "array", "maxItems": len(_V2_OUTPUTS),
+                                       "items": {"$ref": "#/components/schemas/V2RequestedOutput"}},
+                                      {"type": "null"}],
+                            "description": "Outputs to return [default: both]."}}},
+    }
 
 
 def _json_body(model: str) -> dict:
@@ -533,7 +769,8 @@ def _scan_json(raw: bytes, chunk: int = 1 << 20) -> tuple[int, int, int]:
     """(deepest nesting, arrays and objects, commas) of a JSON text, counted outside strings by
     a few numpy passes over each 1 MB of bytes: no Python object per value. Escaped backslashes
     and quotes are dropped first, so every quote left opens or closes a string."""
-    raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    if b"\\" in raw:  # copies of the body only where it has escapes
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
     inside, depth, deepest, containers, commas = 0, 0, 0, 0, 0
     for start in range(0, len(raw), chunk):
         b = np.frombuffer(raw, np.uint8, count=min(chunk, len(raw) - start), offset=start)
@@ -572,7 +809,9 @@ def _parse_body(raw: bytes, kind: str, model: type[BaseModel], example: str, max
         raise RequestError(f"the body holds over {commas} values, more than {max_rows} rows of "
                            f"{n_features} features (--max-rows); split the request", status=413)
     try:
-        data = json.loads(raw)
+        # Python callbacks for the numbers: the parse lets go of the GIL at each of them (one C
+        # call over a 10 MB body would hold every other thread, /health's event loop included)
+        data = json.loads(raw, parse_float=_parse_float, parse_int=_parse_int)
     except UnicodeDecodeError:
         raise RequestError(f"the body could not be read as JSON (not UTF-8); send {example}",
                            status=400) from None
@@ -589,6 +828,37 @@ def _parse_body(raw: bytes, kind: str, model: type[BaseModel], example: str, max
         errors = [{**err, "loc": ("body", *err["loc"])} for err in e.errors()]
         status, message = _validation_message(errors, example)
         raise RequestError(message, status=status) from None
+
+
+def _parse_float(text: str) -> float:
+    return float(text)
+
+
+def _parse_int(text: str) -> int:
+    return int(text)
+
+
+_PIECE = 1000  # list items rendered by one C call at most (_render)
+
+
+def _encode(value: Any) -> bytes:
+    """JSON as Starlette's JSONResponse renders it."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":")).encode("utf-8")
+
+
+def _render(value: Any) -> bytes:
+    """_encode(value), in pieces of at most _PIECE list items: the GIL is let go between them (a
+    10,000-row answer rendered by one C call would hold the event loop for its whole length)."""
+    if isinstance(value, dict):
+        return b"{" + b",".join(_encode(str(k)) + b":" + _render(v) for k, v in value.items()) + b"}"
+    if isinstance(value, list):
+        if len(value) > _PIECE:
+            return b"[" + b",".join(_encode(value[i:i + _PIECE])[1:-1]
+                                    for i in range(0, len(value), _PIECE)) + b"]"
+        if any(isinstance(v, (dict, list)) for v in value):
+            return b"[" + b",".join(_render(v) for v in value) + b"]"
+    return _encode(value)
 
 
 def _finite_output(P: np.ndarray, where: Callable[[int], str], *,
@@ -692,7 +962,21 @@ def _v2_features(body: V2InferRequest, n_features: int, max_rows: int) -> np.nda
     if n > max_rows:
         raise V2Error(f"{n} rows is more than the {max_rows} allowed (--max-rows); split the "
                       "request", status=413)
-    values = list(_leaves(tensor.data))
+    data = tensor.data
+    nested = any(isinstance(v, list) for v in data)
+    if nested:  # one list of numbers per row
+        if len(data) != n or not all(isinstance(v, list) and len(v) == n_features for v in data):
+            i = next((i for i, v in enumerate(data) if not isinstance(v, list)
+                      or len(v) != n_features), len(data))
+            what = (f"{len(data)} rows" if i == len(data) else
+                    f"data[{i}] is " + (f"a list of {len(data[i])} values" if isinstance(data[i], list)
+                                        else "not a list"))
+            raise V2Error(f"inputs[0].data is nested but {what}; shape {shape} needs {n} lists "
+                          f"of {n_features} numbers (or {n * n_features} numbers, flat)")
+        values = [v for row in data for v in row]
+    else:
+        values = data
+    at = (lambda i: f"data[{i // n_features}][{i % n_features}]") if nested else (lambda i: f"data[{i}]")
     if len(values) != n * n_features:
         raise V2Error(f"inputs[0].data has {len(values)} values; shape {shape} needs "
                       f"{n * n_features}")
@@ -700,7 +984,7 @@ def _v2_features(body: V2InferRequest, n_features: int, max_rows: int) -> np.nda
         if type(v) not in (int, float):  # bool, text and null are not numbers
             shown = json.dumps(v)
             shown = shown if len(shown) <= 40 else shown[:37] + "..."
-            raise V2Error(f"inputs[0].data[{i}] is {shown}, not a number")
+            raise V2Error(f"inputs[0].{at(i)} is {shown}, not a number")
     try:
         X = np.asarray(values, dtype=np.float64)
     except OverflowError:  # an integer beyond float64: the check below names it
@@ -710,18 +994,9 @@ def _v2_features(body: V2InferRequest, n_features: int, max_rows: int) -> np.nda
         i = int(np.argmax(bad))
         shown = json.dumps(values[i]) if not isinstance(values[i], int) else str(values[i])
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        raise V2Error(f"inputs[0].data[{i}] is {shown}, not a finite {tensor.datatype} number in "
+        raise V2Error(f"inputs[0].{at(i)} is {shown}, not a finite {tensor.datatype} number in "
                       f"float32's range (±{FLOAT32_MAX:.3g}; NaN and Infinity are refused)")
     return X.astype(np.float32).reshape(n, n_features)
-
-
-def _leaves(data: list) -> Any:
-    """The values of a JSON array, flat or nested, in row-major order."""
-    for v in data:
-        if isinstance(v, list):
-            yield from _leaves(v)
-        else:
-            yield v
 
 
 def _validation_message(errors, example: str = _EXAMPLE) -> tuple[int, str]:

@@ -233,6 +233,27 @@ def test_older_export_without_digests_loads_unverified(cli, real_export, rows_cs
         assert result.exit_code == 1 and line.startswith("error: ") and "nonsense" in line, result.output
 
 
+@pytest.mark.parametrize("fmt", ["gsearch-mlp/9", "gsearch-mlp-ensemble/3", None, 2, ["gsearch-mlp/1"]])
+@pytest.mark.parametrize("kind", ["single", "ensemble"])
+def test_unknown_format_is_refused_with_the_documented_line(fmt, kind, cli, real_export, ensemble_export,
+                                                             rows_csv, tmp_path):
+    """A format this gsearch does not know is named as such (docs/export.md), before any field of
+    it is read: not "damaged ('hyperparameters')", which an ensemble (no top-level
+    hyperparameters) read as a single model would give. Re-signed: the digests all match."""
+    folder = copy_of(real_export if kind == "single" else ensemble_export, tmp_path)
+    meta = read_meta(folder)
+    meta["format"] = fmt
+    write_meta(folder, meta, mode="resign")
+    for backend in ("onnx", "torch"):
+        line = assert_one_line(cli("predict", "--model", folder, "--backend", backend, rows_csv),
+                               f"{folder / META_FILE} has format {fmt!r}",
+                               "which this gsearch cannot read; upgrade gsearch or")
+        assert "damaged" not in line
+        with pytest.raises(GsearchError) as refused:
+            create_app(folder, backend=backend, warm_audio=False)
+        assert f"error: {refused.value}" == line
+
+
 def test_deeply_nested_model_json_is_one_line(cli, real_export, rows_csv, tmp_path):
     folder = copy_of(real_export, tmp_path)
     (folder / META_FILE).write_text('{"classes": ' + "[" * 200_000 + "]" * 200_000 + "}")

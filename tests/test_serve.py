@@ -149,6 +149,9 @@ def test_predict_features_and_rows_match_the_model(server, export_dir, rows):
         assert list(a["probabilities"]) == [g for g, _ in sorted(a["probabilities"].items(), key=lambda kv: -kv[1])]
         assert [t["genre"] for t in a["top_k"]] == list(a["probabilities"])[:2]
         assert len(b["top_k"]) == 3  # the default
+    # 2.0 is the JSON number 2 (JSON Schema's "integer" too); a null for the other field is absent
+    status, same = server.post_json("/predict", {"features": X.tolist(), "rows": None, "top_k": 2.0})
+    assert status == 200 and same == by_position
 
 
 @pytest.mark.parametrize("payload, status, words", [
@@ -163,6 +166,8 @@ def test_predict_features_and_rows_match_the_model(server, export_dir, rows):
     ({"features": [[1.0] * 57], "rows": []}, 422, ["exactly one"]),
     ({"features": []}, 422, ["empty"]),
     ({"features": [[1.0] * 57], "top_k": 0}, 422, ["top_k"]),
+    ({"features": [[1.0] * 57], "top_k": 2.5}, 422, ["top_k", "integer"]),
+    ({"features": [[1.0] * 57], "rows": None, "top_k": True}, 422, ["top_k", "integer"]),
     ({"feature": [[1.0] * 57]}, 422, ["unknown field 'feature'"]),
     ({"features": [[1.0] * 57] * (MAX_ROWS + 1)}, 413, [f"{MAX_ROWS + 1} rows", "--max-rows"]),
 ])

@@ -5,6 +5,12 @@ names. A real server process on 127.0.0.1 (tests/test_serve.py's Server: --max-u
 figures (seconds, /health latency, peak RSS) are in `bench/bench_serve.py --abuse`, not here.
 Last, `gsearch studies` with a study name holding control characters."""
 
+import http.client
+import io
+import json
+import os
+import socket
+import time
 import uuid
 
 import numpy as np
@@ -14,6 +20,7 @@ import soundfile as sf
 
 from gsearch.data.audio import AudioLimitError, check_audio_header
 from gsearch.data.schema import FEATURE_NAMES
+from gsearch.search.serve import _MAX_WAITING
 from test_serve import MAX_ROWS, Server, assert_error
 
 ROW = [0.5] * 57
@@ -87,6 +94,63 @@ def test_finite_but_huge_values_never_give_a_500_or_a_non_finite_answer(server, 
         else:
             assert_error((status, answer), 400, "row 0", "not finite")
     still_serving(server)
+
+
+def _stalled_body(server, length: int) -> socket.socket:
+    """A POST /predict that declares `length` bytes of JSON and sends only its first few: the
+    server waits for the rest (holding a slot, or waiting for one)."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall(f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {length}\r\n\r\n".encode() + b'{"features": [')
+    return sock
+
+
+def test_big_bodies_wait_unread_for_a_slot_and_the_queue_is_bounded(server):
+    """JSON bodies that may hold --max-rows rows are read one per CPU at a time (the server's
+    memory holds at most that many); the others wait unread, at most _MAX_WAITING of them: one
+    more is answered 503 with Retry-After at once. Meanwhile /health, small requests and audio
+    refusals are answered at once; once the slots are free, big bodies are served again."""
+    big = 3 * 2**19  # 1.5 MB: room for over --max-rows rows, under --max-upload-mb 2
+    held = [_stalled_body(server, big) for _ in range((os.cpu_count() or 1) + _MAX_WAITING)]
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # until the server has taken in every stalled request
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            conn.putrequest("POST", "/predict")
+            conn.putheader("Content-Type", "application/json")
+            conn.putheader("Content-Length", str(big))
+            conn.endheaders()
+            conn.sock.settimeout(2)
+            try:
+                response = conn.getresponse()
+                break
+            except TimeoutError:  # it waits in line: the queue is not full yet
+                conn.close()
+                assert time.monotonic() < deadline, "the queue of big bodies never filled"
+        answer = response.status, json.loads(response.read())
+        assert_error(answer, 503, "busy", f"{_MAX_WAITING} JSON requests", "retry")
+        assert response.getheader("Retry-After", "").isdigit()
+        conn.close()
+        t = time.perf_counter()
+        still_serving(server)
+        wav = _wav_bytes(100, 1000)
+        assert_error(server.upload("slow.wav", wav), 422, "100 Hz")
+        assert time.perf_counter() - t < 10
+    finally:
+        for sock in held:
+            sock.close()
+    padded = json.dumps({"features": [ROW] * 10}).encode() + b" " * (big - 10_000)
+    deadline = time.monotonic() + 30
+    while (answer := server.post_json("/predict", padded))[0] == 503 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the stalled requests are still being let go
+    assert answer[0] == 200 and len(answer[1]["predictions"]) == 10
+    assert "Traceback" not in server.output()
+
+
+def _wav_bytes(rate, seconds):
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(int(rate * seconds), np.int16), rate, format="WAV")
+    return buffer.getvalue()
 
 
 def _wav(tmp_path, name, rate, seconds, channels=1, subtype=None):

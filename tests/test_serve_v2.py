@@ -141,6 +141,17 @@ def test_protocol_json_over_plain_http(server, model, X):
         ({**flat, "inputs": [{**flat["inputs"][0], "name": "x"}]}, 400, ["one input, 'features'"]),
         ({**flat, "outputs": [{"name": "logits"}]}, 400, ["no output 'logits'"]),
         ({**flat, "priority": 1}, 400, ["unknown field 'priority'"]),
+        # nested data follows the shape: N lists of 57 numbers, not a mix or other lengths
+        ({**body, "inputs": [{**body["inputs"][0], "data": [X[0].tolist() + X[1].tolist()[:1],
+                                                           X[1].tolist()[1:]]}]}, 400,
+         ["nested but data[0] is a list of 58 values", "2 lists of 57"]),
+        ({**body, "inputs": [{**body["inputs"][0], "data": [X[0].tolist(), *X[1].tolist()]}]}, 400,
+         ["nested but data[1] is not a list"]),
+        ({**body, "inputs": [{**body["inputs"][0], "data": [[X[0].tolist()], X[1].tolist()]}]}, 400,
+         ["nested but data[0] is a list of 1 values"]),
+        ({**flat, "outputs": [{"name": "label"}] * 3}, 400, ["outputs", "at most 2"]),
+        ({**flat, "parameters": {"priority": [1]}}, 400, ["parameters.priority"]),
+        ({**flat, "id": "\ud800"}, 400, ["id is not valid Unicode"]),
         (f'{{"inputs": [{{"name": "features", "shape": [1, 57], "datatype": "FP32", "data": [Infinity,{row[row.index(",") + 1:]}]}}]}}'.encode(),
          400, ["data[0] is Infinity", "finite"]),
     ]:
@@ -161,6 +172,11 @@ def test_protocol_json_over_plain_http(server, model, X):
     assert {"/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/ready",
             "/v2/models/{name}/infer"} <= set(schema["paths"])
     infer = schema["paths"]["/v2/models/{name}/infer"]["post"]
-    assert set(infer["responses"]) == {"200", "400", "404", "413", "415"}  # no 422: the protocol says 400
+    # no 422: the protocol says 400; 503 when too many heavy requests wait
+    assert set(infer["responses"]) == {"200", "400", "404", "413", "415", "503"}
+    assert "Retry-After" in infer["responses"]["503"]["headers"]
+    # a whole number sent as 2.0 is the same JSON number (and JSON Schema "integer")
+    status, answer = server.post_json(url, {**flat, "inputs": [{**flat["inputs"][0], "shape": [2.0, 57]}]})
+    assert status == 200 and answer["outputs"][0]["shape"] == [2, len(model.classes)]
     request = schema["components"]["schemas"]["V2InferRequest"]
     assert request["required"] == ["inputs"] and json.dumps(request).count("additionalProperties") >= 1
