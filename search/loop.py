@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -140,13 +141,21 @@ class TrialLoop:
 
     A retry that this loop's heartbeat enqueued (a dead worker's trial) is run before the
     loop ends, within `trials` when a claim is left, else on top (`claim(force=True)`), so
-    that no retry is left WAITING."""
+    that no retry is left WAITING.
+
+    A trial in flight that another process ended (its heartbeat took this one for dead: it
+    stalled, stopped or lost the storage for longer than the grace period, and the trial was
+    failed and enqueued again there) is dropped, with one line on stderr: it leaves its
+    population, `release(trial)` (if given) gives its claim back, and the loop goes on with
+    new trials, so that `trials` still counts finished ones."""
 
     def __init__(self, study: optuna.Study, data: list[TrainData], *, space: Space = suggest_config,
                  device: torch.device, seed: int = 0, size: int = DEFAULT_POPULATION,
                  callbacks: Sequence[Callback] = (), claim: Callable[..., bool] | None = None,
-                 lock: ContextManager | None = None, stop: Callable[[], bool] | None = None):
+                 lock: ContextManager | None = None, stop: Callable[[], bool] | None = None,
+                 release: Callable[[optuna.trial.FrozenTrial], None] | None = None):
         self.study, self.data, self.space, self.device, self.seed = study, data, space, device, seed
+        self.release = release
         self.size, self.callbacks, self.claim = max(1, size), callbacks, claim
         self.stop = stop or (lambda: False)
         self.lock = lock or contextlib.nullcontext()
@@ -160,6 +169,7 @@ class TrialLoop:
                                  pruner=study.pruner)
         self._beat_at = self._written_at = -math.inf
         self.owed = 0   # retries our heartbeat enqueued that nobody has run yet
+        self.dropped = 0   # trials in flight that another process ended (_ended_elsewhere)
 
     def run(self, trials: int, timeout: float | None = None) -> None:
         deadline = math.inf if timeout is None else time.monotonic() + timeout
@@ -170,7 +180,7 @@ class TrialLoop:
                 self._beat()
                 while len(self.running) < self.size and time.monotonic() < deadline:
                     self._checkpoint()
-                    if asked < trials and (self.claim is None or self.claim()):
+                    if asked - self.dropped < trials and (self.claim is None or self.claim()):
                         pass   # a new trial, or a waiting retry, within the budget
                     elif self._retry_waiting() and (self.claim is None or self.claim(force=True)):
                         self.owed -= 1
@@ -235,11 +245,16 @@ class TrialLoop:
             return self.study.ask()
 
     def _start(self, trial: optuna.Trial) -> None:
-        config = self.space(trial)
-        seed = self.seed + trial.number
-        trial.set_user_attr(records.TRIAL_SEED, seed)
-        trial.set_user_attr(records.DEVICE, str(self.device))
-        trial.set_user_attr(records.CONFIG, config.describe())  # with the fields the space does not search
+        try:
+            config = self.space(trial)
+            seed = self.seed + trial.number
+            trial.set_user_attr(records.TRIAL_SEED, seed)
+            trial.set_user_attr(records.DEVICE, str(self.device))
+            trial.set_user_attr(records.CONFIG, config.describe())  # with the fields the space does not search
+        except optuna.exceptions.UpdateFinishedTrialError:
+            if not self._ended_elsewhere([trial]):
+                raise
+            return
         n = len(self.data)
         frozen = optuna.trial.FrozenTrial(
             number=trial.number, state=TrialState.RUNNING, value=None, datetime_start=None,
@@ -280,7 +295,13 @@ class TrialLoop:
             if not run.reported:
                 continue
             run.reported = False
-            if self.study.pruner.prune(self.view, run.frozen):
+            try:   # a pruner may write a system attribute of the trial
+                prune = self.study.pruner.prune(self.view, run.frozen)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if not self._ended_elsewhere([run]):
+                    raise
+                continue
+            if prune:
                 value = run.frozen.intermediate_values[run.epoch]
                 reason = f"pruner stopped it after epoch {run.epoch + 1} (validation accuracy {value:.3f})"
                 self._end(run, TrialState.PRUNED, reason=reason)
@@ -293,13 +314,19 @@ class TrialLoop:
         curve so far, as a trial system attribute."""
         runs = [run for run in runs if run.unwritten]
         storage = study_storage(self.study)
-        if self.objectives.multi:
-            for run in runs:
-                curve = [run.frozen.intermediate_values[e] for e in sorted(run.frozen.intermediate_values)]
-                storage.set_trial_system_attr(trial_id(run.trial), records.CURVE, curve)
-        elif runs:
-            with_retry(storage, write_intermediate_values, storage,   # through an outage
-                       {trial_id(run.trial): run.unwritten for run in runs})
+        try:
+            if self.objectives.multi:
+                for run in runs:
+                    curve = [run.frozen.intermediate_values[e] for e in sorted(run.frozen.intermediate_values)]
+                    storage.set_trial_system_attr(trial_id(run.trial), records.CURVE, curve)
+            elif runs:
+                with_retry(storage, write_intermediate_values, storage,   # through an outage
+                           {trial_id(run.trial): run.unwritten for run in runs})
+        except optuna.exceptions.UpdateFinishedTrialError:
+            if not self._ended_elsewhere(runs):
+                raise
+            self._write([run for run in runs if run in self.running])   # the others' values
+            return
         for run in runs:
             run.unwritten = {}
         self._written_at = time.monotonic()
@@ -316,13 +343,59 @@ class TrialLoop:
                                 module=lambda: self.driver.to_module(member), row=data.X_train[:1])
         return self.objectives.measure(measured)
 
+    def _ended_elsewhere(self, runs: Sequence[_InFlight | optuna.Trial]) -> bool:
+        """After a write refused as one to a finished trial: drop those of `runs` (trials in
+        flight, or one being started) that another process ended (see the class), saying so
+        in one line; whether there were any."""
+        storage = study_storage(self.study)
+        ended = [(run, storage.get_trial(trial_id(getattr(run, "trial", run)))) for run in runs]
+        ended = [(run, frozen) for run, frozen in ended if frozen.state.is_finished()]
+        for run, frozen in ended:
+            for member in getattr(run, "members", ()):
+                if member in self.owner:   # still training (not when _end has taken it out)
+                    self.driver.remove(member)
+                    del self.owner[member]
+            if run in self.running:
+                self.running.remove(run)
+            self.local.finished(frozen)
+            self.dropped += 1
+            if self.release is not None:
+                self.release(frozen)
+        if ended:
+            numbers = ", ".join(f"#{frozen.number}" for _, frozen in ended)
+            print(f"gsearch: trial{'s' if len(ended) > 1 else ''} {numbers} "
+                  f"{'were' if len(ended) > 1 else 'was'} ended ({ended[0][1].state.name}) by "
+                  "another process whose heartbeat took this one for dead (it was stopped, "
+                  "stalled or cut off from the storage for longer than 3 beats); dropped here, "
+                  "going on with new trials",
+                  file=sys.stderr, flush=True)
+        return bool(ended)
+
     def _end(self, run: _InFlight, state: TrialState, reason: str = "") -> None:
         self._write([run])   # a pruned trial's value is its last stored one
+        if run not in self.running:   # ended by another process meanwhile: dropped
+            return
         measured = self._measure(run)
         for fold, member in enumerate(run.members):
             run.histories[fold] = self.driver.remove(member)   # done or pruned
             del self.owner[member]
         self.running.remove(run)
+        try:
+            frozen = self._tell(run, state, reason, measured)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            # ValueError: Optuna's tell of a trial it reads as finished ("Cannot tell a FAIL trial")
+            frozen = study_storage(self.study).get_trial(trial_id(run.trial))
+            if frozen.state != state:   # else: our tell, retried after its commit landed
+                if not self._ended_elsewhere([run]):
+                    raise
+                return
+        self.local.finished(frozen)
+        for callback in self.callbacks:
+            callback(self.study, frozen)
+
+    def _tell(self, run: _InFlight, state: TrialState, reason: str,
+              measured: dict[str, float]) -> optuna.trial.FrozenTrial:
+        """A trial's records (user attributes, constraints) and its end, told to the study."""
         trial = run.trial
         if reason:
             trial.set_user_attr(records.PRUNED_REASON, reason)
@@ -343,7 +416,4 @@ class TrialLoop:
             values = [measured[name] for name in self.objectives.names]
             if len(run.accuracy) > 1:
                 trial.set_user_attr(records.FOLD_ACCURACIES, [round(a, 5) for a in run.accuracy])
-        frozen = self.study.tell(trial, values, state=state)
-        self.local.finished(frozen)
-        for callback in self.callbacks:
-            callback(self.study, frozen)
+        return self.study.tell(trial, values, state=state)

@@ -330,9 +330,15 @@ def _stale_with_unbeaten(get_stale):
         seen = self.__dict__.setdefault("_unbeaten", {})
         now = time.monotonic()
         outage = getattr(self, "outage", None)
-        if outage is not None and now - outage.back_at < grace:
-            return []   # just back from an outage: the others beat again first
-        ids = list(get_stale(self, study_id))
+        ids = list(get_stale(self, study_id))   # fails while the server is down (retried)
+        # Just back from an outage, or this very call retried through one (back_at is set
+        # once it returns): every heartbeat is as old as the outage, the others' and this
+        # process's own, so the others beat again first, and trials without a heartbeat row
+        # are watched afresh.
+        if outage is not None and (outage.down_since is not None
+                                   or time.monotonic() - outage.back_at < grace):
+            seen.clear()
+            return []
         with _create_scoped_session(self.scoped_session) as session:
             running = (session.query(models.TrialModel)
                        .options(sqlalchemy.orm.selectinload(models.TrialModel.heartbeats),

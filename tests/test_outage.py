@@ -4,12 +4,15 @@ ridden out (--storage-retry); a long one stops the run in one line; a later run 
 re-runs every trial left RUNNING, with or without a heartbeat row. No mocks."""
 
 import asyncio
+import re
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
+import warnings
 
 import optuna
 import pytest
@@ -144,6 +147,29 @@ def test_a_ten_second_outage_is_ridden_out(proxy, postgres_url, make_csv):
     optuna.delete_study(study_name=name, storage=open_storage(postgres_url))
 
 
+def test_a_heartbeat_check_retried_through_an_outage_fails_no_trial(proxy, postgres_url):
+    """When the server is back every heartbeat is as old as the outage, this process's own
+    too. The stale-trial check that was itself retried through the outage (the first call to
+    succeed afterwards) must not take the trials for dead: a 2-worker run riding out a
+    2-minute outage failed all its own trials in flight that way."""
+    name = f"outage-{uuid.uuid4().hex[:8]}"
+    storage = open_storage(through(postgres_url, proxy.port), heartbeat=1, retry=30)
+    study = optuna.create_study(study_name=name, storage=storage)
+    with warnings.catch_warnings():   # heartbeats outside Study.optimize; experimental
+        warnings.simplefilter("ignore")
+        trial = study.ask()
+        storage.record_heartbeat(trial._trial_id)
+        proxy.stop()
+        back = threading.Timer(4, proxy.start)   # past the grace period (3 beats: 3 s)
+        back.start()
+        try:
+            optuna.storages.fail_stale_trials(study)   # retried until the server is back
+        finally:
+            back.join()
+    assert storage.get_trial(trial._trial_id).state == TrialState.RUNNING
+    optuna.delete_study(study_name=name, storage=open_storage(postgres_url))
+
+
 def test_a_long_outage_stops_in_one_line_and_a_later_run_recovers_every_trial(
         proxy, postgres_url, make_csv):
     name = f"outage-{uuid.uuid4().hex[:8]}"
@@ -161,6 +187,11 @@ def test_a_long_outage_stops_in_one_line_and_a_later_run_recovers_every_trial(
     assert "Traceback" not in err, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: lost the connection to storage") and "--storage-retry" in last
+    # and the --trials of the rerun that finishes the run's count
+    done = re.search(r"\((\d+) of this run's 30 trials finished: --trials (\d+) finishes its "
+                     r"count\)$", last)
+    assert done and int(done[1]) + int(done[2]) == 30, last
+    assert int(done[1]) <= states(postgres_url, name)["finished"]
     # a trial that never got a heartbeat row, as a run killed right after creating it leaves
     storage = open_storage(postgres_url)
     study = optuna.load_study(study_name=name, storage=storage)
@@ -170,11 +201,19 @@ def test_a_long_outage_stops_in_one_line_and_a_later_run_recovers_every_trial(
         system_attrs={"gsearch:worker": "deadrun/0"}, intermediate_values={}, trial_id=-1))
     stranded = states(postgres_url, name)["running"]
     assert stranded >= 1
-    # heartbeats of 1 s: stranded trials are failed after 3 s of this run, which runs 10 s
-    later = gsearch("run", "--trials", 10_000, "--timeout", 10, "--storage", postgres_url,
+    # heartbeats of 1 s: stranded trials are failed at this run's first beat, the one with no
+    # heartbeat row once seen unchanged for 3 s; it runs their retries, then it is stopped (a
+    # deadline from its start, as before, left it no time at all on a loaded machine)
+    later = gsearch("run", "--trials", 10_000, "--timeout", 300, "--storage", postgres_url,
                     "--study", name, "--data", csv, "--heartbeat", 1, "--population", 2, *FAST)
-    out, err = later.communicate(timeout=180)
-    assert later.returncode == 0, err[-3000:]
+    try:
+        wait_for(lambda: storage.get_trial(orphan).state == TrialState.FAIL and stranded <= sum(
+            "retry_of" in t.user_attrs and t.state in FINISHED for t in study.trials), 240)
+        later.send_signal(signal.SIGTERM)
+        out, err = later.communicate(timeout=60)
+    finally:
+        later.kill()
+    assert later.returncode == 130 and "Traceback" not in err, err[-3000:]
     counts = states(postgres_url, name)
     assert counts["running"] == 0 and counts["waiting"] == 0, counts
     assert storage.get_trial(orphan).state == TrialState.FAIL

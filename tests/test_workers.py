@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import optuna
@@ -178,7 +179,7 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cli, make_csv,
     url = f"sqlite:///{tmp_path / 's.db'}"
     args = ["--data", make_csv(tracks_per_class=360), "--storage", url, "--study", "k",
             "--workers", 2, "--heartbeat", 1, "--fix", "epochs=100", "--fix", "width=256",
-            "--fix", "n_layers=3", "--fix", "batch_size=32", "--pruner", "none", "--population", 1]
+            "--fix", "n_layers=3", "--fix", "batch_size=64", "--pruner", "none", "--population", 1]
     # trials of a few seconds: long enough to be caught mid-trial with their curves stored
     killed = {}
 
@@ -339,3 +340,63 @@ def test_workers_are_bounded_by_the_trials_and_the_cores(cli, make_csv, tmp_path
     assert result.exit_code == 0, result.output
     assert f"note: --workers {most + 1} lowered to {most}, 4 per core" in result.output
     assert counts(url, "b")["running"] == 0
+
+
+def unlocked(db):
+    """Whether no process holds the SQLite file's write lock now."""
+    try:
+        connection = sqlite3.connect(db, timeout=0.2, isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("ROLLBACK")
+        finally:
+            connection.close()
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
+def running(db):
+    """Trial numbers RUNNING in the SQLite file (read directly: cheap enough to poll)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        return [n for (n,) in connection.execute("SELECT number FROM trials "
+                                                 "WHERE state = 'RUNNING'")]
+
+
+def test_a_run_whose_trials_another_runs_heartbeat_failed_drops_them_and_goes_on(make_csv,
+                                                                                   tmp_path):
+    """A run stopped (SIGSTOP) for longer than the grace period: another run's heartbeat
+    (here this process's, on the same study) fails its trial in flight as stale and enqueues
+    it again. Resumed, the run drops it in one line, runs the retry, and finishes its count:
+    exit 0, no traceback (it was UpdateFinishedTrialError)."""
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    run = gsearch("run", "--trials", 3, "--data", make_csv(), "--storage", url, "--study", "h",
+                  "--heartbeat", 1, "--population", 1, *FAST, cwd=tmp_path)
+    try:
+        wait_for(lambda: has_study(db, "h") and running(db))
+        while True:   # stopped outside a write: holding SQLite's lock it would stall us too
+            os.kill(run.pid, signal.SIGSTOP)
+            if unlocked(db):
+                break
+            os.kill(run.pid, signal.SIGCONT)
+            time.sleep(0.05)
+        stopped = running(db)
+        assert run.poll() is None and len(stopped) == 1, "the run ended before it was stopped"
+        study = optuna.load_study(study_name="h", storage=open_storage(url, heartbeat=1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            wait_for(lambda: optuna.storages.fail_stale_trials(study) or not running(db))
+        os.kill(run.pid, signal.SIGCONT)   # 3 beats (3 s) after its last one, failed
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            os.kill(run.pid, signal.SIGCONT)
+            run.kill()
+    assert run.returncode == 0 and "Traceback" not in err, err[-3000:]
+    dropped = [line for line in err.splitlines() if "dropped here, going on" in line]
+    assert len(dropped) == 1 and f"trial #{stopped[0]} was ended (FAIL)" in dropped[0], err
+    assert counts(url, "h") == {"finished": 3, "fail": 1, "running": 0, "waiting": 0, "all": 4}
+    trials = optuna.load_study(study_name="h", storage=open_storage(url)).trials
+    assert [t.state in FINISHED for t in trials if t.user_attrs.get("retry_of") == stopped[0]] \
+        == [True]   # its retry, run by this run
