@@ -16,7 +16,9 @@ model, process start-up included.
   MedianPruner(n_warmup_steps=10); then its best trial retrained on train+validation.
 
 Prints a table (mean test accuracy ± std over split seeds, trials, epochs trained, search,
-export and total seconds) and draws test accuracy against the wait (log scale) into --plot.
+export and total seconds), then each run's test accuracy and wait by split seed with the
+longest wait and the machine's load average (1 min, at each run's start), and draws test
+accuracy against the wait (log scale) into --plot.
 A gsearch run in which no trial completed before the deadline delivers no model: it is
 counted as such and left out of the means.
 
@@ -25,7 +27,7 @@ the reference systems stay on the CPU.
 
 Usage: python bench/bench_anytime.py [--budgets 30,60,120,300] [--split-seeds 42,0,1]
        [--systems gsearch,reference,reference-warmup10] [--data CSV] [--plot docs/anytime.png]
-       [--device cpu|cuda|auto]
+       [--device cpu|cuda|auto] [--repeats N]
 """
 
 from __future__ import annotations
@@ -156,6 +158,20 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def per_seed(results: dict) -> str:
+    """Each run's test accuracy and wait by split seed, and the longest wait: a wait is a
+    promise to every run, not to their mean."""
+    lines = []
+    for (system, budget), runs in sorted(results.items(), key=lambda kv: (SYSTEMS.index(kv[0][0]), kv[0][1])):
+        shown = ", ".join(
+            f"{r['split_seed']}: " + ("no model" if r["test_accuracy"] is None else f"{r['test_accuracy']:.3f}")
+            + f" in {r['wait_s']:.1f} s" for r in sorted(runs, key=lambda r: r["split_seed"]))
+        load = [r["load"] for r in runs if "load" in r]
+        lines.append(f"{system} {budget:g} s: {shown}; longest wait {max(r['wait_s'] for r in runs):.1f} s"
+                     + (f"; load {min(load):.1f}-{max(load):.1f}" if load else ""))
+    return "\n".join(lines)
+
+
 def plot(results: dict, path: Path, seeds: list[int]) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -191,6 +207,8 @@ def main() -> None:
     parser.add_argument("--split-seeds", default="42,0,1")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each system per budget and split seed (short budgets are noisy)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                         help="--device of both gsearch commands (run and export-best); the reference "
                              "systems always train on the CPU")
@@ -219,23 +237,27 @@ def main() -> None:
             system, budget = key.split("|")
             results.setdefault((system, float(budget)), []).extend(runs)
     for budget in budgets if args.from_json is None else []:
-        for seed in seeds:
+        for seed in [s for s in seeds for _ in range(args.repeats)]:
             for system in systems:   # interleaved, so machine load hits all alike
+                # other processes on the machine, for the record
+                load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
                 with tempfile.TemporaryDirectory() as folder:
                     if system in ("gsearch", "gsearch-export"):
                         r = run_gsearch(args.data, budget, seed, args.threads, Path(folder),
                                         one_command=system == "gsearch-export", device=args.device)
                     else:
                         r = run_reference(system, args.data, budget, seed, args.threads)
-                results.setdefault((system, budget), []).append({**r, "split_seed": seed})
+                results.setdefault((system, budget), []).append({**r, "split_seed": seed, "load": load})
                 shown = "no model" if r["test_accuracy"] is None else f"{r['test_accuracy']:.3f}"
                 print(f"{system} budget {budget:g} s split seed {seed}: test {shown}, "
-                      f"{r['trials']} trials, wait {r['wait_s']:.1f} s", flush=True)
+                      f"{r['trials']} trials, wait {r['wait_s']:.1f} s (load {load:.1f})", flush=True)
                 if args.json:
                     args.json.write_text(json.dumps(
                         {f"{s}|{b:g}": runs for (s, b), runs in results.items()}, indent=1))
     print()
     print(table(results))
+    print()
+    print(per_seed(results))
     if args.plot:
         plot(results, args.plot, seeds)
         print(f"plot: {args.plot}")

@@ -37,6 +37,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 # labels that mean "no label" (what a spreadsheet or pandas writes for a missing value)
 MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "null", "none"})
 _LABEL = "\x00label"   # the label's key in a read table (a feature may be called "label")
+_GROUP = "\x00group"   # the group column's (--group)
 NEWLINE = b"\n"
 
 
@@ -64,7 +65,7 @@ class Dataset:
     clip_samples: int | None = None  # median row length in samples; None without a length column
     features: tuple[str, ...] = FEATURE_NAMES   # the columns of X, in order
     label: str = LABEL_COLUMN        # the label's column in the file
-    grouping: str = "track"          # what a group is: "track" or "artist"
+    grouping: str = "track"          # what a group is: "track", "artist", or a --group column
     tracks: np.ndarray | None = None  # per row: its track (the groups when grouping is "track")
     folds: np.ndarray | None = None  # per row: its fold of a published split (artist grouping)
 
@@ -91,8 +92,10 @@ def resolve_data(path: str | Path | None = None) -> Path:
 def describe_data(ds: Dataset) -> str:
     """One line naming the file a dataset came from, for a command to print."""
     name = "bundled GTZAN features_30_sec.csv" if Path(ds.path) == BUNDLED_DATA else ds.path
-    if ds.grouping == "artist":
+    if ds.grouping == "artist" and ds.folds is not None:   # GTZAN's artist map (by_artist)
         return f"{name} ({ds.n_tracks} tracks with a known artist, {ds.n_groups} artists)"
+    if ds.grouping != "track":
+        return f"{name} ({len(ds.y)} rows, {ds.n_groups} groups of column {ds.grouping!r})"
     return f"{name} ({ds.n_tracks} tracks)"
 
 
@@ -178,7 +181,8 @@ def _parse(text: str, path: Path) -> tuple[list[str], list[list[str]], list[int]
 
 
 def _check_columns(names: list[str], path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
-                   features: tuple[str, ...] | None = None, drop: tuple[str, ...] = ()) -> tuple[str, ...]:
+                   features: tuple[str, ...] | None = None, drop: tuple[str, ...] = (),
+                   group: str | None = None) -> tuple[str, ...]:
     """The feature columns of a table, checked: `features` when given (a study's or a model's,
     by name; other columns are ignored); else the Kaggle GTZAN schema's 57 when the table has
     most of them (and then every Kaggle check: all 57, no unexpected column); else every
@@ -196,6 +200,13 @@ def _check_columns(names: list[str], path: Path, require_labels: bool, *, label:
     if unknown_drop:
         raise DataError(f"{path} has no column {_show(unknown_drop[0])} to leave out (--drop); "
                         f"its columns: {_columns(names)}")
+    if group is not None and group not in names:
+        raise DataError(f"{path} has no column {_show(group)} to group rows by (--group); its "
+                        f"columns: {_columns(names)}")
+    if group is not None and group == label:
+        raise DataError(f"--group {group}: the label column cannot be the group column; name a "
+                        "column that says which rows belong together (an artist, a session)")
+    drop = (*drop, *([group] if group is not None else []))
     if require_labels and label not in names:
         raise DataError(f"{path} has no {_show(label)} column (its columns: {_columns(names)}); "
                         "training needs a label per row: name its column with --label")
@@ -257,11 +268,12 @@ def _numbers(values: list[str], name: str, path: Path, lines: list[int],
 
 
 def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
-          features: tuple[str, ...] | None = None,
-          drop: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str, tuple[str, ...]]:
+          features: tuple[str, ...] | None = None, drop: tuple[str, ...] = (),
+          group: str | None = None) -> tuple[pd.DataFrame, str, tuple[str, ...]]:
     raw = _read_bytes(path)
     names, rows, lines = _parse(_decode(raw, path), path)
-    features = _check_columns(names, path, require_labels, label=label, features=features, drop=drop)
+    features = _check_columns(names, path, require_labels, label=label, features=features, drop=drop,
+                              group=group)
     if not rows:
         raise DataError(f"{path} has a header but no rows")
     for row, line in zip(rows, lines):
@@ -294,6 +306,14 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
     frame = pd.DataFrame(data, index=pd.RangeIndex(len(rows)))
     if label in columns:   # kept apart from the features, whatever the label column's name
         frame[_LABEL] = [value.strip() for value in columns[label]]
+    if group is not None:
+        values = [value.strip() for value in columns[group]]
+        missing = [i for i, value in enumerate(values) if value.lower() in MISSING_LABELS]
+        if missing:
+            i = missing[0]
+            raise DataError(f"{path}: column {_show(group)} (--group) has no value at data row "
+                            f"{i + 1} (line {lines[i]}); give every row a group, or drop the row")
+        frame[_GROUP] = values
     return frame, hashlib.sha256(raw).hexdigest(), features
 
 
@@ -309,13 +329,15 @@ def read_features(path: str | Path, *, require_labels: bool = True,
 
 def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
                  label: str = LABEL_COLUMN, features: tuple[str, ...] | None = None,
-                 drop: tuple[str, ...] = ()) -> Dataset:
+                 drop: tuple[str, ...] = (), group: str | None = None) -> Dataset:
     """Load a labelled feature table: the Kaggle GTZAN schema (57 named features, rows grouped
     into tracks by filename), or any CSV of one's own with a `label` column (another with
     `label=`) and numeric feature columns: every column but the label, `filename`, `length`
     and the `drop`ped ones, or exactly `features` (by name). Any 2 or more class names; the
     classes are GENRES' order when every label is a GTZAN genre, else sorted, or the given
-    `classes` (a study's, which every label must then be one of).
+    `classes` (a study's, which every label must then be one of). With `group`, that column
+    (not a feature) says which rows belong together (an artist, a session, a patient): rows
+    are grouped by its values instead of by track, and every split keeps a group on one side.
 
     >>> ds = load_dataset(resolve_data(BUNDLED_DATA))
     >>> ds.X.shape, ds.classes[:3], ds.n_tracks, ds.features[:2]
@@ -324,7 +346,7 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
     path = Path(path)
     frame, sha256, features = _read(path, require_labels=True, label=label,
                                     features=None if features is None else tuple(features),
-                                    drop=tuple(drop))
+                                    drop=tuple(drop), group=group)
     labels = frame[_LABEL]
     empty = np.flatnonzero(labels.str.lower().isin(MISSING_LABELS).to_numpy())
     if len(empty):
@@ -346,11 +368,20 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
                    else tuple(sorted(found)))
     index = {c: i for i, c in enumerate(classes)}
     tracks = track_ids(frame[FILENAME_COLUMN], frame[LENGTH_COLUMN])
+    groups = tracks
+    if group is not None:
+        groups = frame[_GROUP].to_numpy(dtype=object)
+        per_track = pd.Series(groups).groupby(tracks).nunique()
+        if (per_track > 1).any():   # its segments would land on two sides of a split
+            track = per_track.index[int(np.argmax(per_track.to_numpy() > 1))]
+            raise DataError(f"{path}: track {_show(str(track))} has rows in more than one group of "
+                            f"column {_show(group)} (--group); all segments of a track must share "
+                            "its group")
     return Dataset(
         X=frame[list(features)].to_numpy(np.float32, copy=True),
         y=labels.map(index).to_numpy(np.int64, copy=True),
         classes=tuple(classes),
-        groups=tracks,
+        groups=groups,
         tracks=tracks,
         filenames=frame[FILENAME_COLUMN].astype(str).to_numpy(),
         sha256=sha256,
@@ -358,4 +389,5 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
         clip_samples=_median_length(frame[LENGTH_COLUMN]),
         features=tuple(features),
         label=label,
+        grouping=group or "track",
     )

@@ -25,15 +25,20 @@ class Split:
 
 
 def _track_labels(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """The groups and the label of each (a group's rows must share one label)."""
-    tracks, first = np.unique(ds.groups, return_index=True)
+    """The groups and the label each is stratified by: a track's rows must share one label;
+    a group of another kind (an artist, a --group column's value) may mix labels, and is
+    stratified by its most common one."""
+    tracks, first, inverse = np.unique(ds.groups, return_index=True, return_inverse=True)
     labels = ds.y[first]
-    _, inverse = np.unique(ds.groups, return_inverse=True)
     mixed = np.flatnonzero(labels[inverse] != ds.y)
-    if len(mixed):
-        raise DataError(f"{ds.grouping} {ds.groups[mixed[0]]!r} has rows with different labels; "
-                        f"every row of a {ds.grouping} must carry the same genre")
-    return tracks, labels
+    if not len(mixed):
+        return tracks, labels
+    if ds.grouping == "track":
+        raise DataError(f"track {ds.groups[mixed[0]]!r} has rows with different labels; "
+                        "every row of a track must carry the same label")
+    counts = np.zeros((len(tracks), int(ds.y.max()) + 1), dtype=np.int64)
+    np.add.at(counts, (inverse, ds.y), 1)
+    return tracks, counts.argmax(axis=1)
 
 
 def _split_tracks(tracks, labels, size: float, seed: int, what: str, unit: str = "track",

@@ -67,6 +67,12 @@ groups_option = click.option(
     help="What no split divides: track (all segments of a track on one side), or artist "
          "(GTZAN: only the 948 clips with a known artist, and no artist on two sides: the "
          "score to expect on music by artists the model never heard). Recorded in the study.")
+group_option = click.option(
+    "--group", metavar="COLUMN", default=None,
+    help="A column of your table that says which rows belong together (an artist, a recording "
+         "session, a patient): every split (test, validation, CV folds) keeps all rows of one "
+         "value on one side, so the test score is the one to expect on groups never seen. Not "
+         "a feature. Recorded in the study.")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
                               help="Torch CPU threads; tiny MLPs train fastest on one.")
 
@@ -138,12 +144,11 @@ def _setup_torch(threads: int, device: str):
 
 
 def _space():
-    """The search space: space.suggest_config, unless the caller of `main` passed another as
-    click's context object, main(obj={"space": fn}): how the tests run the real commands on
-    spaces that train in a blink. Not an option: a user's space is the documented one."""
-    from gsearch.search.space import suggest_config
-
-    return (click.get_current_context().obj or {}).get("space", suggest_config)
+    """The search space: None, the documented one sized to the study's table
+    (space.SearchSpace), unless the caller of `main` passed another as click's context
+    object, main(obj={"space": fn}): how the tests run the real commands on spaces that
+    train in a blink. Not an option: a user's space is the documented one."""
+    return (click.get_current_context().obj or {}).get("space")
 
 
 def _quiet_optuna(verbose: bool = False) -> None:
@@ -196,6 +201,7 @@ def main() -> None:
 @label_option
 @drop_option
 @groups_option
+@group_option
 @click.option("--test-fold", type=click.IntRange(1, 3), default=None,
               help="With --groups artist: test on this fold of GTZAN's published artist-filtered "
                    "3-fold split (1, 2 or 3) instead of a --test-size holdout.")
@@ -247,7 +253,7 @@ def main() -> None:
                                                       "tracebacks of worker errors.")
 @user_errors
 def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, threads, split_seed,
-        test_size, val_size, cv, label, drop, groups, test_fold, timeout, export_dir, workers, heartbeat,
+        test_size, val_size, cv, label, drop, groups, group, test_fold, timeout, export_dir, workers, heartbeat,
         storage_retry, fix, population, warm_start,
         warm_start_storage, objectives, max_params, max_latency_ms, verbose) -> None:
     """Run a study, or resume it with --trials more trials."""
@@ -281,31 +287,42 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     from gsearch.data.load import describe_data, load_dataset, resolve_data
     from gsearch.search.objectives import Objectives
     from gsearch.search.parallel import Workers, run_search
-    from gsearch.search.space import parse_fixed
+    from gsearch.search.space import SearchSpace, parse_fixed
     from gsearch.search.storage import open_storage
     from gsearch.search.study import Strategy, load_study, open_study, warm_start_configs
 
+    plots = None   # --export's plot: a process that imports matplotlib during the search
+    if export_dir is not None:
+        from gsearch.search._plotter import start_plot_process
+
+        plots = start_plot_process(busy_cores=threads * workers)
+        if plots is not None:
+            click.get_current_context().call_on_close(plots.close)
     _quiet_optuna(verbose)
     threads = max(1, min(threads, cpu_count() // workers))   # per worker process
     device = _setup_torch(threads, device)
-    strategy = Strategy(sampler, pruner, seed, parse_fixed(fix))
     objectives = Objectives.parse(objectives, max_params=max_params, max_latency_ms=max_latency_ms)
     protocol = Protocol(test_size=test_size, val_size=val_size, split_seed=split_seed, cv=cv,
-                        groups=groups, test_fold=test_fold)
+                        groups=groups, test_fold=test_fold, group=group)
     # data errors surface before the storage is touched
-    ds = protocol.prepare(load_dataset(resolve_data(data_path), label=label, drop=drop))
+    ds = protocol.prepare(load_dataset(resolve_data(data_path), label=label, drop=drop, group=group))
     split = protocol.split(ds)                  # and split errors (too few tracks of a class)
+    space = SearchSpace(protocol.train_rows(ds))   # what open_study sizes a new study's space to
+    strategy = Strategy(sampler, pruner, seed, parse_fixed(fix, space))
     warm = []   # read before this run's study is touched: a bad source leaves it as it was
     if warm_start:
         source = warm_start_storage or storage
         warm = warm_start_configs(load_study(open_storage(source, must_exist=True), warm_start),
-                                  strategy.fixed)[:trials]
+                                  strategy.fixed, space=space)[:trials]
     study = open_study(open_storage(storage, heartbeat=heartbeat or None, retry=storage_retry),
                        study_name,
                        protocol=protocol, ds=ds, strategy=strategy, objectives=objectives)
     click.echo(f"data: {describe_data(ds)}")
-    if protocol.groups != "track":
+    if protocol.grouping != "track":
         click.echo(f"protocol: {protocol.describe()}")
+    sized, gtzan = SearchSpace.of(study), SearchSpace()
+    if (sized.batch_sizes, sized.epochs) != (gtzan.batch_sizes, gtzan.epochs):   # GTZAN's: no word
+        click.echo(f"search space: {sized.describe()}")
     if warm_start:
         before = len(study.get_trials(deepcopy=False))
         for params in warm:
@@ -336,7 +353,7 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     where = _where(study_name, storage)
     completed = _completed(study)
     if completed and export_dir is not None:
-        _export(study, export_dir, storage, None, device=device, ds=ds)
+        _export(study, export_dir, storage, None, device=device, ds=ds, plots=plots)
         return
     if completed:
         click.echo(f"next: gsearch export-best {where}")
@@ -416,7 +433,7 @@ def export_best_command(ctx, study_name, storage, out_dir, data_path, ensemble, 
 
 
 def _export(study, out_dir: Path, storage: str, artifacts: Path | None, *, device, data_path=None,
-            ds=None, ensemble=None, pick=None) -> None:
+            ds=None, ensemble=None, pick=None, plots=None) -> None:
     """export_best, then what export-best prints and attaches to the dashboard: the one path
     of `gsearch export-best` and `gsearch run --export`."""
     from gsearch.search.dashboard import artifact_dir, attach_export
@@ -424,7 +441,7 @@ def _export(study, out_dir: Path, storage: str, artifacts: Path | None, *, devic
 
     artifacts = artifact_dir(artifacts, storage)
     info = export_best(study, out_dir, data_path=data_path, ds=ds, device=device, ensemble=ensemble,
-                       pick=pick)
+                       pick=pick, plots=plots)
     for note in pick.notes if pick else ():
         click.echo(f"note: {note}")
     scores = (f"test accuracy {info['test_accuracy']:.3f}, test macro-F1 {info['test_macro_f1']:.3f} "
@@ -489,6 +506,7 @@ def report(study_name, storage, out_dir) -> None:
 @label_option
 @drop_option
 @groups_option
+@group_option
 @click.option("--test-folds", default=None, metavar="K,K,...",
               help="With --groups artist: the published artist folds to test on, each with its "
                    "own study (instead of --split-seeds) [default: 1,2,3].")
@@ -501,7 +519,7 @@ def report(study_name, storage, out_dir) -> None:
 @click.pass_context
 @user_errors
 def evaluate_command(ctx, split_seeds, trials, data_path, storage, out_dir, cv, label, drop, groups,
-                     test_folds, ensemble, sampler, pruner, seed, device, threads) -> None:
+                     group, test_folds, ensemble, sampler, pruner, seed, device, threads) -> None:
     """Honest benchmark: per split seed (or, with --groups artist, per published artist fold),
     search train+validation, export, score on test."""
     try:
@@ -536,9 +554,9 @@ def evaluate_command(ctx, split_seeds, trials, data_path, storage, out_dir, cv, 
 
     _quiet_optuna()
     device = _setup_torch(threads, device)
-    protocol = Protocol(groups=groups)
+    protocol = Protocol(groups=groups, group=group)
     # data errors surface before the storage is touched
-    ds = protocol.prepare(load_dataset(resolve_data(data_path), label=label, drop=drop))
+    ds = protocol.prepare(load_dataset(resolve_data(data_path), label=label, drop=drop, group=group))
     results = evaluate_seeds(ds, split_seeds=seeds, trials=trials, cv=cv,
                              storage=storage or DEFAULT_EVAL_STORAGE, out_dir=out_dir, device=device,
                              ensemble=ensemble, strategy=Strategy(sampler, pruner, seed), seed=seed,

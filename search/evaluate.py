@@ -9,6 +9,8 @@ tuned by grouped CV on the same rows.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,7 +31,6 @@ from gsearch.search.export import export_best
 from gsearch.search.loop import Space
 from gsearch.search.parallel import run_search
 from gsearch.search.protocol import Protocol
-from gsearch.search.space import suggest_config
 from gsearch.search.storage import open_storage
 from gsearch.search.study import Strategy, open_study, state_counts
 
@@ -50,7 +51,9 @@ class SeedResult:
 
 def split_label(split_seed: int, protocol: Protocol = Protocol()) -> str:
     """One split's name, and its export's folder: split42; by artist artist-fold1 (a published
-    fold) or artist-split42."""
+    fold) or artist-split42; by a --group column group-COLUMN-split42."""
+    if protocol.group is not None:
+        return f"group-{re.sub(r'[^A-Za-z0-9_.-]+', '_', protocol.group)}-split{split_seed}"
     if protocol.groups == "track":
         return f"split{split_seed}"
     split = f"fold{protocol.test_fold}" if protocol.test_fold is not None else f"split{split_seed}"
@@ -96,9 +99,9 @@ def baselines(ds: Dataset, split: Split, seed: int = 0) -> dict[str, tuple[float
 def evaluate_seeds(ds: Dataset, *, split_seeds: list[int], trials: int, cv: int,
                    storage: str, out_dir: Path, device: torch.device, ensemble: int | None = None,
                    strategy: Strategy = Strategy(seed=0), seed: int = 0,
-                   protocol: Protocol = Protocol(), space: Space = suggest_config,
+                   protocol: Protocol = Protocol(), space: Space | None = None,
                    test_folds: list[int] | None = None) -> list[SeedResult]:
-    """Search (run_search, `space`), export and score once per split seed (the protocol's
+    """Search (run_search, `space`: by default the one sized to the table), export and score once per split seed (the protocol's
     split seed replaced by each), or once per published test fold (`test_folds`, with
     protocol.groups "artist"); a split's study is topped up to `trials` finished trials, so
     an interrupted benchmark resumes where it stopped. `seed`: the training seed (and the
@@ -152,16 +155,23 @@ def _mean_std(values: list[float]) -> str:
 def format_table(results: list[SeedResult]) -> str:
     """Per seed: test accuracy / macro-F1 of every model; then mean ± std over seeds.
     'search value' is the search's own (validation / CV) estimate for its best trial,
-    'search min' the summed duration of its trials."""
-    models = list(results[0].scores)
+    'search min' the summed duration of its trials. A model a seed lacks (a top-4 ensemble
+    where another seed's study had 5 trials to average) shows '-' there, and its mean is
+    over the seeds that have it."""
+    models = list(dict.fromkeys(m for r in results for m in r.scores))
+    models.sort(key=lambda m: not m.startswith("MLP"))   # the search's models first (stable)
+
+    def cell(r: SeedResult, m: str) -> str:
+        return f"{r.scores[m][0]:.3f} / {r.scores[m][1]:.3f}" if m in r.scores else "-"
+
     head = f"{results[0].kind:>10} {'trials':>6} {'search min':>10} {'search value':>12}" + "".join(
         f" | {m + ' acc / F1':>20}" for m in models)
     lines = [head, "-" * len(head)]
     for r in results:
         lines.append(f"{r.split_seed:>10} {r.trials:>6} {r.search_minutes:>10.1f} {r.search_value:>12.3f}"
-                     + "".join(f" | {f'{r.scores[m][0]:.3f} / {r.scores[m][1]:.3f}':>20}" for m in models))
+                     + "".join(f" | {cell(r, m):>20}" for m in models))
     lines.append("-" * len(head))
     for i, what in enumerate(("test accuracy", "test macro-F1")):
         lines.append(f"{'mean ± std ' + what:>41}" + "".join(
-            f" | {_mean_std([r.scores[m][i] for r in results]):>20}" for m in models))
+            f" | {_mean_std([r.scores[m][i] for r in results if m in r.scores]):>20}" for m in models))
     return "\n".join(lines)

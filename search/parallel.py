@@ -3,7 +3,7 @@ worker processes that share one study in one storage.
 
 `gsearch run`, `gsearch evaluate` and the tests all call `run_search(study, ds, ...)`: the
 study's recorded protocol makes the trials' data (protocol.Protocol.trial_data), the search
-space is passed in (space.suggest_config by default), and the trials run in this process on
+space is passed in (by default the one the study was sized to: space.SearchSpace), and the trials run in this process on
 the caller's study handle (its sampler and pruner), or in `Workers.count` processes. Each
 worker runs the trial loop (loop.TrialLoop) on its own handle of the study (its own sampler
 seed, study.Strategy; torch threads shared out so the cores are not oversubscribed); the
@@ -61,7 +61,7 @@ from gsearch.search.loop import Callback, Space, TrialLoop
 from gsearch.search._spawn import spawning, start_workers_server
 from gsearch.search.progress import Progress, summary
 from gsearch.search.protocol import Protocol
-from gsearch.search.space import suggest_config
+from gsearch.search.space import SearchSpace
 from gsearch.search.storage import (LOST, STORAGE_RETRY, give_up, open_storage, retry_trial,
                                     safe_url)
 from gsearch.search.study import DEFAULT_POPULATION, Strategy, set_log_level
@@ -127,6 +127,7 @@ class _Run:
     study: str
     trials: int                   # the run's total over all its workers
     space: Space
+    max_epochs: int               # the pruner's scale: the study's space's longest trial
     device: str
     seed: int                     # training seeds: seed + trial number
     timeout: float | None
@@ -272,7 +273,8 @@ def _loop(study: _Study, ds: Dataset, run: _Run, *, slot: int, budget: _Budget,
     loop = TrialLoop(study, Protocol.of(study).trial_data(ds), space=run.space,
                      device=resolve_device(run.device), seed=run.seed, size=run.population,
                      callbacks=[account, *callbacks], claim=lambda force=False: budget.claim(slot, force),
-                     lock=budget.lock, stop=lambda: interrupt.requested)
+                     lock=budget.lock, stop=lambda: interrupt.requested,
+                     release=lambda trial: account(study, trial))   # a trial another run ended
     with _handlers(interrupt, signals):
         try:
             loop.run(run.trials, run.timeout)
@@ -294,7 +296,7 @@ def _child(run: _Run, ds: Dataset, slot: int, index: int, budget: _Budget, conn)
         study = _Study(run.study, open_storage(workers.storage, heartbeat=workers.heartbeat,
                                                retry=workers.storage_retry),
                        workers.strategy.make_sampler(run.done, worker=index),
-                       workers.strategy.make_pruner(), worker=f"{budget.run}/{index}",
+                       workers.strategy.make_pruner(run.max_epochs), worker=f"{budget.run}/{index}",
                        on_ask=lambda number: conn.send(("asked", number)))
         _loop(study, ds, run, slot=slot, budget=budget, signals=(signal.SIGTERM,),
               callbacks=[lambda study, trial: conn.send(trial)])
@@ -312,12 +314,13 @@ def _child(run: _Run, ds: Dataset, slot: int, index: int, budget: _Budget, conn)
         sys.exit(1)
 
 
-def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space = suggest_config,
+def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space | None = None,
                device: torch.device | str = "cpu", seed: int = 0, timeout: float | None = None,
                population: int = DEFAULT_POPULATION, workers: Workers | None = None,
                callbacks: Sequence[Callback] = ()) -> None:
     """Run `trials` more finished trials of `study` on `ds`, with the protocol the study
-    recorded, each trial's configuration from `space` (trial -> TrialConfig), trained on
+    recorded, each trial's configuration from `space` (trial -> TrialConfig; by default the
+    space the study was sized to, space.SearchSpace.of), trained on
     `device` with seed `seed` + trial number, `population` trials at once.
 
     After `timeout` seconds no trial starts and the trials in flight stop within an epoch
@@ -346,19 +349,36 @@ def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space = 
     """
     if workers is not None and workers.count > trials:   # a worker without a trial only costs
         workers = dataclasses.replace(workers, count=trials)
-    run = _Run(study=study.study_name, trials=trials, space=space, device=str(device), seed=seed,
+    sized = SearchSpace.of(study)
+    run = _Run(study=study.study_name, trials=trials, space=space or sized,
+               max_epochs=sized.max_epochs, device=str(device), seed=seed,
                timeout=timeout, population=population, done=len(study.get_trials(deepcopy=False)),
                workers=workers or Workers(1, "", Strategy()))
-    if run.workers.count > 1:
-        _Parent(run, ds, study, callbacks).run()
-        return
-    progress = Progress(study, trials)
+    parent = _Parent(run, ds, study, callbacks) if run.workers.count > 1 else None
+    budget = parent.budget if parent else _Budget(mp.get_context(), 1, trials)
     try:
-        _loop(_Study.of(study), ds, run, slot=0, budget=_Budget(mp.get_context(), 1, trials),
-              callbacks=[progress, *callbacks])
-    finally:
-        progress.close()
-        print(summary(study))
+        if parent:
+            parent.run()
+            return
+        progress = Progress(study, trials)
+        try:
+            _loop(_Study.of(study), ds, run, slot=0, budget=budget,
+                  callbacks=[progress, *callbacks])
+        finally:
+            progress.close()
+            print(summary(study))
+    except GsearchError as e:
+        raise _gave_up(e, budget) from None
+
+
+def _gave_up(error: GsearchError, budget: _Budget) -> GsearchError:
+    """A give-up on a storage server gone (storage._Outage), with the `--trials` of the rerun
+    that finishes this run's count; any other error as it is."""
+    done = budget.finished.value
+    if not str(error).startswith(LOST) or done >= budget.total:
+        return error
+    return GsearchError(f"{error} ({done} of this run's {budget.total} trials finished: "
+                        f"--trials {budget.total - done} finishes its count)")
 
 
 class _Parent:

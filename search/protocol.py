@@ -1,7 +1,8 @@
 """The evaluation protocol of a study: how its trials are scored, recorded in the study.
 
 One frozen dataclass holds the split sizes, the split seed, the CV folds and what a group is
-(a track, or on GTZAN an artist, with the published artist-filtered folds); its defaults are
+(a track, on GTZAN an artist with the published artist-filtered folds, or the value of a
+column of the user's table: `--group COL`); its defaults are
 written here once and used by `run`, `export-best` and `evaluate`, and it makes every split:
 the test holdout, the validation split, the CV folds, none with a group on two sides. A study records the protocol and the
 data file's fingerprint when it is created; every later run, worker, export or evaluation
@@ -13,6 +14,8 @@ reads the protocol back from the study (`Protocol.of`) and refuses other data or
 'test 20% of tracks (split seed 42), 5-fold CV on the rest'
 >>> Protocol(groups="artist", test_fold=2).describe()
 'GTZAN clips with a known artist, no artist on two sides: test artist fold 2, validation 20% of the rest'
+>>> Protocol(group="session").describe()
+"rows grouped by column 'session', no group on two sides: test 20% of the groups (split seed 42), validation 20% of the rest"
 """
 
 from __future__ import annotations
@@ -41,24 +44,36 @@ class Protocol:
     cv: int = 1              # >1: score each trial by k-fold CV on train+validation
     groups: str = "track"    # what no split divides: "track", or "artist" (GTZAN's artist map)
     test_fold: int | None = None   # "artist": test on this published fold (1-3), not test_size
+    group: str | None = None  # or a column of the table: rows with one value stay together
 
     # Recorded keys that must match between the runs and exports of one study.
     GUARDED = (records.DATA_SHA256, records.FEATURES, records.LABEL, "split_seed", "test_size",
-               "val_size", "cv", "groups", "test_fold")
+               "val_size", "cv", "groups", "test_fold", "group")
     GROUPS = ("track", "artist")
 
     def __post_init__(self):
         if self.groups not in self.GROUPS:
             raise GsearchError(f"unknown --groups {self.groups!r}; use track or artist")
+        if self.group is not None and self.groups != "track":
+            raise GsearchError(f"--group {self.group} groups rows by a column of your table, "
+                               "--groups artist by GTZAN's artist map: pass one of them")
         if self.test_fold is not None and self.groups != "artist":
             raise GsearchError("--test-fold picks one of GTZAN's published artist folds; "
                                "add --groups artist, or drop --test-fold")
         if self.test_fold is not None and self.test_fold not in (1, 2, 3):
             raise GsearchError(f"--test-fold must be 1, 2 or 3 (GTZAN's artist folds), got {self.test_fold}")
 
+    @property
+    def grouping(self) -> str:
+        """What a group is: "track", "artist", or the --group column's name."""
+        return self.group if self.group is not None else self.groups
+
     def describe(self) -> str:
         scoring = (f"{self.cv}-fold CV on the rest" if self.cv > 1
                    else f"validation {self.val_size:.0%} of the rest")
+        if self.group is not None:
+            return (f"rows grouped by column {self.group!r}, no group on two sides: test "
+                    f"{self.test_size:.0%} of the groups (split seed {self.split_seed}), {scoring}")
         if self.groups == "artist":
             test = (f"test artist fold {self.test_fold}" if self.test_fold is not None
                     else f"test {self.test_size:.0%} of artists (split seed {self.split_seed})")
@@ -66,8 +81,12 @@ class Protocol:
         return f"test {self.test_size:.0%} of tracks (split seed {self.split_seed}), {scoring}"
 
     def prepare(self, ds: Dataset) -> Dataset:
-        """The rows this protocol searches and tests, grouped as it says: `ds` itself by track,
-        or its GTZAN clips with a known artist, grouped by artist (data.artists.by_artist)."""
+        """The rows this protocol searches and tests, grouped as it says: `ds` itself by track
+        or by its --group column (loaded with load_dataset(group=...)), or its GTZAN clips
+        with a known artist, grouped by artist (data.artists.by_artist)."""
+        if self.group is not None and ds.grouping != self.group:
+            raise ValueError(f"a dataset grouped by {ds.grouping}, a protocol by column "
+                             f"{self.group!r}: load it with load_dataset(..., group={self.group!r})")
         if self.groups == "track":
             return ds
         from gsearch.data.artists import by_artist   # lazy: see the imports
@@ -79,8 +98,8 @@ class Protocol:
         stratified, by group: row indices into that dataset."""
         from gsearch.data.split import split_dataset   # lazy: see the imports
 
-        if ds.grouping != self.groups:
-            raise ValueError(f"a dataset grouped by {ds.grouping}, a protocol by {self.groups}: "
+        if ds.grouping != self.grouping:
+            raise ValueError(f"a dataset grouped by {ds.grouping}, a protocol by {self.grouping}: "
                              "split Protocol.prepare(ds)")
         return split_dataset(ds, test_size=self.test_size, val_size=self.val_size,
                              seed=self.split_seed, test_fold=self.test_fold)
@@ -101,6 +120,17 @@ class Protocol:
         if self.cv <= 1:
             return [part(split.train, split.val)]
         return [part(a, b) for a, b in kfold_splits(ds, split.train_val, self.cv, self.split_seed)]
+
+    def train_rows(self, ds: Dataset) -> int:
+        """The rows one trial trains on (a fold's under --cv): what its search space is sized
+        to (space.SearchSpace)."""
+        from gsearch.data.split import kfold_splits   # lazy: see the imports
+
+        ds = self.prepare(ds)
+        split = self.split(ds)
+        if self.cv <= 1:
+            return len(split.train)
+        return len(kfold_splits(ds, split.train_val, self.cv, self.split_seed)[0][0])
 
     def fingerprint(self, ds: Dataset) -> dict:
         """What a study records about its data and protocol (study user attributes)."""
@@ -125,7 +155,7 @@ class Protocol:
         """Refuse other data or protocol options than the study was made with."""
         expected = self.fingerprint(ds)
         # studies made before --cv used the split, before --groups the tracks
-        recorded = {"cv": 1, "groups": "track", "test_fold": None, **study.user_attrs}
+        recorded = {"cv": 1, "groups": "track", "test_fold": None, "group": None, **study.user_attrs}
         for key in self.GUARDED:
             if key in recorded and recorded[key] != expected[key]:
                 made = _data_name(recorded.get(records.DATA_PATH))

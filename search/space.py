@@ -18,10 +18,12 @@ seventeen minutes (docs/benchmarks.md, "Fewer wasted epochs").
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from gsearch import GsearchError
 from gsearch.models.config import LR_SCHEDULES, TrialConfig
+from gsearch.search import records
 
 # lazy: the CLI reads PARAMETERS when it starts (gsearch --help); Optuna is imported by the
 # functions that build distributions
@@ -29,39 +31,97 @@ if TYPE_CHECKING:
     import optuna
 
 
-# The searched parameters, in suggest_config's order (--fix's help lists them; a test checks).
-MAX_EPOCHS = 100   # the longest trial (hyperband's max_resource in study.PRUNERS)
-
+# The searched parameters, in SearchSpace's order (--fix's help lists them; a test checks).
 PARAMETERS = ("n_layers", "width", "batch_norm", "lr", "lr_schedule", "batch_size", "epochs",
               "dropout", "weight_decay", "label_smoothing", "input_noise")
 
-
-def suggest_config(trial: optuna.Trial) -> TrialConfig:
-    return TrialConfig(
-        # architecture
-        n_layers=trial.suggest_int("n_layers", 1, 3),
-        width=trial.suggest_int("width", 32, 256, log=True),
-        batch_norm=trial.suggest_categorical("batch_norm", [True, False]),
-        # optimisation (AdamW; lr is the peak rate of onecycle / the start of cosine)
-        lr=trial.suggest_float("lr", 1e-4, 3e-2, log=True),
-        lr_schedule=trial.suggest_categorical("lr_schedule", list(LR_SCHEDULES)),
-        batch_size=trial.suggest_categorical("batch_size", [32, 64, 128]),
-        epochs=trial.suggest_int("epochs", 20, MAX_EPOCHS, step=10),
-        # regularization
-        dropout=trial.suggest_float("dropout", 0.0, 0.6),
-        weight_decay=trial.suggest_float("weight_decay", 1e-5, 1e-1, log=True),
-        label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.2),
-        input_noise=trial.suggest_float("input_noise", 0.0, 0.3),
-    )
+# Up to this many training rows the space is the one tuned on GTZAN (640 training rows):
+# batches of 32-128 rows, 20-100 epochs. Larger tables get larger batches and fewer epochs.
+REFERENCE_ROWS = 1000
+MAX_EPOCHS = 100   # the longest trial of any space (a table of REFERENCE_ROWS rows or fewer)
 
 
-def space_distributions() -> dict[str, optuna.distributions.BaseDistribution]:
-    """The space's parameters and their distributions, read off a throwaway trial."""
-    import optuna
+@dataclass(frozen=True)
+class SearchSpace:
+    """The search space, sized to a training set of `rows` rows; calling it on a trial
+    samples a TrialConfig. What follows the data is the batch size and the epochs (and,
+    through `max_epochs`, the pruner's rungs: study.Strategy.make_pruner): up to
+    REFERENCE_ROWS rows, batches of 32, 64 or 128 rows and 20 to 100 epochs (GTZAN's space);
+    above, the smallest batch is the power of two at or below rows/20 (at most 256) and the
+    epochs shrink with the square root of the rows, so a search's time grows about linearly
+    with the table (docs/benchmarks.md, "Tables of every size"). A study records the rows its space was
+    sized to (`of`), so every run, worker and resume of it samples the same space.
 
-    probe = optuna.create_study().ask()
-    suggest_config(probe)
-    return probe.distributions
+    >>> SearchSpace(640).batch_sizes, SearchSpace(640).epochs
+    ((32, 64, 128), (20, 100, 10))
+    >>> SearchSpace(64_000).batch_sizes, SearchSpace(64_000).epochs
+    ((256, 512, 1024), (2, 10, 1))
+    """
+
+    rows: int = 640   # training rows of one trial (GTZAN's by default)
+
+    @property
+    def batch_sizes(self) -> tuple[int, int, int]:
+        smallest = 2 ** math.floor(math.log2(max(self.rows, 1) / 20))
+        smallest = min(max(smallest, 32), 256)
+        return smallest, 2 * smallest, 4 * smallest
+
+    @property
+    def epochs(self) -> tuple[int, int, int]:
+        """(fewest, most, step): 2 to 10 steps of `step` epochs."""
+        step = round(10 * math.sqrt(REFERENCE_ROWS / max(self.rows, 1)))
+        step = min(max(step, 1), MAX_EPOCHS // 10)
+        return 2 * step, 10 * step, step
+
+    @property
+    def max_epochs(self) -> int:
+        return self.epochs[1]
+
+    def __call__(self, trial: optuna.Trial) -> TrialConfig:
+        low, high, step = self.epochs
+        return TrialConfig(
+            # architecture
+            n_layers=trial.suggest_int("n_layers", 1, 3),
+            width=trial.suggest_int("width", 32, 256, log=True),
+            batch_norm=trial.suggest_categorical("batch_norm", [True, False]),
+            # optimisation (AdamW; lr is the peak rate of onecycle / the start of cosine)
+            lr=trial.suggest_float("lr", 1e-4, 3e-2, log=True),
+            lr_schedule=trial.suggest_categorical("lr_schedule", list(LR_SCHEDULES)),
+            batch_size=trial.suggest_categorical("batch_size", list(self.batch_sizes)),
+            epochs=trial.suggest_int("epochs", low, high, step=step),
+            # regularization
+            dropout=trial.suggest_float("dropout", 0.0, 0.6),
+            weight_decay=trial.suggest_float("weight_decay", 1e-5, 1e-1, log=True),
+            label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.2),
+            input_noise=trial.suggest_float("input_noise", 0.0, 0.3),
+        )
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """The space's parameters and their distributions, read off a throwaway trial."""
+        import optuna
+
+        probe = optuna.create_study().ask()
+        self(probe)
+        return probe.distributions
+
+    def describe(self) -> str:
+        low, high, _ = self.epochs
+        return (f"sized to {self.rows:,} training rows: batch size "
+                f"{'/'.join(map(str, self.batch_sizes))}, {low}-{high} epochs")
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> "SearchSpace":
+        """The space a study was sized to (GTZAN's for a study made before spaces were sized)."""
+        return cls(int(study.user_attrs.get(records.SPACE_ROWS, cls.rows)))
+
+
+# GTZAN's space (640 training rows): the default of a caller that has no table in hand.
+suggest_config = SearchSpace()
+
+
+def space_distributions(space: SearchSpace = suggest_config) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The parameters and distributions of `space` (GTZAN's by default)."""
+    return space.distributions()
 
 
 def _parse_value(distribution: optuna.distributions.BaseDistribution, text: str):
@@ -81,16 +141,16 @@ def _parse_value(distribution: optuna.distributions.BaseDistribution, text: str)
     return value if distribution_contains(distribution, value) else None
 
 
-def parse_fixed(items: Sequence[str]) -> dict:
+def parse_fixed(items: Sequence[str], space: SearchSpace = suggest_config) -> dict:
     """`--fix NAME=VALUE` items as search-space parameters held at one value, each checked
-    against the space (names, types, ranges).
+    against `space` (names, types, ranges; the space sized to the run's table).
 
     >>> parse_fixed(["epochs=30", "batch_norm=true"])
     {'epochs': 30, 'batch_norm': True}
     """
     if not items:
         return {}
-    distributions = space_distributions()
+    distributions = space.distributions()
     fixed = {}
     for item in items:
         name, _, text = item.partition("=")
@@ -101,6 +161,7 @@ def parse_fixed(items: Sequence[str]) -> dict:
         value = _parse_value(distribution, text)
         if value is None:
             raise GsearchError(f"--fix {item!r}: {text!r} is not a value of {name} in the "
-                               f"search space ({distribution}); pick one inside it")
+                               f"search space ({distribution}; {space.describe()}); pick one "
+                               "inside it")
         fixed[name] = value
     return fixed

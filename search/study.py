@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 from gsearch import GsearchError
 from gsearch.search import records
-from gsearch.search.space import MAX_EPOCHS
+from gsearch.search.space import MAX_EPOCHS, SearchSpace
 
 # lazy: the CLI reads the registries and defaults below when it starts (gsearch --help);
 # Optuna (about a second to import) is imported by the functions that use it
@@ -56,16 +56,20 @@ SAMPLERS: dict[str, Callable] = {   # name -> factory(optuna, seed)
 
 DEFAULT_PRUNER = "asha"   # measured against median in docs/benchmarks.md, "Fewer wasted epochs"
 
-PRUNERS: dict[str, Callable] = {    # name -> factory(optuna)
+# name -> factory(optuna, max_epochs): the rungs scale with the longest trial of the space
+# (space.SearchSpace.max_epochs; MAX_EPOCHS, GTZAN's, gives the numbers below)
+PRUNERS: dict[str, Callable] = {
     # below the median of earlier trials at the same epoch, after 10 epochs
-    "median": lambda optuna: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10),
+    "median": lambda optuna, most: optuna.pruners.MedianPruner(n_startup_trials=5,
+                                                               n_warmup_steps=most // 10),
     # successive halving: only the best third at epochs 5, 15 and 45 go on (the default)
-    "asha": lambda optuna: optuna.pruners.SuccessiveHalvingPruner(min_resource=5, reduction_factor=3),
-    # several successive-halving brackets
-    "hyperband": lambda optuna: optuna.pruners.HyperbandPruner(min_resource=10, max_resource=MAX_EPOCHS,
-                                                               reduction_factor=3),
+    "asha": lambda optuna, most: optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=max(1, most // 20), reduction_factor=3),
+    # several successive-halving brackets, from 10 to 100 epochs
+    "hyperband": lambda optuna, most: optuna.pruners.HyperbandPruner(
+        min_resource=max(1, most // 10), max_resource=most, reduction_factor=3),
     # train every trial out
-    "none": lambda optuna: optuna.pruners.NopPruner(),
+    "none": lambda optuna, most: optuna.pruners.NopPruner(),
 }
 
 
@@ -111,10 +115,11 @@ class Strategy:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.PartialFixedSampler(self.fixed, sampler)
 
-    def make_pruner(self) -> optuna.pruners.BasePruner:
+    def make_pruner(self, max_epochs: int = MAX_EPOCHS) -> optuna.pruners.BasePruner:
+        """The pruner, its rungs scaled to a space whose longest trial is `max_epochs`."""
         import optuna
 
-        return PRUNERS[self.pruner](optuna)
+        return PRUNERS[self.pruner](optuna, max_epochs)
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
@@ -137,24 +142,29 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Pro
     """Create the study, or resume it after checking it was made on the same data,
     protocol and objectives (nothing is written when a check fails). Its sampler and
     pruner come from `strategy` (a seeded sampler continues the sequence of a resumed
-    study: Strategy.make_sampler)."""
+    study: Strategy.make_sampler; the pruner's rungs follow the study's search space, sized
+    to the rows a trial trains on when the study is made: space.SearchSpace)."""
     import optuna
 
     from gsearch.search.objectives import Objectives
 
     objectives = objectives or Objectives()
     done = 0
+    space = None
     if name in study_names(storage):
         existing = optuna.load_study(study_name=name, storage=storage)
         protocol.check(existing, ds)
         objectives.check(existing)
         done = len(existing.trials)
+        space = SearchSpace.of(existing) if done else None
+    space = space or SearchSpace(protocol.train_rows(ds))
     study = optuna.create_study(storage=storage, study_name=name, directions=objectives.directions,
-                                sampler=strategy.make_sampler(done), pruner=strategy.make_pruner(),
-                                load_if_exists=True)
+                                sampler=strategy.make_sampler(done),
+                                pruner=strategy.make_pruner(space.max_epochs), load_if_exists=True)
     if done == 0:
         for key, value in protocol.fingerprint(ds).items():
             study.set_user_attr(key, value)
+        study.set_user_attr(records.SPACE_ROWS, space.rows)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             objectives.record(study)   # with the dashboard's metric names
@@ -166,11 +176,12 @@ WARM_START_TRIALS = 5
 
 
 def warm_start_configs(source: optuna.Study, fixed: dict | None = None,
-                       n: int = WARM_START_TRIALS) -> list[dict]:
+                       n: int = WARM_START_TRIALS, *, space: SearchSpace | None = None) -> list[dict]:
     """The search-space parameters of `source`'s best completed trials (by validation
     accuracy, within its limits; at most `n`), for a new search to start from. Parameters
     the space no longer has are dropped, `fixed` ones (--fix) replace theirs, and a
-    configuration outside today's ranges is left out rather than clipped.
+    configuration outside the ranges of `space` (the new search's; GTZAN's by default) is
+    left out rather than clipped.
 
     >>> import optuna
     >>> earlier = optuna.create_study(direction="maximize")
@@ -188,7 +199,7 @@ def warm_start_configs(source: optuna.Study, fixed: dict | None = None,
     if not ranked:
         raise GsearchError(f"study '{source.study_name}' has no completed trial to start from; "
                            "drop --warm-start or name a study with finished trials")
-    space = space_distributions()
+    space = space_distributions(space or SearchSpace())
     configs = []
     for trial in ranked:
         params = {k: v for k, v in trial.params.items() if k in space} | (fixed or {})
