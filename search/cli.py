@@ -291,13 +291,6 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     from gsearch.search.storage import open_storage
     from gsearch.search.study import Strategy, load_study, open_study, warm_start_configs
 
-    plots = None   # --export's plot: a process that imports matplotlib during the search
-    if export_dir is not None:
-        from gsearch.search._plotter import start_plot_process
-
-        plots = start_plot_process(busy_cores=threads * workers)
-        if plots is not None:
-            click.get_current_context().call_on_close(plots.close)
     _quiet_optuna(verbose)
     threads = max(1, min(threads, cpu_count() // workers))   # per worker process
     device = _setup_torch(threads, device)
@@ -353,7 +346,7 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
     where = _where(study_name, storage)
     completed = _completed(study)
     if completed and export_dir is not None:
-        _export(study, export_dir, storage, None, device=device, ds=ds, plots=plots)
+        _export(study, export_dir, storage, None, device=device, ds=ds)
         return
     if completed:
         click.echo(f"next: gsearch export-best {where}")
@@ -433,7 +426,7 @@ def export_best_command(ctx, study_name, storage, out_dir, data_path, ensemble, 
 
 
 def _export(study, out_dir: Path, storage: str, artifacts: Path | None, *, device, data_path=None,
-            ds=None, ensemble=None, pick=None, plots=None) -> None:
+            ds=None, ensemble=None, pick=None) -> None:
     """export_best, then what export-best prints and attaches to the dashboard: the one path
     of `gsearch export-best` and `gsearch run --export`."""
     from gsearch.search.dashboard import artifact_dir, attach_export
@@ -441,7 +434,7 @@ def _export(study, out_dir: Path, storage: str, artifacts: Path | None, *, devic
 
     artifacts = artifact_dir(artifacts, storage)
     info = export_best(study, out_dir, data_path=data_path, ds=ds, device=device, ensemble=ensemble,
-                       pick=pick, plots=plots)
+                       pick=pick)
     for note in pick.notes if pick else ():
         click.echo(f"note: {note}")
     scores = (f"test accuracy {info['test_accuracy']:.3f}, test macro-F1 {info['test_macro_f1']:.3f} "

@@ -29,7 +29,6 @@ from gsearch.models.metrics import classification_scores
 from gsearch.models.mlp import Ensemble
 from gsearch.models.population import DivergedError, TrainData, train_population
 from gsearch.search import records
-from gsearch.search._plotter import PlotProcess
 from gsearch.search.objectives import Objectives, accuracy_of, feasible
 from gsearch.search.protocol import Protocol
 from gsearch.search.selection import Pick, chosen_trials
@@ -62,12 +61,11 @@ def _predict(model: torch.nn.Module, X, device: torch.device):
 
 def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = None,
                 ds: Dataset | None = None, device: torch.device, ensemble: int | None = None,
-                pick: Pick | None = None, plots: PlotProcess | None = None) -> dict:
+                pick: Pick | None = None) -> dict:
     """Export the top `ensemble` trials averaged as one model (1: the best trial alone;
     None: selection.top_trials' default), or the one trial `pick` names (a multi-objective
     study: knee by default). The data: `ds`, or the file `data_path`, or the study's own
-    (study_data). `plots`: a process that draws the confusion matrix while the model is
-    written (run --export); without it, drawn here. Returns the metadata written to model.json."""
+    (study_data). Returns the metadata written to model.json."""
     chosen, rule = chosen_trials(study, ensemble, pick)
     ds, split, protocol = study_data(study, data_path, ds=ds)
     rows = split.train_val
@@ -113,17 +111,10 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
     }
     if len(models) > 1:
         meta["members"] = members
-    what = f"trial {best.number}" if len(models) == 1 else f"ensemble of {len(models)} trials"
-    plot = (report, out_dir / CONFUSION_FILE,
-            f"{study.study_name} {what}: test accuracy {report['accuracy']:.1%}")
-    if plots is not None:   # drawn there while the model is written here
-        out_dir.mkdir(parents=True, exist_ok=True)
-        drawn = plots.draw(*plot)
     info = save_model(model, configs, ds.classes, ds.features, out_dir, meta)
     measured = {key: info[key] for key in ("n_params", "latency_ms")}
     (out_dir / REPORT_FILE).write_text(json.dumps({**meta, **measured, "test": report}, indent=2) + "\n")
-    if plots is None:
-        plot_confusion(*plot)
-    else:
-        drawn()
+    what = f"trial {best.number}" if len(models) == 1 else f"ensemble of {len(models)} trials"
+    plot_confusion(report, out_dir / CONFUSION_FILE,
+                   f"{study.study_name} {what}: test accuracy {report['accuracy']:.1%}")
     return info

@@ -3,7 +3,6 @@
 import hashlib
 import json
 import pickle
-import sys
 
 import numpy as np
 import optuna
@@ -128,31 +127,3 @@ def test_exported_state_dict_is_plain_tensors(real_export):
 def test_not_an_export_folder(tmp_path):
     with pytest.raises(GsearchError, match="not a gsearch export"):
         ExportedModel(tmp_path)
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="the plot process is forked on Linux only")
-def test_plot_process_draws_the_same_png_and_falls_back_when_gone(real_export, tmp_path, monkeypatch):
-    """run --export's confusion matrix, drawn by a process of its own while the model is
-    written: the bytes plot_confusion writes here; drawn here when that process is gone."""
-    from gsearch.models import export
-    from gsearch.search._plotter import PlotProcess
-
-    report = json.loads((real_export[0] / "exp" / "report.json").read_text())["test"]
-    title = "t ensemble: test accuracy 70.0%"
-    export.plot_confusion(report, tmp_path / "here.png", title)
-    plots = PlotProcess()
-    with monkeypatch.context() as m:   # drawn there, not here
-        m.setattr(export, "plot_confusion", lambda *a: pytest.fail("drawn here"))
-        plots.draw(report, tmp_path / "there.png", title)()
-    assert plots._process.exitcode == 0
-    assert (tmp_path / "there.png").read_bytes() == (tmp_path / "here.png").read_bytes()
-
-    gone = PlotProcess()
-    gone._process.kill()
-    gone._process.join()
-    gone.draw(report, tmp_path / "gone.png", title)()
-    assert (tmp_path / "gone.png").read_bytes() == (tmp_path / "here.png").read_bytes()
-
-    unused = PlotProcess()   # no trial completed: ended at once, importing or not
-    unused.close()
-    assert not unused._process.is_alive()
