@@ -309,7 +309,8 @@ def run(trials, data_path, storage, study_name, sampler, pruner, seed, device, t
                                   strategy.fixed, space=space)[:trials]
     study = open_study(open_storage(storage, heartbeat=heartbeat or None, retry=storage_retry),
                        study_name,
-                       protocol=protocol, ds=ds, strategy=strategy, objectives=objectives)
+                       protocol=protocol, ds=ds, strategy=strategy, objectives=objectives,
+                       space=space)
     click.echo(f"data: {describe_data(ds)}")
     if protocol.grouping != "track":
         click.echo(f"protocol: {protocol.describe()}")

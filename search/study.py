@@ -138,26 +138,28 @@ def load_study(storage: optuna.storages.BaseStorage, name: str, **kwargs) -> opt
 
 
 def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Protocol, ds: Dataset,
-               strategy: Strategy = Strategy(), objectives: Objectives | None = None) -> optuna.Study:
+               strategy: Strategy = Strategy(), objectives: Objectives | None = None,
+               space: SearchSpace | None = None) -> optuna.Study:
     """Create the study, or resume it after checking it was made on the same data,
     protocol and objectives (nothing is written when a check fails). Its sampler and
     pruner come from `strategy` (a seeded sampler continues the sequence of a resumed
     study: Strategy.make_sampler; the pruner's rungs follow the study's search space, sized
-    to the rows a trial trains on when the study is made: space.SearchSpace)."""
+    to the rows a trial trains on when the study is made: space.SearchSpace, or `space`
+    when the caller has sized it already)."""
     import optuna
 
     from gsearch.search.objectives import Objectives
 
     objectives = objectives or Objectives()
     done = 0
-    space = None
+    sized = None
     if name in study_names(storage):
         existing = optuna.load_study(study_name=name, storage=storage)
         protocol.check(existing, ds)
         objectives.check(existing)
         done = len(existing.trials)
-        space = SearchSpace.of(existing) if done else None
-    space = space or SearchSpace(protocol.train_rows(ds))
+        sized = SearchSpace.of(existing) if done else None
+    space = sized or space or SearchSpace(protocol.train_rows(ds))
     study = optuna.create_study(storage=storage, study_name=name, directions=objectives.directions,
                                 sampler=strategy.make_sampler(done),
                                 pruner=strategy.make_pruner(space.max_epochs), load_if_exists=True)
