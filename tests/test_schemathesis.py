@@ -16,7 +16,7 @@ import pytest
 
 from conftest import require_module
 from gsearch.search.serve import FLOAT32_MAX
-from test_serve import MAX_ROWS, Server
+from test_serve import MAX_ROWS, server  # noqa: F401  (server: a module-scoped fixture, one per module)
 
 HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 MAX_TIME_S = 30  # schemathesis --max-time: the whole run
@@ -32,13 +32,6 @@ expected-statuses = ["400", "404", "405", "413", "415", "422"]
 def schemathesis():
     """Checked before the server starts (module scope, listed first)."""
     return require_module("schemathesis", "needs schemathesis")
-
-
-@pytest.fixture(scope="module")
-def server(real_export, tmp_path_factory):
-    srv = Server(real_export, tmp_path_factory.mktemp("server-schemathesis"))
-    yield srv
-    srv.stop()
 
 
 def test_openapi_schema_states_what_the_server_enforces(server):

@@ -102,8 +102,10 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(export_dir, tmp_path_factory):
-    srv = Server(export_dir, tmp_path_factory.mktemp("server"))
+def server(real_export, tmp_path_factory):
+    """A real server of the module's own (tests/test_serve_limits.py and test_schemathesis.py
+    import this fixture: one server per module)."""
+    srv = Server(real_export, tmp_path_factory.mktemp("server"))
     yield srv
     srv.stop()
 

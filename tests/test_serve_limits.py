@@ -21,16 +21,9 @@ import soundfile as sf
 from gsearch.data.audio import AudioLimitError, check_audio_header
 from gsearch.data.schema import FEATURE_NAMES
 from gsearch.search.serve import _MAX_WAITING
-from test_serve import MAX_ROWS, Server, assert_error
+from test_serve import MAX_ROWS, assert_error, server  # noqa: F401  (server: a module-scoped fixture, one per module)
 
 ROW = [0.5] * 57
-
-
-@pytest.fixture(scope="module")
-def server(real_export, tmp_path_factory):
-    srv = Server(real_export, tmp_path_factory.mktemp("server-limits"))
-    yield srv
-    srv.stop()
 
 
 def still_serving(server):
