@@ -650,8 +650,8 @@ def dashboard(storage, host, port, artifacts) -> None:
                f"(artifacts: {artifacts or 'none, pass --artifacts DIR'}; Ctrl-C stops)")
     serve(store, host=host, port=port, artifacts=artifacts)
     click.echo("dashboard stopped")
-    # as serve-storage: a thread left by the server (seen once in CI: the stopped dashboard did
-    # not exit within 20 s) must not keep the process alive; every note it wrote is committed
+    # as serve-storage: the server's thread (a daemon, possibly in the middle of a request)
+    # must not keep the process alive; every note it wrote is committed
     sys.stdout.flush()
     os._exit(0)
 

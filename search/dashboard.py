@@ -5,9 +5,12 @@ a markdown note with the test metrics on the exported trial)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -50,16 +53,41 @@ def artifact_dir(path: Path | None, storage_url: str) -> Path | None:
 def serve(storage: optuna.storages.BaseStorage, *, host: str, port: int,
           artifacts: Path | None) -> None:
     """Run optuna-dashboard until Ctrl-C or SIGTERM (then return), with the artifact folder
-    when there is one."""
+    when there is one. A port that cannot be bound fails in one line.
+
+    The server runs in a daemon thread and the main thread waits for the signal. (Raised in
+    the server's thread, the KeyboardInterrupt of a signal that lands while a request is being
+    handled is caught by wsgiref's handler, which logs it and goes on serving: the dashboard
+    did not stop.)"""
     store = None if artifacts is None else FileSystemArtifactStore(artifacts)
+    stopped: list[int] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_server(storage, host=host, port=port, artifact_store=store)
+        except BaseException as e:   # handed to the main thread
+            failed.append(e)
+
     # Ctrl-C and SIGTERM stop the server, also when it was started with SIGINT ignored (a
     # shell's `&`, a CI runner), and the command exits 0, as `gsearch serve` does
-    for stop in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop, signal.default_int_handler)
+    previous = {stop: signal.signal(stop, lambda signum, frame: stopped.append(signum))
+                for stop in (signal.SIGINT, signal.SIGTERM)}
+    server = threading.Thread(target=run, name="optuna-dashboard", daemon=True)
+    server.start()
     try:
-        run_server(storage, host=host, port=port, artifact_store=store)
-    except KeyboardInterrupt:
-        pass
+        while not stopped and server.is_alive():
+            time.sleep(0.1)   # a signal's handler runs here, in the main thread
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+    if failed and not stopped:
+        error = failed[0]
+        if isinstance(error, OSError):
+            reason = os.strerror(error.errno) if error.errno else str(error)
+            raise GsearchError(f"cannot serve the dashboard on {host}:{port} ({reason}); "
+                               "choose another --port") from None
+        raise error
 
 
 def _upload(study: optuna.Study, store: FileSystemArtifactStore, path: Path, filename: str) -> str:

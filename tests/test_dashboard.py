@@ -1,12 +1,14 @@
 """What a user sees: optuna-dashboard as a real server (HTTP API, artifacts, a headless
 Chromium rendering the study page) and the static plots of `gsearch report`."""
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -307,11 +309,39 @@ def test_sigterm_stops_the_dashboard_with_exit_0(exported):
                 assert process.poll() is None, process.stdout.read()
                 assert time.monotonic() < deadline, "gsearch dashboard did not answer within 60 s"
                 time.sleep(0.2)
+        # requests keep coming while the signal lands: one handled at that moment must not
+        # swallow the stop (it did when the signal was raised in the server's own thread)
+        done = threading.Event()
+
+        def browse():
+            while not done.is_set():
+                with contextlib.suppress(OSError):
+                    _get(f"http://127.0.0.1:{port}/api/meta")
+
+        browsers = [threading.Thread(target=browse, daemon=True) for _ in range(2)]
+        for browser in browsers:
+            browser.start()
+        time.sleep(0.5)
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
+        try:
+            assert process.wait(timeout=20) == 0
+        finally:
+            done.set()
         output = process.stdout.read()
         assert output.rstrip().endswith("dashboard stopped") and "Traceback" not in output
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_taken_port_fails_in_one_line(cli, exported):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("dashboard", "--storage", exported.url, "--port", port)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: cannot serve the dashboard on 127.0.0.1:{port} (Address already in use); "
+        "choose another --port")
