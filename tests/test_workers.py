@@ -226,30 +226,38 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cli, make_csv,
 @pytest.mark.parametrize("workers, how", [(2, "ctrl-c"), (1, "sigterm")])
 def test_interrupt_leaves_no_running_trial_and_a_rerun_resumes(cli, make_csv, tmp_path, workers,
                                                                how):
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    args = ["--data", make_csv(), "--storage", url, "--study", "i", "--workers", workers,
-            "--fix", "epochs=40", "--pruner", "none", "--population", 2]  # 2 in flight each
-    proc = gsearch("run", "--trials", 500, *args, cwd=tmp_path, start_new_session=True,
-                   preexec_fn=ignore_sigint)
-    try:
-        wait_for(lambda: has_study(tmp_path / "s.db", "i")
-                 and counts(url, "i")["finished"] >= 1 and counts(url, "i")["running"] >= 1)
-        if how == "ctrl-c":  # a terminal sends SIGINT to the whole process group
-            os.killpg(proc.pid, signal.SIGINT)
-        else:
-            proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("interrupted: finished trials are saved")
-    before = counts(url, "i")
-    assert before["running"] == 0 and before["finished"] >= 1
-    # the trials in flight are marked interrupted, not failures of their configuration
-    failed = [t for t in optuna.load_study(study_name="i", storage=open_storage(url)).trials
-              if t.state == TrialState.FAIL]
-    assert failed and all(t.user_attrs.get("interrupted") for t in failed)
+    csv = make_csv()
+    # The trials in flight are tiny: on a loaded machine they may all end in the round the
+    # signal lands in, and then nothing is left to interrupt (a clean stop all the same). Such
+    # a run is checked as every run is, and the test goes again, on a new store, at most 3 times.
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f's{attempt}.db'}"
+        args = ["--data", csv, "--storage", url, "--study", "i", "--workers", workers,
+                "--fix", "epochs=40", "--pruner", "none", "--population", 2]  # 2 in flight each
+        proc = gsearch("run", "--trials", 500, *args, cwd=tmp_path, start_new_session=True,
+                       preexec_fn=ignore_sigint)
+        try:
+            wait_for(lambda: has_study(tmp_path / f"s{attempt}.db", "i")
+                     and counts(url, "i")["finished"] >= 1 and counts(url, "i")["running"] >= 1)
+            if how == "ctrl-c":  # a terminal sends SIGINT to the whole process group
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err
+        assert err.strip().splitlines()[-1].startswith("interrupted: finished trials are saved")
+        before = counts(url, "i")
+        assert before["running"] == 0 and before["finished"] >= 1
+        # the trials in flight are marked interrupted, not failures of their configuration
+        failed = [t for t in optuna.load_study(study_name="i", storage=open_storage(url)).trials
+                  if t.state == TrialState.FAIL]
+        assert all(t.user_attrs.get("interrupted") for t in failed)
+        if failed:
+            break
+    assert failed, "in 3 runs the signal never found a trial in flight"
     listed = cli("studies", "--storage", url).output.splitlines()
     assert listed[0].split()[-3:] == ["interrupted", "pareto", "best"]
     row = next(line.split() for line in listed if line.startswith("i "))
