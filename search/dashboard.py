@@ -5,7 +5,6 @@ a markdown note with the test metrics on the exported trial)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import tempfile
@@ -20,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from gsearch import GsearchError
 from gsearch.search._compat import study_id, study_storage
+from gsearch.search._ports import check_port
 from gsearch.search import records
 
 
@@ -53,12 +53,13 @@ def artifact_dir(path: Path | None, storage_url: str) -> Path | None:
 def serve(storage: optuna.storages.BaseStorage, *, host: str, port: int,
           artifacts: Path | None) -> None:
     """Run optuna-dashboard until Ctrl-C or SIGTERM (then return), with the artifact folder
-    when there is one. A port that cannot be bound fails in one line.
+    when there is one. A port that cannot be bound fails in one line, before the server starts.
 
     The server runs in a daemon thread and the main thread waits for the signal. (Raised in
     the server's thread, the KeyboardInterrupt of a signal that lands while a request is being
     handled is caught by wsgiref's handler, which logs it and goes on serving: the dashboard
     did not stop.)"""
+    check_port(host, port, server="the dashboard")
     store = None if artifacts is None else FileSystemArtifactStore(artifacts)
     stopped: list[int] = []
     failed: list[BaseException] = []
@@ -82,12 +83,7 @@ def serve(storage: optuna.storages.BaseStorage, *, host: str, port: int,
         for stop, handler in previous.items():
             signal.signal(stop, handler)
     if failed and not stopped:
-        error = failed[0]
-        if isinstance(error, OSError):
-            reason = os.strerror(error.errno) if error.errno else str(error)
-            raise GsearchError(f"cannot serve the dashboard on {host}:{port} ({reason}); "
-                               "choose another --port") from None
-        raise error
+        raise failed[0]
 
 
 def _upload(study: optuna.Study, store: FileSystemArtifactStore, path: Path, filename: str) -> str:

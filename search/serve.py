@@ -44,7 +44,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 from contextlib import asynccontextmanager
@@ -65,6 +64,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from gsearch import GsearchError, __version__
+from gsearch.search._ports import check_port
 from gsearch.data.audio import DEFAULT_MAX_AUDIO_SECONDS, AudioLimitError, check_audio_header
 from gsearch.data.schema import SAMPLE_RATE
 from gsearch.models.predict import ExportedModel, predict_audio
@@ -1037,17 +1037,6 @@ def app_from_environment() -> FastAPI:
     return create_app(settings.pop("model_dir"), **settings)
 
 
-def _check_port(host: str, port: int) -> None:
-    """Fail with one line now if host:port cannot be bound (taken, or not an address here)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        socket.create_server((host, port), family=family).close()
-    except OSError as e:
-        reason = os.strerror(e.errno) if e.errno else str(e)
-        raise GsearchError(f"cannot serve on {host}:{port} ({reason}); "
-                           "choose another --port") from None
-
-
 def serve(model_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
           workers: int = 1, backend: str = "onnx", max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
           max_rows: int = DEFAULT_MAX_ROWS, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
@@ -1060,7 +1049,7 @@ def serve(model_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 
                 "max_rows": max_rows, "max_audio_seconds": max_audio_seconds}
     app = create_app(**settings)  # a bad folder fails here, before binding
     model = app.state.model
-    _check_port(host, port)
+    check_port(host, port)
     shown = f"[{host}]" if ":" in host else host
     echo(f"serving {model_dir} ({len(model.classes)} genres, {backend}) at http://{shown}:{port}/ "
          f"(docs: /docs; Ctrl-C stops)")

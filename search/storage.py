@@ -618,19 +618,17 @@ def serve_storage(url: str, *, host: str, port: int, ready=None) -> None:
     """Optuna's gRPC storage proxy in front of a RDB storage until Ctrl-C: workers then
     need only grpc://host:port, not the database's address and password. `ready()` is
     called once the proxy serves."""
-    import socket
-
     import optuna
 
     from gsearch.search._compat import make_grpc_server
+    from gsearch.search._ports import check_port
 
     if not has_heartbeats(url):
         raise GsearchError(f"the gRPC proxy serves database storages (sqlite://, "
                            f"postgresql://, mysql://), not {safe_url(url)}")
     storage = optuna.storages.get_storage(open_storage(url))  # with Optuna's in-process cache
-    try:  # gRPC shares a port with SO_REUSEPORT; a plain bind finds a server already there
-        with socket.create_server((host, port)):
-            pass
+    check_port(host, port)   # gRPC shares a port with SO_REUSEPORT; a plain bind finds a server already there
+    try:
         server = make_grpc_server(storage, host, port)
         server.start()
     except (OSError, RuntimeError) as e:
