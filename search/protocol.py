@@ -29,6 +29,7 @@ from gsearch.search import records
 # lazy: the CLI reads the defaults below when it starts (gsearch --help), before pandas,
 # torch or Optuna are needed; the splits import the data and model floors where they are made
 if TYPE_CHECKING:
+    import numpy as np
     import optuna
 
     from gsearch.data.load import Dataset
@@ -104,33 +105,30 @@ class Protocol:
         return split_dataset(ds, test_size=self.test_size, val_size=self.val_size,
                              seed=self.split_seed, test_fold=self.test_fold)
 
-    def trial_data(self, ds: Dataset) -> list[TrainData]:
-        """What one trial trains and validates on: the validation split, or the CV folds of
-        train+validation (grouped as the protocol says). The test split is never part of it."""
+    def _folds(self, ds: Dataset) -> tuple[Dataset, list[tuple[np.ndarray, np.ndarray]]]:
+        """The prepared dataset and the (train rows, validation rows) of each of a trial's
+        folds: the validation split, or the CV folds of train+validation."""
         from gsearch.data.split import kfold_splits   # lazy: see the imports
-        from gsearch.models.population import TrainData
 
         ds = self.prepare(ds)
         split = self.split(ds)
-
-        def part(train_rows, val_rows) -> TrainData:
-            return TrainData(X_train=ds.X[train_rows], y_train=ds.y[train_rows],
-                             n_classes=len(ds.classes), X_val=ds.X[val_rows], y_val=ds.y[val_rows])
-
         if self.cv <= 1:
-            return [part(split.train, split.val)]
-        return [part(a, b) for a, b in kfold_splits(ds, split.train_val, self.cv, self.split_seed)]
+            return ds, [(split.train, split.val)]
+        return ds, kfold_splits(ds, split.train_val, self.cv, self.split_seed)
+
+    def trial_data(self, ds: Dataset) -> list[TrainData]:
+        """What one trial trains and validates on: the validation split, or the CV folds of
+        train+validation (grouped as the protocol says). The test split is never part of it."""
+        from gsearch.models.population import TrainData   # lazy: see the imports
+
+        ds, folds = self._folds(ds)
+        return [TrainData(X_train=ds.X[train], y_train=ds.y[train], n_classes=len(ds.classes),
+                          X_val=ds.X[val], y_val=ds.y[val]) for train, val in folds]
 
     def train_rows(self, ds: Dataset) -> int:
         """The rows one trial trains on (a fold's under --cv): what its search space is sized
         to (space.SearchSpace)."""
-        from gsearch.data.split import kfold_splits   # lazy: see the imports
-
-        ds = self.prepare(ds)
-        split = self.split(ds)
-        if self.cv <= 1:
-            return len(split.train)
-        return len(kfold_splits(ds, split.train_val, self.cv, self.split_seed)[0][0])
+        return len(self._folds(ds)[1][0][0])
 
     def fingerprint(self, ds: Dataset) -> dict:
         """What a study records about its data and protocol (study user attributes)."""
