@@ -119,11 +119,6 @@ class SearchSpace:
 suggest_config = SearchSpace()
 
 
-def space_distributions(space: SearchSpace = suggest_config) -> dict[str, optuna.distributions.BaseDistribution]:
-    """The parameters and distributions of `space` (GTZAN's by default)."""
-    return space.distributions()
-
-
 def _parse_value(distribution: optuna.distributions.BaseDistribution, text: str):
     import optuna
 

@@ -195,13 +195,12 @@ def warm_start_configs(source: optuna.Study, fixed: dict | None = None,
     """
     from gsearch.search._compat import distribution_contains
     from gsearch.search.selection import candidates, top_trials
-    from gsearch.search.space import space_distributions
 
     ranked = top_trials(source, min(n, len(candidates(source))))
     if not ranked:
         raise GsearchError(f"study '{source.study_name}' has no completed trial to start from; "
                            "drop --warm-start or name a study with finished trials")
-    space = space_distributions(space or SearchSpace())
+    space = (space or SearchSpace()).distributions()
     configs = []
     for trial in ranked:
         params = {k: v for k, v in trial.params.items() if k in space} | (fixed or {})

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from gsearch.search.space import PARAMETERS, space_distributions
+from gsearch.search.space import PARAMETERS, suggest_config
 
 
 def test_help_shows_the_workflow_and_every_option_is_described(cli):
@@ -28,7 +28,7 @@ def test_help_shows_the_workflow_and_every_option_is_described(cli):
 
 
 def test_fix_lists_the_names_it_accepts(cli):
-    assert PARAMETERS == tuple(space_distributions())
+    assert PARAMETERS == tuple(suggest_config.distributions())
     text = " ".join(cli("run", "--help").output.split())
     assert f"NAME: {', '.join(PARAMETERS)}" in text
     assert "mysql://USER@HOST/DB" in text and "mysql+pymysql" not in text
