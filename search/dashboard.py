@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from gsearch import GsearchError
 from gsearch.search._compat import study_id, study_storage
-from gsearch.search._ports import check_port
+from gsearch._ports import check_port
 from gsearch.search import records
 
 

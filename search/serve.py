@@ -64,7 +64,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from gsearch import GsearchError, __version__
-from gsearch.search._ports import check_port
+from gsearch._ports import check_port
 from gsearch.data.audio import DEFAULT_MAX_AUDIO_SECONDS, AudioLimitError, check_audio_header
 from gsearch.data.schema import SAMPLE_RATE
 from gsearch.models.predict import ExportedModel, predict_audio

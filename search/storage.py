@@ -621,7 +621,7 @@ def serve_storage(url: str, *, host: str, port: int, ready=None) -> None:
     import optuna
 
     from gsearch.search._compat import make_grpc_server
-    from gsearch.search._ports import check_port
+    from gsearch._ports import check_port
 
     if not has_heartbeats(url):
         raise GsearchError(f"the gRPC proxy serves database storages (sqlite://, "
