@@ -31,7 +31,7 @@ from gsearch.models.config import TrialConfig
 from gsearch.models.population import TrainData, train
 from gsearch.search import records
 from gsearch.search.evaluate import DEFAULT_EVAL_STORAGE, study_name
-from gsearch.search.export import study_data
+from gsearch.search.export import study_data, trial_config
 from gsearch.search.selection import top_trials
 
 REAL_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "gtzan" / "features_30_sec.csv"
@@ -59,7 +59,7 @@ def score_seed(study: optuna.Study, data_path: str, recipe: TrialConfig = RECIPE
         mean = np.mean([probs(c, s) for c, s in members], axis=0)
         return float((mean.argmax(axis=1) == y_test).mean())
 
-    top = [(TrialConfig.from_dict(t.params), t.user_attrs.get(records.TRIAL_SEED, 0)) for t in top_trials(study, 5)]
+    top = [(trial_config(t), t.user_attrs.get(records.TRIAL_SEED, 0)) for t in top_trials(study, 5)]
     recipe = [(recipe, r) for r in range(5)]
     return {
         "best": accuracy(top[:1]),

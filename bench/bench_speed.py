@@ -45,6 +45,7 @@ from gsearch.data.load import load_dataset
 from gsearch.data.split import fit_scaler, split_dataset
 from gsearch.models.config import TrialConfig
 from gsearch.models.population import TrainData, train, train_population
+from gsearch.search.export import trial_config
 
 REAL_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "gtzan" / "features_30_sec.csv"
 FIXED = dict(n_layers=3, width=256, dropout=0.3, batch_norm=True, lr=1e-3, epochs=100, batch_size=64)
@@ -286,7 +287,7 @@ def studies(args, ds, split, data: TrainData, seeds: list[int], rate: float) -> 
 
     ref_best, gs_best = ref_study.best_trial, gs_study.best_trial
     ref_params = {**ref_best.params, "batch_size": 64}
-    gs_config = TrialConfig.from_dict(gs_best.params)
+    gs_config = trial_config(gs_best)
     all_data = TrainData(ds.X[rows_all], ds.y[rows_all], len(ds.classes))
     ref_test, gs_test = [], []
     for s in seeds:   # retrain on train+validation as export-best does, score on test

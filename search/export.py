@@ -54,6 +54,14 @@ def study_data(study: optuna.Study, data_path: str | None = None, *,
     return ds, protocol.split(ds), protocol
 
 
+def trial_config(trial: optuna.trial.FrozenTrial) -> TrialConfig:
+    """The configuration a trial trained: the whole TrialConfig it recorded (the trial loop
+    stores it), or for a trial of a study made before that, its sampled parameters over the
+    defaults."""
+    recorded = trial.system_attrs.get(records.TRIAL_CONFIG)
+    return TrialConfig.from_dict(recorded if recorded is not None else trial.params)
+
+
 @torch.inference_mode()
 def _predict(model: torch.nn.Module, X, device: torch.device):
     return model(torch.as_tensor(X, device=device)).argmax(dim=1).cpu().numpy()
@@ -70,7 +78,7 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
     ds, split, protocol = study_data(study, data_path, ds=ds)
     rows = split.train_val
     data = TrainData(X_train=ds.X[rows], y_train=ds.y[rows], n_classes=len(ds.classes))
-    configs = [TrialConfig.from_dict(t.params) for t in chosen]
+    configs = [trial_config(t) for t in chosen]
     trained = train_population(configs, [data] * len(configs),   # before any test row is read
                                [t.user_attrs.get(records.TRIAL_SEED, 0) for t in chosen], device=device)
     for trial, (model, history) in zip(chosen, trained):

@@ -251,6 +251,8 @@ class TrialLoop:
             trial.set_user_attr(records.TRIAL_SEED, seed)
             trial.set_user_attr(records.DEVICE, str(self.device))
             trial.set_user_attr(records.CONFIG, config.describe())  # with the fields the space does not search
+            study_storage(self.study).set_trial_system_attr(   # what export rebuilds, whole
+                trial_id(trial), records.TRIAL_CONFIG, config.to_dict())
         except optuna.exceptions.UpdateFinishedTrialError:
             if not self._ended_elsewhere([trial]):
                 raise

@@ -38,6 +38,7 @@ RETRY_OF = "retry_of"                     # the number of the dead trial this on
 
 # -- trial system attributes (gsearch's bookkeeping; not shown as user attributes) -----------
 CURVE = "gsearch:curve"                   # accuracy per epoch in a multi-objective study
+TRIAL_CONFIG = "gsearch:config"           # TrialConfig.to_dict(): what the trial trained, whole
 WORKER = "gsearch:worker"                 # the worker process that created the trial
 TAKEN_BY = "gsearch:taken_by:"            # + worker name: a waiting trial that worker took
 OWN_PREFIX = "gsearch:"                   # every system attribute above starts with it

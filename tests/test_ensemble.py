@@ -13,6 +13,7 @@ from gsearch.models.config import TrialConfig
 from gsearch.models.export import INTEGRITY_FIELDS
 from gsearch.models.mlp import build_mlp
 from gsearch.models.predict import ExportedModel
+from gsearch.search.export import trial_config
 from test_evaluate import tiny_space  # noqa: F401  (fixture)
 
 
@@ -37,7 +38,7 @@ def test_ensemble_export_is_one_graph_matching_torch(searched, tmp_path, cli):
     assert meta["format"] == "gsearch-mlp-ensemble/2"
     assert [m["trial"] for m in meta["members"]] == [t.number for t in ranked[:3]]
     assert [TrialConfig.from_dict(m["hyperparameters"]) for m in meta["members"]] == \
-        [TrialConfig.from_dict(t.params) for t in ranked[:3]]
+        [trial_config(t) for t in ranked[:3]]   # what each trained, whole
     assert "hyperparameters" not in meta  # each member's are under members, none at the top
 
     X = load_dataset(csv).X[:25]

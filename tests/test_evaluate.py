@@ -132,3 +132,22 @@ def test_evaluate_rejects_bad_seeds_before_touching_storage(make_csv, tmp_path, 
     result = cli("evaluate", "--data", make_csv(), "--split-seeds", seeds, "--storage", f"sqlite:///{db}")
     assert result.exit_code == 1 and result.output.startswith("error: ") and message in result.output
     assert len(result.output.strip().splitlines()) == 1 and not db.exists()
+
+
+def test_export_retrains_the_configuration_each_trial_searched(make_csv, tmp_path, tiny_space):
+    """A space may set fields it does not sample (here n_layers=1, epochs=4, dropout=0,
+    batch_size=32): the export retrains what the trials trained, not defaults filled in
+    around their sampled parameters."""
+    from gsearch.models.predict import ExportedModel
+    from gsearch.search.export import export_best
+
+    ds = load_dataset(make_csv(tracks_per_class=10))
+    study = open_study(open_storage(f"sqlite:///{tmp_path / 's.db'}"), "kept", protocol=Protocol(),
+                       ds=ds, strategy=Strategy("random", "none", seed=0))
+    run_search(study, ds, trials=2, space=tiny_space, device=torch.device("cpu"), population=2)
+    export_best(study, tmp_path / "out", ds=ds, device=torch.device("cpu"), ensemble=2)
+    model = ExportedModel(tmp_path / "out", "torch")
+    searched = {t.number: tiny_space(optuna.trial.FixedTrial(t.params)) for t in study.trials}
+    meta = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert [searched[m["trial"]] for m in meta["members"]] == model.members
+    assert {(c.n_layers, c.epochs, c.batch_size, c.dropout) for c in model.members} == {(1, 4, 32, 0.0)}
