@@ -34,13 +34,14 @@ def export_model(out: Path) -> Path:
     from gsearch.data.schema import FEATURE_NAMES
     from gsearch.models.config import TrialConfig
     from gsearch.models.export import save_model
+    from gsearch.models.manifest import ExportManifest
     from gsearch.models.population import TrainData, train
 
     torch.set_num_threads(1)
     ds = load_dataset(SHARED / "features_30_sec.csv")
     config = TrialConfig(n_layers=1, width=128, dropout=0.1, lr=3e-3, epochs=25)
     model, _ = train(config, TrainData(ds.X, ds.y, len(ds.classes)))
-    save_model(model, config, ds.classes, FEATURE_NAMES, out, {"clip_samples": ds.clip_samples})
+    save_model(model, ExportManifest(ds.classes, FEATURE_NAMES, (config,), clip_samples=ds.clip_samples), out)
     return out
 
 

@@ -62,13 +62,14 @@ def quick_export(out: Path) -> Path:
     from gsearch.data.schema import FEATURE_NAMES
     from gsearch.models.config import TrialConfig
     from gsearch.models.export import save_model
+    from gsearch.models.manifest import ExportManifest
     from gsearch.models.population import TrainData, train
 
     torch.set_num_threads(1)
     ds = load_dataset(CSV)
     config = TrialConfig(n_layers=2, width=256, dropout=0.1, lr=1e-3, epochs=20)
     model, _ = train(config, TrainData(ds.X, ds.y, len(ds.classes)))
-    save_model(model, config, ds.classes, FEATURE_NAMES, out, {"clip_samples": ds.clip_samples})
+    save_model(model, ExportManifest(ds.classes, FEATURE_NAMES, (config,), clip_samples=ds.clip_samples), out)
     return out
 
 

@@ -21,6 +21,7 @@ _EXPORTS = {
     "resolve_device": "gsearch.models.population",
     "classification_scores": "gsearch.models.metrics",
     "save_model": "gsearch.models.export",
+    "ExportManifest": "gsearch.models.manifest",
     "ExportedModel": "gsearch.models.predict",
 }
 __all__ = sorted(_EXPORTS)

@@ -2,16 +2,16 @@
 
 - model.onnx: float32 [N, 57] raw features -> logits [N, n_classes]
 - model.pt:   a plain state_dict (tensors only; loads with weights_only=True)
-- model.json: classes, features, config and metadata (everything needed to rebuild), with
-  the model's trainable parameters (n_params) and its latency (latency_ms: median
-  milliseconds for onnxruntime to classify one row, see onnx_latency_ms), the shapes
-  (n_features, n_classes), the SHA-256 of model.onnx and model.pt (sha256) and of
-  model.json's own fields that decide predictions (meta_sha256, see meta_digest)
+- model.json: the manifest (models.manifest.ExportManifest): classes, features, config and
+  metadata (everything needed to rebuild), with the model's trainable parameters (n_params)
+  and its latency (latency_ms: median milliseconds for onnxruntime to classify one row, see
+  onnx_latency_ms), the shapes (n_features, n_classes), the SHA-256 of model.onnx and model.pt
+  (sha256) and of model.json's own fields that decide predictions (meta_sha256)
 
-Reading: read_meta (model.json, its structure and digest), read_checked (a model file against
-its recorded digest), check_onnx and check_state (the graph's or the state_dict's shapes
-against model.json, every weight finite) raise GsearchError in one line; predict.ExportedModel
-calls them before it builds anything. Integrity against accidents and naive tampering, not
+Reading: ExportManifest.read (model.json, its structure and digest), read_checked (a model file
+against its recorded digest), check_onnx and check_state (the graph's or the state_dict's
+shapes against model.json, every weight finite) raise GsearchError in one line;
+predict.ExportedModel calls them before it builds anything. Integrity against accidents and naive tampering, not
 a signature: whoever can write the folder can recompute every digest.
 
 An ensemble (format gsearch-mlp-ensemble/2) is one mlp.Ensemble module: one
@@ -24,7 +24,6 @@ probability (softmax of it is that mean), and model.json describes every member 
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import re
 import warnings
@@ -37,20 +36,12 @@ import numpy as np
 
 from gsearch import GsearchError
 from gsearch.models.config import TrialConfig
+from gsearch.models.manifest import AGAIN, META_FILE, MODEL_FILE, ONNX_FILE, ExportManifest
 from gsearch.models.metrics import median_ms
 
 if TYPE_CHECKING:   # torch is imported where a model is written: predict reads the names below
     from torch import nn
 
-MODEL_FILE, ONNX_FILE, META_FILE = "model.pt", "model.onnx", "model.json"
-FORMAT, ENSEMBLE_FORMAT = "gsearch-mlp/1", "gsearch-mlp-ensemble/2"
-OLD_ENSEMBLE_FORMAT = "gsearch-mlp-ensemble/1"  # members were a list of hyperparameter dicts
-REPORT_FILE, CONFUSION_FILE = "report.json", "confusion_matrix.png"
-# model.json's fields that decide what a prediction means, covered by its meta_sha256
-COVERED_FIELDS = ("format", "classes", "features", "n_features", "n_classes", "hyperparameters",
-                  "members", "clip_samples", "sha256")
-INTEGRITY_FIELDS = ("n_features", "n_classes", "sha256", "meta_sha256")  # absent in older exports
-AGAIN = "export the model again"
 # onnx_latency_ms: untimed calls, then timed ones (the median is kept)
 LATENCY_WARMUP, LATENCY_REPEATS = 20, 200
 
@@ -113,117 +104,41 @@ def onnx_latency_ms(path: Path, n_features: int, *, threads: int | None = None) 
     return median_ms(lambda: session.run(None, row), warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS)
 
 
-def save_model(model: nn.Module, configs: TrialConfig | list[TrialConfig], classes: tuple[str, ...],
-               features: tuple[str, ...], out_dir: Path, meta: dict) -> dict:
-    """Write model.pt, model.onnx and model.json; return the metadata written. `configs`: the
-    model's config, or its members' configs when `model` is an mlp.Ensemble (then meta's
-    "members" describes each member, hyperparameters included)."""
+def save_model(model: nn.Module, manifest: ExportManifest, out_dir: Path) -> ExportManifest:
+    """Write model.pt, model.onnx and model.json for `model` (its config or, for an
+    mlp.Ensemble, its members' are the manifest's `configs`); returns the manifest as written:
+    with the model's trainable parameters, its ONNX latency, the package versions and the
+    SHA-256 of both model files."""
+    import dataclasses
+
     import torch
 
     from gsearch.models.mlp import count_parameters
 
-    configs = [configs] if isinstance(configs, TrialConfig) else list(configs)
-    ensemble = len(configs) > 1
-    if ensemble and len(meta.get("members", ())) != len(configs):
-        raise ValueError("an ensemble's meta must describe each member under 'members'")
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
     torch.save(model.state_dict(), out_dir / MODEL_FILE)
-    export_onnx(model, len(features), out_dir / ONNX_FILE)
-    latency = onnx_latency_ms(out_dir / ONNX_FILE, len(features))
-    info = {
-        "format": ENSEMBLE_FORMAT if ensemble else FORMAT,
-        "classes": list(classes),
-        "features": list(features),
-        "n_features": len(features),
-        "n_classes": len(classes),
-        "sha256": {name: hashlib.sha256((out_dir / name).read_bytes()).hexdigest()
-                   for name in (ONNX_FILE, MODEL_FILE)},
-        **({} if ensemble else {"hyperparameters": configs[0].to_dict()}),
-        **meta,
-        "n_params": count_parameters(model),
-        "latency_ms": latency,
-        "versions": package_versions(),
-    }
-    info["meta_sha256"] = meta_digest(info)
-    (out_dir / META_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    return info
+    export_onnx(model, manifest.n_features, out_dir / ONNX_FILE)
+    written = dataclasses.replace(
+        manifest, n_params=count_parameters(model),
+        latency_ms=onnx_latency_ms(out_dir / ONNX_FILE, manifest.n_features),
+        versions=package_versions(),
+        sha256={name: hashlib.sha256((out_dir / name).read_bytes()).hexdigest()
+                for name in (ONNX_FILE, MODEL_FILE)})
+    written.write(out_dir)
+    return written
 
 
 # ---- reading and checking an export folder -----------------------------------------------------
 
-def meta_digest(meta: dict) -> str:
-    """SHA-256 of the canonical JSON (sorted keys, no spaces, ASCII) of meta's COVERED_FIELDS."""
-    covered = {key: meta[key] for key in COVERED_FIELDS if key in meta}
-    text = json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _names(meta: dict, key: str, what: str, path: Path, least: int) -> tuple[str, ...]:
-    names = meta.get(key)
-    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-        raise GsearchError(f"{path} is damaged ('{key}' is not a list of {what} names); {AGAIN}")
-    if len(names) < least or len(set(names)) != len(names):
-        dup = [n for n in names if names.count(n) > 1]
-        why = f"'{dup[0]}' twice" if dup else f"{len(names)} of them, fewer than {least}"
-        raise GsearchError(f"{path} is damaged ('{key}': {why}); {AGAIN}")
-    return tuple(names)
-
-
-def read_meta(directory: Path) -> tuple[dict, bool]:
-    """model.json parsed and checked: a JSON object of a known format, classes and features
-    lists of distinct names, and where the export records them (INTEGRITY_FIELDS, every export
-    since they were added) the shapes and the digest of its own covered fields. Returns
-    (meta, verified): verified is False for an older export without digests."""
-    path = directory / META_FILE
-    if not path.is_file():
-        raise GsearchError(f"{directory} is not a gsearch export (no {META_FILE}); "
-                           "pass the --out folder of 'gsearch export-best'")
-    try:
-        meta = json.loads(path.read_bytes())
-    except RecursionError:
-        raise GsearchError(f"{path} is damaged (nested too deep to be a model.json); {AGAIN}") from None
-    except (ValueError, OSError) as e:
-        raise GsearchError(f"{path} is damaged ({str(e).splitlines()[0]}); {AGAIN}") from None
-    if not isinstance(meta, dict):
-        raise GsearchError(f"{path} is damaged (not a JSON object); {AGAIN}")
-    fmt = meta.get("format", FORMAT)
-    if fmt not in (FORMAT, ENSEMBLE_FORMAT, OLD_ENSEMBLE_FORMAT):
-        shown = repr(fmt)[:60]
-        raise GsearchError(f"{path} has format {shown}, which this gsearch cannot read; "
-                           f"upgrade gsearch or {AGAIN}")
-    classes = _names(meta, "classes", "class", path, 2)
-    features = _names(meta, "features", "feature", path, 1)
-    recorded = [key for key in INTEGRITY_FIELDS if key in meta]
-    if not recorded:
-        return meta, False
-    if len(recorded) < len(INTEGRITY_FIELDS):
-        lost = next(key for key in INTEGRITY_FIELDS if key not in meta)
-        raise GsearchError(f"{path} records {recorded[0]} but not {lost} (edited after export); {AGAIN}")
-    if meta["meta_sha256"] != meta_digest(meta):
-        raise GsearchError(f"{path} was changed after export (its classes, features, hyperparameters "
-                           f"or digests no longer match its meta_sha256); {AGAIN}")
-    for key, names in (("n_features", features), ("n_classes", classes)):
-        if meta[key] != len(names):
-            raise GsearchError(f"{path} is damaged ({key} is {meta[key]!r} but it lists "
-                               f"{len(names)} {key[2:]}); {AGAIN}")
-    digests = meta["sha256"]
-    if not (isinstance(digests, dict) and all(
-            isinstance(digests.get(name), str) and re.fullmatch(r"[0-9a-f]{64}", digests[name])
-            for name in (ONNX_FILE, MODEL_FILE))):
-        raise GsearchError(f"{path} is damaged ('sha256' does not hold the digests of "
-                           f"{ONNX_FILE} and {MODEL_FILE}); {AGAIN}")
-    return meta, True
-
-
-def read_checked(path: Path, meta: dict, hint: str = "") -> bytes:
+def read_checked(path: Path, manifest: ExportManifest, hint: str = "") -> bytes:
     """The bytes of model.onnx or model.pt, checked against model.json's digest where it
     records one. `hint`: what else to try, added to a read error."""
     try:
         data = path.read_bytes()
     except OSError as e:
         raise GsearchError(f"cannot load {path} ({e.strerror or e}); {AGAIN}{hint}") from None
-    expected = (meta.get("sha256") or {}).get(path.name)
+    expected = (manifest.sha256 or {}).get(path.name)
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
         raise GsearchError(f"{path} does not match the SHA-256 that {META_FILE} records for it "
                            f"(changed or damaged after export); {AGAIN}")

@@ -22,83 +22,34 @@ import numpy as np
 from gsearch import GsearchError
 from gsearch.data.load import read_features
 from gsearch.data.schema import FEATURE_NAMES, FILENAME_COLUMN
-from gsearch.models.config import TrialConfig
-from gsearch.models.export import (ENSEMBLE_FORMAT, FORMAT, META_FILE, MODEL_FILE, OLD_ENSEMBLE_FORMAT,
-                                   ONNX_FILE, check_onnx, check_state, read_checked, read_meta)
+from gsearch.models.export import check_onnx, check_state, read_checked
+from gsearch.models.manifest import MODEL_FILE, ONNX_FILE, ExportManifest
 
 BACKENDS = ("onnx", "torch")
-
-# The window for exports that do not record clip_samples: a GTZAN 30 s clip (features_30_sec.csv).
-DEFAULT_CLIP_SAMPLES = 661794
 
 
 class ExportedModel:
     """An exported classifier: `predict_proba(X)` on raw feature rows [N, n_features]."""
 
     def __init__(self, directory: str | Path, backend: str = "torch"):
-        """Load and check the folder (models.export: read_meta, read_checked, check_onnx,
-        check_state); any problem is one GsearchError line, raised before a model is built.
-        `verified`: model.json recorded digests and they matched (False: an older export)."""
+        """Load and check the folder (models.manifest.ExportManifest.read, then models.export:
+        read_checked, check_onnx, check_state); any problem is one GsearchError line, raised
+        before a model is built. `manifest`: its model.json; `meta`: that file as written (GET
+        /model answers it); `verified`: model.json recorded digests and they matched (False:
+        an older export)."""
         directory = Path(directory)
         if backend not in BACKENDS:
             raise GsearchError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
-        self.meta, self.verified = read_meta(directory)
-        meta_path = directory / META_FILE
-        self.classes = tuple(self.meta["classes"])
-        self.features = tuple(self.meta["features"])
-        fmt = self.meta.get("format", FORMAT)
-        try:
-            if fmt == ENSEMBLE_FORMAT:
-                self.members = [TrialConfig.from_dict(m["hyperparameters"]) for m in self.meta["members"]]
-            elif fmt == OLD_ENSEMBLE_FORMAT:
-                self.members = [TrialConfig.from_dict(m) for m in self.meta["members"]]
-            else:
-                self.members = []
-            self.config = (self.members[0] if self.members
-                           else TrialConfig.from_dict(self.meta["hyperparameters"]))
-            for config in self.members or [self.config]:  # sizes build modules: whole numbers
-                for key in ("n_layers", "width", "batch_size", "epochs", "batch_norm"):
-                    value = getattr(config, key)
-                    if type(value) is not (bool if key == "batch_norm" else int):
-                        raise TypeError(f"hyperparameter {key}={str(value)[:40]} is not a "
-                                        f"{'true/false flag' if key == 'batch_norm' else 'whole number'}")
-            if fmt != FORMAT and not self.members:
-                raise ValueError("an ensemble without members")
-            self.clip_samples = int(self.meta.get("clip_samples") or DEFAULT_CLIP_SAMPLES)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise GsearchError(f"{meta_path} is damaged ({str(e).splitlines()[0][:200]}); "
-                               "export the model again") from None
-        n_features, n_classes = len(self.features), len(self.classes)
+        self.manifest, self.meta, self.verified = ExportManifest.read(directory)
+        self.classes, self.features = self.manifest.classes, self.manifest.features
+        self.members = list(self.manifest.configs) if self.manifest.ensemble else []
+        self.config = self.manifest.configs[0]
+        self.clip_samples = self.manifest.window
         self.backend = backend
         if backend == "onnx":
-            import onnxruntime  # lazy: only the onnx backend loads onnxruntime
-
-            path = directory / ONNX_FILE
-            data = read_checked(path, self.meta, ", or use the torch backend")
-            try:
-                self._session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-            except Exception as e:
-                raise GsearchError(f"cannot load {path} ({str(e).splitlines()[0]}); "
-                                   "export the model again, or use the torch backend") from None
-            check_onnx(self._session, data, path, n_features, n_classes)
+            self._session = _onnx_session(directory / ONNX_FILE, self.manifest)
         else:
-            import torch  # lazy: predict --backend onnx starts without torch
-
-            from gsearch.models.mlp import build_ensemble, build_mlp  # lazy: torch, as above
-
-            path = directory / MODEL_FILE
-            data = read_checked(path, self.meta)
-            try:  # weights_only: tensors and containers only, never arbitrary objects
-                state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-            except Exception as e:
-                raise GsearchError(f"cannot load {path} ({str(e).splitlines()[0]}); "
-                                   "export the model again") from None
-            configs = self.members or [self.config]
-            check_state(state, path, configs, n_features, n_classes, ensemble=bool(self.members))
-            self._model = (build_ensemble(self.members, n_features, n_classes) if self.members
-                           else build_mlp(self.config, n_features, n_classes))
-            self._model.load_state_dict(state)
-            self._model.eval()
+            self._model = _torch_module(directory / MODEL_FILE, self.manifest)
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32)
@@ -142,6 +93,41 @@ class Prediction:
     def format(self, top_k: int = 1) -> str:
         best = ", ".join(f"{g} {p:.3f}" for g, p in list(self.probabilities.items())[:top_k])
         return f"{self.file}: {best}" + (f" ({self.windows} windows)" if (self.windows or 0) > 1 else "")
+
+
+def _onnx_session(path: Path, manifest: ExportManifest):
+    """An onnxruntime session of a checked model.onnx."""
+    import onnxruntime  # lazy: only the onnx backend loads onnxruntime
+
+    data = read_checked(path, manifest, ", or use the torch backend")
+    try:
+        session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise GsearchError(f"cannot load {path} ({str(e).splitlines()[0]}); "
+                           "export the model again, or use the torch backend") from None
+    check_onnx(session, data, path, manifest.n_features, manifest.n_classes)
+    return session
+
+
+def _torch_module(path: Path, manifest: ExportManifest):
+    """The torch module of a checked model.pt, loaded without unpickling arbitrary objects."""
+    import torch  # lazy: predict --backend onnx starts without torch
+
+    from gsearch.models.mlp import build_ensemble, build_mlp  # lazy: torch, as above
+
+    data = read_checked(path, manifest)
+    try:  # weights_only: tensors and containers only, never arbitrary objects
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise GsearchError(f"cannot load {path} ({str(e).splitlines()[0]}); "
+                           "export the model again") from None
+    configs = list(manifest.configs)
+    n_features, n_classes = manifest.n_features, manifest.n_classes
+    check_state(state, path, configs, n_features, n_classes, ensemble=manifest.ensemble)
+    model = (build_ensemble(configs, n_features, n_classes) if manifest.ensemble
+             else build_mlp(configs[0], n_features, n_classes))
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def _prediction(model: ExportedModel, name: str, p: np.ndarray, **where) -> Prediction:

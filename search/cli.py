@@ -434,26 +434,27 @@ def _export(study, out_dir: Path, storage: str, artifacts: Path | None, *, devic
     from gsearch.search.export import export_best
 
     artifacts = artifact_dir(artifacts, storage)
-    info = export_best(study, out_dir, data_path=data_path, ds=ds, device=device, ensemble=ensemble,
-                       pick=pick)
+    exported = export_best(study, out_dir, data_path=data_path, ds=ds, device=device,
+                           ensemble=ensemble, pick=pick)
     for note in pick.notes if pick else ():
         click.echo(f"note: {note}")
-    scores = (f"test accuracy {info['test_accuracy']:.3f}, test macro-F1 {info['test_macro_f1']:.3f} "
-              f"({info['n_test']} held-out rows)")
-    if "members" in info:
-        members = info["members"]
-        click.echo(f"top-{len(members)} trials {[m['trial'] for m in members]}: validation "
-                   + ", ".join(f"{m['validation_accuracy']:.3f}" for m in members) + "; test alone "
-                   + ", ".join(f"{m['test_accuracy']:.3f}" for m in members))
+    manifest = exported.manifest
+    scores = (f"test accuracy {manifest.test_accuracy:.3f}, test macro-F1 {manifest.test_macro_f1:.3f} "
+              f"({manifest.n_test} held-out rows)")
+    if manifest.members:
+        members = manifest.members
+        click.echo(f"top-{len(members)} trials {[m.trial for m in members]}: validation "
+                   + ", ".join(f"{m.validation_accuracy:.3f}" for m in members) + "; test alone "
+                   + ", ".join(f"{m.test_accuracy:.3f}" for m in members))
         click.echo(f"ensemble (their mean probability): {scores}")
     else:
-        click.echo(f"trial #{info['trial_number']} (pick: {info['pick']}): validation accuracy "
-                   f"{info['validation_accuracy']:.3f}, {scores}")
-    latency = "-" if info["latency_ms"] is None else f"{info['latency_ms']:.3f} ms"
-    click.echo(f"{info['n_params']} parameters, ONNX latency {latency} per row (onnxruntime, CPU)")
+        click.echo(f"trial #{manifest.trial_number} (pick: {manifest.pick}): validation accuracy "
+                   f"{manifest.validation_accuracy:.3f}, {scores}")
+    latency = "-" if manifest.latency_ms is None else f"{manifest.latency_ms:.3f} ms"
+    click.echo(f"{manifest.n_params} parameters, ONNX latency {latency} per row (onnxruntime, CPU)")
     click.echo(f"wrote {out_dir}/: model.onnx, model.pt, model.json, report.json, confusion_matrix.png")
-    attach_export(study, out_dir, artifacts)
-    click.echo(f"dashboard: test metrics noted on trial #{info['trial_number']}, " +
+    attach_export(study, exported, artifacts)
+    click.echo(f"dashboard: test metrics noted on trial #{manifest.trial_number}, " +
                (f"confusion matrix and report attached to the study (artifacts in {artifacts}/)"
                 if artifacts else "no artifacts (pass --artifacts DIR for a server storage)"))
 

@@ -4,13 +4,13 @@ a markdown note with the test metrics on the exported trial)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
@@ -20,7 +20,11 @@ from sqlalchemy.engine import make_url
 from gsearch import GsearchError
 from gsearch.search._compat import study_id, study_storage
 from gsearch._ports import check_port
+from gsearch.models.manifest import CONFUSION_FILE, REPORT_FILE, ExportManifest
 from gsearch.search import records
+
+if TYPE_CHECKING:   # search.export imports torch, which `gsearch dashboard` never needs
+    from gsearch.search.export import Exported
 
 
 def default_artifact_dir(storage_url: str) -> Path | None:
@@ -99,24 +103,22 @@ def _upload(study: optuna.Study, store: FileSystemArtifactStore, path: Path, fil
         return upload_artifact(artifact_store=store, file_path=str(named), study_or_trial=study)
 
 
-def _deployment(report: dict) -> str:
-    """How the model was picked, its size and its measured latency (when the export says)."""
-    if "n_params" not in report:
-        return ""
-    latency = report.get("latency_ms")
+def _deployment(manifest: ExportManifest) -> str:
+    """How the model was picked, its size and its measured latency."""
+    latency = manifest.latency_ms
     latency = "" if latency is None else f", {latency:.3f} ms per row (onnxruntime, CPU)"
-    return f"Picked by: {report.get('pick', 'accuracy')}; {report['n_params']} parameters{latency}.\n"
+    return f"Picked by: {manifest.pick or 'accuracy'}; {manifest.n_params} parameters{latency}.\n"
 
 
-def _note(report: dict, links: dict[str, str], out_dir: Path) -> str:
-    test = report["test"]
+def _note(exported: Exported, links: dict[str, str]) -> str:
+    manifest, test = exported.manifest, exported.test
     rows = "\n".join(f"| {genre} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1-score']:.2f} "
                      f"| {m['support']:.0f} |"
                      for genre, m in test["per_class"].items()
                      if genre != "accuracy" and not genre.endswith(" avg"))
-    members = report.get("members", [])
-    alone = ", ".join(f"{m['test_accuracy']:.3f}" for m in members)
-    ensemble = (f"An ensemble of trials {[m['trial'] for m in members]} (this trial is its best "
+    members = manifest.members
+    alone = ", ".join(f"{m.test_accuracy:.3f}" for m in members)
+    ensemble = (f"An ensemble of trials {[m.trial for m in members]} (this trial is its best "
                 f"member; test accuracy of each alone: {alone}).\n" if members else "")
     shown = "".join(f"![confusion matrix]({url})\n\n" if name.endswith(".png") else
                     f"Full report: [{name}]({url})\n\n" for name, url in links.items())
@@ -124,10 +126,10 @@ def _note(report: dict, links: dict[str, str], out_dir: Path) -> str:
 
 | test accuracy | test macro-F1 | validation accuracy | test rows |
 |---|---|---|---|
-| **{test['accuracy']:.3f}** | {test['macro_f1']:.3f} | {report['validation_accuracy']:.3f} | {test['n']} |
+| **{test['accuracy']:.3f}** | {test['macro_f1']:.3f} | {manifest.validation_accuracy:.3f} | {test['n']} |
 
-{ensemble}{_deployment(report)}Retrained on {report['retrained_on_rows']} train+validation rows in {report['train_seconds']:.1f} s;
-the search never saw the test rows. Model folder: `{out_dir.resolve()}`.
+{ensemble}{_deployment(manifest)}Retrained on {manifest.retrained_on_rows} train+validation rows in {manifest.train_seconds:.1f} s;
+the search never saw the test rows. Model folder: `{exported.folder.resolve()}`.
 
 {shown}| genre | precision | recall | F1 | test rows |
 |---|---|---|---|---|
@@ -135,22 +137,20 @@ the search never saw the test rows. Model folder: `{out_dir.resolve()}`.
 """
 
 
-def attach_export(study: optuna.Study, out_dir: Path, artifacts: Path | None) -> None:
+def attach_export(study: optuna.Study, exported: Exported, artifacts: Path | None) -> None:
     """Record export-best's results in the study so the dashboard shows them: the
     confusion matrix and report.json as study artifacts (a finished trial takes no
     artifacts), the test metrics as a note on the exported trial and a study attribute."""
-    from gsearch.models.export import CONFUSION_FILE, REPORT_FILE  # torch: not for `dashboard`
-
-    report = json.loads((out_dir / REPORT_FILE).read_text())
-    number = report["trial_number"]
-    study.set_user_attr(records.EXPORT, {key: report[key] for key in
-                                      ("trial_number", "test_accuracy", "test_macro_f1", "n_test")})
+    manifest, number = exported.manifest, exported.manifest.trial_number
+    study.set_user_attr(records.EXPORT, {"trial_number": number, "test_accuracy": manifest.test_accuracy,
+                                         "test_macro_f1": manifest.test_macro_f1,
+                                         "n_test": manifest.n_test})
     links = {}  # file name -> dashboard URL of the uploaded artifact
     if artifacts is not None:
         store = FileSystemArtifactStore(artifacts)
         for name in (CONFUSION_FILE, REPORT_FILE):
-            artifact_id = _upload(study, store, out_dir / name, f"trial-{number}-{name}")
+            artifact_id = _upload(study, store, exported.folder / name, f"trial-{number}-{name}")
             links[name] = f"/artifacts/{study_id(study)}/{artifact_id}"
     trial_id = study_storage(study).get_trial_id_from_study_id_trial_number(study_id(study), number)
     save_note(optuna.Trial(study, trial_id),  # save_note takes a live Trial, also for a finished one
-              _note(report, links, out_dir))
+              _note(exported, links))

@@ -125,17 +125,17 @@ def evaluate_seeds(ds: Dataset, *, split_seeds: list[int], trials: int, cv: int,
                   f"rows searched ({'%d-fold CV' % cv if cv > 1 else 'fixed validation split'}), "
                   f"{len(split.test)} test rows held out")
             run_search(study, ds, trials=trials - done, space=space, device=device, seed=seed)
-        info = export_best(study, out_dir / label,
-                           ds=ds, device=device, ensemble=ensemble)
+        manifest = export_best(study, out_dir / label, ds=ds, device=device,
+                               ensemble=ensemble).manifest
         result = SeedResult(split_seed, name, sum(state_counts(study)[s] for s in FINISHED),
-                            info["validation_accuracy"], _search_minutes(study), kind=kind)
-        if "members" in info:
-            best = info["members"][0]
-            result.scores["MLP best"] = (best["test_accuracy"], best["test_macro_f1"])
-            result.scores[f"MLP top-{len(info['members'])}"] = (info["test_accuracy"],
-                                                                info["test_macro_f1"])
+                            manifest.validation_accuracy, _search_minutes(study), kind=kind)
+        if manifest.members:
+            best = manifest.members[0]
+            result.scores["MLP best"] = (best.test_accuracy, best.test_macro_f1)
+            result.scores[f"MLP top-{len(manifest.members)}"] = (manifest.test_accuracy,
+                                                                 manifest.test_macro_f1)
         else:
-            result.scores["MLP best"] = (info["test_accuracy"], info["test_macro_f1"])
+            result.scores["MLP best"] = (manifest.test_accuracy, manifest.test_macro_f1)
         result.scores.update(baselines(ds, split, seed))
         results.append(result)
     return results

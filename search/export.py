@@ -14,6 +14,7 @@ nor put in an ensemble.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -24,7 +25,8 @@ from gsearch.data.load import Dataset, load_dataset
 from gsearch.data.schema import LABEL_COLUMN
 from gsearch.data.split import Split
 from gsearch.models.config import TrialConfig
-from gsearch.models.export import CONFUSION_FILE, REPORT_FILE, plot_confusion, save_model
+from gsearch.models.export import plot_confusion, save_model
+from gsearch.models.manifest import CONFUSION_FILE, REPORT_FILE, ExportManifest, Member
 from gsearch.models.metrics import classification_scores
 from gsearch.models.mlp import Ensemble
 from gsearch.models.population import DivergedError, TrainData, train_population
@@ -67,13 +69,23 @@ def _predict(model: torch.nn.Module, X, device: torch.device):
     return model(torch.as_tensor(X, device=device)).argmax(dim=1).cpu().numpy()
 
 
+@dataclass(frozen=True)
+class Exported:
+    """What export_best wrote: the folder, its manifest (model.json) and the test split's full
+    report (report.json's `test`)."""
+
+    folder: Path
+    manifest: ExportManifest
+    test: dict
+
+
 def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = None,
                 ds: Dataset | None = None, device: torch.device, ensemble: int | None = None,
-                pick: Pick | None = None) -> dict:
+                pick: Pick | None = None) -> Exported:
     """Export the top `ensemble` trials averaged as one model (1: the best trial alone;
     None: selection.top_trials' default), or the one trial `pick` names (a multi-objective
     study: knee by default). The data: `ds`, or the file `data_path`, or the study's own
-    (study_data). Returns the metadata written to model.json."""
+    (study_data)."""
     chosen, rule = chosen_trials(study, ensemble, pick)
     ds, split, protocol = study_data(study, data_path, ds=ds)
     rows = split.train_val
@@ -89,40 +101,32 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
     members = []
     for trial, config, (model, history) in zip(chosen, configs, trained):
         scores = classification_scores(y_test, _predict(model, X_test, device), ds.classes)
-        members.append({"trial": trial.number, "validation_accuracy": round(accuracy_of(trial), 4),
-                        "test_accuracy": scores["accuracy"], "test_macro_f1": scores["macro_f1"],
-                        "hyperparameters": config.to_dict()})
+        members.append(Member(config, trial.number, round(accuracy_of(trial), 4),
+                              scores["accuracy"], scores["macro_f1"]))
     models = [model for model, _ in trained]
     model = models[0] if len(models) == 1 else Ensemble(models).eval()
     report = classification_scores(y_test, _predict(model, X_test, device), ds.classes)
     best = chosen[0]
-    meta = {
-        "study": study.study_name,
-        "trial_number": best.number,
-        "validation_accuracy": round(accuracy_of(best), 4),
-        "pick": rule,
-        "objectives": list(Objectives.of(study).names),
-        **({"within_limits": feasible(best)} if Objectives.of(study).limits() else {}),
-        "objective": (f"{protocol.cv}-fold CV accuracy on train+validation" if protocol.cv > 1
-                      else "validation accuracy"),
-        "test_accuracy": report["accuracy"],
-        "test_macro_f1": report["macro_f1"],
-        "n_test": report["n"],
-        "retrained_on_rows": int(len(rows)),
-        "train_seconds": round(sum(h.seconds for _, h in trained), 3),
-        "data_sha256": ds.sha256,
-        "clip_samples": ds.clip_samples,  # predict cuts longer audio into windows of this length
-        "split": {"test_size": protocol.test_size, "val_size": protocol.val_size,
-                  "split_seed": protocol.split_seed, "groups": protocol.groups,
-                  **({"test_fold": protocol.test_fold} if protocol.test_fold is not None else {}),
-                  **({"group": protocol.group} if protocol.group is not None else {})},
-    }
-    if len(models) > 1:
-        meta["members"] = members
-    info = save_model(model, configs, ds.classes, ds.features, out_dir, meta)
-    measured = {key: info[key] for key in ("n_params", "latency_ms")}
-    (out_dir / REPORT_FILE).write_text(json.dumps({**meta, **measured, "test": report}, indent=2) + "\n")
+    objectives = Objectives.of(study)
+    manifest = ExportManifest(
+        classes=ds.classes, features=ds.features, configs=tuple(configs),
+        members=tuple(members) if len(models) > 1 else (),
+        study=study.study_name, trial_number=best.number,
+        validation_accuracy=round(accuracy_of(best), 4), pick=rule,
+        objectives=objectives.names, within_limits=feasible(best) if objectives.limits() else None,
+        objective=(f"{protocol.cv}-fold CV accuracy on train+validation" if protocol.cv > 1
+                   else "validation accuracy"),
+        test_accuracy=report["accuracy"], test_macro_f1=report["macro_f1"], n_test=report["n"],
+        retrained_on_rows=int(len(rows)), train_seconds=round(sum(h.seconds for _, h in trained), 3),
+        data_sha256=ds.sha256,
+        clip_samples=ds.clip_samples,  # predict cuts longer audio into windows of this length
+        split={"test_size": protocol.test_size, "val_size": protocol.val_size,
+               "split_seed": protocol.split_seed, "groups": protocol.groups,
+               **({"test_fold": protocol.test_fold} if protocol.test_fold is not None else {}),
+               **({"group": protocol.group} if protocol.group is not None else {})})
+    manifest = save_model(model, manifest, out_dir)
+    (out_dir / REPORT_FILE).write_text(json.dumps(manifest.report(report), indent=2) + "\n")
     what = f"trial {best.number}" if len(models) == 1 else f"ensemble of {len(models)} trials"
     plot_confusion(report, out_dir / CONFUSION_FILE,
                    f"{study.study_name} {what}: test accuracy {report['accuracy']:.1%}")
-    return info
+    return Exported(out_dir, manifest, report)

@@ -150,6 +150,7 @@ def real_export(tmp_path_factory) -> Path:
     from gsearch.data.load import load_dataset
     from gsearch.models.config import TrialConfig
     from gsearch.models.export import save_model
+    from gsearch.models.manifest import ExportManifest
     from gsearch.models.population import TrainData, train
 
     threads = torch.get_num_threads()
@@ -159,6 +160,6 @@ def real_export(tmp_path_factory) -> Path:
     model, _ = train(config, TrainData(ds.X, ds.y, len(ds.classes)))
     torch.set_num_threads(threads)
     out = tmp_path_factory.mktemp("real") / "export"
-    save_model(model, config, ds.classes, FEATURE_NAMES, out,
-               {"clip_samples": ds.clip_samples, "test_accuracy": 0.5})
+    save_model(model, ExportManifest(ds.classes, FEATURE_NAMES, (config,), clip_samples=ds.clip_samples,
+                                     test_accuracy=0.5), out)
     return out

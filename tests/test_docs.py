@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 MODULES = ["gsearch.data", "gsearch.data.load", "gsearch.data.artists", "gsearch.models", "gsearch.models.schedule", "gsearch.models.metrics",
+           "gsearch.models.manifest",
            "gsearch.models.population", "gsearch.search", "gsearch.search.protocol",
            "gsearch.search.space", "gsearch.search.records", "gsearch.search.selection",
            "gsearch.search.study", "gsearch.search.parallel"]

@@ -10,7 +10,7 @@ import torch
 from gsearch import GsearchError
 from gsearch.data.load import load_dataset
 from gsearch.models.config import TrialConfig
-from gsearch.models.export import INTEGRITY_FIELDS
+from gsearch.models.manifest import INTEGRITY_FIELDS
 from gsearch.models.mlp import build_mlp
 from gsearch.models.predict import ExportedModel
 from gsearch.search.export import trial_config

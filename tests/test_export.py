@@ -13,7 +13,7 @@ from conftest import GTZAN_CSV
 from gsearch import GsearchError
 from gsearch.data.load import load_dataset
 from gsearch.data.schema import FEATURE_NAMES, GENRES
-from gsearch.models.export import meta_digest
+from gsearch.models.manifest import meta_digest
 from gsearch.models.predict import ExportedModel
 from gsearch.search.protocol import Protocol
 

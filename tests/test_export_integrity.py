@@ -23,7 +23,9 @@ from onnx import numpy_helper
 
 from gsearch import GsearchError
 from gsearch.models.config import TrialConfig
-from gsearch.models.export import INTEGRITY_FIELDS, META_FILE, MODEL_FILE, ONNX_FILE, meta_digest, save_model
+from gsearch.models.export import save_model
+from gsearch.models.manifest import (INTEGRITY_FIELDS, META_FILE, MODEL_FILE, ONNX_FILE, ExportManifest,
+                                     Member, meta_digest)
 from gsearch.models.mlp import Ensemble, build_mlp
 from gsearch.models.predict import ExportedModel
 from gsearch.search.serve import create_app
@@ -46,9 +48,10 @@ def ensemble_export(tmp_path_factory, real_export) -> Path:
     configs = [TrialConfig(n_layers=1, width=16), TrialConfig(n_layers=2, width=8, batch_norm=False)]
     model = Ensemble([build_mlp(c, len(meta["features"]), len(meta["classes"])) for c in configs])
     out = tmp_path_factory.mktemp("ens") / "export"
-    members = [{"trial": i, "hyperparameters": c.to_dict()} for i, c in enumerate(configs)]
-    save_model(model.eval(), configs, tuple(meta["classes"]), tuple(meta["features"]), out,
-               {"members": members, "clip_samples": meta["clip_samples"]})
+    members = tuple(Member(c, trial=i) for i, c in enumerate(configs))
+    save_model(model.eval(), ExportManifest(tuple(meta["classes"]), tuple(meta["features"]),
+                                            tuple(configs), members, clip_samples=meta["clip_samples"]),
+               out)
     return out
 
 

@@ -31,3 +31,14 @@ def test_the_predict_command_reads_an_export_of_gsearch_0_1_0(cli):
     answers = json.loads(result.output)
     expected = json.loads((FIXTURES / "expected.json").read_text())["ensemble"]
     assert [a["genre"] for a in answers] == [next(iter(p)) for p in expected]
+
+
+@pytest.mark.parametrize("name", ["single", "ensemble"])
+def test_the_manifest_of_an_export_of_gsearch_0_1_0_writes_back_the_same_json(name):
+    from gsearch.models.manifest import ExportManifest
+
+    manifest, written, verified = ExportManifest.read(FIXTURES / name)
+    assert verified and manifest.to_json() == written
+    assert list(manifest.to_json()) == list(written)   # in the same order
+    report = json.loads((FIXTURES / name / "report.json").read_text())
+    assert manifest.report(report["test"]) == report
