@@ -2,7 +2,7 @@
 
 A population of K members (the default search's population size, 4) trains on the bundled
 GTZAN split (640 train / 160 validation rows). The script times epochs of the eager step,
-then compiles the batched forward pass (`models.population._Packed.forward`; its backward is
+then compiles the batched forward pass (`models._packed._Packed.forward`; its backward is
 compiled with it by AOTAutograd) and times the first compiled epoch (the compile) and the
 epochs after it, then eager epochs again, so that the machine's load hits both alike.
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from gsearch.data.load import BUNDLED_DATA, load_dataset
-from gsearch.models import population as pop_module
+from gsearch.models import _packed as pop_module
 from gsearch.models.config import TrialConfig
 from gsearch.models.population import Population
 from gsearch.search.protocol import Protocol

@@ -35,21 +35,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
 from gsearch import GsearchError
-from gsearch.models._compat import fused_adamw_step, zero_
+from gsearch.models._compat import zero_
+from gsearch.models._packed import _Member, _Packed, _initial_layers
 from gsearch.data.split import fit_scaler
 from gsearch.models.config import TrialConfig
-from gsearch.models.mlp import build_mlp, count_parameters
+from gsearch.models.mlp import build_mlp
 from gsearch.models.schedule import Patience, schedule_table
-
-_BN_EPS, _BN_MOMENTUM = 1e-5, 0.1                 # torch.nn.BatchNorm1d defaults
-_BETA2, _ADAM_EPS = 0.999, 1e-8                   # torch.optim.AdamW defaults
 
 # On CPU a member padded to a wider population pays for the padding in every matmul and
 # optimizer pass; past about this many squared units that costs more than running a
@@ -136,214 +134,6 @@ def population_key(config: TrialConfig, data: TrainData, device: torch.device | 
 def batch_starts(n: int, batch: int) -> list[int]:
     """First row of each batch of an epoch; batch norm needs 2 rows, so a last single row is dropped."""
     return [s for s in range(0, n, batch) if n - s >= 2]
-
-
-# -- a member's tensors, by name ----------------------------------------------------------
-
-@dataclass(eq=False)
-class _Layer:
-    """One linear layer, with its batch norm when hidden: a member's own tensors (weight
-    [in, out], the others [1, out]) or, packed, the zero-padded stack of several members'
-    (a leading member dimension). The head has no batch-norm tensors. The same record holds
-    AdamW's two moments of the learnable tensors (buffers then stay None)."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor
-    gamma: torch.Tensor | None = None         # batch-norm scale (members without batch
-    beta: torch.Tensor | None = None          # norm keep it, unused, beside their shift)
-    running_mean: torch.Tensor | None = None  # batch-norm statistics: buffers, not learned
-    running_var: torch.Tensor | None = None
-
-    LEARNABLE = ("weight", "bias", "gamma", "beta")
-
-    def learnable(self) -> list[torch.Tensor]:
-        return [t for name in self.LEARNABLE if (t := getattr(self, name)) is not None]
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {f.name: t for f in fields(self) if (t := getattr(self, f.name)) is not None}
-
-    def zeros_like(self) -> "_Layer":
-        """Optimizer moments for the learnable tensors."""
-        return _Layer(*(None if t is None else torch.zeros_like(t)
-                        for t in (self.weight, self.bias, self.gamma, self.beta)))
-
-
-@dataclass(eq=False)
-class _Member:
-    id: int
-    config: TrialConfig
-    history: History
-    generator: torch.Generator   # shuffles this member's rows
-    mean: np.ndarray             # the scaler of its training rows (to_module's Standardize)
-    std: np.ndarray
-    X: torch.Tensor              # standardized training rows [n, F]
-    y: torch.Tensor
-    X_val: torch.Tensor          # standardized validation rows [n_val, F] (n_val may be 0)
-    y_val: torch.Tensor
-    layers: list[_Layer]         # hidden layers, then the head
-    exp_avg: list[_Layer]        # AdamW moments, layer by layer
-    exp_avg_sq: list[_Layer]
-    lr: np.ndarray               # per optimizer step (schedule_table)
-    beta1: np.ndarray
-    step_t: torch.Tensor         # optimizer steps taken, as the fused AdamW kernel wants it
-    patience: Patience
-    step: int = 0
-    epoch: int = 0
-
-    @property
-    def depth(self) -> int:
-        return self.config.n_layers
-
-
-def _initial_layers(config: TrialConfig, n_features: int, n_classes: int, seed: int,
-                    device: torch.device) -> tuple[list[_Layer], int]:
-    """The weights `build_mlp` draws after torch.manual_seed(seed), as [in, out] matrices,
-    and the parameter count. Torch's global generator is left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_mlp(config, n_features, n_classes)
-    linears = [m for m in model if isinstance(m, nn.Linear)]
-
-    def layer(linear: nn.Linear, hidden: bool) -> _Layer:
-        w = linear.out_features
-        extra = (torch.ones(1, w), torch.zeros(1, w), torch.zeros(1, w), torch.ones(1, w)) if hidden else ()
-        tensors = (linear.weight.detach().T.contiguous(), linear.bias.detach()[None], *extra)
-        return _Layer(*(t.to(device) for t in tensors))
-
-    layers = [layer(linear, hidden=True) for linear in linears[:-1]] + [layer(linears[-1], hidden=False)]
-    return layers, count_parameters(model)
-
-
-# -- the packed population ----------------------------------------------------------------
-
-def _stack(tensors: list[torch.Tensor], shape: tuple[int, int], device) -> torch.Tensor:
-    """Zero-padded stack [len(tensors), *shape]."""
-    out = torch.zeros((len(tensors), *shape), device=device)
-    for k, t in enumerate(tensors):
-        out[k, :t.shape[0], :t.shape[1]] = t
-    return out
-
-
-def _per_member(values, device, dtype=torch.float32) -> torch.Tensor:
-    return torch.tensor(values, dtype=dtype, device=device).view(len(values), 1, 1)
-
-
-class _Packed:
-    """The members' tensors as padded stacks, deepest member first: what one epoch steps.
-    `hidden[l]` holds the members deeper than l (its first dimension); `head` all of them."""
-
-    def __init__(self, members: list[_Member], device: torch.device):
-        self.members = ms = sorted(members, key=lambda m: (-m.depth, m.id))
-        K, depth = len(ms), ms[0].depth
-        n_features, n_classes = ms[0].X.shape[1], ms[0].layers[-1].weight.shape[1]
-        widths = [m.layers[0].weight.shape[1] for m in ms if m.depth > 0]
-        self.width = H = max(widths + ([n_features] if any(m.depth == 0 for m in ms) else []))
-        self.rows = [sum(m.depth > layer for m in ms) for layer in range(depth)]  # members per layer
-
-        def pack(attr: str) -> tuple[list[_Layer], _Layer]:
-            hidden = []
-            for layer, k in enumerate(self.rows):
-                records = [getattr(m, attr)[layer] for m in ms[:k]]
-                shape_in = n_features if layer == 0 else H
-                hidden.append(_Layer(**{name: _stack([getattr(r, name) for r in records],
-                                                     (shape_in, H) if name == "weight" else (1, H), device)
-                                        for name in records[0].tensors()}))
-            heads = [getattr(m, attr)[-1] for m in ms]
-            return hidden, _Layer(_stack([h.weight for h in heads], (H, n_classes), device),
-                                  _stack([h.bias for h in heads], (1, n_classes), device))
-
-        self.hidden, self.head = pack("layers")
-        self.exp_avg = pack("exp_avg")
-        self.exp_avg_sq = pack("exp_avg_sq")
-        self.params = [t for layer in (*self.hidden, self.head) for t in layer.learnable()]
-        for p in self.params:
-            p.requires_grad_()
-            p.grad = torch.zeros_like(p)   # backward accumulates into these in place
-        self.grads = [p.grad for p in self.params]
-
-        def moments(packed) -> list[torch.Tensor]:
-            hidden, head = packed
-            return [t for layer in (*hidden, head) for t in layer.learnable()]
-
-        # Per member: its slice of every stack it is in, for one fused AdamW call each.
-        stacks = (self.params, self.grads, moments(self.exp_avg), moments(self.exp_avg_sq))
-        self.views = [tuple([t.detach()[k] for t in ts if t.shape[0] > k] for ts in stacks)
-                      for k in range(K)]
-
-        cs = [m.config for m in ms]
-        self.batch_norm = _per_member([c.batch_norm for c in cs], device, torch.bool)
-        self.any_bn, self.all_bn = any(c.batch_norm for c in cs), all(c.batch_norm for c in cs)
-        self.keep = _per_member([1 - c.dropout for c in cs], device)
-        self.any_dropout = any(c.dropout > 0 for c in cs)
-        self.noise = _per_member([c.input_noise for c in cs], device)
-        self.any_noise = any(c.input_noise > 0 for c in cs)
-        self.smoothing = _per_member([c.label_smoothing for c in cs], device).view(K, 1)
-        self.any_smoothing = any(c.label_smoothing > 0 for c in cs)
-        self.X, self.y = torch.stack([m.X for m in ms]), torch.stack([m.y for m in ms])
-        self.X_val, self.y_val = torch.stack([m.X_val for m in ms]), torch.stack([m.y_val for m in ms])
-        self.member_rows = torch.arange(K, device=device)[:, None]
-
-    def unpack(self) -> None:
-        """Copy each member's slice of the stacks back into its own records."""
-        for k, m in enumerate(self.members):
-            for attr, (hidden, head) in (("layers", (self.hidden, self.head)),
-                                         ("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
-                packed = [*hidden[:m.depth], head]
-                for own, stacked in zip(getattr(m, attr), packed):
-                    for name, t in own.tensors().items():
-                        setattr(own, name, getattr(stacked, name)[k, :t.shape[0], :t.shape[1]].detach().clone())
-
-    # -- the batched model -----------------------------------------------------------------
-
-    def forward(self, x: torch.Tensor, train: bool, generator: torch.Generator) -> torch.Tensor:
-        K = x.shape[0]
-        h = x
-        if not self.rows or self.rows[0] < K:   # depth-0 members carry their inputs to the head
-            h = nn.functional.pad(x, (0, self.width - x.shape[2]))
-        for layer, Kl in zip(self.hidden, self.rows):
-            z = torch.baddbmm(layer.bias, x[:Kl] if layer is self.hidden[0] else h[:Kl], layer.weight)
-            if self.any_bn:
-                if train:   # two passes: var_mean over dim 1 is far slower on CPU
-                    mean = z.mean(dim=1, keepdim=True)
-                    z = z - mean
-                    var = (z * z).mean(dim=1, keepdim=True)
-                    with torch.no_grad():
-                        n = z.shape[1]
-                        layer.running_mean.lerp_(mean, _BN_MOMENTUM)
-                        layer.running_var.lerp_(var * (n / (n - 1)), _BN_MOMENTUM)
-                else:
-                    mean, var = layer.running_mean, layer.running_var
-                    z = z - mean
-                # (z - mean) / sqrt(var + eps) * gamma + beta as one pass; members without
-                # batch norm get scale 1 and shift `mean` back.
-                scale, shift = torch.rsqrt(var + _BN_EPS) * layer.gamma, layer.beta
-                if not self.all_bn:
-                    bn = self.batch_norm[:Kl]
-                    scale, shift = torch.where(bn, scale, 1.0), torch.where(bn, shift, mean)
-                z = torch.addcmul(shift, z, scale)
-            z = torch.relu_(z) if self.any_bn else torch.relu(z)
-            if train and self.any_dropout:
-                mask = torch.rand(z.shape, generator=generator, device=z.device)
-                z = z * mask.lt_(self.keep[:Kl]).div_(self.keep[:Kl])
-            h = z if Kl == K else torch.cat([z, h[Kl:]])
-        return torch.baddbmm(self.head.bias, h, self.head.weight)
-
-    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy with per-member label smoothing: the mean over rows, per member."""
-        logp = torch.log_softmax(logits, dim=2)
-        loss = -logp.gather(2, y[:, :, None]).squeeze(2)
-        if self.any_smoothing:
-            loss = torch.lerp(loss, -logp.mean(dim=2), self.smoothing)
-        return loss.mean(dim=1)
-
-    def adamw(self) -> None:
-        """One AdamW step, one fused call per member (lr, beta1 and weight decay differ)."""
-        for m, (params, grads, exp_avg, exp_avg_sq) in zip(self.members, self.views):
-            lr, beta1 = float(m.lr[m.step]), float(m.beta1[m.step])
-            m.step += 1
-            m.step_t.add_(1)
-            fused_adamw_step(params, grads, exp_avg, exp_avg_sq, m.step_t, lr=lr, beta1=beta1,
-                             beta2=_BETA2, weight_decay=m.config.weight_decay, eps=_ADAM_EPS)
 
 
 class Population:
