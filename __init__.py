@@ -1,9 +1,11 @@
-"""gsearch: hyperparameter search for music-genre MLPs on GTZAN features.
+"""gsearch: hyperparameter search for multilayer perceptrons on tables (GTZAN built in).
 
 This file is the repository root's __init__.py; setup.cfg installs the root as
-the package gsearch, with three folders:
+the package gsearch, with its floors as folders:
 ``gsearch.data`` (load, validate, split), ``gsearch.models`` (config, MLP,
-training, export, prediction) and ``gsearch.search`` (Optuna study and CLI).
+training, export, prediction), ``gsearch.search`` (the Optuna study: search, export,
+evaluate) and ``gsearch.serve`` (the HTTP model server), with the command line in
+``gsearch.cli`` on top.
 """
 
 import importlib
@@ -13,6 +15,11 @@ __version__ = "0.1.0"
 
 class GsearchError(Exception):
     """A user-facing error: its message is one line that says what to do."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C or SIGTERM that stopped a job cleanly; its message says what was kept and how
+    to go on (e.g. which --trials finishes an interrupted run's count)."""
 
 
 def lazy_exports(package: str, exports: dict[str, str]):

@@ -21,7 +21,7 @@ def main() -> None:
     if previous is signal.default_int_handler:
         signal.signal(signal.SIGINT, _quiet_exit)
     try:   # lazy: the CLI loads under the quiet Ctrl-C handler
-        from gsearch.search.cli import main as cli
+        from gsearch.cli import main as cli
     finally:
         signal.signal(signal.SIGINT, previous)
     import click   # lazy: as above (the CLI has loaded it by now)

@@ -21,7 +21,7 @@ from bench_audio import CLIPS
 
 def gsearch() -> list[str]:
     script = Path(sys.executable).with_name("gsearch")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gsearch.search.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gsearch"]
 
 
 def _cpu() -> float:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def gsearch(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "gsearch.search.cli", *map(str, args)],
+    return subprocess.Popen([sys.executable, "-m", "gsearch", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 

@@ -46,8 +46,8 @@ def export_model(out: Path) -> Path:
 
 
 def predict(model: Path, files, cache: str, backend: str) -> tuple[float, str]:
-    """(wall seconds, stderr) of one `python -m gsearch.search.cli predict` process."""
-    cmd = [sys.executable, "-m", "gsearch.search.cli", "predict", "--model", str(model),
+    """(wall seconds, stderr) of one `python -m gsearch predict` process."""
+    cmd = [sys.executable, "-m", "gsearch", "predict", "--model", str(model),
            "--backend", backend, *map(str, files)]
     env = dict(os.environ, NUMBA_CACHE_DIR=cache)
     t = time.perf_counter()

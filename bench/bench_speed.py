@@ -139,7 +139,7 @@ def gsearch_run(csv: Path, trials: int, seed: int, threads: int) -> tuple[float,
     """`gsearch run` with default settings in a fresh process and a fresh SQLite file."""
     folder = tempfile.mkdtemp(prefix="bench_speed_")
     storage = f"sqlite:///{folder}/studies.db"
-    cmd = [sys.executable, "-m", "gsearch.search.cli", "run", "--data", str(csv), "--trials", str(trials),
+    cmd = [sys.executable, "-m", "gsearch", "run", "--data", str(csv), "--trials", str(trials),
            "--storage", storage, "--study", "bench", "--seed", str(seed), "--device", "cpu",
            "--threads", str(threads)]
     t0 = time.perf_counter()

@@ -35,7 +35,7 @@ def one(data: Path, workers: int, trials: int, fixed: list[str], folder: Path,
         kind: str, population: int | None) -> dict:
     url = (f"sqlite:///{folder / f'bench-{workers}.db'}" if kind == "sqlite"
            else str(folder / f"bench-{workers}.log"))
-    command = [sys.executable, "-m", "gsearch.search.cli", "run", "--data", str(data),
+    command = [sys.executable, "-m", "gsearch", "run", "--data", str(data),
                "--storage", url, "--study", "bench", "--trials", str(trials), "--workers",
                str(workers), "--sampler", "random", "--pruner", "none", "--seed", "0",
                "--device", "cpu"]

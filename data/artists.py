@@ -28,7 +28,6 @@ import pandas as pd
 from gsearch.data.load import DataError, Dataset
 
 ARTISTS_FILE = Path(__file__).resolve().with_name("gtzan_artists.csv")
-FOLDS = (1, 2, 3)
 
 
 @functools.lru_cache(maxsize=1)

@@ -22,6 +22,9 @@ GENRES: tuple[str, ...] = (
     "jazz", "metal", "pop", "reggae", "rock",
 )
 
+# The folds of GTZAN's published artist-filtered 3-fold split (data.artists): --test-fold K
+ARTIST_FOLDS: tuple[int, ...] = (1, 2, 3)
+
 SAMPLE_RATE = 22050
 # Rows of at most this many samples are segments of a longer track (the Kaggle
 # features_3_sec.csv has 66149 per row); their filenames end in ".K.wav".

@@ -23,6 +23,7 @@ probability (softmax of it is that mean), and model.json describes every member 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import platform
 import re
@@ -59,10 +60,10 @@ def package_versions() -> dict[str, str]:
 
 def plot_confusion(report: dict, path: Path, title: str) -> None:
     """The labelled confusion matrix of metrics.classification_scores as a PNG."""
-    import matplotlib
+    import matplotlib   # lazy: only an export draws (matplotlib: 0.7 s to import)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
+    import matplotlib.pyplot as plt   # lazy: as above
+    from sklearn.metrics import ConfusionMatrixDisplay   # lazy: as above
 
     fig, ax = plt.subplots(figsize=(7.5, 6.5), dpi=120)
     matrix = report["confusion_matrix"]
@@ -75,7 +76,7 @@ def plot_confusion(report: dict, path: Path, title: str) -> None:
 
 
 def export_onnx(model: nn.Module, n_features: int, path: Path) -> None:
-    import torch
+    import torch   # lazy: predict reads this module and runs the onnx backend without torch
 
     model = model.cpu().eval()
     example = torch.zeros(2, n_features)
@@ -90,10 +91,10 @@ def onnx_latency_ms(path: Path, n_features: int, *, threads: int | None = None) 
     """Median milliseconds for onnxruntime to classify one row with the ONNX graph at `path`
     on the CPU (`threads` intra-op threads, default torch's setting), after warm-up calls.
     None when onnxruntime is not installed."""
-    import torch
+    import torch   # lazy: predict reads this module and runs the onnx backend without torch
 
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort   # lazy: as torch above; and onnxruntime may be missing (None)
     except ImportError:
         return None
     options = ort.SessionOptions()
@@ -109,11 +110,9 @@ def save_model(model: nn.Module, manifest: ExportManifest, out_dir: Path) -> Exp
     mlp.Ensemble, its members' are the manifest's `configs`); returns the manifest as written:
     with the model's trainable parameters, its ONNX latency, the package versions and the
     SHA-256 of both model files."""
-    import dataclasses
+    import torch   # lazy: predict reads this module and runs the onnx backend without torch
 
-    import torch
-
-    from gsearch.models.mlp import count_parameters
+    from gsearch.models.mlp import count_parameters   # lazy: mlp imports torch, as above
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
@@ -183,7 +182,7 @@ def check_state(state, path: Path, configs: list[TrialConfig], n_features: int, 
     10^9 in model.json allocates nothing), every floating tensor finite."""
     import torch  # lazy: only the torch backend reads model.pt
 
-    from gsearch.models.mlp import build_ensemble, build_mlp
+    from gsearch.models.mlp import build_ensemble, build_mlp   # lazy: mlp imports torch, as above
 
     if not isinstance(state, dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):

@@ -18,7 +18,7 @@ def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, classes: tuple
     >>> s["accuracy"], s["confusion_matrix"]["labels"], s["confusion_matrix"]["rows"]
     (0.6667, ['blues', 'jazz'], [[1, 0], [1, 1]])
     """
-    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score   # lazy: scikit-learn (0.5 s) only when scores are made
 
     labels = list(range(len(classes)))
     report = classification_report(y_true, y_pred, labels=labels, target_names=list(classes),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+from multiprocessing import forkserver
 import os
 import signal
 
@@ -30,14 +31,33 @@ def start_workers_server():
     called early, its imports overlap with the parent's. spawn where there is no fork."""
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
-    from multiprocessing import forkserver
-
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "gsearch.search.loop",
                                 "gsearch.search.storage", "gsearch.search.parallel"])
     with spawning():
         forkserver.ensure_running()
     return ctx
+
+
+# Worker processes per core at most: more only fight over the cores (1000 workers on 2 cores
+# took a minute to start for 4 trials of 6 s).
+WORKERS_PER_CORE = 4
+
+
+def worker_cap(requested: int, trials: int) -> tuple[int, str | None]:
+    """The worker processes a run of `trials` trials starts when `requested` are asked for:
+    never more than the trials (one without a trial only costs its start), nor more than
+    WORKERS_PER_CORE per core; and the note that says so when the cores lowered it.
+
+    >>> worker_cap(8, 3)
+    (3, None)
+    """
+    workers = min(requested, trials)
+    most = WORKERS_PER_CORE * cpu_count()
+    if workers <= most:
+        return workers, None
+    return most, (f"--workers {workers} lowered to {most}, {WORKERS_PER_CORE} per core "
+                  f"({cpu_count()} here): more only fight over the cores")
 
 
 def cpu_count() -> int:

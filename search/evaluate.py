@@ -24,18 +24,20 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
-from gsearch.data.load import Dataset
+from gsearch.data.load import Dataset, describe_data, load_dataset, resolve_data
 from gsearch.data.split import Split
 from gsearch.models.metrics import classification_scores
+from gsearch.models.population import resolve_device
 from gsearch.search.export import export_best
 from gsearch.search.loop import Space
 from gsearch.search.parallel import run_search
 from gsearch.search.protocol import Protocol
-from gsearch.search.storage import open_storage
-from gsearch.search.study import Strategy, open_study, state_counts
+from gsearch.search.requests import EvaluateRequest
+from gsearch.search.space import resolve_space, space_name
+from gsearch.search.storage import open_storage, safe_url
+from gsearch.search.study import Strategy, finished_count, open_study, set_log_level
 
 DEFAULT_EVAL_STORAGE = "sqlite:///evaluate.db"
-FINISHED = ("complete", "pruned", "fail")
 
 
 @dataclass
@@ -118,8 +120,9 @@ def evaluate_seeds(ds: Dataset, *, split_seeds: list[int], trials: int, cv: int,
     for split_seed, split in splits.items():
         label = split_label(protocols[split_seed].split_seed, protocols[split_seed])
         name = study_name(protocols[split_seed].split_seed, cv, protocols[split_seed])
-        study = open_study(store, name, protocol=protocols[split_seed], ds=ds, strategy=strategy)
-        done = sum(state_counts(study)[s] for s in FINISHED)
+        study = open_study(store, name, protocol=protocols[split_seed], ds=ds, strategy=strategy,
+                           space_name=space_name(space))
+        done = finished_count(study)
         if done < trials:
             print(f"{kind} {split_seed}: study '{name}', {len(split.train_val)} train+validation "
                   f"rows searched ({'%d-fold CV' % cv if cv > 1 else 'fixed validation split'}), "
@@ -127,7 +130,7 @@ def evaluate_seeds(ds: Dataset, *, split_seeds: list[int], trials: int, cv: int,
             run_search(study, ds, trials=trials - done, space=space, device=device, seed=seed)
         manifest = export_best(study, out_dir / label, ds=ds, device=device,
                                ensemble=ensemble).manifest
-        result = SeedResult(split_seed, name, sum(state_counts(study)[s] for s in FINISHED),
+        result = SeedResult(split_seed, name, finished_count(study),
                             manifest.validation_accuracy, _search_minutes(study), kind=kind)
         if manifest.members:
             best = manifest.members[0]
@@ -175,3 +178,34 @@ def format_table(results: list[SeedResult]) -> str:
         lines.append(f"{'mean ± std ' + what:>41}" + "".join(
             f" | {_mean_std([r.scores[m][i] for r in results if m in r.scores]):>20}" for m in models))
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What `evaluate` measured: one result per split, on the data `data` describes."""
+
+    results: list[SeedResult]
+    data: str            # data.load.describe_data of the table
+    storage: str         # where the per-split studies are
+    folders: str         # where the models are, e.g. evaluation/split<seed>/
+
+
+def evaluate(request: EvaluateRequest) -> Evaluation:
+    """`gsearch evaluate`: search, export and test once per split seed (or published artist
+    fold), next to the baselines (evaluate_seeds), on the table `request.data`."""
+    set_log_level()
+    torch.set_num_threads(request.threads)
+    device = resolve_device(request.device)
+    protocol = request.protocol
+    storage = request.storage or DEFAULT_EVAL_STORAGE
+    # data errors surface before the storage is touched
+    ds = protocol.prepare(load_dataset(resolve_data(request.data), label=request.label,
+                                       drop=request.drop, group=protocol.group))
+    results = evaluate_seeds(ds, split_seeds=list(request.split_seeds), trials=request.trials,
+                             cv=protocol.cv, storage=storage, out_dir=request.out, device=device,
+                             ensemble=request.ensemble,
+                             strategy=Strategy(request.sampler, request.pruner, request.seed),
+                             seed=request.seed, space=resolve_space(request.space),
+                             protocol=protocol, test_folds=list(request.test_folds or []) or None)
+    where = "artist-fold<K>" if request.test_folds else "split<seed>"
+    return Evaluation(results, describe_data(ds), safe_url(storage), f"{request.out}/{where}/")

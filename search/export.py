@@ -29,11 +29,15 @@ from gsearch.models.export import plot_confusion, save_model
 from gsearch.models.manifest import CONFUSION_FILE, REPORT_FILE, ExportManifest, Member
 from gsearch.models.metrics import classification_scores
 from gsearch.models.mlp import Ensemble
-from gsearch.models.population import DivergedError, TrainData, train_population
+from gsearch.models.population import DivergedError, TrainData, resolve_device, train_population
 from gsearch.search import records
+from gsearch.search.dashboard import artifact_dir, attach_export
 from gsearch.search.objectives import Objectives, accuracy_of, feasible
 from gsearch.search.protocol import Protocol
-from gsearch.search.selection import Pick, chosen_trials
+from gsearch.search.requests import ExportRequest, study_options
+from gsearch.search.selection import Pick, chosen_trials, parse_pick
+from gsearch.search.storage import open_storage
+from gsearch.search.study import load_study, set_log_level, state_counts
 
 
 def study_data(study: optuna.Study, data_path: str | None = None, *,
@@ -130,3 +134,45 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
     plot_confusion(report, out_dir / CONFUSION_FILE,
                    f"{study.study_name} {what}: test accuracy {report['accuracy']:.1%}")
     return Exported(out_dir, manifest, report)
+
+
+@dataclass(frozen=True)
+class Published:
+    """An export and where the dashboard shows it: `artifacts`, the artifact folder its
+    confusion matrix and report were attached in (None: a server storage without one);
+    `notes`, what the pick rule had to say."""
+
+    exported: Exported
+    artifacts: Path | None
+    notes: tuple[str, ...] = ()
+
+
+def publish(study: optuna.Study, out_dir: Path, *, storage: str, artifacts: Path | None = None,
+            device: torch.device, data_path: str | None = None, ds: Dataset | None = None,
+            ensemble: int | None = None, pick: Pick | None = None) -> Published:
+    """export_best, then its results attached to the study for the dashboard (the artifact
+    folder `artifacts`, by default beside a SQLite file): the one path of `gsearch export-best`
+    and `gsearch run --export`."""
+    folder = artifact_dir(artifacts, storage)
+    exported = export_best(study, out_dir, data_path=data_path, ds=ds, device=device,
+                           ensemble=ensemble, pick=pick)
+    attach_export(study, exported, folder)
+    return Published(exported, folder, tuple(pick.notes) if pick else ())
+
+
+def export_study(request: ExportRequest) -> Published:
+    """`gsearch export-best`: the study's best trials (or the one `request.pick` or
+    `request.trial` names) retrained, tested and written to `request.out`."""
+    chosen = parse_pick(request.pick, list(request.pick_extra))
+    if request.trial is not None:
+        chosen = Pick("trial", number=request.trial)
+    set_log_level()
+    torch.set_num_threads(request.threads)
+    device = resolve_device(request.device)
+    study = load_study(open_storage(request.storage, must_exist=True), request.study)
+    if not state_counts(study)["complete"]:
+        raise GsearchError(f"study '{request.study}' has no completed trial yet; run 'gsearch run "
+                           f"{study_options(request.study, request.storage)}' until one completes (with --timeout: a longer one)")
+    return publish(study, request.out, storage=request.storage, artifacts=request.artifacts,
+                   device=device, data_path=str(request.data) if request.data else None,
+                   ensemble=request.ensemble, pick=chosen)

@@ -58,16 +58,15 @@ from gsearch.data.load import Dataset
 from gsearch.models.population import resolve_device
 from gsearch.search import records
 from gsearch.search.loop import Callback, Space, TrialLoop
-from gsearch.search._spawn import spawning, start_workers_server
+from gsearch.search._spawn import spawning, start_workers_server, worker_cap
 from gsearch.search.progress import Progress, summary
 from gsearch.search.protocol import Protocol
-from gsearch.search.space import SearchSpace
+from gsearch.search.space import SearchSpace, space_of
 from gsearch.search.storage import (LOST, STORAGE_RETRY, give_up, open_storage, retry_trial,
                                     safe_url)
-from gsearch.search.study import DEFAULT_POPULATION, Strategy, set_log_level
+from gsearch.search.study import DEFAULT_POPULATION, Strategy, finished, set_log_level
 
 TrialState = optuna.trial.TrialState
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # a failed trial gives its slot back
 # A slot whose worker dies CRASH_LIMIT times within CRASH_WINDOW seconds without finishing
 # a trial is not restarted; the k-th death in a row waits BACKOFF[k-1] seconds first.
 CRASH_LIMIT, CRASH_WINDOW = 5, 60.0
@@ -268,7 +267,7 @@ def _loop(study: _Study, ds: Dataset, run: _Run, *, slot: int, budget: _Budget,
     interrupt = _Interrupt()
 
     def account(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        budget.release(slot, trial.state in COUNTED, trial.number)
+        budget.release(slot, finished(trial), trial.number)
 
     loop = TrialLoop(study, Protocol.of(study).trial_data(ds), space=run.space,
                      device=resolve_device(run.device), seed=run.seed, size=run.population,
@@ -347,10 +346,10 @@ def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space | 
     >>> len(study.trials), study.trials[0].user_attrs["epochs_run"]
     (2, 3)
     """
-    if workers is not None and workers.count > trials:   # a worker without a trial only costs
-        workers = dataclasses.replace(workers, count=trials)
+    if workers is not None:
+        workers = dataclasses.replace(workers, count=worker_cap(workers.count, trials)[0])
     sized = SearchSpace.of(study)
-    run = _Run(study=study.study_name, trials=trials, space=space or sized,
+    run = _Run(study=study.study_name, trials=trials, space=space_of(study, space),
                max_epochs=sized.max_epochs, device=str(device), seed=seed,
                timeout=timeout, population=population, done=len(study.get_trials(deepcopy=False)),
                workers=workers or Workers(1, "", Strategy()))
@@ -552,7 +551,7 @@ class _Parent:
                     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                         if storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL):
                             failed.append(trial)
-                elif (trial.state in COUNTED and trial.number in self.asked[slot]
+                elif (finished(trial) and trial.number in self.asked[slot]
                       and self.budget.released[slot] != trial.number):
                     self.budget.finished.value += 1   # told, then killed before counting it
             if retry:

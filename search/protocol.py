@@ -21,9 +21,11 @@ reads the protocol back from the study (`Protocol.of`) and refuses other data or
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gsearch import GsearchError
+from gsearch.data.schema import ARTIST_FOLDS
 from gsearch.search import records
 
 # lazy: the CLI reads the defaults below when it starts (gsearch --help), before pandas,
@@ -61,8 +63,9 @@ class Protocol:
         if self.test_fold is not None and self.groups != "artist":
             raise GsearchError("--test-fold picks one of GTZAN's published artist folds; "
                                "add --groups artist, or drop --test-fold")
-        if self.test_fold is not None and self.test_fold not in (1, 2, 3):
-            raise GsearchError(f"--test-fold must be 1, 2 or 3 (GTZAN's artist folds), got {self.test_fold}")
+        if self.test_fold is not None and self.test_fold not in ARTIST_FOLDS:
+            raise GsearchError(f"--test-fold must be one of {', '.join(map(str, ARTIST_FOLDS))} "
+                               f"(GTZAN's artist folds), got {self.test_fold}")
 
     @property
     def grouping(self) -> str:
@@ -181,8 +184,6 @@ def _data_name(path: str | None) -> str:
     """A feature file, shortly: 'bundled GTZAN features_30_sec.csv' or its file name."""
     if not path:
         return "unrecorded data"
-    from pathlib import Path
-
     from gsearch.data.load import BUNDLED_DATA   # lazy: see the imports
 
     return "bundled GTZAN features_30_sec.csv" if Path(path) == BUNDLED_DATA else Path(path).name

@@ -19,6 +19,7 @@ CLASSES = "classes"            # its classes, in label order
 FEATURES = "features"          # its feature columns, in the model's input order
 LABEL = "label_column"         # its label column
 SPACE_ROWS = "space_rows"      # the training rows its search space was sized to (space.SearchSpace)
+SPACE = "space"                # a space of one's own: its MODULE:FUNCTION (--space); absent: built-in
 OBJECTIVES = "objectives"      # objectives.Objectives.to_dict(): names and limits
 EXPORT = "export"              # what export-best last measured (the dashboard's note)
 

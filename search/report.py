@@ -18,7 +18,8 @@ from gsearch import GsearchError
 from gsearch.search import records
 from gsearch.search.objectives import OBJECTIVES, Objectives, accuracy_study, feasible
 from gsearch.search.selection import pareto_front
-from gsearch.search.study import OBJECTIVE_NAME, state_counts
+from gsearch.search.storage import open_storage
+from gsearch.search.study import OBJECTIVE_NAME, load_study, set_log_level, state_counts
 
 DPI = 100
 # plot name -> (title, PNG size in inches)
@@ -30,6 +31,14 @@ PLOTS = {
 }
 # added for a study with several objectives
 PARETO_PLOTS = {"pareto_front": ("Pareto front: validation accuracy against cost", (10, 6))}
+
+
+def load_finished_study(storage: str, name: str) -> optuna.Study | None:
+    """The study `name` of the storage URL `storage`, or None while it has no completed trial
+    (nothing to plot)."""
+    set_log_level()
+    study = load_study(open_storage(storage, must_exist=True), name)
+    return study if state_counts(study)["complete"] else None
 
 
 def default_folder(study_name: str) -> Path:
@@ -88,9 +97,9 @@ def _style_learning_curves(ax, study: optuna.Study) -> None:
 
 
 def _png(study: optuna.Study, name: str, draw, path: Path) -> None:
-    import matplotlib
+    import matplotlib   # lazy: only the PNGs need it
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # lazy: as above
 
     title, size = plots_of(study)[name]
     # optuna draws most plots in ggplot style; parallel coordinates need a plain background
@@ -175,8 +184,8 @@ def write_report(study: optuna.Study, out_dir: Path, storage_url: str) -> list[P
     if not complete:
         raise GsearchError(f"study '{study.study_name}' has no completed trial yet; "
                            "run 'gsearch run' until one completes")
-    import optuna.visualization as plotly_plots
-    import optuna.visualization.matplotlib as mpl_plots
+    import optuna.visualization as plotly_plots   # lazy: plotly and matplotlib load for drawing only
+    import optuna.visualization.matplotlib as mpl_plots   # lazy: as above
 
     out_dir.mkdir(parents=True, exist_ok=True)
     skipped = {} if complete > 1 else {"param_importances": "needs at least 2 completed trials"}

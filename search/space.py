@@ -17,9 +17,12 @@ seventeen minutes (docs/benchmarks.md, "Fewer wasted epochs").
 
 from __future__ import annotations
 
+import importlib
 import math
+import os
+import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from gsearch import GsearchError
 from gsearch.models.config import LR_SCHEDULES, TrialConfig
@@ -28,7 +31,7 @@ from gsearch.search import records
 # lazy: the CLI reads PARAMETERS when it starts (gsearch --help); Optuna is imported by the
 # functions that build distributions
 if TYPE_CHECKING:
-    import optuna
+    import optuna   # lazy: the CLI reads this module at start (gsearch --help)
 
 
 # The searched parameters, in SearchSpace's order (--fix's help lists them; a test checks).
@@ -98,7 +101,7 @@ class SearchSpace:
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         """The space's parameters and their distributions, read off a throwaway trial."""
-        import optuna
+        import optuna   # lazy: the CLI reads this module at start (gsearch --help)
 
         probe = optuna.create_study().ask()
         self(probe)
@@ -119,10 +122,47 @@ class SearchSpace:
 suggest_config = SearchSpace()
 
 
-def _parse_value(distribution: optuna.distributions.BaseDistribution, text: str):
-    import optuna
+def resolve_space(space: str | Callable | None) -> Callable | None:
+    """A search space of one's own: a function trial -> TrialConfig, or its import path
+    MODULE:FUNCTION (the module on Python's path or in the current folder, as uvicorn finds an
+    app); None: the built-in space, sized to the table (search.space.SearchSpace)."""
+    if space is None or callable(space):
+        return space
+    module, _, name = space.partition(":")
+    if not module or not name:
+        raise GsearchError(f"--space {space!r}: give MODULE:FUNCTION, e.g. --space myspace:space "
+                           "for a function space(trial) in myspace.py")
+    if os.getcwd() not in sys.path:   # as `python -m` would have it
+        sys.path.insert(0, os.getcwd())
+    try:
+        found = importlib.import_module(module)
+        for part in name.split("."):
+            found = getattr(found, part)
+    except ImportError as e:
+        raise GsearchError(f"--space {space}: cannot import {module} ({e}); run gsearch from the "
+                           "folder that holds it, or put it on PYTHONPATH") from None
+    except AttributeError:
+        raise GsearchError(f"--space {space}: {module} has no {name}") from None
+    if not callable(found):
+        raise GsearchError(f"--space {space}: {name} is not a function of a trial")
+    return found
 
-    from gsearch.search._compat import distribution_contains
+
+def space_name(space: Callable | None) -> str | None:
+    """The import path a study records for a space of one's own (None: the built-in one)."""
+    return None if space is None else f"{space.__module__}:{space.__qualname__}"
+
+
+def space_of(study: optuna.Study, space: Callable | None = None) -> Callable:
+    """The space a run of `study` samples: `space` when given, else the space of one's own the
+    study was made with (--space), else the built-in space sized to its table."""
+    return space or resolve_space(study.user_attrs.get(records.SPACE)) or SearchSpace.of(study)
+
+
+def _parse_value(distribution: optuna.distributions.BaseDistribution, text: str):
+    import optuna   # lazy: the CLI reads this module at start (gsearch --help)
+
+    from gsearch.search._compat import distribution_contains   # lazy: _compat imports Optuna, as above
 
     if isinstance(distribution, optuna.distributions.CategoricalDistribution):
         return next((c for c in distribution.choices if str(c).lower() == text.lower()), None)

@@ -19,10 +19,10 @@ from gsearch.search.space import MAX_EPOCHS, SearchSpace
 # lazy: the CLI reads the registries and defaults below when it starts (gsearch --help);
 # Optuna (about a second to import) is imported by the functions that use it
 if TYPE_CHECKING:
-    import optuna
+    import optuna   # lazy: the CLI reads this module at start (gsearch --help)
 
     from gsearch.data.load import Dataset
-    from gsearch.search.objectives import Objectives
+    from gsearch.search.objectives import Objectives   # lazy: objectives imports torch and Optuna, as above
     from gsearch.search.protocol import Protocol
 
 DEFAULT_STUDY = "gtzan-mlp"
@@ -33,7 +33,7 @@ def set_log_level(verbose: bool = False, *, errors_only: bool = False) -> None:
     """Optuna's log level, the one place gsearch sets it: warnings (gsearch shows its own
     progress), every trial with `verbose` (-v), errors only once a run is being interrupted
     (`errors_only`: gsearch says in one line what happened to the trials it ends)."""
-    import optuna
+    import optuna   # lazy: the CLI reads this module at start (gsearch --help)
 
     level = (optuna.logging.ERROR if errors_only else
              optuna.logging.INFO if verbose else optuna.logging.WARNING)
@@ -105,7 +105,7 @@ class Strategy:
             raise GsearchError(f"unknown pruner {self.pruner!r}; use one of {', '.join(PRUNERS)}")
 
     def make_sampler(self, done: int = 0, worker: int = 0) -> optuna.samplers.BaseSampler:
-        import optuna
+        import optuna   # lazy: the CLI reads this module at start (gsearch --help)
 
         seed = None if self.seed is None else self.seed + done + worker * SEED_STRIDE
         sampler = SAMPLERS[self.sampler](optuna, seed)
@@ -117,7 +117,7 @@ class Strategy:
 
     def make_pruner(self, max_epochs: int = MAX_EPOCHS) -> optuna.pruners.BasePruner:
         """The pruner, its rungs scaled to a space whose longest trial is `max_epochs`."""
-        import optuna
+        import optuna   # lazy: the CLI reads this module at start (gsearch --help)
 
         return PRUNERS[self.pruner](optuna, max_epochs)
 
@@ -128,7 +128,7 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
 
 def load_study(storage: optuna.storages.BaseStorage, name: str, **kwargs) -> optuna.Study:
     """Load an existing study or fail with the names that do exist."""
-    import optuna
+    import optuna   # lazy: the CLI reads this module at start (gsearch --help)
 
     names = study_names(storage)
     if name not in names:
@@ -139,16 +139,17 @@ def load_study(storage: optuna.storages.BaseStorage, name: str, **kwargs) -> opt
 
 def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Protocol, ds: Dataset,
                strategy: Strategy = Strategy(), objectives: Objectives | None = None,
-               space: SearchSpace | None = None) -> optuna.Study:
+               space: SearchSpace | None = None, space_name: str | None = None) -> optuna.Study:
     """Create the study, or resume it after checking it was made on the same data,
     protocol and objectives (nothing is written when a check fails). Its sampler and
     pruner come from `strategy` (a seeded sampler continues the sequence of a resumed
     study: Strategy.make_sampler; the pruner's rungs follow the study's search space, sized
     to the rows a trial trains on when the study is made: space.SearchSpace, or `space`
-    when the caller has sized it already)."""
-    import optuna
+    when the caller has sized it already). `space_name`: the MODULE:FUNCTION of a space of
+    one's own (--space), recorded and guarded like the protocol."""
+    import optuna   # lazy: the CLI reads this module at start (gsearch --help)
 
-    from gsearch.search.objectives import Objectives
+    from gsearch.search.objectives import Objectives   # lazy: objectives imports torch and Optuna, as above
 
     objectives = objectives or Objectives()
     done = 0
@@ -157,6 +158,7 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Pro
         existing = optuna.load_study(study_name=name, storage=storage)
         protocol.check(existing, ds)
         objectives.check(existing)
+        _check_space(existing, space_name)
         done = len(existing.trials)
         sized = SearchSpace.of(existing) if done else None
     space = sized or space or SearchSpace(protocol.train_rows(ds))
@@ -167,10 +169,23 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Pro
         for key, value in protocol.fingerprint(ds).items():
             study.set_user_attr(key, value)
         study.set_user_attr(records.SPACE_ROWS, space.rows)
+        if space_name is not None:
+            study.set_user_attr(records.SPACE, space_name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             objectives.record(study)   # with the dashboard's metric names
     return study
+
+
+def _check_space(study: optuna.Study, space_name: str | None) -> None:
+    """A run of a study made with a space of one's own uses that space (none given: the
+    recorded one); another space is refused, as other data or protocol options are."""
+    recorded = study.user_attrs.get(records.SPACE)
+    if space_name is None or space_name == recorded or not study.trials:
+        return
+    made = f"--space {recorded}" if recorded else "the built-in search space"
+    raise GsearchError(f"study '{study.study_name}' was made with {made}, this run has --space "
+                       f"{space_name}; use the same space, or a new --study name")
 
 
 # How many of an earlier study's best configurations `gsearch run --warm-start` enqueues.
@@ -193,8 +208,8 @@ def warm_start_configs(source: optuna.Study, fixed: dict | None = None,
     >>> warm_start_configs(earlier, fixed={"epochs": 30})
     [{'n_layers': 2, 'width': 256, 'epochs': 30}]
     """
-    from gsearch.search._compat import distribution_contains
-    from gsearch.search.selection import candidates, top_trials
+    from gsearch.search._compat import distribution_contains   # lazy: _compat imports Optuna, as above
+    from gsearch.search.selection import candidates, top_trials   # lazy: selection imports Optuna, as above
 
     ranked = top_trials(source, min(n, len(candidates(source))))
     if not ranked:
@@ -209,13 +224,83 @@ def warm_start_configs(source: optuna.Study, fixed: dict | None = None,
     return configs
 
 
+# A finished trial is complete or pruned: what --trials N counts. A failed trial (also one a
+# Ctrl-C interrupted) is not: its slot goes back to the run, and evaluate tops its studies up.
+FINISHED = ("complete", "pruned")
+
+
+def finished(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.state.name.lower() in FINISHED
+
+
+def finished_count(study: optuna.Study) -> int:
+    counts = state_counts(study)
+    return sum(counts[state] for state in FINISHED)
+
+
 def state_counts(study: optuna.Study) -> dict[str, int]:
     """Trials per state name (complete, pruned, fail, running, waiting), and `interrupted`:
     the failed trials that a Ctrl-C or SIGTERM ended (user attribute records.INTERRUPTED)."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState   # lazy: as above
 
     counts = {state.name.lower(): 0 for state in TrialState} | {"interrupted": 0}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] += 1
         counts["interrupted"] += trial.state == TrialState.FAIL and records.INTERRUPTED in trial.user_attrs
     return counts
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """One study of a storage, as `gsearch studies` lists it."""
+
+    name: str
+    trials: int
+    complete: int
+    pruned: int
+    failed: int          # whose training or code failed
+    running: int
+    interrupted: int     # failed because a Ctrl-C or SIGTERM ended them
+    best: float | None   # the best validation accuracy (of the feasible trials, several objectives)
+    pareto: int | None   # trials on the Pareto front of a study with several objectives
+
+
+def study_summaries(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
+    """Every study of `storage` with its trial counts, best value and Pareto front."""
+    import optuna   # lazy: see the imports
+
+    from gsearch.search.objectives import accuracy_of, feasible   # lazy: torch, see the imports
+    from gsearch.search.selection import pareto_front   # lazy: as above
+
+    states = optuna.trial.TrialState
+    summaries = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        study_id = storage.get_study_id_from_name(summary.study_name)
+        failed = storage.get_all_trials(study_id, deepcopy=False, states=(states.FAIL,))
+        interrupted = sum(records.INTERRUPTED in t.user_attrs for t in failed)
+        best = None if summary.best_trial is None else summary.best_trial.value
+        front = None
+        if len(summary.directions) > 1:
+            complete = storage.get_all_trials(study_id, deepcopy=False, states=(states.COMPLETE,))
+            ok = [t for t in complete if feasible(t)]
+            front = len(pareto_front(ok))
+            best = max(map(accuracy_of, ok)) if ok else None
+        counts = [storage.get_n_trials(study_id, state) for state in
+                  (states.COMPLETE, states.PRUNED, states.FAIL, states.RUNNING)]
+        summaries.append(StudySummary(summary.study_name, summary.n_trials, counts[0], counts[1],
+                                      counts[2] - interrupted, counts[3], interrupted, best, front))
+    return summaries
+
+
+def delete_study(storage: optuna.storages.BaseStorage, name: str, shown_url: str) -> int:
+    """Delete one study of `storage` (`shown_url` names it in the error), after checking that
+    it is there; returns how many trials it had."""
+    import optuna   # lazy: see the imports
+
+    names = study_names(storage)
+    if name not in names:
+        raise GsearchError(f"no study '{name}' in {shown_url}; "
+                           + (f"its studies: {', '.join(names)}" if names else "it has no studies"))
+    n_trials = len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
+    optuna.delete_study(study_name=name, storage=storage)
+    return n_trials

@@ -79,18 +79,23 @@ def real_csv(tmp_path_factory) -> Path:
     return plain
 
 
+def space_args(space) -> list[str]:
+    """The --space option that names `space` (a module-level function of a test module: pytest
+    puts tests/ on the path, so the CLI imports it by name, as it imports a user's space)."""
+    return [] if space is None else ["--space", f"{space.__module__}:{space.__qualname__}"]
+
+
 @pytest.fixture
 def cli():
     """cli(*args, space=None) -> click Result; exceptions propagate as in a real process.
     `space`: a search space (trial -> TrialConfig) for run and evaluate instead of the real
-    one, handed to the commands as click's context object."""
-    from gsearch.search.cli import main
+    one, passed as --space MODULE:FUNCTION."""
+    from gsearch.cli import main
 
     runner = CliRunner()
 
     def invoke(*args, space=None):
-        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False,
-                             obj=None if space is None else {"space": space})
+        return runner.invoke(main, [str(a) for a in args] + space_args(space), catch_exceptions=False)
     return invoke
 
 

@@ -94,7 +94,7 @@ def chaos(storage: str, data: str, *, workers: int, trials: int, kills: int,
     (the first once every worker is up), each a worker that holds a running trial; wait for
     the run to end; the figures. The study is deleted afterwards."""
     study = f"chaos-{uuid.uuid4().hex[:8]}"
-    command = [sys.executable, "-m", "gsearch.search.cli", "run", "--storage", storage,
+    command = [sys.executable, "-m", "gsearch", "run", "--storage", storage,
                "--study", study, "--data", str(data), "--workers", str(workers), "--trials",
                str(trials), "--heartbeat", str(heartbeat), "--seed", str(seed)]
     for fix in fixed:

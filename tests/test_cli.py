@@ -20,7 +20,7 @@ def test_help_shows_the_workflow_and_every_option_is_described(cli):
     assert len(listed) == 10 and not [line for line in listed if line.endswith("...")]  # none cut short
     for command in ("run", "export-best", "studies", "dashboard", "report", "evaluate", "extract",
                     "predict", "serve", "serve-storage"):
-        from gsearch.search.cli import main
+        from gsearch.cli import main
 
         for param in main.commands[command].params:
             if param.param_type_name == "option" and param.name != "help":
@@ -127,7 +127,7 @@ def test_ctrl_c_at_any_moment_prints_no_traceback(tmp_path, after):
 def test_storage_comes_from_gsearch_storage_when_not_given(make_csv, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from gsearch.search.cli import main
+    from gsearch.cli import main
 
     monkeypatch.chdir(tmp_path)   # where the default sqlite:///studies.db would go
 

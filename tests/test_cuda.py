@@ -160,7 +160,7 @@ def cuda_export(tmp_path_factory):
     """`gsearch run --device cuda` then `gsearch export-best --device cuda`, once per module."""
     from click.testing import CliRunner
 
-    from gsearch.search.cli import main
+    from gsearch.cli import main
 
     root = tmp_path_factory.mktemp("cuda-export")
     csv = root / "f.csv"

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import synthetic_frame
 
-from gsearch.search.cli import main
+from gsearch.cli import main
 from gsearch.search.dashboard import default_artifact_dir
 from gsearch.search import records
 
@@ -68,7 +68,7 @@ def server(exported):
     """`gsearch dashboard` as a real process on a free port of 127.0.0.1."""
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gsearch.search.cli", "dashboard", "--storage", exported.url,
+        [sys.executable, "-m", "gsearch", "dashboard", "--storage", exported.url,
          "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -297,7 +297,7 @@ def test_sigterm_stops_the_dashboard_with_exit_0(exported):
 
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gsearch.search.cli", "dashboard", "--storage", exported.url,
+        [sys.executable, "-m", "gsearch", "dashboard", "--storage", exported.url,
          "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60

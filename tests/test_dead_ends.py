@@ -10,13 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 from gsearch.models.config import TrialConfig
-from gsearch.search.cli import main
+from gsearch.cli import main
 
 HEAVY = ("torch", "optuna", "sqlalchemy", "pandas")
 PROBE = ("import atexit, sys\n"
          "atexit.register(lambda: print('loaded:', *sorted(m for m in %r if m in sys.modules), "
          "file=sys.stderr))\n"
-         "from gsearch.search.cli import main\n"
+         "from gsearch.cli import main\n"
          "main()\n") % (HEAVY,)
 
 

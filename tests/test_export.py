@@ -23,7 +23,7 @@ def real_export(tmp_path_factory):
     """A 2-trial search on the real file (or its bundled copy), exported (about 20 s)."""
     from click.testing import CliRunner
 
-    from gsearch.search.cli import main
+    from gsearch.cli import main
 
     folder = tmp_path_factory.mktemp("real")
     url = f"sqlite:///{folder / 's.db'}"

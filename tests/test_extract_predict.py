@@ -53,7 +53,7 @@ def trained(tmp_path_factory):
     """Generated blues/classical folders -> extract --jobs 2 -> run -> export-best."""
     from click.testing import CliRunner
 
-    from gsearch.search.cli import main
+    from gsearch.cli import main
 
     root = tmp_path_factory.mktemp("gen")
     for genre, freq in (("blues", 220.0), ("classical", 1760.0)):
@@ -175,7 +175,7 @@ def test_extract_and_predict_load_no_librosa_numba_or_torch(trained, tmp_path):
     # default ONNX backend runs without torch: a new process starts in about a second.
     root, _ = trained
     clip = song(tmp_path / "clip.wav", 3.0, 220.0)
-    code = ("import sys\nfrom gsearch.search.cli import main\n"
+    code = ("import sys\nfrom gsearch.cli import main\n"
             "for args in sys.argv[1:]:\n"
             "    try:\n        main(args.split('|'), standalone_mode=False)\n"
             "    except SystemExit as e:\n        assert not e.code, args\n"

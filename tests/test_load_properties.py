@@ -238,7 +238,7 @@ def test_a_generated_bad_file_is_refused_by_run_before_any_storage_exists(folder
     """What load_dataset refuses, `gsearch run` refuses in one line, and no storage is made."""
     from click.testing import CliRunner
 
-    from gsearch.search.cli import main
+    from gsearch.cli import main
 
     path = folder / "g.csv"
     path.write_bytes(data)

@@ -8,13 +8,13 @@ import sqlite3
 import optuna
 import pytest
 from click.testing import CliRunner
-from conftest import synthetic_frame
+from conftest import space_args, synthetic_frame
 from test_search import digest
 
 from gsearch.data.load import load_dataset
 from gsearch.models.config import TrialConfig
 from gsearch.search import objectives, records
-from gsearch.search.cli import main
+from gsearch.cli import main
 from gsearch.search.objectives import Objectives, accuracy_of, cost_of, curve, feasible
 from gsearch.search.parallel import run_search
 from gsearch.search.selection import Pick, knee, pareto_front, pick_trial
@@ -48,9 +48,12 @@ def copy_store(folder, tmp_path) -> str:
     return f"sqlite:///{tmp_path / 's.db'}"
 
 
+def six_epochs(trial: optuna.Trial) -> TrialConfig:
+    return fixed_space(epochs=6)(trial)
+
+
 def invoke(*args, space=None):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False,
-                              obj=None if space is None else {"space": space})
+    return CliRunner().invoke(main, [str(a) for a in args] + space_args(space), catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,7 @@ def store(tmp_path_factory):
     result = invoke("run", "--trials", 6, "--data", folder / "features.csv", "--storage", url,
                     "--study", "mo", "--objectives", "accuracy,params", "--max-params",
                     MAX_PARAMS, "--seed", 0, "--population", 3, "--pruner", "none",  # all train out
-                    space=fixed_space(epochs=6))
+                    space=six_epochs)
     assert result.exit_code == 0, result.output
     assert "Pareto front (maximize validation accuracy, minimize parameters)" in result.output
     front = [line for line in result.output.splitlines() if line.startswith("  trial #")]

@@ -115,7 +115,7 @@ def states(url, name):
 
 
 def gsearch(*args):
-    return subprocess.Popen([sys.executable, "-m", "gsearch.search.cli", *map(str, args)],
+    return subprocess.Popen([sys.executable, "-m", "gsearch", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

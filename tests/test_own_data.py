@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from conftest import space_args
 from sklearn.datasets import load_wine
 
 from gsearch.data.load import DataError, load_dataset
@@ -33,7 +34,7 @@ def wine_frame() -> pd.DataFrame:
 def wine_study(tmp_path_factory):
     from click.testing import CliRunner
 
-    from gsearch.search.cli import main
+    from gsearch.cli import main
 
     folder = tmp_path_factory.mktemp("wine")
     wine_frame().to_csv(folder / "wine.csv", index=False)
@@ -41,8 +42,8 @@ def wine_study(tmp_path_factory):
     runner = CliRunner()
     ran = runner.invoke(main, ["run", "--data", str(folder / "wine.csv"), "--label", "cultivar",
                                "--drop", "sample_id", "--trials", "4", "--storage", url,
-                               "--pruner", "none", "--seed", "0"],
-                        obj={"space": tiny}, catch_exceptions=False)
+                               "--pruner", "none", "--seed", "0", *space_args(tiny)],
+                        catch_exceptions=False)
     assert ran.exit_code == 0, ran.output
     exported = runner.invoke(main, ["export-best", "--storage", url, "--out", str(folder / "model")],
                              catch_exceptions=False)
@@ -79,12 +80,12 @@ def test_any_labelled_table_is_searched_exported_and_predicted_by_name(wine_stud
 def test_a_study_refuses_other_columns_of_the_same_file(wine_study):
     from click.testing import CliRunner
 
-    from gsearch.search.cli import main
+    from gsearch.cli import main
 
     folder, url = wine_study
     again = CliRunner().invoke(main, ["run", "--data", str(folder / "wine.csv"), "--label", "cultivar",
                                       "--drop", "sample_id", "--drop", "proline", "--trials", "1",
-                                      "--storage", url], obj={"space": tiny})
+                                      "--storage", url, *space_args(tiny)])
     assert again.exit_code == 1 and again.output.startswith("error: ")
     assert "12 feature columns" in again.output or "13 feature columns" in again.output
     assert len(again.output.strip().splitlines()) == 1

@@ -138,7 +138,7 @@ def one_trial_store(tmp_path_factory):
     """A storage holding study 't' with one finished trial, made once per module."""
     from click.testing import CliRunner
 
-    from gsearch.search.cli import main
+    from gsearch.cli import main
 
     folder = tmp_path_factory.mktemp("store")
     synthetic_frame().to_csv(folder / "features.csv", index=False)
@@ -234,7 +234,7 @@ def test_impossible_options_are_usage_errors(cli, option, tmp_path):
 
 
 def test_real_process_prints_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "gsearch.search.cli", "run", "--data",
+    proc = subprocess.run([sys.executable, "-m", "gsearch", "run", "--data",
                            str(tmp_path / "none.csv"), "--storage", storage_url(tmp_path)],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 1

@@ -44,7 +44,7 @@ class Server:
         self.tmp.mkdir()
         self.log = open(tmp / "server.log", "w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gsearch.search.cli", "serve", "--model", str(model_dir),
+            [sys.executable, "-m", "gsearch", "serve", "--model", str(model_dir),
              "--port", str(self.port), "--max-upload-mb", str(MAX_MB), "--max-rows", str(MAX_ROWS)],
             stdout=self.log, stderr=subprocess.STDOUT, env={**__import__("os").environ, "TMPDIR": str(self.tmp)},
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # as a shell's `&`

@@ -116,7 +116,7 @@ def test_workers_on_a_redis_journal(cli, make_csv, redis_url):
 
 
 def gsearch(*args, cwd, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "gsearch.search.cli", *map(str, args)],
+    return subprocess.Popen([sys.executable, "-m", "gsearch", *map(str, args)],
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             **kwargs)
 

@@ -1,0 +1,91 @@
+"""`gsearch export-best` and `gsearch report`: a study's best trials as a model folder, and its
+plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from gsearch import GsearchError
+from gsearch.cli._common import (artifacts_option, check, device_option, ensemble_option, lazy,
+                                 storage_option, study_option, threads_option, user_errors)
+from gsearch.search.requests import ExportRequest, study_options
+from gsearch.search.storage import check_url, safe_url
+
+
+def print_export(published, out_dir: Path) -> None:
+    """What export-best (and run --export) says of the model it wrote (search.export.Published)."""
+    for note in published.notes:
+        click.echo(f"note: {note}")
+    manifest, artifacts = published.exported.manifest, published.artifacts
+    scores = (f"test accuracy {manifest.test_accuracy:.3f}, test macro-F1 {manifest.test_macro_f1:.3f} "
+              f"({manifest.n_test} held-out rows)")
+    if manifest.members:
+        members = manifest.members
+        click.echo(f"top-{len(members)} trials {[m.trial for m in members]}: validation "
+                   + ", ".join(f"{m.validation_accuracy:.3f}" for m in members) + "; test alone "
+                   + ", ".join(f"{m.test_accuracy:.3f}" for m in members))
+        click.echo(f"ensemble (their mean probability): {scores}")
+    else:
+        click.echo(f"trial #{manifest.trial_number} (pick: {manifest.pick}): validation accuracy "
+                   f"{manifest.validation_accuracy:.3f}, {scores}")
+    latency = "-" if manifest.latency_ms is None else f"{manifest.latency_ms:.3f} ms"
+    click.echo(f"{manifest.n_params} parameters, ONNX latency {latency} per row (onnxruntime, CPU)")
+    click.echo(f"wrote {out_dir}/: model.onnx, model.pt, model.json, report.json, confusion_matrix.png")
+    click.echo(f"dashboard: test metrics noted on trial #{manifest.trial_number}, " +
+               (f"confusion matrix and report attached to the study (artifacts in {artifacts}/)"
+                if artifacts else "no artifacts (pass --artifacts DIR for a server storage)"))
+
+
+@click.command("export-best", context_settings={"allow_extra_args": True},
+               short_help="Retrain the best trials, test them, export a model.")
+@study_option
+@storage_option
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("export"), show_default=True, help="Folder to write the model to.")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
+              help="Feature CSV (default: the file the study recorded).")
+@ensemble_option
+@click.option("--pick", metavar="RULE",
+              help="Which one trial to export: knee (default for a study with several objectives: "
+                   "the Pareto trial that gives up least accuracy per unit of cost), accuracy (the "
+                   "most accurate), or smallest-within D, e.g. --pick smallest-within 0.01 (the "
+                   "cheapest trial within D of the best validation accuracy). Trials over the "
+                   "study's limits are never picked. A study with several objectives exports one "
+                   "model (no --ensemble).")
+@click.option("--trial", "trial_number", type=click.IntRange(min=0), default=None,
+              help="Export this completed trial alone.")
+@artifacts_option
+@device_option
+@threads_option
+@click.pass_context
+@user_errors
+def export_best(ctx, study_name, storage, out_dir, data_path, ensemble, pick, trial_number,
+                artifacts, device, threads) -> None:
+    """Retrain the top trials (5 by default) or the best, test on the held-out split, export.
+    On a study with several objectives: the trial --pick or --trial names (knee by default)."""
+    request = check(ExportRequest(study=study_name, storage=storage, out=out_dir, data=data_path,
+                                  ensemble=ensemble, pick=pick, pick_extra=tuple(ctx.args),
+                                  trial=trial_number, artifacts=artifacts, device=device,
+                                  threads=threads))
+    print_export(lazy("gsearch.search.export").export_study(request), out_dir)
+
+
+@click.command(short_help="Plots and a summary of a study.")
+@study_option
+@storage_option
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder to write the plots to [default: report/STUDY, one folder per study].")
+@user_errors
+def report(study_name, storage, out_dir) -> None:
+    """Plots of a study (PNG and interactive HTML) and a markdown summary."""
+    check_url(storage, must_exist=True)
+    reports = lazy("gsearch.search.report")
+    study = reports.load_finished_study(storage, study_name)
+    if study is None:
+        raise GsearchError(f"study '{study_name}' has no completed trial yet; run 'gsearch run "
+                           f"{study_options(study_name, storage)}' until one completes")
+    out_dir = out_dir or reports.default_folder(study_name)
+    files = reports.write_report(study, out_dir, safe_url(storage))
+    click.echo(f"wrote {len(files)} files to {out_dir}/: " + ", ".join(f.name for f in files))

@@ -1,0 +1,183 @@
+"""What a caller asks of gsearch's library, one frozen dataclass per job: a search
+(`RunRequest`), an export (`ExportRequest`), a benchmark over splits (`EvaluateRequest`).
+
+The CLI turns a command's options into one of these and hands it to one library function
+(search.runner.run_study, search.export.export_study, search.evaluate.evaluate); the Python
+API builds the same requests. Each request's `check()` makes the checks that need neither
+torch, Optuna nor pandas (a device that cannot exist here, a data file that cannot be read, a
+malformed storage URL, a study name no storage keeps, an impossible option), so that a bad
+input is answered in milliseconds, before the library's heavy imports. This module imports
+nothing heavy.
+
+>>> RunRequest(trials=0).check()
+Traceback (most recent call last):
+gsearch.GsearchError: --trials must be at least 1, got 0
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from gsearch import GsearchError
+from gsearch.data.files import check_readable
+from gsearch.data.schema import ARTIST_FOLDS, LABEL_COLUMN
+from gsearch.search.protocol import Protocol
+from gsearch.search.storage import DEFAULT_STORAGE, check_study_name, check_url, safe_url
+from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_PRUNER, DEFAULT_STUDY
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device(device: str) -> None:
+    """An unknown device, or --device cuda on a Linux machine without an NVIDIA driver (no
+    /proc/driver/nvidia, no libcuda for the loader): refused in milliseconds, before torch is
+    imported. Where a driver is there, torch decides (models.population.resolve_device), as it
+    does on other systems."""
+    if device not in DEVICES:
+        raise GsearchError(f"unknown device {device!r}; use auto, cpu or cuda")
+    if device != "cuda" or sys.platform != "linux" or os.path.exists("/proc/driver/nvidia"):
+        return
+    import ctypes.util   # only --device cuda asks (a file search of the loader's paths)
+
+    if ctypes.util.find_library("cuda") is None:
+        raise GsearchError("--device cuda was asked for but CUDA is not available here (no NVIDIA "
+                           "driver found); use --device cpu or --device auto")
+
+
+def study_options(study: str, storage: str) -> str:
+    """The options that name a study in a suggested command."""
+    return f"--study {study}" + ("" if storage == DEFAULT_STORAGE else f" --storage {safe_url(storage)}")
+
+
+def parse_integers(text: str, option: str, example: str) -> tuple[int, ...]:
+    """A comma-separated list of integers (--split-seeds, --test-folds)."""
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise GsearchError(f"{option} must be integers separated by commas, got {text!r}; "
+                           f"e.g. {example}") from None
+
+
+def check_test_folds(folds: tuple[int, ...], shown: str) -> None:
+    """Distinct folds of GTZAN's published artist-filtered split (data.schema.ARTIST_FOLDS)."""
+    if not folds or len(set(folds)) != len(folds) or not set(folds) <= set(ARTIST_FOLDS):
+        raise GsearchError(f"--test-folds takes distinct folds among "
+                           f"{', '.join(map(str, ARTIST_FOLDS))}, got {shown!r}; e.g. 1,2,3")
+
+
+def _positive(**values) -> None:
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise GsearchError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """`gsearch run`: search a study, or add `trials` finished trials to it."""
+
+    trials: int = 200
+    data: Path | None = None            # None: data.load.resolve_data's default
+    label: str = LABEL_COLUMN
+    drop: tuple[str, ...] = ()
+    protocol: Protocol = Protocol()
+    storage: str = DEFAULT_STORAGE
+    study: str = DEFAULT_STUDY
+    sampler: str = "tpe"
+    pruner: str = DEFAULT_PRUNER
+    seed: int | None = None             # the sampler's; training seeds are (seed or 0) + trial
+    fix: tuple[str, ...] = ()           # NAME=VALUE
+    space: str | Callable | None = None  # a space of one's own (search.space.resolve_space)
+    device: str = "auto"
+    threads: int = 1
+    timeout: float | None = None        # seconds from the request's start
+    export: Path | None = None          # export the best trials there after the search
+    workers: int = 1
+    heartbeat: int = 10
+    storage_retry: float = 60.0
+    population: int = DEFAULT_POPULATION
+    warm_start: str | None = None
+    warm_start_storage: str | None = None
+    objectives: str = "accuracy"
+    max_params: int | None = None
+    max_latency_ms: float | None = None
+    verbose: bool = False
+
+    def check(self) -> None:
+        _positive(trials=self.trials, workers=self.workers, population=self.population,
+                  threads=self.threads)
+        check_device(self.device)
+        if self.data is not None:
+            check_readable(self.data)
+        check_url(self.storage)
+        check_study_name(self.study)
+        if self.warm_start:
+            check_url(self.warm_start_storage or self.storage, must_exist=True)
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """`gsearch export-best`: retrain a study's best trials, test them, write a model folder."""
+
+    study: str = DEFAULT_STUDY
+    storage: str = DEFAULT_STORAGE
+    out: Path = Path("export")
+    data: Path | None = None            # None: the file the study recorded
+    ensemble: int | None = None         # None: selection.top_trials' default
+    pick: str | None = None             # a selection.Pick rule, e.g. "smallest-within 0.01"
+    pick_extra: tuple[str, ...] = ()    # the words after it on a command line ("0.01")
+    trial: int | None = None
+    artifacts: Path | None = None       # None: beside a SQLite file
+    device: str = "auto"
+    threads: int = 1
+
+    def check(self) -> None:
+        _positive(ensemble=self.ensemble, threads=self.threads)
+        check_device(self.device)
+        check_url(self.storage, must_exist=True)
+        if self.data is not None:
+            check_readable(self.data)
+        if self.pick is not None and self.trial is not None:
+            raise GsearchError("--pick and --trial both choose the trial; pass one of them")
+
+
+@dataclass(frozen=True)
+class EvaluateRequest:
+    """`gsearch evaluate`: per split seed (or published artist fold), search, export, test,
+    next to tuned baselines."""
+
+    split_seeds: tuple[int, ...] = (42, 0, 1)
+    test_folds: tuple[int, ...] | None = None   # with protocol.groups "artist"
+    trials: int = 40
+    data: Path | None = None
+    label: str = LABEL_COLUMN
+    drop: tuple[str, ...] = ()
+    protocol: Protocol = Protocol()
+    storage: str | None = None          # None: search.evaluate.DEFAULT_EVAL_STORAGE
+    out: Path = Path("evaluation")
+    ensemble: int | None = None
+    sampler: str = "tpe"
+    pruner: str = DEFAULT_PRUNER
+    seed: int = 0
+    space: str | Callable | None = None
+    device: str = "auto"
+    threads: int = 1
+
+    def check(self) -> None:
+        _positive(trials=self.trials, ensemble=self.ensemble, threads=self.threads)
+        shown = ",".join(map(str, self.split_seeds))
+        if not self.split_seeds or len(set(self.split_seeds)) != len(self.split_seeds):
+            raise GsearchError(f"--split-seeds needs distinct integers, got {shown!r}; e.g. 42,0,1")
+        if self.test_folds is not None:
+            if self.protocol.groups != "artist":
+                raise GsearchError("--test-folds picks GTZAN's published artist folds; add "
+                                   "--groups artist, or use --split-seeds")
+            check_test_folds(self.test_folds, ",".join(map(str, self.test_folds)))
+        check_device(self.device)
+        if self.data is not None:
+            check_readable(self.data)
+        if self.storage is not None:
+            check_url(self.storage)
