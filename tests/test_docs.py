@@ -11,7 +11,7 @@ import pytest
 MODULES = ["gsearch.data", "gsearch.data.load", "gsearch.data.artists", "gsearch.models", "gsearch.models.schedule", "gsearch.models.metrics",
            "gsearch.models.population", "gsearch.search", "gsearch.search.protocol",
            "gsearch.search.space", "gsearch.search.records", "gsearch.search.selection",
-           "gsearch.search.study", "gsearch.search.parallel"]
+           "gsearch.search.study", "gsearch.search.parallel", "gsearch.search.storage.url"]
 
 
 @pytest.mark.parametrize("name", MODULES)
