@@ -13,15 +13,17 @@ storages beat a heartbeat; one whose process died is failed and run again (`retr
 """
 
 from gsearch import lazy_exports
-from gsearch.search.storage.files import QUICK_CHECK_MAX_BYTES, SQLITE_BUSY_TIMEOUT
 from gsearch.search.storage.url import (DEFAULT_STORAGE, MAX_STUDY_NAME, STORAGE_ENV, Kind,
                                         StorageError, StorageURL, check_study_name, check_url,
                                         safe_url)
 
 # lazy: these load Optuna and SQLAlchemy (about a second together), which the CLI does not
 # need to start (gsearch --help) nor to check a URL; `from gsearch.search.storage import
-# open_storage` loads them on first use (PEP 562).
+# open_storage` loads them on first use (PEP 562). (files.py needs neither, and only opening
+# a storage reads it.)
 _EXPORTS = {
+    "QUICK_CHECK_MAX_BYTES": "gsearch.search.storage.files",
+    "SQLITE_BUSY_TIMEOUT": "gsearch.search.storage.files",
     "open_storage": "gsearch.search.storage.opening",
     "serve_storage": "gsearch.search.storage.opening",
     "CONNECT_TIMEOUT": "gsearch.search.storage.opening",
@@ -34,8 +36,7 @@ _EXPORTS = {
 }
 __getattr__, _dir = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted([*_EXPORTS, "DEFAULT_STORAGE", "MAX_STUDY_NAME", "STORAGE_ENV", "Kind",
-                  "StorageError", "StorageURL", "check_study_name", "check_url", "safe_url",
-                  "QUICK_CHECK_MAX_BYTES", "SQLITE_BUSY_TIMEOUT"])
+                  "StorageError", "StorageURL", "check_study_name", "check_url", "safe_url"])
 
 
 def __dir__() -> list[str]:
