@@ -10,6 +10,12 @@ import time
 from gsearch.search import _compat
 from gsearch.search.storage.resilience import Outage, Unbeaten
 
+# the public methods of RDBStorage that ServerStorage does not retry: they do not reach the
+# server, or they migrate its schema
+_NOT_RETRIED = {"get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "remove_session",
+                "upgrade", "get_current_version", "get_head_version", "get_all_versions",
+                "check_trial_is_updatable"}
+
 
 class Storage(_compat.RDBStorageHooks):
     """An RDBStorage whose stale trials (Optuna's: a heartbeat older than the grace period)
@@ -36,13 +42,18 @@ class Storage(_compat.RDBStorageHooks):
         return ids + self.unbeaten.stale(_compat.unbeaten_trials(self, study_id), now, grace)
 
 
+# what ServerStorage retries: Storage's public methods (Optuna's storage API, stale_trial_ids)
+# but those above, and the private ones that Optuna's cache calls on it directly
+_RETRIED = frozenset({name for name in dir(Storage)
+                      if not name.startswith("_") and callable(getattr(Storage, name))}
+                     - _NOT_RETRIED | _compat.calls_from_cache())
+
+
 class ServerStorage(Storage):
     """A Storage on a database server (PostgreSQL, MySQL): each call of the storage goes
-    through `outage`, so it is retried while the server is unreachable. The calls are the
-    public methods (Optuna's storage API and stale_trial_ids) except those that do not
-    reach the server or must not wait (_NOT_RETRIED), and the private ones Optuna's cache
-    calls directly; they are wrapped where they are looked up, in __getattribute__, so every
-    way in (the cache, Optuna's heartbeat, gsearch, the storage's own methods) is covered."""
+    through `outage`, so it is retried while the server is unreachable. The calls (_RETRIED)
+    are wrapped where they are looked up, in __getattribute__, so that every way in (Optuna's
+    cache and heartbeat, gsearch, the storage's own methods) is covered."""
 
     def __init__(self, url: str, *, outage: Outage, **kwargs):
         super().__init__(url, outage=outage, **kwargs)
@@ -57,10 +68,3 @@ class ServerStorage(Storage):
             return outage.call(attribute, *args, **kwargs)
         return retried
 
-
-_NOT_RETRIED = {"get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "remove_session",
-                "upgrade", "get_current_version", "get_head_version", "get_all_versions",
-                "check_trial_is_updatable"}
-_RETRIED = frozenset({name for name in dir(Storage)
-                      if not name.startswith("_") and callable(getattr(Storage, name))}
-                     - _NOT_RETRIED | _compat.calls_from_cache())
