@@ -1,7 +1,7 @@
 """Robustness figures of storages and workers, printed as a table:
 
 - quick-check: what opening an existing SQLite file costs with its PRAGMA quick_check
-  (storage._check_sqlite_file), on a file of --sqlite-mb MB (a real Optuna schema, filled
+  (storage.files.check_sqlite_file), on a file of --sqlite-mb MB (a real Optuna schema, filled
   with trials and curves by bulk inserts), median of 5, and the whole open_storage;
 - workers-cap: wall time of `gsearch run --workers 1000 --trials 4` (lowered to 4 workers);
 - outage: `gsearch run --workers 2 --trials 60 --fix epochs=30` on PostgreSQL through a TCP
@@ -43,7 +43,8 @@ def gsearch(*args, **kwargs):
 def quick_check(mb: float) -> None:
     import optuna
 
-    from gsearch.search.storage import _check_sqlite_file, open_storage
+    from gsearch.search.storage import StorageURL, open_storage
+    from gsearch.search.storage.files import check_sqlite_file
 
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "big.db"
@@ -69,7 +70,7 @@ def quick_check(mb: float) -> None:
         checks, opens = [], []
         for _ in range(5):
             started = time.perf_counter()
-            _check_sqlite_file(url, db)
+            check_sqlite_file(StorageURL.parse(url))
             checks.append(time.perf_counter() - started)
             started = time.perf_counter()
             open_storage(url).engine.dispose()

@@ -1,5 +1,5 @@
-"""Every private name of Optuna that gsearch uses, each behind one function (torch's are in
-gsearch/models/_compat.py).
+"""Every private name of Optuna that gsearch uses, each behind one function (one class:
+RDBStorageHooks; torch's are in gsearch/models/_compat.py).
 
 Private names change without notice; keeping them here means one module to read when Optuna
 moves, and tests/test_compat.py has one test per function that fails when Optuna changes the
@@ -8,10 +8,12 @@ name or its behaviour. setup.cfg bounds Optuna to the major version these were c
 
 from __future__ import annotations
 
+import sqlalchemy.orm
 from optuna.storages import RDBStorage
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.trial import TrialState
 
 
 def study_storage(study):
@@ -51,13 +53,57 @@ def make_grpc_server(storage, host: str, port: int):
     return make_server(storage, host, port)
 
 
+def cached_backend(storage):
+    """The storage behind Optuna's cache: a study over an RDBStorage holds it wrapped in a
+    _CachedStorage (optuna.storages.get_storage); any other storage as it is."""
+    return storage._backend if isinstance(storage, _CachedStorage) else storage
+
+
+def calls_from_cache() -> frozenset[str]:
+    """The private methods of RDBStorage that Optuna's cache in front of it calls directly,
+    besides its public ones and the stale-trial hook (RDBStorageHooks.stale_trial_ids): a
+    subclass that wraps every call of the storage (storage.rdb.ServerStorage) wraps these too."""
+    return frozenset({"_create_new_trial", "_set_trial_param", "_get_best_trial_id", "_get_trials"})
+
+
+class RDBStorageHooks(RDBStorage):
+    """Optuna's RDBStorage with the method its heartbeat calls to find stale trials
+    (optuna.storages.fail_stale_trials, through the cache) under a public name that a
+    subclass extends: `stale_trial_ids`."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return self.stale_trial_ids(study_id)
+
+    def stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials: RUNNING ones whose heartbeat is older than the grace period."""
+        return RDBStorage._get_stale_trial_ids(self, study_id)
+
+
+def unbeaten_trials(storage: RDBStorage, study_id: int) -> dict[int, tuple[int, int, int]]:
+    """The RUNNING trials of a study that have no heartbeat row, by storage id, each with a
+    mark of its progress that any write to the trial changes: its number of intermediate
+    values, of user attributes, and the total length of its system attributes."""
+    Trial = models.TrialModel
+    with _create_scoped_session(storage.scoped_session) as session:
+        running = (session.query(Trial)
+                   .options(sqlalchemy.orm.selectinload(Trial.heartbeats),
+                            sqlalchemy.orm.selectinload(Trial.intermediate_values),
+                            sqlalchemy.orm.selectinload(Trial.user_attributes),
+                            sqlalchemy.orm.selectinload(Trial.system_attributes))
+                   .filter(Trial.state == TrialState.RUNNING)
+                   .filter(Trial.study_id == study_id).all())
+        return {trial.trial_id: (len(trial.intermediate_values), len(trial.user_attributes),
+                                 sum(len(a.value_json or "") for a in trial.system_attributes))
+                for trial in running if not trial.heartbeats}
+
+
 def write_intermediate_values(storage, values: dict[int, dict[int, float]]) -> None:
     """Several trials' intermediate values, {trial id: {step: value}}, stored exactly as
     Trial.report stores them (a RUNNING trial only; a step already stored is overwritten).
     On an RDB storage they go in one transaction, where Trial.report costs one transaction
     and three queries per value (about 4 ms each on SQLite); other storages take them one
     by one through their public method."""
-    backend = storage._backend if isinstance(storage, _CachedStorage) else storage
+    backend = cached_backend(storage)
     if not isinstance(backend, RDBStorage):
         for trial_id_, steps in values.items():
             for step, value in steps.items():

@@ -15,27 +15,22 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 from optuna_dashboard import run_server, save_note
-from sqlalchemy.engine import make_url
 
 from gsearch import GsearchError
 from gsearch.search._compat import study_id, study_storage
 from gsearch._ports import check_port
 from gsearch.models.manifest import CONFUSION_FILE, REPORT_FILE, ExportManifest
 from gsearch.search import records
+from gsearch.search.storage import StorageURL
 
 if TYPE_CHECKING:   # search.export imports torch, which `gsearch dashboard` never needs
     from gsearch.search.export import Exported
 
 
 def default_artifact_dir(storage_url: str) -> Path | None:
-    """sqlite:///dir/studies.db -> dir/studies-artifacts; None for a server storage."""
-    if "://" not in storage_url:  # a journal file: dir/studies.log -> dir/studies-artifacts
-        return Path(storage_url).with_name(f"{Path(storage_url).stem}-artifacts")
-    url = make_url(storage_url)
-    if url.get_backend_name() != "sqlite" or not url.database:
-        return None
-    database = Path(url.database)
-    return database.with_name(f"{database.stem}-artifacts")
+    """sqlite:///dir/studies.db -> dir/studies-artifacts (a journal file too); None for a
+    server storage."""
+    return StorageURL.parse(storage_url).artifact_dir
 
 
 def artifact_dir(path: Path | None, storage_url: str) -> Path | None:

@@ -229,7 +229,7 @@ class TrialLoop:
         with self.lock, warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)
-        if getattr(retry, "enqueued", None):   # storage._RetryStale counts what it enqueues
+        if getattr(retry, "enqueued", None):   # storage.resilience.RetryStale counts what it enqueues
             self.owed += len(retry.enqueued)
             retry.enqueued.clear()
 

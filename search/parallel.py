@@ -62,8 +62,8 @@ from gsearch.search._spawn import spawning, start_workers_server, worker_cap
 from gsearch.search.progress import Progress, summary
 from gsearch.search.protocol import Protocol
 from gsearch.search.space import SearchSpace, space_of
-from gsearch.search.storage import (LOST, STORAGE_RETRY, give_up, open_storage, retry_trial,
-                                    safe_url)
+from gsearch.search.storage import (STORAGE_RETRY, StorageLost, give_up, open_storage,
+                                    retry_trial, safe_url)
 from gsearch.search.study import DEFAULT_POPULATION, Strategy, finished, set_log_level
 
 TrialState = optuna.trial.TrialState
@@ -301,8 +301,8 @@ def _child(run: _Run, ds: Dataset, slot: int, index: int, budget: _Budget, conn)
               callbacks=[lambda study, trial: conn.send(trial)])
     except KeyboardInterrupt:
         sys.exit(130)
-    except GsearchError as e:
-        conn.send(str(e))
+    except GsearchError as e:   # a StorageLost goes as it is: the parent acts on it
+        conn.send(e if isinstance(e, StorageLost) else str(e))
         sys.exit(1)
     except Exception as e:  # a storage server gone, a bug: one line; -v shows the traceback
         if workers.verbose:
@@ -371,10 +371,10 @@ def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space | 
 
 
 def _gave_up(error: GsearchError, budget: _Budget) -> GsearchError:
-    """A give-up on a storage server gone (storage._Outage), with the `--trials` of the rerun
+    """A give-up on a storage server gone (StorageLost), with the `--trials` of the rerun
     that finishes this run's count; any other error as it is."""
     done = budget.finished.value
-    if not str(error).startswith(LOST) or done >= budget.total:
+    if not isinstance(error, StorageLost) or done >= budget.total:
         return error
     return GsearchError(f"{error} ({done} of this run's {budget.total} trials finished: "
                         f"--trials {budget.total - done} finishes its count)")
@@ -400,7 +400,7 @@ class _Parent:
         self.settle_at: dict[int, tuple[float, int]] = {}  # slot -> when to recover, exit code
         self.started = 0
         self.stopping = False
-        self.errors: list[str] = []
+        self.errors: list[str | StorageLost] = []
         self.kills = self.retries = 0
         for slot in range(workers):
             self.start(slot)
@@ -443,7 +443,8 @@ class _Parent:
                     os.unlink(self.lock_path)
         print(summary(self.study))
         if self.errors:
-            raise GsearchError(self.errors[0])
+            error = self.errors[0]
+            raise error if isinstance(error, StorageLost) else GsearchError(error)
         if self.stopping:
             raise KeyboardInterrupt
 
@@ -482,9 +483,9 @@ class _Parent:
             message = reader.recv()
         except Exception:  # EOF, or a report cut short by a killed worker
             return False
-        if isinstance(message, str):
+        if isinstance(message, (str, StorageLost)):
             self.errors.append(message)
-            if message.startswith(LOST):   # the server is gone for the run: try once, not again
+            if isinstance(message, StorageLost):   # the server is gone: try once, not again
                 give_up(study_storage(self.study))
         elif isinstance(message, tuple):   # ("asked", number)
             self.asked[slot].add(message[1])

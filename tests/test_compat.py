@@ -120,3 +120,73 @@ def test_write_intermediate_values_stores_what_trial_report_stores(tmp_path, kin
     study.tell(other, 1.0)
     with pytest.raises(RuntimeError, match="finished"):   # UpdateFinishedTrialError
         _compat.write_intermediate_values(storage, {_compat.trial_id(other): {8: 0.5}})
+
+
+def test_cached_backend_is_the_storage_a_study_wraps_in_its_cache(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
+    held = _compat.study_storage(optuna.create_study(storage=storage))
+    assert held is not storage and _compat.cached_backend(held) is storage
+    memory = _compat.study_storage(optuna.create_study())   # no cache in front of it
+    assert _compat.cached_backend(memory) is memory
+
+
+def test_calls_from_cache_are_the_private_methods_optunas_cache_calls_on_its_storage():
+    import inspect
+    import re
+
+    from optuna.storages._cached_storage import _CachedStorage
+
+    called = set(re.findall(r"self\._backend\.(_\w+)\(", inspect.getsource(_CachedStorage)))
+    # besides these, the stale-trial hook that RDBStorageHooks renames
+    assert called == _compat.calls_from_cache() | {"_get_stale_trial_ids"}
+    assert all(callable(getattr(optuna.storages.RDBStorage, name)) for name in called)
+
+
+def _heartbeat_storage(cls, tmp_path, interval):
+    import warnings
+
+    with warnings.catch_warnings():   # heartbeats are experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return cls(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=interval,
+                   grace_period=interval)
+
+
+def test_rdb_storage_hooks_stale_trial_ids_decides_what_optunas_heartbeat_fails(tmp_path):
+    import time
+
+    named: list[int] = []
+
+    class Hooked(_compat.RDBStorageHooks):
+        def stale_trial_ids(self, study_id):
+            return super().stale_trial_ids(study_id) + named
+
+    storage = _heartbeat_storage(Hooked, tmp_path, 1)
+    study = optuna.create_study(storage=storage)
+    beating, chosen = study.ask(), study.ask()
+    for trial in (beating, chosen):
+        storage.record_heartbeat(_compat.trial_id(trial))
+    named.append(_compat.trial_id(chosen))
+    optuna.storages.fail_stale_trials(study)        # through the study's cache, as Optuna's heartbeat
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {beating.number: optuna.trial.TrialState.RUNNING,
+                      chosen.number: optuna.trial.TrialState.FAIL}
+    named.clear()
+    time.sleep(2.5)                                  # Optuna's own: a beat older than the grace
+    assert storage.stale_trial_ids(_compat.study_id(study)) == [_compat.trial_id(beating)]
+
+
+def test_unbeaten_trials_are_running_trials_without_a_heartbeat_with_their_progress(tmp_path):
+    storage = _heartbeat_storage(optuna.storages.RDBStorage, tmp_path, 60)
+    study = optuna.create_study(storage=storage)
+    beaten, silent, finished = study.ask(), study.ask(), study.ask()
+    storage.record_heartbeat(_compat.trial_id(beaten))
+    study.tell(finished, 1.0)
+    marks = _compat.unbeaten_trials(storage, _compat.study_id(study))
+    assert list(marks) == [_compat.trial_id(silent)]
+    seen = set(marks.values())
+    for write in (lambda: silent.report(0.5, 0), lambda: silent.set_user_attr("a", 1),
+                  lambda: storage.set_trial_system_attr(_compat.trial_id(silent), "s", "x")):
+        write()
+        mark = _compat.unbeaten_trials(storage, _compat.study_id(study))[_compat.trial_id(silent)]
+        assert mark not in seen   # every write to the trial is progress
+        seen.add(mark)

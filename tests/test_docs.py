@@ -12,7 +12,7 @@ MODULES = ["gsearch.data", "gsearch.data.load", "gsearch.data.artists", "gsearch
            "gsearch.models.manifest",
            "gsearch.models.population", "gsearch.search", "gsearch.search.protocol",
            "gsearch.search.space", "gsearch.search.records", "gsearch.search.selection",
-           "gsearch.search.study", "gsearch.search.parallel"]
+           "gsearch.search.study", "gsearch.search.parallel", "gsearch.search.storage.url"]
 
 
 @pytest.mark.parametrize("name", MODULES)
