@@ -748,7 +748,7 @@ def serve_command(model_dir, host, port, workers, backend, max_upload_mb, max_ro
                            "gsearch's pinned requirements, from its folder: pip install -r "
                            "requirements.txt .")
     try:
-        from gsearch.search.serve import serve
+        from gsearch.serve import serve
     except ModuleNotFoundError as e:  # a package those need, missing or broken
         raise GsearchError(f"gsearch serve needs {e.name}, not installed here; install gsearch's "
                            "pinned requirements, from its folder: pip install -r requirements.txt .") from None

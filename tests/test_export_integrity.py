@@ -26,7 +26,7 @@ from gsearch.models.config import TrialConfig
 from gsearch.models.export import INTEGRITY_FIELDS, META_FILE, MODEL_FILE, ONNX_FILE, meta_digest, save_model
 from gsearch.models.mlp import Ensemble, build_mlp
 from gsearch.models.predict import ExportedModel
-from gsearch.search.serve import create_app
+from gsearch.serve import create_app
 
 AGAIN = "export the model again"
 
