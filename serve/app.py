@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Callable
 
 import python_multipart  # noqa: F401  (FastAPI's form parser: missing, the CLI says what to install)
 from fastapi import APIRouter, FastAPI, File, Path as PathParam, Query, Request, UploadFile
@@ -82,9 +82,14 @@ def _json_body(schema: str) -> dict:
 @router.post("/predict", summary="Classify feature rows", response_model=PredictResponse,
              responses=JSON_ERRORS, openapi_extra=_json_body("PredictRequest"))
 async def predict_rows(request: Request) -> Response:
+    return await _json_route(request, _predict)
+
+
+async def _json_route(request: Request, answer: Callable[[State, bytes, str], bytes]) -> Response:
+    """A JSON route: answer(state, body, content type), under the row budget (limits.answer_body)."""
     state = served(request)
     return await answer_body(request, state.row_slots, n_features=len(state.model.features),
-                             max_rows=state.contract.max_rows, answer=partial(_predict, state))
+                             max_rows=state.contract.max_rows, answer=partial(answer, state))
 
 
 def _predict(state: State, raw: bytes, content_type: str) -> bytes:
@@ -97,6 +102,8 @@ def _predict(state: State, raw: bytes, content_type: str) -> bytes:
              response_model=Prediction, responses=ERRORS)
 async def predict_upload(
         request: Request,
+        # minLength in the schema only: File(min_length=1) would make pydantic take len() of the
+        # upload (a 500); an empty file is refused by the audio check, naming the file
         file: UploadFile = File(description="An audio file: WAV, FLAC, OGG, MP3, AU, AIFF...",
                                 json_schema_extra={"minLength": 1}),
         top_k: int = Query(DEFAULT_TOP_K, ge=1, description="Genres in the `top_k` list.")
@@ -183,9 +190,7 @@ async def v2_model_ready(name: ModelName) -> dict:
              openapi_extra=_json_body("V2InferRequest"))
 async def v2_infer(name: ModelName, request: Request) -> Response:
     _known(name)
-    state = served(request)
-    return await answer_body(request, state.row_slots, n_features=len(state.model.features),
-                             max_rows=state.contract.max_rows, answer=partial(_infer, state))
+    return await _json_route(request, _infer)
 
 
 def _infer(state: State, raw: bytes, content_type: str) -> bytes:

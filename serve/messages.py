@@ -213,7 +213,7 @@ def where(loc: tuple) -> str:
             text += f"[{part}]"
         elif part in _LAYOUTS and text == "inputs[0].data":
             continue
-        elif text.startswith("rows["):
+        elif text.startswith("rows[") or not str(part).isidentifier():  # a client's own name
             text += f"[{part!r}]"
         else:
             text += f".{part}" if text else str(part)
