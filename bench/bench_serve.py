@@ -1,6 +1,6 @@
 """Throughput and latency of `gsearch serve` on loopback.
 
-Starts the real server (python -m gsearch.search.cli serve) on a free port of 127.0.0.1, waits
+Starts the real server (python -m gsearch serve) on a free port of 127.0.0.1, waits
 until it is ready (audio warm-up included), then for each workload and each number of
 concurrent clients sends a fixed number of requests and prints requests/s and p50/p99 latency.
 Workloads: one feature row per POST /predict, 100 rows per POST /predict, one 30-second GTZAN
@@ -79,7 +79,7 @@ def free_port() -> int:
 
 
 def start_server(model: Path, port: int, workers: int, backend: str, log) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "gsearch.search.cli", "serve", "--model", str(model), "--port",
+    cmd = [sys.executable, "-m", "gsearch", "serve", "--model", str(model), "--port",
            str(port), "--workers", str(workers), "--backend", backend]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
