@@ -127,16 +127,11 @@ def _data(error: dict, loc: tuple, data: Any, n: int) -> RequestError | None:
     shape is valid here: its errors come first)."""
     kind, layout, rest = error["type"], loc[3] if len(loc) > 3 else None, loc[4:]
     try:
-        shape = [int(v) for v in _at(data, ("inputs", 0, "shape"))]
-        rows = shape[0]
-    except (TypeError, ValueError, IndexError):
+        rows, width = [int(v) for v in _at(data, ("inputs", 0, "shape"))]
+    except (TypeError, ValueError):
         return None
-    needs = f"shape {shape} needs {rows} lists of {n} numbers (or {rows * n} numbers, flat)"
     if not rest and kind in ("too_short", "too_long"):
-        got = error["ctx"]["actual_length"]
-        if layout == "flat":
-            return RequestError(f"inputs[0].data has {got} values; shape {shape} needs {rows * n}")
-        return RequestError(f"inputs[0].data is nested but {got} rows; {needs}")
+        return RequestError(data_size(layout, error["ctx"]["actual_length"], [rows, width]))
     if layout == "flat" and len(rest) == 1:
         return _value(f"inputs[0].data[{rest[0]}]", error)
     if layout != "nested" or not rest:
@@ -151,7 +146,20 @@ def _data(error: dict, loc: tuple, data: Any, n: int) -> RequestError | None:
         what = f"a list of {len(row)} values"
     else:
         return None
-    return RequestError(f"inputs[0].data is nested but data[{i}] is {what}; {needs}")
+    return RequestError(f"inputs[0].data is nested but data[{i}] is {what}; {_needs(rows, n)}")
+
+
+def data_size(layout: str, got: int, shape: tuple | list) -> str:
+    """A tensor's data that does not hold the rows its shape says."""
+    rows, width = shape
+    if layout == "flat":
+        return f"inputs[0].data has {got} values; shape {list(shape)} needs {rows * width}"
+    return f"inputs[0].data is nested but {got} rows; {_needs(rows, width)}"
+
+
+def _needs(rows: int, width: int) -> str:
+    return (f"shape {[rows, width]} needs {rows} lists of {width} numbers (or {rows * width} "
+            "numbers, flat)")
 
 
 def _output(error: dict, loc: tuple) -> RequestError | None:

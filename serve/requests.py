@@ -26,7 +26,7 @@ from typing_extensions import TypedDict  # pydantic reads TypedDicts from here b
 
 from gsearch.serve.errors import RequestError
 from gsearch.serve.limits import check_json_size
-from gsearch.serve.messages import FLOAT32_MAX, ORDER, explain_body
+from gsearch.serve.messages import FLOAT32_MAX, ORDER, data_size, explain_body
 
 DEFAULT_TOP_K = 3
 V2_MODEL = "gsearch"  # the model's name in the Open Inference Protocol routes (/v2/models/gsearch)
@@ -94,7 +94,7 @@ class V2InputParameters(BaseModel):
 
 
 class V2OutputParameters(BaseModel):
-    """"binary_data" is ignored: outputs are always JSON."""
+    """A requested output's parameters: "binary_data" is ignored (outputs are always JSON)."""
 
     model_config = ConfigDict(strict=True, extra="allow")
     __pydantic_extra__: dict[str, Scalar]
@@ -126,15 +126,9 @@ class V2InferInput(_Body):
 
     @model_validator(mode="after")
     def _data_fits_shape(self) -> V2InferInput:
-        rows, width = self.shape
-        if _layout(self.data) == "nested" and len(self.data) != rows:
-            raise PydanticCustomError("request", (
-                f"inputs[0].data is nested but {len(self.data)} rows; shape {list(self.shape)} "
-                f"needs {rows} lists of {width} numbers (or {rows * width} numbers, flat)"))
-        if _layout(self.data) == "flat" and len(self.data) != rows * width:
-            raise PydanticCustomError("request", (
-                f"inputs[0].data has {len(self.data)} values; shape {list(self.shape)} needs "
-                f"{rows * width}"))
+        layout, (rows, width) = _layout(self.data), self.shape
+        if len(self.data) != (rows if layout == "nested" else rows * width):
+            raise PydanticCustomError("request", data_size(layout, len(self.data), self.shape))
         return self
 
 
