@@ -102,7 +102,7 @@ def serve(model_dir, **settings) -> None:
     if missing:
         raise GsearchError(f"gsearch serve needs {', '.join(missing)}, not installed here; {REINSTALL}")
     try:
-        server = lazy("gsearch.search.serve")
+        server = lazy("gsearch.serve")
     except ModuleNotFoundError as e:  # a package those need, missing or broken
         raise GsearchError(f"gsearch serve needs {e.name}, not installed here; {REINSTALL}") from None
     server.serve(model_dir, echo=click.echo, **settings)

@@ -28,7 +28,7 @@ from gsearch.models.manifest import (INTEGRITY_FIELDS, META_FILE, MODEL_FILE, ON
                                      Member, meta_digest)
 from gsearch.models.mlp import Ensemble, build_mlp
 from gsearch.models.predict import ExportedModel
-from gsearch.search.serve import create_app
+from gsearch.serve import create_app
 
 AGAIN = "export the model again"
 

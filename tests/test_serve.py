@@ -151,6 +151,7 @@ def test_predict_features_and_rows_match_the_model(server, export_dir, rows):
         assert list(a["probabilities"]) == [g for g, _ in sorted(a["probabilities"].items(), key=lambda kv: -kv[1])]
         assert [t["genre"] for t in a["top_k"]] == list(a["probabilities"])[:2]
         assert len(b["top_k"]) == 3  # the default
+        assert set(a) == set(b) == {"genre", "probabilities", "top_k"}  # the one prediction object
     # 2.0 is the JSON number 2 (JSON Schema's "integer" too); a null for the other field is absent
     status, same = server.post_json("/predict", {"features": X.tolist(), "rows": None, "top_k": 2.0})
     assert status == 200 and same == by_position
@@ -189,7 +190,10 @@ def test_audio_upload_agrees_with_its_csv_row_and_leaves_no_temp_files(server, e
     assert got["probabilities"] == pytest.approx(expected, abs=2e-3)
     assert got["genre"] == max(expected, key=expected.get)
     status, top = server.upload("song.wav", CLIP.read_bytes(), query="?top_k=2")
-    assert status == 200 and list(top["probabilities"]) == list(got["probabilities"])[:2]
+    assert status == 200 and [t["genre"] for t in top["top_k"]] == list(got["probabilities"])[:2]
+    # the prediction object of POST /predict, with the file's name and the windows averaged
+    assert set(top) == {"file", "genre", "probabilities", "top_k", "windows"}
+    assert top["probabilities"] == got["probabilities"] and len(got["top_k"]) == 10
     for answer, words in [
         (server.upload("notes.txt", b"genre: blues\n" * 50), ["notes.txt"]),
         (server.upload("cut.wav", CLIP.read_bytes()[:2000]), ["cut.wav"]),

@@ -20,7 +20,7 @@ import soundfile as sf
 
 from gsearch.data.audio import AudioLimitError, check_audio_header
 from gsearch.data.schema import FEATURE_NAMES
-from gsearch.search.serve import _MAX_WAITING
+from gsearch.serve import MAX_WAITING
 from test_serve import MAX_ROWS, assert_error, server  # noqa: F401  (server: a module-scoped fixture, one per module)
 
 ROW = [0.5] * 57
@@ -100,11 +100,11 @@ def _stalled_body(server, length: int) -> socket.socket:
 
 def test_big_bodies_wait_unread_for_a_slot_and_the_queue_is_bounded(server):
     """JSON bodies that may hold --max-rows rows are read one per CPU at a time (the server's
-    memory holds at most that many); the others wait unread, at most _MAX_WAITING of them: one
+    memory holds at most that many); the others wait unread, at most MAX_WAITING of them: one
     more is answered 503 with Retry-After at once. Meanwhile /health, small requests and audio
     refusals are answered at once; once the slots are free, big bodies are served again."""
     big = 3 * 2**19  # 1.5 MB: room for over --max-rows rows, under --max-upload-mb 2
-    held = [_stalled_body(server, big) for _ in range((os.cpu_count() or 1) + _MAX_WAITING)]
+    held = [_stalled_body(server, big) for _ in range((os.cpu_count() or 1) + MAX_WAITING)]
     try:
         deadline = time.monotonic() + 30
         while True:  # until the server has taken in every stalled request
@@ -121,7 +121,7 @@ def test_big_bodies_wait_unread_for_a_slot_and_the_queue_is_bounded(server):
                 conn.close()
                 assert time.monotonic() < deadline, "the queue of big bodies never filled"
         answer = response.status, json.loads(response.read())
-        assert_error(answer, 503, "busy", f"{_MAX_WAITING} JSON requests", "retry")
+        assert_error(answer, 503, "busy", f"{MAX_WAITING} JSON requests", "retry")
         assert response.getheader("Retry-After", "").isdigit()
         conn.close()
         t = time.perf_counter()
