@@ -18,6 +18,8 @@ from pathlib import Path
 import click
 
 from gsearch import GsearchError, Interrupted
+from gsearch.data.schema import REGRESSION_MIN_VALUES, TASKS
+from gsearch.models.validation import METRICS
 from gsearch.search.protocol import Protocol
 from gsearch.search.requests import DEVICES
 from gsearch.search.storage import DEFAULT_STORAGE, STORAGE_ENV, StorageError, safe_url
@@ -115,6 +117,21 @@ group_option = click.option(
          "a feature. Recorded in the study.")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
                               help="Torch CPU threads; tiny MLPs train fastest on one.")
+task_option = click.option(
+    "--task", type=click.Choice(TASKS), default="auto", show_default=True,
+    help="classification (the label names classes), regression (the label is a number to "
+         "predict), or auto: regression for a label of numbers with more than "
+         f"{REGRESSION_MIN_VALUES} distinct values. Recorded in the study.")
+metric_option = click.option(
+    "--metric", type=click.Choice(list(METRICS)), default=None,
+    help="What the search optimizes, prunes on and ranks by, and the export reports first: "
+         "accuracy, balanced_accuracy, macro_f1, log_loss, roc_auc (two classes) for a "
+         "classification; rmse, mae, r2 for a regression [default: accuracy, or rmse]. "
+         "Recorded in the study.")
+categorical_option = click.option(
+    "--categorical", multiple=True, metavar="COLUMN",
+    help="Read this column's values as categories (repeatable), e.g. an integer code; a column "
+         "with text is read as categories without it.")
 space_option = click.option(
     "--space", metavar="MODULE:FUNCTION", default=None,
     help="A search space of your own: a Python function that takes an Optuna trial and returns "

@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from gsearch import GsearchError
-from gsearch.cli._common import (check, cv_option, device_option, drop_option, ensemble_option,
-                                 group_option, groups_option, label_option, lazy, pruner_option,
-                                 sampler_option, space_option, threads_option, user_errors)
+from gsearch.cli._common import (categorical_option, check, cv_option, device_option, drop_option,
+                                 ensemble_option, group_option, groups_option, label_option, lazy,
+                                 metric_option, pruner_option, sampler_option, space_option,
+                                 task_option, threads_option, user_errors)
 from gsearch.search.protocol import Protocol
 from gsearch.search.requests import EvaluateRequest, check_test_folds, parse_integers
 
@@ -32,6 +33,9 @@ from gsearch.search.requests import EvaluateRequest, check_test_folds, parse_int
 @cv_option
 @label_option
 @drop_option
+@categorical_option
+@task_option
+@metric_option
 @groups_option
 @group_option
 @click.option("--test-folds", default=None, metavar="K,K,...",
@@ -46,7 +50,7 @@ from gsearch.search.requests import EvaluateRequest, check_test_folds, parse_int
 @threads_option
 @click.pass_context
 @user_errors
-def evaluate(ctx, split_seeds, data_path, out_dir, cv, groups, group, test_folds, drop,
+def evaluate(ctx, split_seeds, data_path, out_dir, cv, groups, group, test_folds, drop, categorical,
              **options) -> None:
     """Honest benchmark: per split seed (or, with --groups artist, per published artist fold),
     search train+validation, export, score on test."""
@@ -66,7 +70,8 @@ def evaluate(ctx, split_seeds, data_path, out_dir, cv, groups, group, test_folds
                            "artist, or use --split-seeds")
     request = check(EvaluateRequest(split_seeds=seeds, test_folds=folds, data=data_path,
                                     protocol=Protocol(cv=cv, groups=groups, group=group),
-                                    out=out_dir, drop=tuple(drop), **options))
+                                    out=out_dir, drop=tuple(drop), categorical=tuple(categorical),
+                                    **options))
     evaluation = lazy("gsearch.search.evaluate")
     done = evaluation.evaluate(request)
     click.echo(evaluation.format_table(done.results))

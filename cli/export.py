@@ -14,27 +14,41 @@ from gsearch.search.requests import ExportRequest, study_options
 from gsearch.search.storage import check_url, safe_url
 
 
+def test_scores(scores: dict | None) -> str:
+    """"test accuracy 0.780, test macro-F1 0.774" (a regression: RMSE, MAE, R^2)."""
+    names = {"accuracy": "accuracy", "macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy",
+             "log_loss": "log loss", "roc_auc": "ROC AUC", "rmse": "RMSE", "mae": "MAE", "r2": "R^2"}
+    shown = [(names[k], v) for k, v in (scores or {}).items() if k in names]
+    if shown and shown[0][0] == "accuracy":   # a classifier: accuracy and macro-F1 first, as always
+        shown = shown[:2] + [s for s in shown[2:] if s[0] not in ("accuracy", "macro-F1")]
+    return ", ".join(f"test {name} {value:.3f}" for name, value in shown)
+
+
 def print_export(published, out_dir: Path) -> None:
     """What export-best (and run --export) says of the model it wrote (search.export.Published)."""
     for note in published.notes:
         click.echo(f"note: {note}")
     manifest, artifacts = published.exported.manifest, published.artifacts
-    scores = (f"test accuracy {manifest.test_accuracy:.3f}, test macro-F1 {manifest.test_macro_f1:.3f} "
-              f"({manifest.n_test} held-out rows)")
+    scores = f"{test_scores(manifest.test_scores)} ({manifest.n_test} held-out rows)"
+    score = manifest.metric.replace("_", " ")
     if manifest.members:
         members = manifest.members
-        click.echo(f"top-{len(members)} trials {[m.trial for m in members]}: validation "
-                   + ", ".join(f"{m.validation_accuracy:.3f}" for m in members) + "; test alone "
-                   + ", ".join(f"{m.test_accuracy:.3f}" for m in members))
-        click.echo(f"ensemble (their mean probability): {scores}")
+        shown = "" if manifest.metric == "accuracy" else f"{score} "
+        click.echo(f"top-{len(members)} trials {[m.trial for m in members]}: validation {shown}"
+                   + ", ".join(f"{m.validation_score:.3f}" for m in members) + "; test alone "
+                   + ", ".join(f"{(m.test_scores or {}).get(manifest.metric, float('nan')):.3f}"
+                               for m in members))
+        click.echo(f"ensemble ({'their mean prediction' if manifest.regression else 'their mean probability'}): "
+                   f"{scores}")
     else:
-        click.echo(f"trial #{manifest.trial_number} (pick: {manifest.pick}): validation accuracy "
-                   f"{manifest.validation_accuracy:.3f}, {scores}")
+        click.echo(f"trial #{manifest.trial_number} (pick: {manifest.pick}): validation {score} "
+                   f"{manifest.validation_score:.3f}, {scores}")
     latency = "-" if manifest.latency_ms is None else f"{manifest.latency_ms:.3f} ms"
     click.echo(f"{manifest.n_params} parameters, ONNX latency {latency} per row (onnxruntime, CPU)")
-    click.echo(f"wrote {out_dir}/: model.onnx, model.pt, model.json, report.json, confusion_matrix.png")
+    click.echo(f"wrote {out_dir}/: model.onnx, model.pt, model.json, report.json, {manifest.plot_file}")
     click.echo(f"dashboard: test metrics noted on trial #{manifest.trial_number}, " +
-               (f"confusion matrix and report attached to the study (artifacts in {artifacts}/)"
+               (f"{'confusion matrix' if not manifest.regression else 'predicted-actual plot'} and "
+                f"report attached to the study (artifacts in {artifacts}/)"
                 if artifacts else "no artifacts (pass --artifacts DIR for a server storage)"))
 
 

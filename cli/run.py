@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from gsearch import GsearchError
-from gsearch.cli._common import (check, cv_option, device_option, drop_option, group_option,
-                                 groups_option, label_option, lazy, pruner_option, sampler_option,
-                                 space_option, storage_option, study_option, threads_option,
-                                 user_errors)
+from gsearch.cli._common import (categorical_option, check, cv_option, device_option, drop_option,
+                                 group_option, groups_option, label_option, lazy, metric_option,
+                                 pruner_option, sampler_option, space_option, storage_option,
+                                 study_option, task_option, threads_option, user_errors)
 from gsearch.cli.export import print_export
 from gsearch.data.schema import ARTIST_FOLDS
 from gsearch.search._spawn import start_workers_server, worker_cap
@@ -58,6 +58,9 @@ OBJECTIVES_HELP = ("What the study optimizes: accuracy (validation accuracy), ac
 @cv_option
 @label_option
 @drop_option
+@categorical_option
+@task_option
+@metric_option
 @groups_option
 @group_option
 @click.option("--test-fold", type=click.IntRange(min(ARTIST_FOLDS), max(ARTIST_FOLDS)), default=None,
@@ -113,7 +116,8 @@ def run(data_path, split_seed, test_size, val_size, cv, groups, group, test_fold
                         groups=groups, test_fold=test_fold, group=group)
     request = check(RunRequest(data=data_path, protocol=protocol, export=export_dir,
                                study=study_name, drop=tuple(options.pop("drop")),
-                               fix=tuple(options.pop("fix")), **options))
+                               fix=tuple(options.pop("fix")),
+                               categorical=tuple(options.pop("categorical")), **options))
     if request.space is not None:   # a bad --space fails now; its folder is on the workers' path
         resolve_space(request.space)
     workers, lowered = worker_cap(request.workers, request.trials)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from gsearch.cli._common import artifacts_option, lazy, storage_option, user_errors
-from gsearch.search.storage import check_url, open_storage, safe_url, serve_storage as serve_proxy
+from gsearch.search.storage import check_url, safe_url
 from gsearch.search.study import delete_study, set_log_level, study_summaries
 
 COLUMNS = ("complete", "pruned", "failed", "running", "interrupted")
@@ -24,7 +24,7 @@ def _printable(name: str) -> str:
 def _open(storage: str):
     """The storage at `storage`, which must exist; Optuna's log at warnings only."""
     set_log_level()
-    return open_storage(storage, must_exist=True)
+    return lazy("gsearch.search.storage.opening").open_storage(storage, must_exist=True)
 
 
 @click.command(short_help="List the studies in a storage, or delete one.")
@@ -91,7 +91,7 @@ def serve_storage(storage, host, port) -> None:
     """Serve a storage to workers through Optuna's gRPC proxy (--storage grpc://HOST:PORT)."""
     check_url(storage)
     set_log_level()
-    serve_proxy(storage, host=host, port=port, ready=lambda: click.echo(
+    lazy("gsearch.search.storage.opening").serve_storage(storage, host=host, port=port, ready=lambda: click.echo(
         f"storage proxy for {safe_url(storage)} at grpc://{host}:{port} (Ctrl-C stops; "
         "workers: gsearch run --storage grpc://HOST:PORT)"))
     click.echo("storage proxy stopped")

@@ -16,13 +16,15 @@ import io
 import re
 import zlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from gsearch import GsearchError
+from gsearch.data import columns as col
+from gsearch.data.columns import MISSING, DataError, show as _show
+from gsearch.data.schema import CATEGORICAL, NUMERIC
 from gsearch.data.files import GET_DATA_HINT, KAGGLE_GTZAN, check_readable  # noqa: F401 (re-exported)
 from gsearch.data.schema import (
     FEATURE_NAMES, FILENAME_COLUMN, GENRES, LABEL_COLUMN, LENGTH_COLUMN, SEGMENT_MAX_SAMPLES,
@@ -33,21 +35,18 @@ BUNDLED_DATA = Path(__file__).resolve().with_name("features_30_sec.csv.gz")
 # Used instead of the bundled copy when it exists under the current folder.
 DEFAULT_DATA = Path("data/gtzan/features_30_sec.csv")
 EXPECTED = "expected the Kaggle GTZAN schema (filename,length,<57 features>,label)"
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-# labels that mean "no label" (what a spreadsheet or pandas writes for a missing value)
-MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "null", "none"})
+FLOAT32_MAX = col.FLOAT32_MAX
+MISSING_LABELS = MISSING   # labels that mean "no label" (columns.MISSING)
 _LABEL = "\x00label"   # the label's key in a read table (a feature may be called "label")
 _GROUP = "\x00group"   # the group column's (--group)
 NEWLINE = b"\n"
 
 
-class DataError(GsearchError):
-    """The feature file is missing or does not follow the GTZAN schema."""
-
-
 @dataclass(frozen=True)
 class Dataset:
-    """Validated feature rows: X float32 [N, F] (F `features`), y int64 [N], groups [N].
+    """Validated feature rows: X float32 [N, F] (F `features`; a numeric feature's values, NaN
+    for an empty cell; a categorical feature's codes into `vocabulary[feature]`, NaN for an
+    empty cell), y [N] (int64 class indices, or float32 numbers for a regression), groups [N].
 
     Every split keeps each group on one side. `grouping` says what a group is: "track" (as
     loaded: all segments of a track), or "artist" (data.artists.by_artist: the GTZAN clips
@@ -68,6 +67,10 @@ class Dataset:
     grouping: str = "track"          # what a group is: "track", "artist", or a --group column
     tracks: np.ndarray | None = None  # per row: its track (the groups when grouping is "track")
     folds: np.ndarray | None = None  # per row: its fold of a published split (artist grouping)
+    kinds: tuple[str, ...] = ()      # per feature: "numeric" or "categorical" (() : all numeric)
+    vocabulary: dict = field(default_factory=dict)  # categorical feature -> its categories, sorted
+    task: str = "classification"     # or "regression": y holds numbers, classes is ()
+    unlabelled: int = 0              # rows of the file left out for an empty label
 
     @property
     def n_groups(self) -> int:
@@ -96,6 +99,8 @@ def describe_data(ds: Dataset) -> str:
         return f"{name} ({ds.n_tracks} tracks with a known artist, {ds.n_groups} artists)"
     if ds.grouping != "track":
         return f"{name} ({len(ds.y)} rows, {ds.n_groups} groups of column {ds.grouping!r})"
+    if ds.features != FEATURE_NAMES:   # a table of one's own: its rows, not tracks
+        return f"{name} ({len(ds.y)} rows, {len(ds.features)} features)"
     return f"{name} ({ds.n_tracks} tracks)"
 
 
@@ -120,12 +125,6 @@ def _median_length(lengths: pd.Series) -> int | None:
     values = pd.to_numeric(lengths, errors="coerce")
     values = values[(values > 0) & (values < np.iinfo(np.int64).max)]
     return int(values.median()) if len(values) else None
-
-
-def _show(value: str, limit: int = 40) -> str:
-    """A value from the file, quoted on one line and cut to a readable length."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 4] + "...'"
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -241,39 +240,22 @@ def _columns(names: list[str], limit: int = 8) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
-def _numbers(values: list[str], name: str, path: Path, lines: list[int],
-             droppable: bool = False) -> np.ndarray:
-    """A column as float64; a row that is not a finite number is an error naming it (an empty
-    cell too: gsearch does not impute missing values). `droppable`: a column of a table of
-    one's own, which --drop can leave out."""
-    def bad(i: int, what: str) -> DataError:
-        hint = (f", or leave the column out with --drop {name}"
-                if droppable and what == "a non-numeric value" else "")
-        return DataError(f"{path}: column '{name}' has {what} {_show(values[i])} at data row "
-                         f"{i + 1} (line {lines[i]}); fix or drop that row{hint}")
-
-    try:
-        numbers = np.array(values, dtype=str).astype(np.float64)
-    except (ValueError, OverflowError):
-        numbers = np.empty(len(values))
-        for i, value in enumerate(values):
-            try:
-                numbers[i] = float(value)
-            except (ValueError, OverflowError):
-                raise bad(i, "an empty value" if not value.strip() else "a non-numeric value") from None
-    nonfinite = np.flatnonzero(~np.isfinite(numbers))
-    if len(nonfinite):
-        raise bad(int(nonfinite[0]), "a NaN or infinite value")
-    return numbers
-
-
 def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
           features: tuple[str, ...] | None = None, drop: tuple[str, ...] = (),
-          group: str | None = None) -> tuple[pd.DataFrame, str, tuple[str, ...]]:
+          group: str | None = None, kinds: tuple[str, ...] | None = None,
+          categorical: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str, tuple[str, ...], tuple[str, ...]]:
+    """(frame, SHA-256 of the file, feature names, their kinds). The frame holds each numeric
+    feature as float64 (NaN for an empty cell of a table of one's own) and each categorical one
+    as text (None for an empty cell); `kinds` (a model's or a study's) say which is which, else
+    a column of one's own is numeric when all its values are numbers and not in `categorical`."""
     raw = _read_bytes(path)
     names, rows, lines = _parse(_decode(raw, path), path)
     features = _check_columns(names, path, require_labels, label=label, features=features, drop=drop,
                               group=group)
+    unknown = [c for c in categorical if c not in features]
+    if unknown:
+        raise DataError(f"{path} has no feature column {_show(unknown[0])} to read as categories "
+                        f"(--categorical); its features: {_columns(list(features))}")
     if not rows:
         raise DataError(f"{path} has a header but no rows")
     for row, line in zip(rows, lines):
@@ -284,7 +266,7 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
     data = {FILENAME_COLUMN: columns.get(FILENAME_COLUMN, [f"row{i}" for i in range(len(rows))]),
             LENGTH_COLUMN: np.iinfo(np.int64).max}
     if LENGTH_COLUMN in columns:
-        lengths = _numbers(columns[LENGTH_COLUMN], LENGTH_COLUMN, path, lines)
+        lengths = col.numbers(columns[LENGTH_COLUMN], LENGTH_COLUMN, path, lines)
         nonpositive = np.flatnonzero(lengths <= 0)
         if len(nonpositive):
             i = int(nonpositive[0])
@@ -293,71 +275,114 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
                             "number of samples")
         data[LENGTH_COLUMN] = lengths
     own = features != FEATURE_NAMES
-    for name in features:
-        numbers = _numbers(columns[name], name, path, lines, droppable=own)
-        with np.errstate(over="ignore"):
-            too_big = np.flatnonzero(~np.isfinite(numbers.astype(np.float32)))
-        if len(too_big):
-            i = int(too_big[0])
-            raise DataError(f"{path}: column '{name}' has {_show(columns[name][i])} at data row "
-                            f"{i + 1} (line {lines[i]}), beyond the float32 range "
-                            f"(±{FLOAT32_MAX:.3g}); fix or drop that row")
-        data[name] = numbers
+    found = []
+    for j, name in enumerate(features):
+        values = columns[name]
+        kind = (kinds[j] if kinds is not None else CATEGORICAL if name in categorical
+                else NUMERIC if not own or col.parses_as_numbers(values) else CATEGORICAL)
+        found.append(kind)
+        if kind == NUMERIC:
+            hint = "; the model reads numbers there" if kinds is not None else ""
+            data[name] = col.numbers(values, name, path, lines, gaps=own, hint=hint)
+        else:
+            data[name] = [None if v.strip().lower() in MISSING else v.strip() for v in values]
     frame = pd.DataFrame(data, index=pd.RangeIndex(len(rows)))
     if label in columns:   # kept apart from the features, whatever the label column's name
         frame[_LABEL] = [value.strip() for value in columns[label]]
     if group is not None:
         values = [value.strip() for value in columns[group]]
-        missing = [i for i, value in enumerate(values) if value.lower() in MISSING_LABELS]
+        missing = [i for i, value in enumerate(values) if value.lower() in MISSING]
         if missing:
             i = missing[0]
             raise DataError(f"{path}: column {_show(group)} (--group) has no value at data row "
                             f"{i + 1} (line {lines[i]}); give every row a group, or drop the row")
         frame[_GROUP] = values
-    return frame, hashlib.sha256(raw).hexdigest(), features
+    frame.attrs["lines"] = lines
+    return frame, hashlib.sha256(raw).hexdigest(), features, tuple(found)
 
 
 def read_features(path: str | Path, *, require_labels: bool = True,
-                  features: tuple[str, ...] | None = None) -> pd.DataFrame:
+                  features: tuple[str, ...] | None = None,
+                  kinds: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Read a feature CSV (plain or gzipped, UTF-8 or UTF-16) and check it: the feature
-    columns (`features` by name, e.g. a model's; else the Kaggle GTZAN schema's 57, or a table
-    of one's own: see load_dataset) present once each, every row as long as the header, every
-    feature a finite float32 number. Returns float64 features, `filename` (`rowN` when absent)
-    and `length` (int64 max when absent)."""
-    return _read(Path(path), require_labels, features=features)[0]
+    columns (`features` by name, e.g. a model's, of `kinds`; else the Kaggle GTZAN schema's 57,
+    or a table of one's own: see load_dataset) present once each, every row as long as the
+    header, every numeric feature a finite float32 number (or, in a table of one's own, empty).
+    Returns numeric features as float64 (NaN: empty), categorical ones as text (None: empty),
+    `filename` (`rowN` when absent) and `length` (int64 max when absent)."""
+    return _read(Path(path), require_labels, features=features, kinds=kinds)[0]
 
 
 def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
                  label: str = LABEL_COLUMN, features: tuple[str, ...] | None = None,
-                 drop: tuple[str, ...] = (), group: str | None = None) -> Dataset:
+                 drop: tuple[str, ...] = (), group: str | None = None,
+                 kinds: tuple[str, ...] | None = None, categorical: tuple[str, ...] = (),
+                 task: str = "auto") -> Dataset:
     """Load a labelled feature table: the Kaggle GTZAN schema (57 named features, rows grouped
     into tracks by filename), or any CSV of one's own with a `label` column (another with
-    `label=`) and numeric feature columns: every column but the label, `filename`, `length`
-    and the `drop`ped ones, or exactly `features` (by name). Any 2 or more class names; the
-    classes are GENRES' order when every label is a GTZAN genre, else sorted, or the given
-    `classes` (a study's, which every label must then be one of). With `group`, that column
-    (not a feature) says which rows belong together (an artist, a session, a patient): rows
-    are grouped by its values instead of by track, and every split keeps a group on one side.
+    `label=`): its features are every column but the label, `filename`, `length` and the
+    `drop`ped ones, or exactly `features` (by name, of `kinds`). A feature of one's own is
+    numeric when all its values are numbers (empty cells allowed), else categorical, as is
+    every column named in `categorical`. A row without a label is left out (`unlabelled`
+    counts them).
+
+    `task`: classification (any 2 or more class names; the classes are GENRES' order when
+    every label is a GTZAN genre, else sorted, or the given `classes`, a study's, which every
+    label must then be one of), regression (labels are numbers), or auto (regression for a
+    label of numbers with more than columns.REGRESSION_MIN_VALUES distinct values). With
+    `group`, that column (not a feature) says which rows belong together (an artist, a session,
+    a patient): rows are grouped by its values instead of by track, and every split keeps a
+    group on one side.
 
     >>> ds = load_dataset(resolve_data(BUNDLED_DATA))
-    >>> ds.X.shape, ds.classes[:3], ds.n_tracks, ds.features[:2]
-    ((1000, 57), ('blues', 'classical', 'country'), 1000, ('chroma_stft_mean', 'chroma_stft_var'))
+    >>> ds.X.shape, ds.classes[:3], ds.n_tracks, ds.features[:2], ds.task
+    ((1000, 57), ('blues', 'classical', 'country'), 1000, ('chroma_stft_mean', 'chroma_stft_var'), 'classification')
     """
     path = Path(path)
-    frame, sha256, features = _read(path, require_labels=True, label=label,
-                                    features=None if features is None else tuple(features),
-                                    drop=tuple(drop), group=group)
-    labels = frame[_LABEL]
-    empty = np.flatnonzero(labels.str.lower().isin(MISSING_LABELS).to_numpy())
-    if len(empty):
-        row = int(empty[0])
-        raise DataError(f"{path}: missing label at data row {row + 1} (column {_show(label)}); "
-                        "every row needs a label")
+    frame, sha256, features, kinds = _read(
+        path, require_labels=True, label=label, features=None if features is None else tuple(features),
+        drop=tuple(drop), group=group, kinds=None if kinds is None else tuple(kinds),
+        categorical=tuple(categorical))
+    lines = frame.attrs["lines"]
+    labelled = ~frame[_LABEL].str.lower().isin(MISSING).to_numpy()
+    if not labelled.any():
+        raise DataError(f"{path}: column {_show(label)} has no label in any row; name the label "
+                        "column with --label")
+    frame = frame[labelled].reset_index(drop=True)
+    lines = [line for line, keep in zip(lines, labelled) if keep]
+    rows = [int(i) + 1 for i in np.flatnonzero(labelled)]   # each kept row's data row in the file
+    task = "classification" if classes is not None else col.task_of(list(frame[_LABEL]), task)
+    if task == "regression":
+        y = col.numbers(list(frame[_LABEL]), label, path, lines, rows=rows).astype(np.float32)
+        classes = ()
+    else:
+        y, classes = _classes(frame[_LABEL], classes, path, label, rows)
+    vocabulary, X = {}, np.empty((len(frame), len(features)), np.float32)
+    for j, (name, kind) in enumerate(zip(features, kinds)):
+        if kind == NUMERIC:
+            X[:, j] = frame[name].to_numpy(np.float64)
+        else:
+            values = [v if isinstance(v, str) else "" for v in frame[name]]   # pandas: None or NaN
+            X[:, j], vocabulary[name] = col.categories(values, name, path, lines)
+    tracks = track_ids(frame[FILENAME_COLUMN], frame[LENGTH_COLUMN])
+    groups = tracks if group is None else _groups(frame[_GROUP].to_numpy(dtype=object), tracks,
+                                                   path, group)
+    return Dataset(
+        X=X, y=y, classes=tuple(classes), groups=groups, tracks=tracks,
+        filenames=frame[FILENAME_COLUMN].astype(str).to_numpy(),
+        sha256=sha256, path=str(path.resolve()), clip_samples=_median_length(frame[LENGTH_COLUMN]),
+        features=tuple(features), label=label, grouping=group or "track", kinds=tuple(kinds),
+        vocabulary=vocabulary, task=task, unlabelled=int((~labelled).sum()))
+
+
+def _classes(labels: pd.Series, classes: tuple[str, ...] | None, path: Path, label: str,
+             rows: list[int]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The class index of every row, and the classes (see load_dataset)."""
     if classes is not None:
         unknown = np.flatnonzero(~labels.isin(classes).to_numpy())
         if len(unknown):
             row = int(unknown[0])
-            raise DataError(f"{path}: unknown label {_show(labels.iloc[row])} at data row {row + 1}; "
+            raise DataError(f"{path}: unknown label {_show(labels.iloc[row])} at data row {rows[row]}; "
                             f"expected one of {', '.join(classes)}")
     found = set(labels)
     if len(found) < 2:
@@ -367,27 +392,15 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
         classes = (tuple(g for g in GENRES if g in found) if found <= set(GENRES)
                    else tuple(sorted(found)))
     index = {c: i for i, c in enumerate(classes)}
-    tracks = track_ids(frame[FILENAME_COLUMN], frame[LENGTH_COLUMN])
-    groups = tracks
-    if group is not None:
-        groups = frame[_GROUP].to_numpy(dtype=object)
-        per_track = pd.Series(groups).groupby(tracks).nunique()
-        if (per_track > 1).any():   # its segments would land on two sides of a split
-            track = per_track.index[int(np.argmax(per_track.to_numpy() > 1))]
-            raise DataError(f"{path}: track {_show(str(track))} has rows in more than one group of "
-                            f"column {_show(group)} (--group); all segments of a track must share "
-                            "its group")
-    return Dataset(
-        X=frame[list(features)].to_numpy(np.float32, copy=True),
-        y=labels.map(index).to_numpy(np.int64, copy=True),
-        classes=tuple(classes),
-        groups=groups,
-        tracks=tracks,
-        filenames=frame[FILENAME_COLUMN].astype(str).to_numpy(),
-        sha256=sha256,
-        path=str(path.resolve()),
-        clip_samples=_median_length(frame[LENGTH_COLUMN]),
-        features=tuple(features),
-        label=label,
-        grouping=group or "track",
-    )
+    return labels.map(index).to_numpy(np.int64, copy=True), tuple(classes)
+
+
+def _groups(groups: np.ndarray, tracks: np.ndarray, path: Path, group: str) -> np.ndarray:
+    """The --group column's values, checked: all segments of a track share one."""
+    per_track = pd.Series(groups).groupby(tracks).nunique()
+    if (per_track > 1).any():   # its segments would land on two sides of a split
+        track = per_track.index[int(np.argmax(per_track.to_numpy() > 1))]
+        raise DataError(f"{path}: track {_show(str(track))} has rows in more than one group of "
+                        f"column {_show(group)} (--group); all segments of a track must share "
+                        "its group")
+    return groups

@@ -22,6 +22,12 @@ GENRES: tuple[str, ...] = (
     "jazz", "metal", "pop", "reggae", "rock",
 )
 
+# What a table's label asks for, and the kinds of its features (data.columns reads them)
+TASKS = ("auto", "classification", "regression")
+NUMERIC, CATEGORICAL = "numeric", "categorical"
+# --task auto: a label of numbers with more distinct values than this is a regression target.
+REGRESSION_MIN_VALUES = 20
+
 # The folds of GTZAN's published artist-filtered 3-fold split (data.artists): --test-fold K
 ARTIST_FOLDS: tuple[int, ...] = (1, 2, 3)
 

@@ -25,32 +25,60 @@ class Split:
         return np.sort(np.concatenate([self.train, self.val]))
 
 
+# A regression is stratified by the quantile bin of its target (at most this many bins)
+REGRESSION_BINS = 5
+
+
+def strata(ds: Dataset) -> np.ndarray:
+    """What each row is stratified by: its class, or a regression's target binned by quantile
+    (so that every split spans the target's range)."""
+    if ds.task != "regression":
+        return ds.y
+    bins = max(1, min(REGRESSION_BINS, len(np.unique(ds.groups)) // 10))
+    edges = np.quantile(ds.y, np.linspace(0, 1, bins + 1)[1:-1])
+    return np.searchsorted(edges, ds.y, side="right").astype(np.int64)
+
+
+def unit(ds: Dataset) -> str:
+    """What a group is, in a message: a track (GTZAN's schema), a row (a table of one's own
+    without --group), an artist, or the --group column's value."""
+    from gsearch.data.schema import FEATURE_NAMES   # light: a tuple of names
+
+    if ds.grouping == "track" and ds.features != FEATURE_NAMES:
+        return "row"
+    return ds.grouping
+
+
 def _track_labels(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """The groups and the label each is stratified by: a track's rows must share one label;
     a group of another kind (an artist, a --group column's value) may mix labels, and is
     stratified by its most common one."""
+    y = strata(ds)
     tracks, first, inverse = np.unique(ds.groups, return_index=True, return_inverse=True)
-    labels = ds.y[first]
-    mixed = np.flatnonzero(labels[inverse] != ds.y)
+    labels = y[first]
+    mixed = np.flatnonzero(labels[inverse] != y)
     if not len(mixed):
         return tracks, labels
-    if ds.grouping == "track":
+    if ds.grouping == "track" and ds.task != "regression":
         raise DataError(f"track {ds.groups[mixed[0]]!r} has rows with different labels; "
                         "every row of a track must carry the same label")
-    counts = np.zeros((len(tracks), int(ds.y.max()) + 1), dtype=np.int64)
-    np.add.at(counts, (inverse, ds.y), 1)
+    counts = np.zeros((len(tracks), int(y.max()) + 1), dtype=np.int64)
+    np.add.at(counts, (inverse, y), 1)
     return tracks, counts.argmax(axis=1)
 
 
 def _split_tracks(tracks, labels, size: float, seed: int, what: str, unit: str = "track",
-                  classes: tuple[str, ...] | None = None):
+                  classes: tuple[str, ...] | None = None, regression: bool = False):
     n_classes = len(np.unique(labels))
     n_hold = int(np.ceil(size * len(tracks)))
     if n_hold < n_classes or len(tracks) - n_hold < n_classes:
+        over = f"{n_classes} ranges of the target" if regression else f"{n_classes} classes"
         raise DataError(
             f"too few {unit}s ({len(tracks)}) for a stratified {what} split of {size:.0%} "
-            f"over {n_classes} classes; use a larger file or change --{what}-size")
+            f"over {over}; use a larger file or change --{what}-size")
     values, counts = np.unique(labels, return_counts=True)
+    if regression and counts.min() < 2:   # a bin of one: split without strata
+        return train_test_split(tracks, test_size=size, random_state=seed)
     if counts.min() < 2:
         lone = values[counts.argmin()]
         name = repr(classes[lone]) if classes is not None else f"#{lone}"
@@ -76,9 +104,9 @@ def split_dataset(ds: Dataset, *, test_size: float, val_size: float, seed: int,
         if not 0 < value < 1:
             raise DataError(f"--{name}-size must be between 0 and 1, got {value}")
     tracks, labels = _track_labels(ds)
-    unit = ds.grouping
+    named, regression = unit(ds), ds.task == "regression"
     if test_fold is None:
-        rest, test = _split_tracks(tracks, labels, test_size, seed, "test", unit, ds.classes)
+        rest, test = _split_tracks(tracks, labels, test_size, seed, "test", named, ds.classes, regression)
     else:
         if ds.folds is None:
             raise DataError("--test-fold needs a table with published folds (--groups artist)")
@@ -88,7 +116,7 @@ def split_dataset(ds: Dataset, *, test_size: float, val_size: float, seed: int,
                             f"{', '.join(map(str, sorted(set(ds.folds.tolist()))))}")
         test, rest = tracks[in_fold], tracks[~in_fold]
     rest_labels = labels[np.searchsorted(tracks, rest)]
-    train, val = _split_tracks(rest, rest_labels, val_size, seed, "val", unit, ds.classes)
+    train, val = _split_tracks(rest, rest_labels, val_size, seed, "val", named, ds.classes, regression)
 
     def rows(chosen):
         return np.flatnonzero(_member(ds.groups, chosen))
@@ -100,7 +128,7 @@ def kfold_splits(ds: Dataset, rows: np.ndarray, k: int, seed: int) -> list[tuple
     """k stratified folds of `rows` grouped by `ds.groups` (tracks or artists):
     [(train_rows, val_rows), ...]."""
     folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    return [(rows[a], rows[b]) for a, b in folds.split(ds.X[rows], ds.y[rows], ds.groups[rows])]
+    return [(rows[a], rows[b]) for a, b in folds.split(ds.X[rows], strata(ds)[rows], ds.groups[rows])]
 
 
 def fit_scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

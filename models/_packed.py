@@ -12,6 +12,7 @@ call.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from gsearch.models._compat import fused_adamw_step
 from gsearch.models.config import TrialConfig
 from gsearch.models.mlp import build_mlp, count_parameters
 from gsearch.models.schedule import Patience
+from gsearch.models.validation import CLASSIFICATION, REGRESSION, score
 
 if TYPE_CHECKING:   # population imports this module
     from gsearch.models.population import History
@@ -61,6 +63,49 @@ class _Layer:
                         for t in (self.weight, self.bias, self.gamma, self.beta)))
 
 
+@dataclass(frozen=True)
+class _Target:
+    """What a member learns to predict. A classification: class indices, and per-class loss
+    weights (class_weight "balanced": n / (C * rows of the class)). A regression: the target
+    standardized with the training rows' mean and std (`scale`), which to_module's Rescale
+    undoes; validation is scored in the target's own units."""
+
+    task: str
+    y_train: np.ndarray
+    y_val: np.ndarray | None
+    n_classes: int
+    weights: np.ndarray | None = None   # classification, balanced
+    scale: tuple[float, float] | None = None   # regression: (mean, std)
+    huber: bool = False
+
+    @classmethod
+    def of(cls, data, config: TrialConfig) -> "_Target":
+        if data.task == REGRESSION:
+            y = np.asarray(data.y_train, np.float64)
+            std = float(y.std()) if len(y) and y.std() > 1e-12 else 1.0
+            return cls(REGRESSION, data.y_train, data.y_val, 1, scale=(float(y.mean()), std),
+                       huber=config.loss == "huber")
+        weights = None
+        if config.class_weight == "balanced":
+            counts = np.bincount(np.asarray(data.y_train), minlength=data.n_classes).astype(np.float64)
+            weights = np.where(counts > 0, len(data.y_train) / (data.n_classes * np.maximum(counts, 1)),
+                               1.0).astype(np.float32)
+        return cls(CLASSIFICATION, data.y_train, data.y_val, data.n_classes, weights=weights)
+
+    def train(self, device) -> torch.Tensor:
+        if self.task == REGRESSION:
+            mean, std = self.scale
+            return torch.as_tensor((np.asarray(self.y_train, np.float64) - mean) / std,
+                                   dtype=torch.float32, device=device)
+        return torch.as_tensor(self.y_train, dtype=torch.long, device=device)
+
+    def val(self, device) -> torch.Tensor:
+        """Validation labels in their own units (empty without a validation part)."""
+        dtype = torch.float32 if self.task == REGRESSION else torch.long
+        return torch.as_tensor(np.zeros(0) if self.y_val is None else self.y_val, dtype=dtype,
+                               device=device)
+
+
 @dataclass(eq=False)
 class _Member:
     id: int
@@ -72,7 +117,8 @@ class _Member:
     X: torch.Tensor              # standardized training rows [n, F]
     y: torch.Tensor
     X_val: torch.Tensor          # standardized validation rows [n_val, F] (n_val may be 0)
-    y_val: torch.Tensor
+    y_val: torch.Tensor          # in the target's own units
+    target: _Target
     layers: list[_Layer]         # hidden layers, then the head
     exp_avg: list[_Layer]        # AdamW moments, layer by layer
     exp_avg_sq: list[_Layer]
@@ -172,6 +218,18 @@ class _Packed:
         self.any_noise = any(c.input_noise > 0 for c in cs)
         self.smoothing = _per_member([c.label_smoothing for c in cs], device).view(K, 1)
         self.any_smoothing = any(c.label_smoothing > 0 for c in cs)
+        self.task = ms[0].target.task
+        if self.task == REGRESSION:
+            scales = [m.target.scale for m in ms]
+            self.y_mean = _per_member([a for a, _ in scales], device)
+            self.y_std = _per_member([b for _, b in scales], device)
+            self.huber = _per_member([m.target.huber for m in ms], device, torch.bool).view(K, 1)
+        weights = [m.target.weights for m in ms]
+        self.any_weights = any(w is not None for w in weights)
+        if self.any_weights:
+            C = ms[0].target.n_classes
+            self.weights = torch.tensor(np.stack([np.ones(C, np.float32) if w is None else w
+                                                  for w in weights]), device=device)
         self.X, self.y = torch.stack([m.X for m in ms]), torch.stack([m.y for m in ms])
         self.X_val, self.y_val = torch.stack([m.X_val for m in ms]), torch.stack([m.y_val for m in ms])
         self.member_rows = torch.arange(K, device=device)[:, None]
@@ -221,13 +279,38 @@ class _Packed:
             h = z if Kl == K else torch.cat([z, h[Kl:]])
         return torch.baddbmm(self.head.bias, h, self.head.weight)
 
-    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy with per-member label smoothing: the mean over rows, per member."""
-        logp = torch.log_softmax(logits, dim=2)
+    def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch, the mean over its rows, per member [K]: cross-entropy
+        with per-member label smoothing (and class weights: their weighted mean), or for a
+        regression MSE or Huber on the standardized target."""
+        if self.task == REGRESSION:
+            error = outputs[:, :, 0] - y
+            squared = 0.5 * error.square()
+            loss = torch.where(self.huber, torch.where(error.abs() <= 1, squared, error.abs() - 0.5),
+                               2 * squared) if self.huber.any() else 2 * squared
+            return loss.mean(dim=1)
+        logp = torch.log_softmax(outputs, dim=2)
         loss = -logp.gather(2, y[:, :, None]).squeeze(2)
         if self.any_smoothing:
             loss = torch.lerp(loss, -logp.mean(dim=2), self.smoothing)
-        return loss.mean(dim=1)
+        if not self.any_weights:
+            return loss.mean(dim=1)
+        w = self.weights.gather(1, y)
+        return (loss * w).sum(dim=1) / w.sum(dim=1)
+
+    def validate(self, outputs: torch.Tensor, metric: str) -> tuple[torch.Tensor, ...]:
+        """(loss, accuracy, metric) of the validation rows per member [K]: the loss
+        unweighted and unsmoothed (a regression's on the standardized target), the accuracy
+        NaN for a regression, the metric in the target's own units."""
+        if self.task == REGRESSION:
+            standardized = (self.y_val - self.y_mean.view(-1, 1)) / self.y_std.view(-1, 1)
+            loss = (outputs[:, :, 0] - standardized).square().mean(dim=1)
+            predictions = outputs * self.y_std + self.y_mean
+            nan = torch.full_like(loss, math.nan)
+            return loss, nan, score(metric, predictions, self.y_val)
+        loss = nn.functional.cross_entropy(outputs.transpose(1, 2), self.y_val, reduction="none").mean(1)
+        accuracy = (outputs.argmax(dim=2) == self.y_val).float().mean(1)
+        return loss, accuracy, accuracy if metric == "accuracy" else score(metric, outputs, self.y_val)
 
     def adamw(self) -> None:
         """One AdamW step, one fused call per member (lr, beta1 and weight decay differ)."""

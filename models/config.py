@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from gsearch import GsearchError
 
 LR_SCHEDULES = ("constant", "onecycle", "cosine")
+CLASS_WEIGHTS = ("none", "balanced")   # balanced: each class weighs as much in the loss
+LOSSES = ("mse", "huber")              # a regression's loss, on the standardized target
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,11 @@ class TrialConfig:
     lr_schedule: str = "constant"  # constant | onecycle | cosine (per step, over all epochs)
     early_stop_patience: int = 0   # stop after this many epochs without a better validation
                                    # loss (0 = off); needs a validation part
+    # fields added after gsearch 0.1.0: to_dict leaves them out at their defaults, so that a
+    # configuration that does not use them is written as before (model.json, stored trials)
+    class_weight: str = field(default="none", metadata={"added": True})  # classification: none |
+                                   # balanced (each class weighs as much in the loss)
+    loss: str = field(default="mse", metadata={"added": True})           # regression: mse | huber
 
     def __post_init__(self) -> None:
         checks = {
@@ -38,13 +45,18 @@ class TrialConfig:
             "input_noise": self.input_noise >= 0,
             "lr_schedule": self.lr_schedule in LR_SCHEDULES,
             "early_stop_patience": self.early_stop_patience >= 0,
+            "class_weight": self.class_weight in CLASS_WEIGHTS,
+            "loss": self.loss in LOSSES,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise GsearchError(f"invalid model configuration: {bad[0]}={getattr(self, bad[0])!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field, but those added after gsearch 0.1.0 only where they differ from their
+        default."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if not f.metadata.get("added") or getattr(self, f.name) != f.default}
 
     def describe(self) -> str:
         """Every field on one readable line (searched or not), e.g. for the dashboard."""

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gsearch import GsearchError
-from gsearch.models.config import TrialConfig
 from gsearch.models.manifest import AGAIN, META_FILE, MODEL_FILE, ONNX_FILE, ExportManifest
 from gsearch.models.metrics import median_ms
 
@@ -75,7 +74,51 @@ def plot_confusion(report: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def export_onnx(model: nn.Module, n_features: int, path: Path) -> None:
+def output_name(manifest: ExportManifest) -> str:
+    """The graph's output: a classifier's `logits`, a regression's `prediction`."""
+    return "prediction" if manifest.regression else "logits"
+
+
+def build_exported(manifest: ExportManifest) -> nn.Module:
+    """An untrained module of the shape the manifest describes (what load_state_dict fills in):
+    the network (an MLP, or an Ensemble of its members), behind models.mlp.Preprocess when
+    the rows are encoded."""
+    from gsearch.models.mlp import Pipeline, Preprocess, build_ensemble, build_mlp   # lazy: torch
+
+    configs, n_in, n_out = list(manifest.configs), manifest.n_inputs, manifest.n_outputs
+    target = (0.0, 1.0) if manifest.regression else None
+    network = (build_ensemble(configs, n_in, n_out, regression=manifest.regression)
+               if manifest.ensemble else build_mlp(configs[0], n_in, n_out, target=target))
+    if manifest.encoding is None or manifest.encoding.is_identity:
+        return network
+    return Pipeline(Preprocess(manifest.encoding), network)
+
+
+def plot_test(task: str, report: dict, path: Path, title: str) -> None:
+    """The test split drawn as a PNG: a classifier's confusion matrix, a regression's
+    predictions against the actual values."""
+    if task != "regression":
+        plot_confusion(report, path, f"{title}: test accuracy {report['accuracy']:.1%}")
+        return
+    import matplotlib   # lazy: only an export draws (matplotlib: 0.7 s to import)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt   # lazy: as above
+
+    actual, predicted = np.array(report["actual"]), np.array(report["predicted"])
+    fig, ax = plt.subplots(figsize=(6.5, 6.5), dpi=120)
+    ax.scatter(actual, predicted, s=10, alpha=0.6)
+    low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
+    ax.plot([low, high], [low, high], color="0.4", linewidth=1, label="predicted = actual")
+    ax.set_xlabel("actual")
+    ax.set_ylabel("predicted")
+    ax.legend(loc="upper left")
+    ax.set_title(f"{title}: test RMSE {report['rmse']:.4g}, R^2 {report['r2']:.3f}", loc="left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def export_onnx(model: nn.Module, n_features: int, path: Path, output: str = "logits") -> None:
     import torch   # lazy: predict reads this module and runs the onnx backend without torch
 
     model = model.cpu().eval()
@@ -83,8 +126,8 @@ def export_onnx(model: nn.Module, n_features: int, path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), input_names=["features"],
-                          output_names=["logits"], dynamo=False, opset_version=17,
-                          dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}})
+                          output_names=[output], dynamo=False, opset_version=17,
+                          dynamic_axes={"features": {0: "batch"}, output: {0: "batch"}})
 
 
 def onnx_latency_ms(path: Path, n_features: int, *, threads: int | None = None) -> float | None:
@@ -117,7 +160,7 @@ def save_model(model: nn.Module, manifest: ExportManifest, out_dir: Path) -> Exp
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
     torch.save(model.state_dict(), out_dir / MODEL_FILE)
-    export_onnx(model, manifest.n_features, out_dir / ONNX_FILE)
+    export_onnx(model, manifest.n_features, out_dir / ONNX_FILE, output_name(manifest))
     written = dataclasses.replace(
         manifest, n_params=count_parameters(model),
         latency_ms=onnx_latency_ms(out_dir / ONNX_FILE, manifest.n_features),
@@ -144,18 +187,20 @@ def read_checked(path: Path, manifest: ExportManifest, hint: str = "") -> bytes:
     return data
 
 
-def check_onnx(session, data: bytes, path: Path, n_features: int, n_classes: int) -> None:
-    """The graph takes `features` [N, n_features] and answers `logits` [N, n_classes] (model.json's
-    counts), and every weight in it is finite."""
+def check_onnx(session, data: bytes, path: Path, manifest: ExportManifest) -> None:
+    """The graph takes `features` [N, n_features] and answers `logits` [N, n_classes] (or a
+    regression's `prediction` [N, 1]; model.json's counts), and every weight in it is finite."""
     import onnx  # lazy: only the onnx backend reads the graph's weights
     from onnx import numpy_helper
 
+    output = output_name(manifest)
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    if [i.name for i in inputs] != ["features"] or not outputs or outputs[0].name != "logits":
+    if [i.name for i in inputs] != ["features"] or not outputs or outputs[0].name != output:
         raise GsearchError(f"{path} is not a gsearch graph (inputs {[i.name for i in inputs]}, outputs "
-                           f"{[o.name for o in outputs]}; expected features -> logits); {AGAIN}")
-    for arg, count, what, side in ((inputs[0], n_features, "features", "takes"),
-                                   (outputs[0], n_classes, "classes", "answers")):
+                           f"{[o.name for o in outputs]}; expected features -> {output}); {AGAIN}")
+    outputs_what = "outputs" if manifest.regression else "classes"
+    for arg, count, what, side in ((inputs[0], manifest.n_features, "features", "takes"),
+                                   (outputs[0], manifest.n_outputs, outputs_what, "answers")):
         shape = list(arg.shape)
         if len(shape) != 2 or shape[1] != count:
             raise GsearchError(f"{META_FILE} lists {count} {what} but {path} {side} {arg.name} of "
@@ -175,32 +220,33 @@ def check_onnx(session, data: bytes, path: Path, n_features: int, n_classes: int
         raise GsearchError(f"cannot read the weights of {path} ({str(e).splitlines()[0]}); {AGAIN}") from None
 
 
-def check_state(state, path: Path, configs: list[TrialConfig], n_features: int, n_classes: int, *,
-                ensemble: bool) -> None:
+def check_state(state, path: Path, manifest: ExportManifest) -> None:
     """A state_dict of tensors whose shapes are exactly those of the model model.json describes
-    (`configs`: one, or an ensemble's members), checked before anything is built (a width of
-    10^9 in model.json allocates nothing), every floating tensor finite."""
+    (its configs: one, or an ensemble's members; its preprocessing), checked before anything is
+    built (a width of 10^9 in model.json allocates nothing), every floating tensor finite."""
     import torch  # lazy: only the torch backend reads model.pt
-
-    from gsearch.models.mlp import build_ensemble, build_mlp   # lazy: mlp imports torch, as above
 
     if not isinstance(state, dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise GsearchError(f"{path} is not a state_dict of named tensors; {AGAIN}")
-    for i, config in enumerate(configs):
-        prefix = f"members.{i}." if ensemble else ""
-        member = f"member {i}'s" if ensemble else "the"
+    encoded = manifest.encoding is not None and not manifest.encoding.is_identity
+    n_inputs, n_outputs = manifest.n_inputs, manifest.n_outputs
+    for i, config in enumerate(manifest.configs):
+        prefix = ("network." if encoded else "") + (f"members.{i}." if manifest.ensemble else "")
+        member = f"member {i}'s" if manifest.ensemble else "the"
         pattern = re.compile(re.escape(prefix) + r"(\d+)\.weight")
         layers = sorted((int(m.group(1)), state[k]) for k in state
                         if (m := pattern.fullmatch(k)) and state[k].dim() == 2)
         if not layers:
             raise GsearchError(f"{path} has no layers for {member} model that {META_FILE} describes; {AGAIN}")
         weights = [w for _, w in layers]
-        if weights[0].shape[1] != n_features:
-            raise GsearchError(f"{META_FILE} lists {n_features} features but {member} first layer "
+        inputs = "features" if not encoded else "inputs after its preprocessing"
+        if weights[0].shape[1] != n_inputs:
+            raise GsearchError(f"{META_FILE} lists {n_inputs} {inputs} but {member} first layer "
                                f"of {path} takes {weights[0].shape[1]}; {AGAIN}")
-        if weights[-1].shape[0] != n_classes:
-            raise GsearchError(f"{META_FILE} lists {n_classes} classes but {member} last layer "
+        if weights[-1].shape[0] != n_outputs:
+            what = "outputs" if manifest.regression else "classes"
+            raise GsearchError(f"{META_FILE} lists {n_outputs} {what} but {member} last layer "
                                f"of {path} has {weights[-1].shape[0]} outputs; {AGAIN}")
         widths = sorted({w.shape[0] for w in weights[:-1]})
         if len(weights) - 1 != config.n_layers or widths not in ([], [config.width]):
@@ -209,8 +255,7 @@ def check_state(state, path: Path, configs: list[TrialConfig], n_features: int, 
                                f"({len(weights) - 1} hidden, width {widths[0] if widths else '-'}); {AGAIN}")
     # every size is now the file's own: build on the meta device (no memory) and compare all
     with torch.device("meta"):
-        model = (build_ensemble(configs, n_features, n_classes) if ensemble
-                 else build_mlp(configs[0], n_features, n_classes))
+        model = build_exported(manifest)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected]

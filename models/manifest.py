@@ -1,15 +1,20 @@
 """The export manifest: an export folder's model.json as one dataclass, `ExportManifest`.
 
 Export writes it (models.export.save_model), and predict, serve, the CLI, the dashboard and
-evaluate read it; nothing else reads model.json by key. It says what the model is (classes,
-features, each member's TrialConfig), where it came from (study, trials, split) and how it did
-on the test split, and it carries the integrity record of the folder: the SHA-256 of model.onnx
-and model.pt and a digest of its own fields that decide what a prediction means (meta_sha256).
+evaluate read it; nothing else reads model.json by key. It says what the model is (its task,
+classes, features and their preprocessing, each member's TrialConfig), where it came from
+(study, trials, split) and how it did on the test split, and it carries the integrity record
+of the folder: the SHA-256 of model.onnx and model.pt and a digest of its own fields that
+decide what a prediction means (meta_sha256).
 
-The manifest is versioned by its `format`: gsearch-mlp/1 (one model), gsearch-mlp-ensemble/2
-(an ensemble: each member under "members" with its trial, scores and hyperparameters), and the
-older gsearch-mlp-ensemble/1 (members as bare hyperparameter dicts), still read. An export
-written before the integrity fields existed loads unverified (`read` says so).
+The manifest is versioned by its `format`:
+- gsearch-mlp/1 and gsearch-mlp-ensemble/2: a classifier of numbers only, scored by accuracy
+  (GTZAN's, and every export of gsearch 0.1.0); gsearch-mlp-ensemble/1 is still read;
+- gsearch-table/1 and gsearch-table-ensemble/1: any other model, a regression, a table with text
+  columns or empty cells (its `preprocessing`: data.encode.Encoding), a metric other than
+  accuracy; they record `task`, `metric`, `validation_score` and `test_scores`.
+A model that fits the first formats is written in them, so older readers keep reading it. An
+export written before the integrity fields existed loads unverified (`read` says so).
 
 >>> from gsearch.models.config import TrialConfig
 >>> manifest = ExportManifest(classes=("a", "b"), features=("x", "y"), configs=(TrialConfig(),))
@@ -24,40 +29,49 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from gsearch import GsearchError
+from gsearch.data.encode import Encoding
 from gsearch.models.config import TrialConfig
 
 MODEL_FILE, ONNX_FILE, META_FILE = "model.pt", "model.onnx", "model.json"
 REPORT_FILE, CONFUSION_FILE = "report.json", "confusion_matrix.png"
+SCATTER_FILE = "predicted_vs_actual.png"   # a regression's test plot, where a classifier has
+                                           # its confusion matrix
 FORMAT, ENSEMBLE_FORMAT = "gsearch-mlp/1", "gsearch-mlp-ensemble/2"
 OLD_ENSEMBLE_FORMAT = "gsearch-mlp-ensemble/1"  # members were a list of hyperparameter dicts
-FORMATS = (FORMAT, ENSEMBLE_FORMAT, OLD_ENSEMBLE_FORMAT)
+TABLE_FORMAT, TABLE_ENSEMBLE_FORMAT = "gsearch-table/1", "gsearch-table-ensemble/1"
+FORMATS = (FORMAT, ENSEMBLE_FORMAT, OLD_ENSEMBLE_FORMAT, TABLE_FORMAT, TABLE_ENSEMBLE_FORMAT)
 # model.json's fields that decide what a prediction means, covered by its meta_sha256
 COVERED_FIELDS = ("format", "classes", "features", "n_features", "n_classes", "hyperparameters",
-                  "members", "clip_samples", "sha256")
+                  "members", "clip_samples", "sha256", "task", "preprocessing")
 INTEGRITY_FIELDS = ("n_features", "n_classes", "sha256", "meta_sha256")  # absent in older exports
 AGAIN = "export the model again"
 # The window for exports that do not record clip_samples: a GTZAN 30 s clip (features_30_sec.csv).
 DEFAULT_CLIP_SAMPLES = 661794
+CLASSIFICATION, REGRESSION = "classification", "regression"
 _WHOLE = ("n_layers", "width", "batch_size", "epochs")   # sizes that build modules
 
 
 @dataclass(frozen=True)
 class Member:
-    """One member of an exported ensemble: its trial and scores, and what it trained."""
+    """One member of an exported ensemble: its trial and scores, and what it trained.
+    `test_scores`: every metric of the task on the test split (models.metrics.metric_scores)."""
 
     config: TrialConfig
     trial: int | None = None
-    validation_accuracy: float | None = None
-    test_accuracy: float | None = None
-    test_macro_f1: float | None = None
+    validation_score: float | None = None
+    test_scores: dict | None = None
 
-    def to_json(self) -> dict:
-        scores = {"trial": self.trial, "validation_accuracy": self.validation_accuracy,
-                  "test_accuracy": self.test_accuracy, "test_macro_f1": self.test_macro_f1}
+    def to_json(self, table: bool) -> dict:
+        """`table`: in the formats of gsearch-table/1 (else accuracy and macro-F1 by name)."""
+        tests = self.test_scores or {}
+        scores = {"trial": self.trial}
+        scores |= ({"validation_score": self.validation_score, "test_scores": self.test_scores} if table
+                   else {"validation_accuracy": self.validation_score, "test_accuracy": tests.get("accuracy"),
+                         "test_macro_f1": tests.get("macro_f1")})
         return {**{k: v for k, v in scores.items() if v is not None},
                 "hyperparameters": self.config.to_dict()}
 
@@ -65,24 +79,27 @@ class Member:
 @dataclass(frozen=True)
 class ExportManifest:
     """model.json. `configs`: the model's TrialConfig, or each member's (best first) for an
-    ensemble, whose `members` then record their trials and scores. Fields an export did not
+    ensemble, whose `members` then record their trials and scores. `encoding`: the
+    preprocessing of raw rows (None: numbers only, taken as they are). Fields an export did not
     record are None (an older export, or a model saved outside export-best)."""
 
-    classes: tuple[str, ...]
+    classes: tuple[str, ...]                 # () for a regression
     features: tuple[str, ...]
     configs: tuple[TrialConfig, ...]
     members: tuple[Member, ...] = ()
+    task: str = CLASSIFICATION
+    encoding: Encoding | None = None
+    metric: str = "accuracy"                 # what validation_score measures
     # where it came from
     study: str | None = None
     trial_number: int | None = None          # the best trial (an ensemble's first member)
-    validation_accuracy: float | None = None
+    validation_score: float | None = None
     pick: str | None = None                  # the rule that chose it
     objectives: tuple[str, ...] | None = None
     within_limits: bool | None = None        # a study with limits: the picked trial's
-    objective: str | None = None             # what validation_accuracy measures
+    objective: str | None = None             # what validation_score is, in words
     # the test split, read once after the choice
-    test_accuracy: float | None = None
-    test_macro_f1: float | None = None
+    test_scores: dict | None = None
     n_test: int | None = None
     retrained_on_rows: int | None = None
     train_seconds: float | None = None
@@ -101,8 +118,27 @@ class ExportManifest:
         return len(self.configs) > 1 or bool(self.members)
 
     @property
+    def table(self) -> bool:
+        """Whether it needs the formats of gsearch-table/1 (see the module)."""
+        return (self.task != CLASSIFICATION or self.metric != "accuracy"
+                or (self.encoding is not None and not self.encoding.is_identity))
+
+    @property
     def format(self) -> str:
-        return OLD_ENSEMBLE_FORMAT if self.old_format else ENSEMBLE_FORMAT if self.ensemble else FORMAT
+        if self.old_format:
+            return OLD_ENSEMBLE_FORMAT
+        if self.table:
+            return TABLE_ENSEMBLE_FORMAT if self.ensemble else TABLE_FORMAT
+        return ENSEMBLE_FORMAT if self.ensemble else FORMAT
+
+    @property
+    def regression(self) -> bool:
+        return self.task == REGRESSION
+
+    @property
+    def plot_file(self) -> str:
+        """The test split's plot: the confusion matrix, or a regression's predicted-actual."""
+        return SCATTER_FILE if self.regression else CONFUSION_FILE
 
     @property
     def n_features(self) -> int:
@@ -113,22 +149,45 @@ class ExportManifest:
         return len(self.classes)
 
     @property
+    def n_outputs(self) -> int:
+        """The network's outputs: one per class, or a regression's one number."""
+        return 1 if self.regression else self.n_classes
+
+    @property
+    def n_inputs(self) -> int:
+        """The network's inputs, after the preprocessing."""
+        return self.n_features if self.encoding is None else self.encoding.width
+
+    @property
     def window(self) -> int:
         """The samples of one clip-long audio window (clip_samples, or GTZAN's 30 s)."""
         return int(self.clip_samples or DEFAULT_CLIP_SAMPLES)
 
     def to_json(self) -> dict:
         """model.json's content, in its documented order; fields not recorded are left out."""
-        head = {"format": self.format, "classes": list(self.classes), "features": list(self.features)}
+        table = self.table
+        head = {"format": self.format}
+        if table:
+            head["task"] = self.task
+        head |= {"classes": list(self.classes), "features": list(self.features)}
         if self.sha256 is not None:
             head |= {"n_features": self.n_features, "n_classes": self.n_classes, "sha256": self.sha256}
+        if table and self.encoding is not None and not self.encoding.is_identity:
+            head["preprocessing"] = self.encoding.to_json()
         if not self.ensemble:
             head["hyperparameters"] = self.configs[0].to_dict()
-        described = {name: getattr(self, name) for name in _DESCRIBED}
+        tests = self.test_scores or {}
+        scores = {"validation_accuracy": self.validation_score if self.metric == "accuracy" else None,
+                  "test_accuracy": tests.get("accuracy"), "test_macro_f1": tests.get("macro_f1")}
+        if table:   # the general fields, beside those a classifier's readers know
+            scores |= {"metric": self.metric, "validation_score": self.validation_score,
+                       "test_scores": self.test_scores}
+        scores["members"] = (None if not self.members else
+                             [m.config.to_dict() for m in self.members] if self.old_format
+                             else [m.to_json(table) for m in self.members])
+        described = {name: scores.get(name) if name in _SCORES else getattr(self, name)
+                     for name in _DESCRIBED}
         described["objectives"] = None if self.objectives is None else list(self.objectives)
-        described["members"] = (None if not self.members else
-                                [m.config.to_dict() for m in self.members] if self.old_format
-                                else [m.to_json() for m in self.members])
         body = {k: v for k, v in described.items() if v is not None}
         data = {**head, **body}
         if self.sha256 is not None:
@@ -139,7 +198,8 @@ class ExportManifest:
     def from_json(cls, meta: dict, path: Path = Path(META_FILE)) -> "ExportManifest":
         """The manifest of a parsed model.json, checked (one GsearchError line naming `path`):
         a known format, classes and features as lists of distinct names, hyperparameters whose
-        sizes are whole numbers. The integrity fields are checked by `read`."""
+        sizes are whole numbers, a preprocessing that describes every feature. The integrity
+        fields are checked by `read`."""
         if not isinstance(meta, dict):
             raise GsearchError(f"{path} is damaged (not a JSON object); {AGAIN}")
         fmt = meta.get("format", FORMAT)
@@ -147,23 +207,30 @@ class ExportManifest:
             shown = repr(fmt)[:60]
             raise GsearchError(f"{path} has format {shown}, which this gsearch cannot read; "
                                f"upgrade gsearch or {AGAIN}")
-        classes = _names(meta, "classes", "class", path, 2)
+        task = meta.get("task", CLASSIFICATION)
+        classes = _names(meta, "classes", "class", path, 0 if task == REGRESSION else 2)
         features = _names(meta, "features", "feature", path, 1)
         try:
+            if task not in (CLASSIFICATION, REGRESSION):
+                raise ValueError(f"unknown task {str(task)[:40]!r}")
             members = _members(meta, fmt)
             configs = (tuple(m.config for m in members) if members
                        else (_config(meta["hyperparameters"]),))
-            known = {f.name for f in fields(cls)} & set(meta) & set(_DESCRIBED) - {"members"}
-            described = {k: meta[k] for k in known}
+            described = {k: meta[k] for k in _DESCRIBED if k in meta and k not in _SCORES}
             if described.get("objectives") is not None:
                 described["objectives"] = tuple(described["objectives"])
             if described.get("clip_samples") is not None:
                 described["clip_samples"] = int(described["clip_samples"])
+            encoding = (Encoding.from_json(features, meta["preprocessing"])
+                        if "preprocessing" in meta else None)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise GsearchError(f"{path} is damaged ({str(e).splitlines()[0][:200]}); "
                                f"{AGAIN}") from None
         return cls(classes=classes, features=features, configs=configs, members=members,
-                   sha256=meta.get("sha256"), old_format=fmt == OLD_ENSEMBLE_FORMAT, **described)
+                   task=task, encoding=encoding, metric=meta.get("metric", "accuracy"),
+                   validation_score=meta.get("validation_score", meta.get("validation_accuracy")),
+                   test_scores=_test_scores(meta), sha256=meta.get("sha256"),
+                   old_format=fmt == OLD_ENSEMBLE_FORMAT, **described)
 
     @classmethod
     def read(cls, directory: Path) -> tuple["ExportManifest", dict, bool]:
@@ -189,9 +256,11 @@ class ExportManifest:
     def report(self, test: dict) -> dict:
         """report.json's content: the manifest's description of the model (where it came from,
         its scores, size and latency; not its classes, features or digests) and `test`, the
-        full report of the test split (models.metrics.classification_scores)."""
+        full report of the test split (models.metrics)."""
         data = self.to_json()
-        return {**{k: data[k] for k in _DESCRIBED if k in data and k != "versions"}, "test": test}
+        skip = {"format", "task", "classes", "features", "n_features", "n_classes", "sha256",
+                "preprocessing", "hyperparameters", "versions", "meta_sha256"}
+        return {**{k: v for k, v in data.items() if k not in skip}, "test": test}
 
     def write(self, directory: Path) -> dict:
         """Write model.json into `directory`; returns what was written."""
@@ -200,11 +269,21 @@ class ExportManifest:
         return data
 
 
-# the fields written after the model's own description, in model.json's order
-_DESCRIBED = ("study", "trial_number", "validation_accuracy", "pick", "objectives", "within_limits",
-              "objective", "test_accuracy", "test_macro_f1", "n_test", "retrained_on_rows",
-              "train_seconds", "data_sha256", "clip_samples", "split", "members", "n_params",
-              "latency_ms", "versions")
+# the fields written after the model's own description, in model.json's order (the scores
+# go where validation_accuracy / test_accuracy stood in gsearch-mlp/1)
+_DESCRIBED = ("study", "trial_number", "metric", "validation_score", "validation_accuracy", "pick",
+              "objectives", "within_limits", "objective", "test_scores", "test_accuracy",
+              "test_macro_f1", "n_test", "retrained_on_rows", "train_seconds", "data_sha256",
+              "clip_samples", "split", "members", "n_params", "latency_ms", "versions")
+_SCORES = {"metric", "validation_score", "validation_accuracy", "test_scores", "test_accuracy",
+           "test_macro_f1", "members"}
+
+
+def _test_scores(meta: dict) -> dict | None:
+    if "test_scores" in meta:
+        return meta["test_scores"]
+    old = {k: meta[f"test_{k}"] for k in ("accuracy", "macro_f1") if f"test_{k}" in meta}
+    return old or None
 
 
 def meta_digest(meta: dict) -> str:
@@ -227,15 +306,16 @@ def _config(values: dict) -> TrialConfig:
 
 
 def _members(meta: dict, fmt: str) -> tuple[Member, ...]:
-    if fmt == FORMAT:
+    if fmt in (FORMAT, TABLE_FORMAT):
         return ()
     members = meta["members"]
     if not members:
         raise ValueError("an ensemble without members")
     if fmt == OLD_ENSEMBLE_FORMAT:
         return tuple(Member(_config(m)) for m in members)
-    return tuple(Member(_config(m["hyperparameters"]), m.get("trial"), m.get("validation_accuracy"),
-                        m.get("test_accuracy"), m.get("test_macro_f1")) for m in members)
+    return tuple(Member(_config(m["hyperparameters"]), m.get("trial"),
+                        m.get("validation_score", m.get("validation_accuracy")), _test_scores(m))
+                 for m in members)
 
 
 def _names(meta: dict, key: str, what: str, path: Path, least: int) -> tuple[str, ...]:
@@ -255,7 +335,8 @@ def _check_integrity(meta: dict, path: Path) -> bool:
     (an export written before they existed)."""
     fmt = meta.get("format", FORMAT)
     if fmt in FORMATS:   # else from_json names the format
-        _names(meta, "classes", "class", path, 2)
+        least = 0 if meta.get("task") == REGRESSION else 2
+        _names(meta, "classes", "class", path, least)
         _names(meta, "features", "feature", path, 1)
     recorded = [key for key in INTEGRITY_FIELDS if key in meta]
     if not recorded or fmt not in FORMATS:

@@ -35,6 +35,29 @@ def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, classes: tuple
     }
 
 
+def metric_scores(task: str, outputs: np.ndarray, y: np.ndarray, n_classes: int = 0) -> dict[str, float]:
+    """Every metric of `task` (models.validation.METRICS) on labelled rows, rounded to 4 places:
+    a classifier's logits [N, C] or a regression's predictions [N, 1] against y. ROC AUC only
+    for two classes."""
+    import torch   # lazy: predict imports this module and runs the onnx backend without torch
+
+    from gsearch.models.validation import METRICS, score   # lazy: torch, as above
+
+    out = torch.as_tensor(np.asarray(outputs, np.float32))[None]
+    truth = torch.as_tensor(np.asarray(y))[None]
+    return {name: round(float(score(name, out, truth)[0]), 4) for name, metric in METRICS.items()
+            if metric.task == task and metric.classes in (None, n_classes)}
+
+
+def regression_report(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """A regression's test report: RMSE, MAE, R^2, the rows, and each row's actual and predicted
+    value (the report's predicted-against-actual plot)."""
+    scores = metric_scores("regression", np.asarray(y_pred, np.float32)[:, None], y_true)
+    return {**scores, "n": int(len(y_true)),
+            "actual": [round(float(v), 6) for v in y_true],
+            "predicted": [round(float(v), 6) for v in y_pred]}
+
+
 def _rounded(value):
     if isinstance(value, dict):
         return {k: _rounded(v) for k, v in value.items()}

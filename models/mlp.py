@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from gsearch.data.schema import NUMERIC
+from gsearch.data.encode import Encoding
 from gsearch.models.config import TrialConfig
 from gsearch.models.metrics import median_ms
 
@@ -28,9 +30,65 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class Rescale(nn.Module):
+    """y * std + mean: a regression's output back in the target's own units (the network
+    learns the target standardized with its training rows' mean and std)."""
+
+    def __init__(self, mean: float, std: float):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.std + self.mean
+
+
+class Preprocess(nn.Module):
+    """data.encode.Encoding in torch, inside an exported model: raw rows [N, n_features] (a
+    numeric feature's value or NaN, a categorical feature's slot or NaN; data.encode) -> the
+    network's inputs [N, encoding.width]. Exports to ONNX with the model (IsNaN, Where, Equal)."""
+
+    def __init__(self, encoding: Encoding):
+        super().__init__()
+        self.kinds, self.indicators = encoding.kinds, encoding.indicators
+        self.slots = tuple(len(c) for c in encoding.categories)
+        self.register_buffer("medians", torch.tensor([m or 0.0 for m in encoding.medians],
+                                                     dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for j, (kind, indicator, k) in enumerate(zip(self.kinds, self.indicators, self.slots)):
+            column = x[:, j:j + 1]
+            empty = torch.isnan(column)
+            if kind == NUMERIC:
+                parts.append(torch.where(empty, self.medians[j], column))
+                if indicator:
+                    parts.append(empty.float())
+                continue
+            slot = torch.where(empty, torch.full_like(column, k + 1), column)
+            other = (slot < 0) | (slot > k + 1) | (slot != torch.floor(slot))
+            slot = torch.where(other, torch.full_like(column, k), slot)
+            parts.append((slot == torch.arange(k + 2, dtype=x.dtype, device=x.device)).float())
+        return torch.cat(parts, dim=1)
+
+
+class Pipeline(nn.Module):
+    """An exported model that takes raw rows: Preprocess, then the network (an MLP or an
+    Ensemble). A table whose encoding is the identity exports the network alone."""
+
+    def __init__(self, preprocess: Preprocess, network: nn.Module):
+        super().__init__()
+        self.preprocess, self.network = preprocess, network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(self.preprocess(x))
+
+
 def build_mlp(config: TrialConfig, n_features: int, n_classes: int,
-              mean: np.ndarray | None = None, std: np.ndarray | None = None) -> nn.Sequential:
-    """Standardize -> [Linear -> BatchNorm? -> ReLU -> Dropout] x n_layers -> Linear (logits)."""
+              mean: np.ndarray | None = None, std: np.ndarray | None = None, *,
+              target: tuple[float, float] | None = None) -> nn.Sequential:
+    """Standardize -> [Linear -> BatchNorm? -> ReLU -> Dropout] x n_layers -> Linear (logits),
+    then for a regression (`target`: the target's mean and std; n_classes 1) Rescale."""
     mean = np.zeros(n_features, np.float32) if mean is None else mean
     std = np.ones(n_features, np.float32) if std is None else std
     layers: list[nn.Module] = [Standardize(mean, std)]
@@ -44,27 +102,36 @@ def build_mlp(config: TrialConfig, n_features: int, n_classes: int,
             layers.append(nn.Dropout(config.dropout))
         width_in = config.width
     layers.append(nn.Linear(width_in, n_classes))
+    if target is not None:
+        layers.append(Rescale(*target))
     return nn.Sequential(*layers)
 
 
 class Ensemble(nn.Module):
-    """K classifiers as one module: log of the mean of their softmax probabilities.
+    """K classifiers as one module: log of the mean of their softmax probabilities; or K
+    regressions (`regression`): the mean of their predictions.
 
-    The output is a log-probability, so softmax(output) is the averaged probability
+    A classifier's output is a log-probability, so softmax(output) is the averaged probability
     and argmax is the ensemble's vote; one module exports as one ONNX graph."""
 
-    def __init__(self, members: list[nn.Module]):
+    def __init__(self, members: list[nn.Module], *, regression: bool = False):
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.regression = regression
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.regression:
+            return torch.stack([m(x) for m in self.members]).mean(dim=0)
         log_probs = torch.stack([m(x).log_softmax(dim=1) for m in self.members])
         return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
 
 
-def build_ensemble(configs: list[TrialConfig], n_features: int, n_classes: int) -> Ensemble:
+def build_ensemble(configs: list[TrialConfig], n_features: int, n_classes: int, *,
+                   regression: bool = False) -> Ensemble:
     """Untrained members with unit scalers: the shape load_state_dict fills in."""
-    return Ensemble([build_mlp(c, n_features, n_classes) for c in configs])
+    target = (0.0, 1.0) if regression else None
+    return Ensemble([build_mlp(c, n_features, n_classes, target=target) for c in configs],
+                    regression=regression)
 
 
 def count_parameters(model: nn.Module) -> int:

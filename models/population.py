@@ -43,7 +43,8 @@ from torch import nn
 
 from gsearch import GsearchError
 from gsearch.models._compat import zero_
-from gsearch.models._packed import _Member, _Packed, _initial_layers
+from gsearch.models._packed import _Member, _Packed, _Target, _initial_layers
+from gsearch.models.validation import CLASSIFICATION
 from gsearch.data.split import fit_scaler
 from gsearch.models.config import TrialConfig
 from gsearch.models.mlp import build_mlp
@@ -59,13 +60,18 @@ _CPU_WIDTH_QUANTUM = 128
 
 @dataclass(frozen=True)
 class TrainData:
-    """Numpy arrays; the validation part is optional (final retraining has none)."""
+    """Numpy arrays; the validation part is optional (final retraining has none). A
+    classification's y are class indices (`n_classes` of them); a regression's are numbers
+    (`n_classes` is then 1: the network's one output). `metric` (models.validation.METRICS)
+    scores the validation part every epoch."""
 
     X_train: np.ndarray
     y_train: np.ndarray
     n_classes: int
     X_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
+    task: str = CLASSIFICATION
+    metric: str = "accuracy"
 
     @property
     def n_val(self) -> int:
@@ -76,7 +82,8 @@ class TrainData:
 class History:
     """One member's curves, one entry per epoch (validation NaN without validation rows)."""
 
-    val_accuracy: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)   # NaN for a regression
+    val_score: list[float] = field(default_factory=list)      # the data's metric
     val_loss: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     seconds: float = 0.0
@@ -102,6 +109,7 @@ class EpochResult:
     val_accuracy: float
     done: bool
     history: History
+    val_score: float = math.nan   # the data's metric (TrainData.metric)
 
 
 class DivergedError(GsearchError):
@@ -158,7 +166,7 @@ class Population:
         self._members: list[_Member] = []     # training
         self._done: dict[int, _Member] = {}   # left (epochs, patience, divergence); kept for to_module
         self._packed: _Packed | None = None   # the stacks, rebuilt when membership changes
-        self._shape: tuple | None = None      # (n, n_val, batch_size, n_features, n_classes)
+        self._shape: tuple | None = None      # (n, n_val, batch_size, n_features, n_classes, task, metric)
         self._next_id = 0
 
     def __len__(self) -> int:
@@ -170,10 +178,11 @@ class Population:
 
     def add(self, config: TrialConfig, data: TrainData, seed: int) -> int:
         """A new member that starts from build_mlp's initial weights for `seed`; returns its id."""
-        shape = (len(data.X_train), data.n_val, config.batch_size, data.X_train.shape[1], data.n_classes)
+        shape = (len(data.X_train), data.n_val, config.batch_size, data.X_train.shape[1], data.n_classes,
+                 data.task, data.metric)
         if self._shape not in (None, shape):
             raise ValueError(f"member shape {shape} does not match the population's {self._shape} "
-                             "(rows, validation rows, batch size, features, classes)")
+                             "(rows, validation rows, batch size, features, classes, task, metric)")
         self._shape = shape
         dev = self.device
         mean, std = fit_scaler(data.X_train)
@@ -187,13 +196,12 @@ class Population:
 
         n, batch = len(data.X_train), min(config.batch_size, len(data.X_train))
         lr, beta1 = schedule_table(config, config.epochs * len(batch_starts(n, batch)))
+        target = _Target.of(data, config)
         member = _Member(
             id=self._next_id, config=config, history=History(n_params=n_params),
             generator=torch.Generator(device=dev).manual_seed(seed), mean=mean, std=std,
-            X=standardize(data.X_train), y=torch.as_tensor(data.y_train, dtype=torch.long, device=dev),
-            X_val=standardize(data.X_val),
-            y_val=torch.as_tensor(np.zeros(0) if data.y_val is None else data.y_val,
-                                  dtype=torch.long, device=dev),
+            X=standardize(data.X_train), y=target.train(dev), X_val=standardize(data.X_val),
+            y_val=target.val(dev), target=target,
             layers=layers, exp_avg=[layer.zeros_like() for layer in layers],
             exp_avg_sq=[layer.zeros_like() for layer in layers],
             lr=lr, beta1=beta1, step_t=torch.zeros((), device=dev),
@@ -220,7 +228,8 @@ class Population:
         if m in self._members:
             self._repack_later()   # copies the current weights back into the member's records
         with torch.random.fork_rng(devices=[]):   # its random initial weights are overwritten
-            model = build_mlp(m.config, m.X.shape[1], m.layers[-1].weight.shape[1], m.mean, m.std)
+            model = build_mlp(m.config, m.X.shape[1], m.layers[-1].weight.shape[1], m.mean, m.std,
+                              target=m.target.scale)
         model = model.to(self.device)
         linears = [x for x in model if isinstance(x, nn.Linear)]
         norms = [x for x in model if isinstance(x, nn.BatchNorm1d)]
@@ -255,7 +264,7 @@ class Population:
             self._packed = _Packed(self._members, self.device)
         p = self._packed
         ms, K = p.members, len(p.members)
-        n, n_val, batch, _, _ = self._shape
+        n, n_val, batch = self._shape[:3]
         batch = min(batch, n)
         starts = batch_starts(n, batch)
         perm = torch.stack([torch.randperm(n, generator=m.generator, device=self.device) for m in ms])
@@ -272,16 +281,14 @@ class Population:
             total += loss.detach()
         with torch.no_grad():
             if n_val:
-                logits = p.forward(p.X_val, train=False, generator=self.generator)
-                val_loss = nn.functional.cross_entropy(logits.transpose(1, 2), p.y_val,
-                                                       reduction="none").mean(1)
-                val_acc = (logits.argmax(dim=2) == p.y_val).float().mean(1)
+                outputs = p.forward(p.X_val, train=False, generator=self.generator)
+                val_loss, val_acc, val_score = p.validate(outputs, self._shape[6])
             else:
-                val_loss = val_acc = torch.full((K,), math.nan, device=self.device)
-            stats = torch.stack([total / len(starts), val_loss, val_acc]).T.tolist()
+                val_loss = val_acc = val_score = torch.full((K,), math.nan, device=self.device)
+            stats = torch.stack([total / len(starts), val_loss, val_acc, val_score]).T.tolist()
         seconds = (time.perf_counter() - t0) / K
         results, leaving = [], []
-        for m, (train_loss, v_loss, v_acc) in zip(ms, stats):
+        for m, (train_loss, v_loss, v_acc, v_score) in zip(ms, stats):
             h = m.history
             h.seconds += seconds
             epoch = m.epoch
@@ -294,9 +301,10 @@ class Population:
                 h.train_loss.append(train_loss)
                 h.val_loss.append(v_loss)
                 h.val_accuracy.append(v_acc)
+                h.val_score.append(v_score)
                 h.early_stopped = m.patience.ran_out(v_loss)
                 done = m.epoch >= m.config.epochs or h.early_stopped
-            results.append(EpochResult(m.id, epoch, train_loss, v_loss, v_acc, done, h))
+            results.append(EpochResult(m.id, epoch, train_loss, v_loss, v_acc, done, h, v_score))
             if done:
                 leaving.append(m)
         if leaving:

@@ -22,14 +22,17 @@ import numpy as np
 from gsearch import GsearchError
 from gsearch.data.load import read_features
 from gsearch.data.schema import FEATURE_NAMES, FILENAME_COLUMN
-from gsearch.models.export import check_onnx, check_state, read_checked
+from gsearch.data.schema import NUMERIC
+from gsearch.models.export import build_exported, check_onnx, check_state, read_checked
 from gsearch.models.manifest import MODEL_FILE, ONNX_FILE, ExportManifest
 
 BACKENDS = ("onnx", "torch")
 
 
 class ExportedModel:
-    """An exported classifier: `predict_proba(X)` on raw feature rows [N, n_features]."""
+    """An exported model: `predict_proba(X)` (a classifier) or `predict_values(X)` (a
+    regression) on raw rows X [N, n_features] (data.encode: a numeric feature's value or NaN,
+    a categorical feature's slot); `matrix(columns)` makes X from values by feature name."""
 
     def __init__(self, directory: str | Path, backend: str = "torch"):
         """Load and check the folder (models.manifest.ExportManifest.read, then models.export:
@@ -42,6 +45,9 @@ class ExportedModel:
             raise GsearchError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         self.manifest, self.meta, self.verified = ExportManifest.read(directory)
         self.classes, self.features = self.manifest.classes, self.manifest.features
+        self.task, self.encoding = self.manifest.task, self.manifest.encoding
+        self.kinds = (self.encoding.kinds if self.encoding is not None
+                      else (NUMERIC,) * len(self.features))
         self.members = list(self.manifest.configs) if self.manifest.ensemble else []
         self.config = self.manifest.configs[0]
         self.clip_samples = self.manifest.window
@@ -51,7 +57,35 @@ class ExportedModel:
         else:
             self._model = _torch_module(directory / MODEL_FILE, self.manifest)
 
-    def logits(self, X: np.ndarray) -> np.ndarray:
+    @property
+    def regression(self) -> bool:
+        return self.manifest.regression
+
+    def matrix(self, columns: dict[str, list], where=lambda i, name: f"row {i + 1}") -> np.ndarray:
+        """Raw rows [N, n_features] from values by feature name: a numeric feature's numbers
+        (None or NaN: empty), a categorical feature's text (numbers are taken as text; None:
+        empty; a value never seen in training goes to its "other" slot). A text value where
+        the model reads a number is a GsearchError naming it (`where(row, feature)`)."""
+        n = len(next(iter(columns.values()))) if columns else 0
+        X = np.empty((n, len(self.features)), np.float32)
+        for j, (name, kind) in enumerate(zip(self.features, self.kinds)):
+            values = columns[name]
+            if kind == NUMERIC and isinstance(values, np.ndarray) and values.dtype.kind == "f":
+                X[:, j] = values   # a CSV column, read and checked as numbers
+            elif kind == NUMERIC:
+                for i, v in enumerate(values):
+                    if isinstance(v, str) or isinstance(v, bool):
+                        raise GsearchError(f"{where(i, name)}: {str(v)[:40]!r} is text; the model "
+                                           f"reads a number for {name!r}")
+                X[:, j] = np.array([np.nan if v is None else v for v in values], np.float64)
+            else:
+                text = [None if v is None or (isinstance(v, float) and np.isnan(v)) else
+                        (v if isinstance(v, str) else _as_text(v)) for v in values]
+                X[:, j] = self.encoding.slots(j, text)
+        return X
+
+    def outputs(self, X: np.ndarray) -> np.ndarray:
+        """The graph's outputs for raw rows: a classifier's logits, a regression's [N, 1]."""
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != len(self.features):
             raise GsearchError(f"expected rows of {len(self.features)} features, got shape {X.shape}")
@@ -62,6 +96,17 @@ class ExportedModel:
         with torch.inference_mode():
             return self._model(torch.from_numpy(X)).numpy()
 
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        if self.regression:
+            raise GsearchError("this model is a regression: it answers numbers, not classes")
+        return self.outputs(X)
+
+    def predict_values(self, X: np.ndarray) -> np.ndarray:
+        """A regression's predictions [N], in the target's own units."""
+        if not self.regression:
+            raise GsearchError("this model is a classifier: it answers classes, not numbers")
+        return self.outputs(X)[:, 0]
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         z = self.logits(X)
         z = z - z.max(axis=1, keepdims=True)
@@ -69,28 +114,35 @@ class ExportedModel:
         return p / p.sum(axis=1, keepdims=True)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.logits(X).argmax(axis=1)
+        """Class indices of a classifier, or a regression's numbers."""
+        return self.predict_values(X) if self.regression else self.logits(X).argmax(axis=1)
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """One classified file (audio) or row (feature CSV)."""
+    """One classified (or, by a regression, predicted) file (audio) or row (feature CSV)."""
 
     file: str                        # the audio file, or the CSV row's filename column
-    probabilities: dict[str, float]  # every class, most likely first
+    probabilities: dict[str, float]  # every class, most likely first ({} for a regression)
     windows: int | None = None       # audio: how many windows were averaged
     source: str | None = None        # CSV rows: the CSV file
+    value: float | None = None       # a regression's prediction
 
     @property
     def genre(self) -> str:
+        """The most likely class."""
         return next(iter(self.probabilities))
 
     def to_json(self, top_k: int | None = None) -> dict:
         extra = {"windows": self.windows} if self.windows else {"source": self.source}
+        if self.value is not None:
+            return {"file": self.file, "value": self.value, **extra}
         return {"file": self.file, "genre": self.genre,
                 "probabilities": dict(list(self.probabilities.items())[:top_k]), **extra}
 
     def format(self, top_k: int = 1) -> str:
+        if self.value is not None:
+            return f"{self.file}: {self.value:.6g}"
         best = ", ".join(f"{g} {p:.3f}" for g, p in list(self.probabilities.items())[:top_k])
         return f"{self.file}: {best}" + (f" ({self.windows} windows)" if (self.windows or 0) > 1 else "")
 
@@ -105,7 +157,7 @@ def _onnx_session(path: Path, manifest: ExportManifest):
     except Exception as e:
         raise GsearchError(f"cannot load {path} ({str(e).splitlines()[0]}); "
                            "export the model again, or use the torch backend") from None
-    check_onnx(session, data, path, manifest.n_features, manifest.n_classes)
+    check_onnx(session, data, path, manifest)
     return session
 
 
@@ -113,21 +165,24 @@ def _torch_module(path: Path, manifest: ExportManifest):
     """The torch module of a checked model.pt, loaded without unpickling arbitrary objects."""
     import torch  # lazy: predict --backend onnx starts without torch
 
-    from gsearch.models.mlp import build_ensemble, build_mlp  # lazy: torch, as above
-
     data = read_checked(path, manifest)
     try:  # weights_only: tensors and containers only, never arbitrary objects
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
         raise GsearchError(f"cannot load {path} ({str(e).splitlines()[0]}); "
                            "export the model again") from None
-    configs = list(manifest.configs)
-    n_features, n_classes = manifest.n_features, manifest.n_classes
-    check_state(state, path, configs, n_features, n_classes, ensemble=manifest.ensemble)
-    model = (build_ensemble(configs, n_features, n_classes) if manifest.ensemble
-             else build_mlp(configs[0], n_features, n_classes))
+    check_state(state, path, manifest)
+    model = build_exported(manifest)
     model.load_state_dict(state)
     return model.eval()
+
+
+def _as_text(value) -> str:
+    """A number as the text a CSV cell holds: 3 for 3.0, so that numbers sent for a
+    categorical feature find the categories read from a file."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _prediction(model: ExportedModel, name: str, p: np.ndarray, **where) -> Prediction:
@@ -136,10 +191,16 @@ def _prediction(model: ExportedModel, name: str, p: np.ndarray, **where) -> Pred
 
 
 def predict_csv(model: ExportedModel, path: Path) -> list[Prediction]:
-    """One prediction per row of a feature CSV (label column optional)."""
-    frame = read_features(path, require_labels=False, features=model.features)   # by name
-    P = model.predict_proba(frame[list(model.features)].to_numpy(np.float32))
-    return [_prediction(model, str(name), p, source=str(path)) for name, p in zip(frame[FILENAME_COLUMN], P)]
+    """One prediction per row of a feature CSV (label column optional), its columns read by
+    the model's feature names and kinds."""
+    frame = read_features(path, require_labels=False, features=model.features, kinds=model.kinds)
+    X = model.matrix({name: frame[name].to_numpy() if kind == NUMERIC else list(frame[name])
+                      for name, kind in zip(model.features, model.kinds)})
+    names = [str(name) for name in frame[FILENAME_COLUMN]]
+    if model.regression:
+        return [Prediction(name, {}, source=str(path), value=float(v))
+                for name, v in zip(names, model.predict_values(X))]
+    return [_prediction(model, name, p, source=str(path)) for name, p in zip(names, model.predict_proba(X))]
 
 
 def audio_windows(model: ExportedModel, path: Path) -> list[tuple[str, int, dict[str, float]]]:

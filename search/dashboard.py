@@ -19,7 +19,7 @@ from optuna_dashboard import run_server, save_note
 from gsearch import GsearchError
 from gsearch.search._compat import study_id, study_storage
 from gsearch._ports import check_port
-from gsearch.models.manifest import CONFUSION_FILE, REPORT_FILE, ExportManifest
+from gsearch.models.manifest import REPORT_FILE, ExportManifest
 from gsearch.search import records
 from gsearch.search.storage import StorageURL
 
@@ -107,26 +107,37 @@ def _deployment(manifest: ExportManifest) -> str:
 
 def _note(exported: Exported, links: dict[str, str]) -> str:
     manifest, test = exported.manifest, exported.test
-    rows = "\n".join(f"| {genre} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1-score']:.2f} "
-                     f"| {m['support']:.0f} |"
-                     for genre, m in test["per_class"].items()
-                     if genre != "accuracy" and not genre.endswith(" avg"))
     members = manifest.members
-    alone = ", ".join(f"{m.test_accuracy:.3f}" for m in members)
+    alone = ", ".join(f"{(m.test_scores or {}).get(manifest.metric, float('nan')):.3f}" for m in members)
     ensemble = (f"An ensemble of trials {[m.trial for m in members]} (this trial is its best "
-                f"member; test accuracy of each alone: {alone}).\n" if members else "")
-    shown = "".join(f"![confusion matrix]({url})\n\n" if name.endswith(".png") else
-                    f"Full report: [{name}]({url})\n\n" for name, url in links.items())
+                f"member; test {manifest.metric.replace('_', ' ')} of each alone: {alone}).\n"
+                if members else "")
+    shown = "".join(f"![{'test plot' if name.endswith('.png') else name}]({url})\n\n"
+                    if name.endswith(".png") else f"Full report: [{name}]({url})\n\n"
+                    for name, url in links.items())
+    scores = manifest.test_scores or {}
+    head = " | ".join([f"test {k.replace('_', ' ')}" for k in scores] + ["validation " + manifest.metric.replace("_", " "), "test rows"])
+    cells = " | ".join([f"{v:.3f}" for v in scores.values()]
+                       + [f"{manifest.validation_score:.3f}", str(manifest.n_test)])
+    per_class = "" if manifest.regression else _per_class(test)
     return f"""## Held-out test (gsearch export-best)
 
-| test accuracy | test macro-F1 | validation accuracy | test rows |
-|---|---|---|---|
-| **{test['accuracy']:.3f}** | {test['macro_f1']:.3f} | {manifest.validation_accuracy:.3f} | {test['n']} |
+| {head} |
+|{'---|' * (len(scores) + 2)}
+| {cells} |
 
 {ensemble}{_deployment(manifest)}Retrained on {manifest.retrained_on_rows} train+validation rows in {manifest.train_seconds:.1f} s;
 the search never saw the test rows. Model folder: `{exported.folder.resolve()}`.
 
-{shown}| genre | precision | recall | F1 | test rows |
+{shown}{per_class}"""
+
+
+def _per_class(test: dict) -> str:
+    rows = "\n".join(f"| {name} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1-score']:.2f} "
+                     f"| {m['support']:.0f} |"
+                     for name, m in test["per_class"].items()
+                     if name != "accuracy" and not name.endswith(" avg"))
+    return f"""| class | precision | recall | F1 | test rows |
 |---|---|---|---|---|
 {rows}
 """
@@ -137,13 +148,14 @@ def attach_export(study: optuna.Study, exported: Exported, artifacts: Path | Non
     confusion matrix and report.json as study artifacts (a finished trial takes no
     artifacts), the test metrics as a note on the exported trial and a study attribute."""
     manifest, number = exported.manifest, exported.manifest.trial_number
-    study.set_user_attr(records.EXPORT, {"trial_number": number, "test_accuracy": manifest.test_accuracy,
-                                         "test_macro_f1": manifest.test_macro_f1,
-                                         "n_test": manifest.n_test})
+    scores = manifest.test_scores or {}
+    recorded = ({"test_accuracy": scores.get("accuracy"), "test_macro_f1": scores.get("macro_f1")}
+                if not manifest.table else {"test_scores": scores})
+    study.set_user_attr(records.EXPORT, {"trial_number": number, **recorded, "n_test": manifest.n_test})
     links = {}  # file name -> dashboard URL of the uploaded artifact
     if artifacts is not None:
         store = FileSystemArtifactStore(artifacts)
-        for name in (CONFUSION_FILE, REPORT_FILE):
+        for name in (manifest.plot_file, REPORT_FILE):
             artifact_id = _upload(study, store, exported.folder / name, f"trial-{number}-{name}")
             links[name] = f"/artifacts/{study_id(study)}/{artifact_id}"
     trial_id = study_storage(study).get_trial_id_from_study_id_trial_number(study_id(study), number)

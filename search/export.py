@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
 import torch
 
@@ -25,15 +26,17 @@ from gsearch.data.load import Dataset, load_dataset
 from gsearch.data.schema import LABEL_COLUMN
 from gsearch.data.split import Split
 from gsearch.models.config import TrialConfig
-from gsearch.models.export import plot_confusion, save_model
-from gsearch.models.manifest import CONFUSION_FILE, REPORT_FILE, ExportManifest, Member
-from gsearch.models.metrics import classification_scores
-from gsearch.models.mlp import Ensemble
+from gsearch.data.encode import encoded, encoding_of
+from gsearch.models.export import plot_test, save_model
+from gsearch.models.manifest import REPORT_FILE, ExportManifest, Member
+from gsearch.models.metrics import classification_scores, metric_scores, regression_report
+from gsearch.models.mlp import Ensemble, Pipeline, Preprocess
+from gsearch.models.validation import METRICS
 from gsearch.models.population import DivergedError, TrainData, resolve_device, train_population
 from gsearch.search import records
 from gsearch.search.dashboard import artifact_dir, attach_export
-from gsearch.search.objectives import Objectives, accuracy_of, feasible
-from gsearch.search.protocol import Protocol
+from gsearch.search.objectives import Objectives, feasible, score_of
+from gsearch.search.protocol import Protocol, n_outputs
 from gsearch.search.requests import ExportRequest, study_options
 from gsearch.search.selection import Pick, chosen_trials, parse_pick
 from gsearch.search.storage import open_storage
@@ -51,9 +54,11 @@ def study_data(study: optuna.Study, data_path: str | None = None, *,
         if not path:
             raise GsearchError(f"study '{study.study_name}' does not record its data file; pass --data")
         classes, features = recorded.get(records.CLASSES), recorded.get(records.FEATURES)
-        ds = load_dataset(path, classes=tuple(classes) if classes is not None else None,
+        kinds, task = recorded.get(records.KINDS), recorded.get(records.TASK, "classification")
+        ds = load_dataset(path, classes=tuple(classes) if classes and task != "regression" else None,
                           label=recorded.get(records.LABEL, LABEL_COLUMN),
                           features=tuple(features) if features is not None else None,
+                          kinds=tuple(kinds) if kinds is not None else None, task=task,
                           group=protocol.group)
     ds = protocol.prepare(ds)
     protocol.check(study, ds)
@@ -69,8 +74,19 @@ def trial_config(trial: optuna.trial.FrozenTrial) -> TrialConfig:
 
 
 @torch.inference_mode()
-def _predict(model: torch.nn.Module, X, device: torch.device):
-    return model(torch.as_tensor(X, device=device)).argmax(dim=1).cpu().numpy()
+def _outputs(model: torch.nn.Module, X, device: torch.device) -> np.ndarray:
+    return model(torch.as_tensor(X, device=device)).cpu().numpy()
+
+
+def test_report(ds: Dataset, outputs: np.ndarray, rows: np.ndarray) -> dict:
+    """The test split's full report: a classifier's scores, per-class report and confusion
+    matrix (models.metrics.classification_scores) with every classification metric; a
+    regression's RMSE, MAE, R^2 and its predictions against the actual values."""
+    y = ds.y[rows]
+    if ds.task == "regression":
+        return regression_report(y, outputs[:, 0])
+    report = classification_scores(y, outputs.argmax(axis=1), ds.classes)
+    return {**report, "scores": metric_scores("classification", outputs, y, len(ds.classes))}
 
 
 @dataclass(frozen=True)
@@ -92,8 +108,11 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
     (study_data)."""
     chosen, rule = chosen_trials(study, ensemble, pick)
     ds, split, protocol = study_data(study, data_path, ds=ds)
+    objectives = Objectives.of(study)
     rows = split.train_val
-    data = TrainData(X_train=ds.X[rows], y_train=ds.y[rows], n_classes=len(ds.classes))
+    encoding = encoding_of(ds, rows)
+    data = TrainData(X_train=encoded(ds, encoding, rows), y_train=ds.y[rows], n_classes=n_outputs(ds),
+                     task=ds.task)
     configs = [trial_config(t) for t in chosen]
     trained = train_population(configs, [data] * len(configs),   # before any test row is read
                                [t.user_attrs.get(records.TRIAL_SEED, 0) for t in chosen], device=device)
@@ -101,26 +120,25 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
         if model is None:
             raise DivergedError(f"trial #{trial.number} diverged when retrained on train+validation "
                                 f"({history.diverged}); export another with --ensemble")
-    X_test, y_test = ds.X[split.test], ds.y[split.test]
-    members = []
-    for trial, config, (model, history) in zip(chosen, configs, trained):
-        scores = classification_scores(y_test, _predict(model, X_test, device), ds.classes)
-        members.append(Member(config, trial.number, round(accuracy_of(trial), 4),
-                              scores["accuracy"], scores["macro_f1"]))
+    X_test = encoded(ds, encoding, split.test)
+    members = [Member(config, trial.number, round(score_of(trial), 4),
+                      _scores(test_report(ds, _outputs(model, X_test, device), split.test)))
+               for trial, config, (model, _) in zip(chosen, configs, trained)]
     models = [model for model, _ in trained]
-    model = models[0] if len(models) == 1 else Ensemble(models).eval()
-    report = classification_scores(y_test, _predict(model, X_test, device), ds.classes)
+    network = models[0] if len(models) == 1 else Ensemble(models, regression=ds.task == "regression").eval()
+    report = test_report(ds, _outputs(network, X_test, device), split.test)
     best = chosen[0]
-    objectives = Objectives.of(study)
+    metric = METRICS[objectives.metric].title
     manifest = ExportManifest(
         classes=ds.classes, features=ds.features, configs=tuple(configs),
-        members=tuple(members) if len(models) > 1 else (),
+        members=tuple(members) if len(models) > 1 else (), task=ds.task,
+        encoding=None if encoding.is_identity else encoding, metric=objectives.metric,
         study=study.study_name, trial_number=best.number,
-        validation_accuracy=round(accuracy_of(best), 4), pick=rule,
+        validation_score=round(score_of(best), 4), pick=rule,
         objectives=objectives.names, within_limits=feasible(best) if objectives.limits() else None,
-        objective=(f"{protocol.cv}-fold CV accuracy on train+validation" if protocol.cv > 1
-                   else "validation accuracy"),
-        test_accuracy=report["accuracy"], test_macro_f1=report["macro_f1"], n_test=report["n"],
+        objective=(f"{protocol.cv}-fold CV {metric} on train+validation" if protocol.cv > 1
+                   else f"validation {metric}"),
+        test_scores=_scores(report), n_test=report["n"],
         retrained_on_rows=int(len(rows)), train_seconds=round(sum(h.seconds for _, h in trained), 3),
         data_sha256=ds.sha256,
         clip_samples=ds.clip_samples,  # predict cuts longer audio into windows of this length
@@ -128,12 +146,20 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
                "split_seed": protocol.split_seed, "groups": protocol.groups,
                **({"test_fold": protocol.test_fold} if protocol.test_fold is not None else {}),
                **({"group": protocol.group} if protocol.group is not None else {})})
+    model = network if encoding.is_identity else Pipeline(Preprocess(encoding), network)
     manifest = save_model(model, manifest, out_dir)
     (out_dir / REPORT_FILE).write_text(json.dumps(manifest.report(report), indent=2) + "\n")
     what = f"trial {best.number}" if len(models) == 1 else f"ensemble of {len(models)} trials"
-    plot_confusion(report, out_dir / CONFUSION_FILE,
-                   f"{study.study_name} {what}: test accuracy {report['accuracy']:.1%}")
+    plot_test(ds.task, report, out_dir / manifest.plot_file, f"{study.study_name} {what}")
     return Exported(out_dir, manifest, report)
+
+
+def _scores(report: dict) -> dict[str, float]:
+    """The metrics of a test report: a regression's are at its top, a classifier's under
+    "scores" (accuracy and macro-F1 first, as gsearch-mlp/1 recorded them)."""
+    if "scores" not in report:
+        return {k: report[k] for k in ("rmse", "mae", "r2")}
+    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], **report["scores"]}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ Trial.report would cost a transaction per epoch, a quarter of the run for small 
 A multi-objective study (objectives.Objectives: accuracy against parameters or latency) is
 pruned exactly as a single-objective one: its trials keep their accuracy curves in a system
 attribute (Optuna refuses Trial.report there), and the pruner's local copy shows it as a
-single-objective study that maximizes accuracy (objectives.accuracy_trial). Every attribute
+single-objective study of its score (objectives.score_trial). Every attribute
 a trial gets is named in records.py. A finished
 trial is told its objective values, and its limits as Optuna constraints.
 """
@@ -63,26 +63,27 @@ class _LocalTrials:
     kept up to date locally (the curves we report, the system attributes a pruner writes),
     and the storage is re-read every _REFRESH_SECONDS for what other workers did. Pruning
     decisions are should_prune's, up to that staleness. A multi-objective study is shown as
-    the single-objective study of its accuracy (objectives.accuracy_trial).
+    the single-objective study of its score (objectives.score_trial).
     """
 
     def __init__(self, study: optuna.Study):
         self._storage = study_storage(study)
         self._study_id = study_id(study)
-        self._directions = [optuna.study.StudyDirection.MAXIMIZE]   # validation accuracy
+        direction = optuna.study.StudyDirection[obj.Objectives.of(study).direction("accuracy").upper()]
+        self._directions = [direction]   # the study's validation score
         self.mine: dict[int, optuna.trial.FrozenTrial] = {}    # our running trials by number
         self._others: dict[int, optuna.trial.FrozenTrial] = {}
         self._read_at = -math.inf
 
     def refresh(self, study: optuna.Study) -> None:
         if time.monotonic() - self._read_at > _REFRESH_SECONDS:
-            self._others = {t.number: obj.accuracy_trial(t) for t in study.get_trials(deepcopy=False)
+            self._others = {t.number: obj.score_trial(t) for t in study.get_trials(deepcopy=False)
                             if t.number not in self.mine}
             self._read_at = time.monotonic()
 
     def finished(self, trial: optuna.trial.FrozenTrial) -> None:
         self.mine.pop(trial.number, None)
-        self._others[trial.number] = obj.accuracy_trial(trial)
+        self._others[trial.number] = obj.score_trial(trial)
 
     # -- the storage methods pruners call -----------------------------------------------------
 
@@ -277,7 +278,7 @@ class TrialLoop:
         if result.history.diverged:
             run.diverged = result.history.diverged
         else:
-            run.accuracy[fold] = result.val_accuracy
+            run.accuracy[fold] = result.val_score
         run.done[fold] = result.done
 
     def _report_prune_finish(self) -> None:
@@ -305,7 +306,8 @@ class TrialLoop:
                 continue
             if prune:
                 value = run.frozen.intermediate_values[run.epoch]
-                reason = f"pruner stopped it after epoch {run.epoch + 1} (validation accuracy {value:.3f})"
+                reason = (f"pruner stopped it after epoch {run.epoch + 1} "
+                          f"({self.objectives.score_title} {value:.3f})")
                 self._end(run, TrialState.PRUNED, reason=reason)
             elif all(run.done):
                 self._end(run, TrialState.COMPLETE)

@@ -30,6 +30,7 @@ import torch
 
 from gsearch import GsearchError
 from gsearch.models.mlp import torch_latency_ms
+from gsearch.models.validation import METRICS
 from gsearch.search import records
 
 TrialState = optuna.trial.TrialState
@@ -74,14 +75,21 @@ LIMITS = {"max_params": "params", "max_latency_ms": "latency"}
 
 @dataclass(frozen=True)
 class Objectives:
-    """A study's objectives (accuracy first, then at most one cost) and its limits."""
+    """A study's objectives and its limits. The first objective is its score, named
+    "accuracy" whatever the study's `metric` (models.validation.METRICS: accuracy by default,
+    or e.g. balanced_accuracy, rmse): the validation score every trial reports, is pruned on
+    and is ranked by, maximized or minimized as the metric says; then at most one cost."""
 
     names: tuple[str, ...] = ("accuracy",)
     max_params: int | None = None
     max_latency_ms: float | None = None
+    metric: str = "accuracy"
 
     def __post_init__(self):
-        names = self.names
+        if self.metric not in METRICS:
+            raise GsearchError(f"unknown --metric {self.metric!r}; use one of {', '.join(METRICS)}")
+        names = tuple("accuracy" if n == "metric" else n for n in self.names)
+        object.__setattr__(self, "names", names)
         unknown = [n for n in names if n not in OBJECTIVES]
         if unknown:
             raise GsearchError(f"unknown objective {unknown[0]!r}; use accuracy, or accuracy and "
@@ -96,21 +104,25 @@ class Objectives:
 
     @classmethod
     def parse(cls, text: str, *, max_params: int | None = None,
-              max_latency_ms: float | None = None) -> "Objectives":
+              max_latency_ms: float | None = None, metric: str = "accuracy") -> "Objectives":
+        """--objectives: "accuracy" (or "metric": the study's --metric), then a cost."""
         names = tuple(n.strip() for n in text.split(",") if n.strip())
-        return cls(names, max_params, max_latency_ms)
+        return cls(names, max_params, max_latency_ms, metric)
 
     # -- what the study records ------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "names": list(self.names)}
+        data = {**asdict(self), "names": list(self.names)}
+        if self.metric == "accuracy":   # as studies made before --metric recorded it
+            del data["metric"]
+        return data
 
     @classmethod
     def of(cls, study: optuna.Study) -> "Objectives":
         """What a study recorded (accuracy alone for a study made before objectives)."""
         recorded = study.user_attrs.get(records.OBJECTIVES) or {}
         return cls(tuple(recorded.get("names", ("accuracy",))), recorded.get("max_params"),
-                   recorded.get("max_latency_ms"))
+                   recorded.get("max_latency_ms"), recorded.get("metric", "accuracy"))
 
     def check(self, study: optuna.Study) -> None:
         """Refuse to resume a study with other objectives or limits than it was made with."""
@@ -122,7 +134,7 @@ class Objectives:
 
     def record(self, study: optuna.Study) -> None:
         study.set_user_attr(records.OBJECTIVES, self.to_dict())
-        study.set_metric_names([OBJECTIVES[n].metric for n in self.names])
+        study.set_metric_names([self.title(n) for n in self.names])
 
     # -- descriptions ----------------------------------------------------------------------
 
@@ -131,8 +143,29 @@ class Objectives:
         return len(self.names) > 1
 
     @property
+    def maximize(self) -> bool:
+        """Whether a higher score is better (the metric's direction)."""
+        return METRICS[self.metric].maximize
+
+    @property
+    def score_title(self) -> str:
+        """The score in words: "validation accuracy", "validation RMSE", ..."""
+        return f"validation {METRICS[self.metric].title}"
+
+    def title(self, name: str) -> str:
+        """An objective's name for the dashboard and reports."""
+        return self.score_title if name == "accuracy" else OBJECTIVES[name].metric
+
+    def direction(self, name: str) -> str:
+        return METRICS[self.metric].direction if name == "accuracy" else OBJECTIVES[name].direction
+
+    @property
     def directions(self) -> list[str]:
-        return [OBJECTIVES[n].direction for n in self.names]
+        return [self.direction(n) for n in self.names]
+
+    def gain(self, trial: FrozenTrial) -> float:
+        """A completed trial's score, oriented so that higher is better (ranking, fronts)."""
+        return score_of(trial) if self.maximize else -score_of(trial)
 
     @property
     def cost(self) -> str | None:
@@ -144,14 +177,15 @@ class Objectives:
         return {LIMITS[k]: getattr(self, k) for k in LIMITS if getattr(self, k) is not None}
 
     def options(self) -> str:
-        text = f"--objectives {','.join(self.names)}"
+        text = (f"--metric {self.metric} " if self.metric != "accuracy" else "") + \
+            f"--objectives {','.join(self.names)}"
         for key in LIMITS:
             if getattr(self, key) is not None:
                 text += f" --{key.replace('_', '-')} {getattr(self, key)}"
         return text
 
     def describe(self) -> str:
-        return ", ".join(f"{OBJECTIVES[n].direction} {OBJECTIVES[n].metric}" for n in self.names)
+        return ", ".join(f"{self.direction(n)} {self.title(n)}" for n in self.names)
 
     # -- a finished trial ------------------------------------------------------------------
 
@@ -170,8 +204,9 @@ class Objectives:
 
 # -- reading trials ---------------------------------------------------------------------------
 
-def accuracy_of(trial: FrozenTrial) -> float:
-    """A completed trial's validation accuracy (its value, or its first value)."""
+def score_of(trial: FrozenTrial) -> float:
+    """A completed trial's validation score, in its metric's units (its value, or its first
+    value)."""
     return trial.values[0]
 
 
@@ -184,23 +219,23 @@ def feasible(trial: FrozenTrial) -> bool:
 
 
 def curve(trial: FrozenTrial) -> dict[int, float]:
-    """A trial's validation accuracy per epoch, whichever way the study kept it."""
+    """A trial's validation score per epoch, whichever way the study kept it."""
     kept = trial.system_attrs.get(records.CURVE)
     return dict(enumerate(kept)) if kept is not None else dict(trial.intermediate_values)
 
 
-def accuracy_trial(trial: FrozenTrial) -> FrozenTrial:
-    """The trial as a single-objective (maximize accuracy) study would hold it: its curve as
-    intermediate values, its accuracy as its value, and a pruned trial's value its last
-    reported accuracy (as Optuna's tell gives one). Trials of a single-objective study come
-    back as they are."""
+def score_trial(trial: FrozenTrial) -> FrozenTrial:
+    """The trial as a single-objective study of its score would hold it: its curve as
+    intermediate values, its score as its value, and a pruned trial's value its last reported
+    score (as Optuna's tell gives one). Trials of a single-objective study come back as they
+    are."""
     if records.CURVE not in trial.system_attrs:
         return trial
     values = curve(trial)
     single = copy.copy(trial)
     single.intermediate_values = values
     if trial.state == TrialState.COMPLETE:
-        single.values = [accuracy_of(trial)]
+        single.values = [score_of(trial)]
     elif trial.state == TrialState.PRUNED and values:
         single.values = [values[max(values)]]
     else:
@@ -208,14 +243,15 @@ def accuracy_trial(trial: FrozenTrial) -> FrozenTrial:
     return single
 
 
-def accuracy_study(study: optuna.Study) -> optuna.Study:
-    """An in-memory single-objective copy of a study (accuracy, curves as intermediate
+def score_study(study: optuna.Study) -> optuna.Study:
+    """An in-memory single-objective copy of a study (its score, curves as intermediate
     values), for the plots written for one objective. A single-objective study as it is."""
     if len(study.directions) == 1:
         return study
-    copy_ = optuna.create_study(study_name=study.study_name, direction="maximize",
+    copy_ = optuna.create_study(study_name=study.study_name,
+                                direction=Objectives.of(study).direction("accuracy"),
                                 storage=optuna.storages.InMemoryStorage())
-    trials = [accuracy_trial(t) for t in study.get_trials(deepcopy=False)
+    trials = [score_trial(t) for t in study.get_trials(deepcopy=False)
               if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     copy_.add_trials([t for t in trials if t.state != TrialState.PRUNED or t.values is not None])
     for key, value in study.user_attrs.items():

@@ -58,6 +58,7 @@ from gsearch.data.load import Dataset
 from gsearch.models.population import resolve_device
 from gsearch.search import records
 from gsearch.search.loop import Callback, Space, TrialLoop
+from gsearch.search.objectives import Objectives
 from gsearch.search._spawn import spawning, start_workers_server, worker_cap
 from gsearch.search.progress import Progress, summary
 from gsearch.search.protocol import Protocol
@@ -269,7 +270,9 @@ def _loop(study: _Study, ds: Dataset, run: _Run, *, slot: int, budget: _Budget,
     def account(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         budget.release(slot, finished(trial), trial.number)
 
-    loop = TrialLoop(study, Protocol.of(study).trial_data(ds), space=run.space,
+    metric = Objectives.of(study).metric   # what each trial's validation is scored by
+    data = [dataclasses.replace(d, metric=metric) for d in Protocol.of(study).trial_data(ds)]
+    loop = TrialLoop(study, data, space=run.space,
                      device=resolve_device(run.device), seed=run.seed, size=run.population,
                      callbacks=[account, *callbacks], claim=lambda force=False: budget.claim(slot, force),
                      lock=budget.lock, stop=lambda: interrupt.requested,

@@ -9,7 +9,7 @@ import time
 import optuna
 from tqdm.auto import tqdm
 
-from gsearch.search.objectives import OBJECTIVES, Objectives, accuracy_of, feasible
+from gsearch.search.objectives import OBJECTIVES, Objectives, feasible, score_of
 from gsearch.search.selection import pareto_front
 from gsearch.search.study import state_counts
 
@@ -22,14 +22,15 @@ the environment variable GSEARCH_PROGRESS_SECONDS overrides it."""
 
 
 class Progress:
-    """Optuna callback: trials done / total, best validation accuracy, pruned count. On a
+    """Optuna callback: trials done / total, best validation score, pruned count. On a
     terminal a tqdm bar; elsewhere (a pipe, a file, a CI log) a plain line on stderr when a
     trial finishes at least `PROGRESS_SECONDS` after the previous line, not tqdm's
     carriage-return bar."""
 
     def __init__(self, study: optuna.Study, total: int):
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        self.best = max((accuracy_of(t) for t in complete), default=None)
+        self.gain = Objectives.of(study).gain
+        self.best = max(complete, key=self.gain, default=None)   # the best completed trial
         self.pruned = 0
         self.done = 0
         self.total = total
@@ -40,11 +41,12 @@ class Progress:
         self.last = time.monotonic()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == TrialState.COMPLETE and (self.best is None or accuracy_of(trial) > self.best):
-            self.best = accuracy_of(trial)
+        if trial.state == TrialState.COMPLETE and (self.best is None
+                                                   or self.gain(trial) > self.gain(self.best)):
+            self.best = trial
         self.pruned += trial.state == TrialState.PRUNED
         self.done += 1
-        best = "-" if self.best is None else f"{self.best:.3f}"
+        best = "-" if self.best is None else f"{score_of(self.best):.3f}"
         if self.bar is not None:
             self.bar.set_postfix_str(f"best={best} pruned={self.pruned}", refresh=False)
             self.bar.update(1)
@@ -95,15 +97,15 @@ def summary(study: optuna.Study) -> str:
     objectives = Objectives.of(study)
     if counts["complete"] and objectives.multi:
         front = pareto_front([t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                              if feasible(t)])
+                              if feasible(t)], objectives)
         cost = OBJECTIVES[objectives.cost]
         lines.append(f"Pareto front ({objectives.describe()}): {len(front)} trials")
-        lines += [f"  trial #{t.number}: validation accuracy {t.values[0]:.4f}, {cost.metric} "
+        lines += [f"  trial #{t.number}: {objectives.score_title} {t.values[0]:.4f}, {cost.metric} "
                   f"{cost.show(t.values[1])}" for t in front]
     elif counts["complete"]:
         best = study.best_trial
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in best.params.items())
-        lines.append(f"best trial #{best.number}: validation accuracy {best.value:.4f}")
+        lines.append(f"best trial #{best.number}: {objectives.score_title} {best.value:.4f}")
         lines.append(f"  {params}")
     return "\n".join(lines)

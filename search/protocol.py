@@ -50,8 +50,8 @@ class Protocol:
     group: str | None = None  # or a column of the table: rows with one value stay together
 
     # Recorded keys that must match between the runs and exports of one study.
-    GUARDED = (records.DATA_SHA256, records.FEATURES, records.LABEL, "split_seed", "test_size",
-               "val_size", "cv", "groups", "test_fold", "group")
+    GUARDED = (records.DATA_SHA256, records.FEATURES, records.KINDS, records.LABEL, records.TASK,
+               "split_seed", "test_size", "val_size", "cv", "groups", "test_fold", "group")
     GROUPS = ("track", "artist")
 
     def __post_init__(self):
@@ -121,12 +121,19 @@ class Protocol:
 
     def trial_data(self, ds: Dataset) -> list[TrainData]:
         """What one trial trains and validates on: the validation split, or the CV folds of
-        train+validation (grouped as the protocol says). The test split is never part of it."""
+        train+validation (grouped as the protocol says), each encoded (data.encode) as fitted
+        on its own training rows. The test split is never part of it."""
+        from gsearch.data.encode import encoded, encoding_of   # lazy: see the imports
         from gsearch.models.population import TrainData   # lazy: see the imports
 
         ds, folds = self._folds(ds)
-        return [TrainData(X_train=ds.X[train], y_train=ds.y[train], n_classes=len(ds.classes),
-                          X_val=ds.X[val], y_val=ds.y[val]) for train, val in folds]
+        data = []
+        for train, val in folds:
+            encoding = encoding_of(ds, train)
+            data.append(TrainData(X_train=encoded(ds, encoding, train), y_train=ds.y[train],
+                                  n_classes=n_outputs(ds), X_val=encoded(ds, encoding, val),
+                                  y_val=ds.y[val], task=ds.task))
+        return data
 
     def train_rows(self, ds: Dataset) -> int:
         """The rows one trial trains on (a fold's under --cv): what its search space is sized
@@ -134,10 +141,15 @@ class Protocol:
         return len(self._folds(ds)[1][0][0])
 
     def fingerprint(self, ds: Dataset) -> dict:
-        """What a study records about its data and protocol (study user attributes)."""
+        """What a study records about its data and protocol (study user attributes); the kinds
+        and the task only where they are not what a study made before them means (all numeric,
+        classification)."""
+        kinds = {records.KINDS: list(ds.kinds)} if "categorical" in ds.kinds else {}
+        task = {records.TASK: ds.task} if ds.task != "classification" else {}
         return {records.DATA_SHA256: ds.sha256, records.DATA_PATH: ds.path,
                 records.N_ROWS: int(len(ds.y)), records.CLASSES: list(ds.classes),
-                records.FEATURES: list(ds.features), records.LABEL: ds.label, **asdict(self)}
+                records.FEATURES: list(ds.features), **kinds, records.LABEL: ds.label, **task,
+                **asdict(self)}
 
     @classmethod
     def of(cls, study: optuna.Study) -> "Protocol":
@@ -155,8 +167,12 @@ class Protocol:
     def check(self, study: optuna.Study, ds: Dataset) -> None:
         """Refuse other data or protocol options than the study was made with."""
         expected = self.fingerprint(ds)
-        # studies made before --cv used the split, before --groups the tracks
+        # studies made before --cv used the split, before --groups the tracks; kinds and task
+        # are recorded where they are not all numeric and classification
         recorded = {"cv": 1, "groups": "track", "test_fold": None, "group": None, **study.user_attrs}
+        for key in (records.KINDS, records.TASK):
+            recorded.setdefault(key, None)
+            expected.setdefault(key, None)
         for key in self.GUARDED:
             if key in recorded and recorded[key] != expected[key]:
                 made = _data_name(recorded.get(records.DATA_PATH))
@@ -178,6 +194,11 @@ class Protocol:
                     f"study '{study.study_name}' was made with {key}={recorded[key]!r} "
                     f"(data {made}), this run has {key}={expected[key]!r}; "
                     "use the same data and split options, or a new --study name")
+
+
+def n_outputs(ds: Dataset) -> int:
+    """The network's outputs for a dataset: one per class, or one number (a regression)."""
+    return 1 if ds.task == "regression" else len(ds.classes)
 
 
 def _data_name(path: str | None) -> str:

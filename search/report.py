@@ -16,21 +16,21 @@ from optuna.trial import TrialState
 
 from gsearch import GsearchError
 from gsearch.search import records
-from gsearch.search.objectives import OBJECTIVES, Objectives, accuracy_study, feasible
+from gsearch.search.objectives import OBJECTIVES, Objectives, feasible, score_study
 from gsearch.search.selection import pareto_front
 from gsearch.search.storage import open_storage
-from gsearch.search.study import OBJECTIVE_NAME, load_study, set_log_level, state_counts
+from gsearch.search.study import load_study, set_log_level, state_counts
 
 DPI = 100
 # plot name -> (title, PNG size in inches)
 PLOTS = {
-    "optimization_history": ("Validation accuracy per trial", (10, 5.5)),
-    "intermediate_values": ("Learning curves: validation accuracy per epoch", (10, 5.5)),
+    "optimization_history": ("{score} per trial", (10, 5.5)),
+    "intermediate_values": ("Learning curves: {score} per epoch", (10, 5.5)),
     "param_importances": ("Which hyperparameters mattered (fANOVA importance)", (10, 5.5)),
     "parallel_coordinate": ("Hyperparameters of the completed trials", (14, 6)),
 }
 # added for a study with several objectives
-PARETO_PLOTS = {"pareto_front": ("Pareto front: validation accuracy against cost", (10, 6))}
+PARETO_PLOTS = {"pareto_front": ("Pareto front: {score} against cost", (10, 6))}
 
 
 def load_finished_study(storage: str, name: str) -> optuna.Study | None:
@@ -52,17 +52,22 @@ def default_folder(study_name: str) -> Path:
 
 
 def plots_of(study: optuna.Study) -> dict:
-    """The plots drawn for a study: PLOTS, and PARETO_PLOTS when it has several objectives."""
-    return {**PLOTS, **PARETO_PLOTS} if len(study.directions) > 1 else PLOTS
+    """The plots drawn for a study: PLOTS, and PARETO_PLOTS when it has several objectives,
+    titled with the study's score ("validation accuracy", "validation RMSE", ...)."""
+    plots = {**PLOTS, **PARETO_PLOTS} if len(study.directions) > 1 else PLOTS
+    score = Objectives.of(study).score_title
+    titles = {name: title.format(score=score) for name, (title, _) in plots.items()}
+    return {name: (titles[name][0].upper() + titles[name][1:], size)
+            for name, (_, size) in plots.items()}
 
 
 def _figures(study: optuna.Study, plots) -> dict:
     """Plot name -> what optuna's `plots` module (matplotlib or plotly) draws for it."""
-    target = {"target_name": OBJECTIVE_NAME}
     objectives = Objectives.of(study)
+    target = {"target_name": objectives.score_title}
     if objectives.multi:
-        single = accuracy_study(study)
-        names = [OBJECTIVES[n].metric for n in objectives.names]
+        single = score_study(study)
+        names = [objectives.title(n) for n in objectives.names]
         return {**_figures(single, plots),
                 "pareto_front": lambda: plots.plot_pareto_front(study, target_names=names)}
     return {
@@ -90,10 +95,11 @@ def _style_learning_curves(ax, study: optuna.Study) -> None:
         line.set(color=color, alpha=alpha, linewidth=width, marker="", markersize=0,
                  label=label if label not in seen else "_nolegend_")
         seen.add(label)
+    objectives = Objectives.of(study)
     if seen:
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower right" if objectives.maximize else "upper right")
     ax.set_xlabel("epoch")
-    ax.set_ylabel(OBJECTIVE_NAME)
+    ax.set_ylabel(objectives.score_title)
 
 
 def _png(study: optuna.Study, name: str, draw, path: Path) -> None:
@@ -108,7 +114,7 @@ def _png(study: optuna.Study, name: str, draw, path: Path) -> None:
         ax = draw()
         fig = ax.figure
         if name == "intermediate_values":
-            _style_learning_curves(ax, accuracy_study(study))
+            _style_learning_curves(ax, score_study(study))
         if name == "pareto_front":
             ax.set_yscale("log")   # costs span orders of magnitude
         if name == "parallel_coordinate":
@@ -126,7 +132,7 @@ def _html(study: optuna.Study, name: str, draw, path: Path) -> None:
     fig = draw()
     fig.update_layout(title=f"{study.study_name}: {plots_of(study)[name][0]}")
     if name == "intermediate_values":
-        fig.update_layout(xaxis_title="epoch", yaxis_title=OBJECTIVE_NAME)
+        fig.update_layout(xaxis_title="epoch", yaxis_title=Objectives.of(study).score_title)
     if name == "pareto_front":
         fig.update_yaxes(type="log")
     # "directory": one plotly.min.js beside the pages instead of 4 MB in each, no CDN needed
@@ -136,19 +142,20 @@ def _html(study: optuna.Study, name: str, draw, path: Path) -> None:
 def _pareto_lines(study: optuna.Study) -> list[str]:
     objectives = Objectives.of(study)
     front = pareto_front([t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                          if feasible(t)])
+                          if feasible(t)], objectives)
     cost = OBJECTIVES[objectives.cost]
     limits = "".join(f"; {OBJECTIVES[n].metric} at most {v:g}" for n, v in objectives.limits().items())
     return [f"Pareto front ({objectives.describe()}{limits}): {len(front)} trials", "",
-            f"| trial | validation accuracy | {cost.metric} |", "|---|---|---|",
+            f"| trial | {objectives.score_title} | {cost.metric} |", "|---|---|---|",
             *(f"| {t.number} | {t.values[0]:.4f} | {cost.show(t.values[1])} |" for t in front), ""]
 
 
 def _summary(study: optuna.Study, storage_url: str, skipped: dict[str, str]) -> str:
     counts = state_counts(study)
-    multi = Objectives.of(study).multi
+    objectives = Objectives.of(study)
+    multi = objectives.multi
     try:
-        best = accuracy_study(study).best_trial
+        best = score_study(study).best_trial
     except ValueError:   # Optuna: no feasible trial
         raise GsearchError(f"study '{study.study_name}' has no completed trial within its limits "
                            f"({Objectives.of(study).options()}); run more trials") from None
@@ -159,15 +166,17 @@ def _summary(study: optuna.Study, storage_url: str, skipped: dict[str, str]) -> 
              f"{len(study.trials)} trials: {counts['complete']} complete, {counts['pruned']} pruned, "
              f"{counts['fail']} failed, {counts['running']} running.", "",
              *(_pareto_lines(study) if multi else []),
-             f"**Best: trial #{best.number}, {OBJECTIVE_NAME} {best.value:.4f}**", "",
+             f"**Best: trial #{best.number}, {objectives.score_title} {best.value:.4f}**", "",
              "| parameter | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
               for k, v in best.params.items()]
     export = attrs.get(records.EXPORT)
     if export:
-        lines += ["", f"export-best (trial #{export['trial_number']}): test accuracy "
-                      f"{export['test_accuracy']:.4f}, test macro-F1 {export['test_macro_f1']:.4f} "
-                      f"on {export['n_test']} held-out rows."]
+        scores = export.get("test_scores") or {"accuracy": export["test_accuracy"],
+                                               "macro-F1": export["test_macro_f1"]}
+        shown = ", ".join(f"test {name} {value:.4f}" for name, value in scores.items())
+        lines += ["", f"export-best (trial #{export['trial_number']}): {shown} on "
+                      f"{export['n_test']} held-out rows."]
     lines += ["", "## Plots", ""]
     for name, (title, _) in plots_of(study).items():
         if name in skipped:

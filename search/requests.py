@@ -24,7 +24,9 @@ from typing import Callable
 
 from gsearch import GsearchError
 from gsearch.data.files import check_readable
+from gsearch.data.schema import TASKS
 from gsearch.data.schema import ARTIST_FOLDS, LABEL_COLUMN
+from gsearch.models.validation import METRICS
 from gsearch.search.protocol import Protocol
 from gsearch.search.storage import DEFAULT_STORAGE, check_study_name, check_url, safe_url
 from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_PRUNER, DEFAULT_STUDY
@@ -69,6 +71,19 @@ def check_test_folds(folds: tuple[int, ...], shown: str) -> None:
                            f"{', '.join(map(str, ARTIST_FOLDS))}, got {shown!r}; e.g. 1,2,3")
 
 
+def _check_task(task: str, metric: str | None) -> None:
+    """A known task, and a metric that scores it (when the task is given, not auto)."""
+    if task not in TASKS:
+        raise GsearchError(f"unknown --task {task!r}; use {', '.join(TASKS)}")
+    if metric is None:
+        return
+    if metric not in METRICS:
+        raise GsearchError(f"unknown --metric {metric!r}; use one of {', '.join(METRICS)}")
+    if task != "auto" and METRICS[metric].task != task:
+        raise GsearchError(f"--metric {metric} scores a {METRICS[metric].task}, --task is {task}: "
+                           f"use one of {', '.join(n for n, m in METRICS.items() if m.task == task)}")
+
+
 def _positive(**values) -> None:
     for name, value in values.items():
         if value is not None and value < 1:
@@ -83,6 +98,9 @@ class RunRequest:
     data: Path | None = None            # None: data.load.resolve_data's default
     label: str = LABEL_COLUMN
     drop: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()   # columns read as categories (text ones are anyway)
+    task: str = "auto"                  # classification, regression or auto (data.columns.task_of)
+    metric: str | None = None           # models.validation.METRICS; None: the task's default
     protocol: Protocol = Protocol()
     storage: str = DEFAULT_STORAGE
     study: str = DEFAULT_STUDY
@@ -109,6 +127,7 @@ class RunRequest:
     def check(self) -> None:
         _positive(trials=self.trials, workers=self.workers, population=self.population,
                   threads=self.threads)
+        _check_task(self.task, self.metric)
         check_device(self.device)
         if self.data is not None:
             check_readable(self.data)
@@ -155,6 +174,9 @@ class EvaluateRequest:
     data: Path | None = None
     label: str = LABEL_COLUMN
     drop: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    task: str = "auto"
+    metric: str | None = None
     protocol: Protocol = Protocol()
     storage: str | None = None          # None: search.evaluate.DEFAULT_EVAL_STORAGE
     out: Path = Path("evaluation")
@@ -168,6 +190,7 @@ class EvaluateRequest:
 
     def check(self) -> None:
         _positive(trials=self.trials, ensemble=self.ensemble, threads=self.threads)
+        _check_task(self.task, self.metric)
         shown = ",".join(map(str, self.split_seeds))
         if not self.split_seeds or len(set(self.split_seeds)) != len(self.split_seeds):
             raise GsearchError(f"--split-seeds needs distinct integers, got {shown!r}; e.g. 42,0,1")

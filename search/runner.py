@@ -11,15 +11,17 @@ that says which --trials finishes the run's count.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
+import numpy as np
 import optuna
 import torch
 
 from gsearch import Interrupted
-from gsearch.data.load import describe_data, load_dataset, resolve_data
+from gsearch.data.load import Dataset, describe_data, load_dataset, resolve_data
 from gsearch.models.population import resolve_device
+from gsearch.models.validation import DEFAULT_METRIC, check_metric
 from gsearch.search._spawn import cpu_count, worker_cap
 from gsearch.search.export import Published, publish
 from gsearch.search.objectives import Objectives
@@ -46,6 +48,35 @@ class RunOutcome:
         return state_counts(self.study)["complete"]
 
 
+def table_metric(ds: Dataset, metric: str | None) -> str:
+    """The metric a search of `ds` optimizes: `metric` (checked against the table's task and
+    classes), or its task's default."""
+    metric = metric or DEFAULT_METRIC[ds.task]
+    check_metric(metric, ds.task, len(ds.classes))
+    return metric
+
+
+def describe_table(ds: Dataset, asked: str = "auto") -> str:
+    """The task and what the table holds, for the run's first lines: "regression (label
+    'target': numbers, auto), 2 categorical features, 19 empty cells, 3 rows without a label
+    left out"."""
+    how = "auto" if asked == "auto" else "--task"
+    what = (f"{ds.task} (label {ds.label!r}: {len(ds.classes)} classes, {how})"
+            if ds.task == "classification" else f"{ds.task} (label {ds.label!r}: numbers, {how})")
+    categorical = [f for f, k in zip(ds.features, ds.kinds) if k == "categorical"]
+    parts = [what]
+    if categorical:
+        parts.append(f"{len(categorical)} categorical feature(s): {', '.join(categorical[:5])}"
+                     + (" ..." if len(categorical) > 5 else ""))
+    numeric = np.array([k != "categorical" for k in ds.kinds] or [True] * len(ds.features))
+    empty = int(np.isnan(ds.X[:, numeric]).sum()) + int(np.isnan(ds.X[:, ~numeric]).sum())
+    if empty:
+        parts.append(f"{empty:,} empty cells (filled in as the training rows say)")
+    if ds.unlabelled:
+        parts.append(f"{ds.unlabelled:,} row(s) without a label left out")
+    return ", ".join(parts)
+
+
 def setup_torch(threads: int, device: str) -> torch.device:
     """Torch's CPU threads, and the device name resolved once (auto: CUDA when there is one)."""
     torch.set_num_threads(threads)
@@ -66,9 +97,11 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
     protocol = request.protocol
     # data errors surface before the storage is touched
     ds = protocol.prepare(load_dataset(resolve_data(request.data), label=request.label,
-                                       drop=request.drop, group=protocol.group))
+                                       drop=request.drop, group=protocol.group,
+                                       categorical=request.categorical, task=request.task))
+    objectives = replace(objectives, metric=table_metric(ds, request.metric))
     split = protocol.split(ds)                  # and split errors (too few tracks of a class)
-    sized = SearchSpace(protocol.train_rows(ds))   # what open_study sizes a new study's space to
+    sized = SearchSpace.for_table(ds, protocol.train_rows(ds))   # a new study's space
     strategy = Strategy(request.sampler, request.pruner, request.seed, parse_fixed(request.fix, sized))
     warm = []   # read before this run's study is touched: a bad source leaves it as it was
     source = request.warm_start_storage or request.storage
@@ -80,10 +113,12 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
                        request.study, protocol=protocol, ds=ds, strategy=strategy,
                        objectives=objectives, space=sized, space_name=space_name(space))
     echo(f"data: {describe_data(ds)}")
+    if ds.task == "regression" or "categorical" in ds.kinds or request.metric or ds.unlabelled:
+        echo(f"table: {describe_table(ds, request.task)}")
     if protocol.grouping != "track":
         echo(f"protocol: {protocol.describe()}")
-    made, gtzan = SearchSpace.of(study), SearchSpace()
-    if (made.batch_sizes, made.epochs) != (gtzan.batch_sizes, gtzan.epochs):   # GTZAN's: no word
+    made = SearchSpace.of(study)
+    if made != SearchSpace(made.rows) or made.epochs != SearchSpace().epochs:   # GTZAN's: no word
         echo(f"search space: {made.describe()}")
     if request.warm_start:
         before = len(study.get_trials(deepcopy=False))

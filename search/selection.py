@@ -19,7 +19,7 @@ import numpy as np
 import optuna
 
 from gsearch import GsearchError
-from gsearch.search.objectives import Objectives, accuracy_of, cost_of, feasible
+from gsearch.search.objectives import Objectives, cost_of, feasible
 
 TrialState = optuna.trial.TrialState
 FrozenTrial = optuna.trial.FrozenTrial
@@ -92,20 +92,22 @@ def candidates(study: optuna.Study) -> list[FrozenTrial]:
     return ok
 
 
-def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials no other trial beats on both accuracy (higher) and cost (lower), by
+def pareto_front(trials: list[FrozenTrial], objectives: Objectives = Objectives()) -> list[FrozenTrial]:
+    """The trials no other trial beats on both score (better) and cost (lower), by
     ascending cost."""
-    ordered = sorted(trials, key=lambda t: (cost_of(t), -accuracy_of(t), t.number))
+    gain = objectives.gain
+    ordered = sorted(trials, key=lambda t: (cost_of(t), -gain(t), t.number))
     front, best = [], -math.inf
     for t in ordered:
-        if accuracy_of(t) > best:
+        if gain(t) > best:
             front.append(t)
-            best = accuracy_of(t)
+            best = gain(t)
     return front
 
 
-def knee(front: list[FrozenTrial]) -> FrozenTrial:
-    """The knee of a Pareto front (ascending cost). Each trial's accuracy a and cost c are
+def knee(front: list[FrozenTrial], objectives: Objectives = Objectives()) -> FrozenTrial:
+    """The knee of a Pareto front (ascending cost). Each trial's score a (oriented: higher is
+    better) and cost c are
     normalized over the front: a' = (a - a_min) / (a_max - a_min) and
     c' = (log c - log c_min) / (log c_max - log c_min) (costs span orders of magnitude).
     The cheapest trial is then (0, 0), the most accurate (1, 1), and the knee is the trial
@@ -113,7 +115,7 @@ def knee(front: list[FrozenTrial]) -> FrozenTrial:
     A front of one or two trials has no knee above that line: the most accurate is taken."""
     if len(front) <= 2:
         return front[-1]
-    acc = np.array([accuracy_of(t) for t in front])
+    acc = np.array([objectives.gain(t) for t in front])
     cost = np.log(np.maximum([cost_of(t) for t in front], 1e-12))
     a = (acc - acc.min()) / (np.ptp(acc) or 1.0)
     c = (cost - cost.min()) / (np.ptp(cost) or 1.0)
@@ -136,19 +138,21 @@ def pick_trial(study: optuna.Study, pick: Pick) -> FrozenTrial:
             pick.notes.append(f"trial {trial.number} is over the study's limits {trial.constraints}")
         return trial
     ok = candidates(study)
+    objectives = Objectives.of(study)
+    gain = objectives.gain
     if pick.rule == "accuracy":
-        key = (lambda t: (-accuracy_of(t), cost_of(t), t.number)) if len(study.directions) > 1 \
-            else (lambda t: (-accuracy_of(t), t.number))
+        key = (lambda t: (-gain(t), cost_of(t), t.number)) if len(study.directions) > 1 \
+            else (lambda t: (-gain(t), t.number))
         return min(ok, key=key)
     if len(study.directions) == 1:
         raise GsearchError(f"--pick {pick.rule} needs a multi-objective study (gsearch run "
                            "--objectives accuracy,params); this one optimizes accuracy alone: "
                            "use --pick accuracy, --trial N or --ensemble K")
     if pick.rule == "knee":
-        return knee(pareto_front(ok))
-    best = max(accuracy_of(t) for t in ok)
-    close = [t for t in ok if accuracy_of(t) >= best - pick.within - 1e-12]
-    return min(close, key=lambda t: (cost_of(t), -accuracy_of(t), t.number))
+        return knee(pareto_front(ok, objectives), objectives)
+    best = max(gain(t) for t in ok)
+    close = [t for t in ok if gain(t) >= best - pick.within - 1e-12]
+    return min(close, key=lambda t: (cost_of(t), -gain(t), t.number))
 
 
 def top_trials(study: optuna.Study, k: int | None = 1) -> list[FrozenTrial]:
@@ -161,7 +165,8 @@ def top_trials(study: optuna.Study, k: int | None = 1) -> list[FrozenTrial]:
         raise GsearchError(f"--ensemble {k} needs {k} completed trials, study "
                            f"'{study.study_name}' has {len(complete)}; run more trials or "
                            f"use --ensemble {len(complete)}")
-    return sorted(complete, key=lambda t: (-accuracy_of(t), t.number))[:k]
+    gain = Objectives.of(study).gain
+    return sorted(complete, key=lambda t: (-gain(t), t.number))[:k]
 
 
 def chosen_trials(study: optuna.Study, ensemble: int | None,
@@ -182,4 +187,5 @@ def chosen_trials(study: optuna.Study, ensemble: int | None,
                                "which export one trial; drop one of them")
         return [pick_trial(study, pick)], pick.describe()
     chosen = top_trials(study, ensemble)
-    return chosen, "accuracy" if len(chosen) == 1 else f"top-{len(chosen)} by accuracy"
+    by = Objectives.of(study).metric
+    return chosen, by if len(chosen) == 1 else f"top-{len(chosen)} by {by}"

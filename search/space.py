@@ -41,6 +41,9 @@ PARAMETERS = ("n_layers", "width", "batch_norm", "lr", "lr_schedule", "batch_siz
 # Up to this many training rows the space is the one tuned on GTZAN (640 training rows):
 # batches of 32-128 rows, 20-100 epochs. Larger tables get larger batches and fewer epochs.
 REFERENCE_ROWS = 1000
+# Classes are imbalanced (and class_weight is searched) when the largest has more than this
+# many times the rows of the smallest.
+IMBALANCE = 1.5
 MAX_EPOCHS = 100   # the longest trial of any space (a table of REFERENCE_ROWS rows or fewer)
 
 
@@ -62,6 +65,9 @@ class SearchSpace:
     """
 
     rows: int = 640   # training rows of one trial (GTZAN's by default)
+    task: str = "classification"   # a regression searches its loss, not label smoothing
+    class_weight: bool = False     # search class_weight (none, balanced): imbalanced classes
+    linear: bool = False           # n_layers from 0: a linear model is in the space
 
     @property
     def batch_sizes(self) -> tuple[int, int, int]:
@@ -82,9 +88,10 @@ class SearchSpace:
 
     def __call__(self, trial: optuna.Trial) -> TrialConfig:
         low, high, step = self.epochs
+        classification = self.task == "classification"
         return TrialConfig(
             # architecture
-            n_layers=trial.suggest_int("n_layers", 1, 3),
+            n_layers=trial.suggest_int("n_layers", 0 if self.linear else 1, 3),
             width=trial.suggest_int("width", 32, 256, log=True),
             batch_norm=trial.suggest_categorical("batch_norm", [True, False]),
             # optimisation (AdamW; lr is the peak rate of onecycle / the start of cosine)
@@ -95,8 +102,12 @@ class SearchSpace:
             # regularization
             dropout=trial.suggest_float("dropout", 0.0, 0.6),
             weight_decay=trial.suggest_float("weight_decay", 1e-5, 1e-1, log=True),
-            label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.2),
+            label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.2) if classification else 0.0,
             input_noise=trial.suggest_float("input_noise", 0.0, 0.3),
+            # what the task adds
+            class_weight=(trial.suggest_categorical("class_weight", ["none", "balanced"])
+                          if classification and self.class_weight else "none"),
+            loss="mse" if classification else trial.suggest_categorical("loss", ["mse", "huber"]),
         )
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -109,13 +120,34 @@ class SearchSpace:
 
     def describe(self) -> str:
         low, high, _ = self.epochs
+        extra = "".join([", linear models too" if self.linear else "",
+                         ", class weights" if self.class_weight else "",
+                         ", loss mse/huber" if self.task == "regression" else ""])
         return (f"sized to {self.rows:,} training rows: batch size "
-                f"{'/'.join(map(str, self.batch_sizes))}, {low}-{high} epochs")
+                f"{'/'.join(map(str, self.batch_sizes))}, {low}-{high} epochs{extra}")
+
+    @property
+    def options(self) -> dict:
+        """What a study records of the space beside its rows (records.SPACE_OPTIONS)."""
+        return {"task": self.task, "class_weight": self.class_weight, "linear": self.linear}
 
     @classmethod
     def of(cls, study: optuna.Study) -> "SearchSpace":
         """The space a study was sized to (GTZAN's for a study made before spaces were sized)."""
-        return cls(int(study.user_attrs.get(records.SPACE_ROWS, cls.rows)))
+        options = study.user_attrs.get(records.SPACE_OPTIONS) or {}
+        return cls(int(study.user_attrs.get(records.SPACE_ROWS, cls.rows)), **options)
+
+    @classmethod
+    def for_table(cls, ds, rows: int) -> "SearchSpace":
+        """The space for a table whose trials train on `rows` rows: its task; class weights
+        searched where the classes are imbalanced (the largest over IMBALANCE times the
+        smallest); linear models too for a table of one's own (GTZAN's space keeps its
+        measured 1-3 hidden layers)."""
+        from gsearch.data.schema import FEATURE_NAMES   # light: a tuple of names
+
+        counts = [] if ds.task == "regression" else [int((ds.y == c).sum()) for c in range(len(ds.classes))]
+        imbalanced = bool(counts) and max(counts) > IMBALANCE * max(min(counts), 1)
+        return cls(rows, ds.task, class_weight=bool(imbalanced), linear=ds.features != FEATURE_NAMES)
 
 
 # GTZAN's space (640 training rows): the default of a caller that has no table in hand.

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from gsearch.search.protocol import Protocol
 
 DEFAULT_STUDY = "gtzan-mlp"
-OBJECTIVE_NAME = "validation accuracy"
 
 
 def set_log_level(verbose: bool = False, *, errors_only: bool = False) -> None:
@@ -161,7 +160,7 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Pro
         _check_space(existing, space_name)
         done = len(existing.trials)
         sized = SearchSpace.of(existing) if done else None
-    space = sized or space or SearchSpace(protocol.train_rows(ds))
+    space = sized or space or SearchSpace.for_table(ds, protocol.train_rows(ds))
     study = optuna.create_study(storage=storage, study_name=name, directions=objectives.directions,
                                 sampler=strategy.make_sampler(done),
                                 pruner=strategy.make_pruner(space.max_epochs), load_if_exists=True)
@@ -169,6 +168,8 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Pro
         for key, value in protocol.fingerprint(ds).items():
             study.set_user_attr(key, value)
         study.set_user_attr(records.SPACE_ROWS, space.rows)
+        if space != SearchSpace(space.rows):   # GTZAN's space needs no more (older studies)
+            study.set_user_attr(records.SPACE_OPTIONS, space.options)
         if space_name is not None:
             study.set_user_attr(records.SPACE, space_name)
         with warnings.catch_warnings():
@@ -269,7 +270,7 @@ def study_summaries(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
     """Every study of `storage` with its trial counts, best value and Pareto front."""
     import optuna   # lazy: see the imports
 
-    from gsearch.search.objectives import accuracy_of, feasible   # lazy: torch, see the imports
+    from gsearch.search.objectives import Objectives, feasible, score_of   # lazy: torch, see the imports
     from gsearch.search.selection import pareto_front   # lazy: as above
 
     states = optuna.trial.TrialState
@@ -281,10 +282,11 @@ def study_summaries(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
         best = None if summary.best_trial is None else summary.best_trial.value
         front = None
         if len(summary.directions) > 1:
+            objectives = Objectives.of(optuna.load_study(study_name=summary.study_name, storage=storage))
             complete = storage.get_all_trials(study_id, deepcopy=False, states=(states.COMPLETE,))
             ok = [t for t in complete if feasible(t)]
-            front = len(pareto_front(ok))
-            best = max(map(accuracy_of, ok)) if ok else None
+            front = len(pareto_front(ok, objectives))
+            best = score_of(max(ok, key=objectives.gain)) if ok else None
         counts = [storage.get_n_trials(study_id, state) for state in
                   (states.COMPLETE, states.PRUNED, states.FAIL, states.RUNNING)]
         summaries.append(StudySummary(summary.study_name, summary.n_trials, counts[0], counts[1],

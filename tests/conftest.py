@@ -166,5 +166,5 @@ def real_export(tmp_path_factory) -> Path:
     torch.set_num_threads(threads)
     out = tmp_path_factory.mktemp("real") / "export"
     save_model(model, ExportManifest(ds.classes, FEATURE_NAMES, (config,), clip_samples=ds.clip_samples,
-                                     test_accuracy=0.5), out)
+                                     test_scores={"accuracy": 0.5}), out)
     return out

@@ -73,7 +73,6 @@ def test_scaler_uses_only_the_rows_it_is_given(make_csv):
     (lambda f: f.assign(mfcc3_var=lambda d: d.mfcc3_var.where(d.index != 4, np.nan)), "data row 5"),
     (lambda f: f.assign(tempo=lambda d: d.tempo.where(d.index != 2, np.inf)), "'tempo'"),
     (lambda f: f.assign(label=lambda d: d.label.where(d.index != 9, "polka")), "unknown label 'polka'"),
-    (lambda f: f.assign(label=lambda d: d.label.where(d.index != 3, "")), "missing label at data row 4"),
     (lambda f: f.assign(label="blues"), "only 1 class (blues) found"),
 ])
 def test_bad_files_raise_one_clear_line(make_csv, mutate, message):
@@ -81,6 +80,18 @@ def test_bad_files_raise_one_clear_line(make_csv, mutate, message):
     with pytest.raises(DataError) as err:
         load_dataset(path, classes=GENRES if "polka" in message else None)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_rows_without_a_label_are_left_out_and_counted(make_csv):
+    """An empty label (or one a spreadsheet writes for missing: NaN, NA, null...) leaves its row
+    out of the table, counted, instead of stopping the run (issue 33, item 2)."""
+    frame = synthetic_frame().assign(label=lambda d: d.label.where(~d.index.isin([3, 9]), ""))
+    frame.loc[12, "label"] = "NaN"
+    ds = load_dataset(make_csv(frame=frame))
+    assert ds.unlabelled == 3 and len(ds.y) == len(frame) - 3
+    assert "blues.00003.wav" not in set(ds.filenames) and "blues.00004.wav" in set(ds.filenames)
+    with pytest.raises(DataError, match="has no label in any row"):
+        load_dataset(make_csv(frame=frame.assign(label="")))
 
 
 def test_missing_empty_and_folder_paths(tmp_path):

@@ -15,7 +15,7 @@ from gsearch.data.load import load_dataset
 from gsearch.models.config import TrialConfig
 from gsearch.search import objectives, records
 from gsearch.cli import main
-from gsearch.search.objectives import Objectives, accuracy_of, cost_of, curve, feasible
+from gsearch.search.objectives import Objectives, score_of, cost_of, curve, feasible
 from gsearch.search.parallel import run_search
 from gsearch.search.selection import Pick, knee, pareto_front, pick_trial
 
@@ -90,7 +90,7 @@ def test_a_run_records_objectives_values_constraints_and_curves(store):
         assert t.constraints == {"max_params": t.user_attrs["n_params"] - MAX_PARAMS}
         assert feasible(t) == (t.params["width"] <= 32)
         assert not t.intermediate_values and len(t.system_attrs[records.CURVE]) == 6
-        assert accuracy_of(t) == t.system_attrs[records.CURVE][-1]
+        assert score_of(t) == t.system_attrs[records.CURVE][-1]
 
 
 @pytest.mark.parametrize("change", [["--objectives", "accuracy,latency"], ["--max-params", 5000],
@@ -178,12 +178,12 @@ def test_each_pick_rule_exports_one_model_with_its_size_latency_and_rule(store, 
     _, url = store
     study = load(url)
     ok = [t for t in study.trials if feasible(t)]
-    best = max(map(accuracy_of, ok))
+    best = max(map(score_of, ok))
     expected = {
-        "accuracy": min(ok, key=lambda t: (-accuracy_of(t), cost_of(t))),
+        "accuracy": min(ok, key=lambda t: (-score_of(t), cost_of(t))),
         "smallest-within 0.99": min(ok, key=cost_of),   # the 8-wide trial
         "knee": knee(pareto_front(ok)),
-        "smallest-within 0.01": min((t for t in ok if accuracy_of(t) >= best - 0.01), key=cost_of),
+        "smallest-within 0.01": min((t for t in ok if score_of(t) >= best - 0.01), key=cost_of),
     }
     assert expected["smallest-within 0.99"].params["width"] == 8
     for rule, trial in expected.items():
@@ -259,7 +259,7 @@ def test_studies_shows_pareto_trials_and_report_draws_the_front(store, tmp_path)
     rows = {line.split()[0]: line.split() for line in result.output.splitlines()[1:]}
     ok = [t for t in load(url).trials if feasible(t)]
     assert rows["mo"][-2] == str(len(pareto_front(ok))) and rows["single"][-2] == "-"
-    assert float(rows["mo"][-1]) == pytest.approx(max(map(accuracy_of, ok)), abs=1e-4)
+    assert float(rows["mo"][-1]) == pytest.approx(max(map(score_of, ok)), abs=1e-4)
 
     result = invoke("report", "--storage", url, "--study", "mo", "--out", tmp_path / "report")
     assert result.exit_code == 0, result.output

@@ -93,16 +93,16 @@ def test_a_study_refuses_other_columns_of_the_same_file(wine_study):
 
 @pytest.mark.parametrize("change, options, message", [
     (lambda f: f, {}, "no 'label' column (its columns: 'sample_id', 'alcohol'"),
-    (lambda f: f, {"label": "cultivar"}, "column 'sample_id' has a non-numeric value 'w000' at data "
-                                         "row 1 (line 2); fix or drop that row, or leave the column "
-                                         "out with --drop sample_id"),
+    (lambda f: f, {"label": "cultivar"}, "column 'sample_id' has a different value in nearly every "
+                                         "row (178 values in 178 rows): an id or free text, not a "
+                                         "category; leave it out with --drop sample_id"),
     (lambda f: f.assign(cultivar="barolo"), {"label": "cultivar", "drop": ("sample_id",)},
      "only 1 class (barolo) found in column 'cultivar'"),
-    (lambda f: f.assign(ash=f.ash.where(f.index != 5, np.nan)), {"label": "cultivar",
-                                                                  "drop": ("sample_id",)},
-     "column 'ash' has an empty value '' at data row 6"),
-    (lambda f: f.assign(cultivar=f.cultivar.where(f.index != 2, "NaN")),
-     {"label": "cultivar", "drop": ("sample_id",)}, "missing label at data row 3"),
+    (lambda f: f.assign(ash=f.ash.astype(object).where(f.index != 5, "inf")),
+     {"label": "cultivar", "drop": ("sample_id",)}, "column 'ash' has a NaN or infinite value 'inf' at data row 6"),
+    (lambda f: f.assign(cultivar=f.cultivar.where(f.index > 2, "")),
+     {"label": "cultivar", "drop": ("sample_id",), "task": "regression"},
+     "column 'cultivar' has a non-numeric value 'barolo' at data row 4 (line 5)"),
     (lambda f: f, {"label": "cultivar", "drop": ("sampleid",)}, "no column 'sampleid' to leave out"),
     (lambda f: f[["sample_id", "cultivar"]], {"label": "cultivar", "drop": ("sample_id",)},
      "has no feature column"),
