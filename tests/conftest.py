@@ -99,6 +99,11 @@ def cli():
     return invoke
 
 
+class RaceRetried(UserWarning):
+    """A race test (pytest.mark.race) that needed more than one try: the warnings summary of
+    a run lists it, so that retries are seen, not hidden by a pass."""
+
+
 def skip_or_fail(message: str) -> None:
     """Skip a test whose service or test-only package is absent; fail instead where CI sets
     GSEARCH_REQUIRE_SERVICES (CI starts the services and installs requirements-dev.txt, so it

@@ -25,6 +25,8 @@ from conftest import require_module, skip_or_fail
 from gsearch.data.audio import extract_features, extract_file, load_audio
 from gsearch.data.schema import FEATURE_NAMES
 
+pytestmark = pytest.mark.slow   # librosa's reference features (15 s)
+
 SR = 22050
 SEGMENT = 3 * SR   # extract_file(segment_seconds=3): rows of 3 s less one sample, as in Kaggle's table
 

@@ -16,6 +16,10 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow   # worker processes killed under load
+
 
 def workers_of(pid: int) -> list[int]:
     """Worker processes of a run: the children of its forkserver, a child of the run."""

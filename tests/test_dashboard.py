@@ -23,6 +23,8 @@ from gsearch.cli import main
 from gsearch.search.dashboard import default_artifact_dir
 from gsearch.search import records
 
+pytestmark = pytest.mark.slow   # a dashboard server and a browser
+
 STUDY = "tiny-dash"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Set to a folder (e.g. docs) to keep the browser test's screenshots for the README.

@@ -88,6 +88,7 @@ def test_cv_is_part_of_the_study_and_guarded(make_csv, tmp_path, cli, tiny_space
     assert len(study.trials[0].user_attrs["fold_accuracies"]) == 2
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end(make_csv, tmp_path, cli, tiny_space, searched_rows):
     csv, db, out = make_csv(tracks_per_class=16), f"sqlite:///{tmp_path / 'eval.db'}", tmp_path / "out"
     args = ["evaluate", "--data", csv, "--split-seeds", "42,0", "--trials", 3, "--cv", 2,

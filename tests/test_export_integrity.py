@@ -266,6 +266,7 @@ def test_deeply_nested_model_json_is_one_line(cli, real_export, rows_csv, tmp_pa
     assert_one_line(cli("predict", "--model", folder, rows_csv), "not a JSON object")
 
 
+@pytest.mark.slow   # starts the server
 def test_serve_refuses_to_start_on_a_mismatched_export(real_export, tmp_path):
     """A real `gsearch serve` process: 56 features for a 57-input graph (re-signed, so the
     shape check answers) ends at once with one line, before binding the port."""

@@ -19,6 +19,8 @@ import pytest
 
 from gsearch.search.storage import open_storage
 
+pytestmark = pytest.mark.slow   # a database proxy killed for seconds
+
 TrialState = optuna.trial.TrialState
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 FAST = ("--fix", "epochs=30", "--seed", "3", "--pruner", "none")

@@ -24,6 +24,7 @@ def gsearch(folder, *args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_space_of_ones_own_is_searched_by_workers_recorded_and_guarded(make_csv, tmp_path):
     (tmp_path / "myspace.py").write_text(SPACE)
     csv, db = make_csv(tracks_per_class=8), f"sqlite:///{tmp_path / 's.db'}"

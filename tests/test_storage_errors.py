@@ -203,6 +203,7 @@ optuna.create_study(storage=storage, study_name="s", load_if_exists=True)
 """
 
 
+@pytest.mark.slow
 def test_three_processes_creating_one_fresh_sqlite_file_at_once(tmp_path):
     import subprocess
     import sys
