@@ -132,6 +132,12 @@ categorical_option = click.option(
     "--categorical", multiple=True, metavar="COLUMN",
     help="Read this column's values as categories (repeatable), e.g. an integer code; a column "
          "with text is read as categories without it.")
+level_option = click.option(
+    "--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
+    show_default=True,
+    help="Calibrate the exported model on the validation rows: a classifier's probabilities "
+         "(temperature scaling) and conformal prediction sets, or a regression's intervals, "
+         "that hold the true value this often; the export reports their coverage on the test rows.")
 space_option = click.option(
     "--space", metavar="MODULE:FUNCTION", default=None,
     help="A search space of your own: a Python function that takes an Optuna trial and returns "

@@ -9,7 +9,8 @@ import click
 
 from gsearch import GsearchError
 from gsearch.cli._common import (artifacts_option, check, device_option, ensemble_option, lazy,
-                                 storage_option, study_option, threads_option, user_errors)
+                                 level_option, storage_option, study_option, threads_option,
+                                 user_errors)
 from gsearch.search.requests import ExportRequest, study_options
 from gsearch.search.storage import check_url, safe_url
 
@@ -22,6 +23,17 @@ def test_scores(scores: dict | None) -> str:
     if shown and shown[0][0] == "accuracy":   # a classifier: accuracy and macro-F1 first, as always
         shown = shown[:2] + [s for s in shown[2:] if s[0] not in ("accuracy", "macro-F1")]
     return ", ".join(f"test {name} {value:.3f}" for name, value in shown)
+
+
+def calibration_line(manifest) -> str:
+    """What the calibration measured, in one line."""
+    c = manifest.calibration
+    if manifest.regression:
+        return (f"calibrated on {c.calibration_rows} validation rows: {c.level:.0%} intervals "
+                f"(prediction ± {c.threshold:.4g}) hold {c.coverage:.1%} of the test rows")
+    return (f"calibrated on {c.calibration_rows} validation rows: temperature {c.temperature:.3g}, "
+            f"calibration error {c.ece_before:.3f} -> {c.ece_after:.3f} on test; {c.level:.0%} sets "
+            f"hold {c.coverage:.1%} of the test rows ({c.size:.2f} classes on average)")
 
 
 def print_export(published, out_dir: Path) -> None:
@@ -43,6 +55,8 @@ def print_export(published, out_dir: Path) -> None:
     else:
         click.echo(f"trial #{manifest.trial_number} (pick: {manifest.pick}): validation {score} "
                    f"{manifest.validation_score:.3f}, {scores}")
+    if manifest.calibration is not None:
+        click.echo(calibration_line(manifest))
     latency = "-" if manifest.latency_ms is None else f"{manifest.latency_ms:.3f} ms"
     click.echo(f"{manifest.n_params} parameters, ONNX latency {latency} per row (onnxruntime, CPU)")
     click.echo(f"wrote {out_dir}/: model.onnx, model.pt, model.json, report.json, {manifest.plot_file}")
@@ -70,19 +84,20 @@ def print_export(published, out_dir: Path) -> None:
                    "model (no --ensemble).")
 @click.option("--trial", "trial_number", type=click.IntRange(min=0), default=None,
               help="Export this completed trial alone.")
+@level_option
 @artifacts_option
 @device_option
 @threads_option
 @click.pass_context
 @user_errors
-def export_best(ctx, study_name, storage, out_dir, data_path, ensemble, pick, trial_number,
+def export_best(ctx, study_name, storage, out_dir, data_path, ensemble, pick, trial_number, level,
                 artifacts, device, threads) -> None:
     """Retrain the top trials (5 by default) or the best, test on the held-out split, export.
     On a study with several objectives: the trial --pick or --trial names (knee by default)."""
     request = check(ExportRequest(study=study_name, storage=storage, out=out_dir, data=data_path,
                                   ensemble=ensemble, pick=pick, pick_extra=tuple(ctx.args),
-                                  trial=trial_number, artifacts=artifacts, device=device,
-                                  threads=threads))
+                                  trial=trial_number, level=level, artifacts=artifacts,
+                                  device=device, threads=threads))
     print_export(lazy("gsearch.search.export").export_study(request), out_dir)
 
 

@@ -49,23 +49,29 @@ def extract(paths, out, segment_seconds, jobs) -> None:
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
               help="Show the K most likely genres [default: 1; with --json: all].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {file, genre, probabilities}.")
+@click.option("--sets", is_flag=True,
+              help="Also print each prediction's conformal set (the classes the model cannot rule "
+                   "out) or interval (a regression), at the level the model was calibrated at "
+                   "(model.json \"calibration\"; 90%% by default).")
 @click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True,
               help=BACKEND_HELP["predict"])
 @user_errors
-def predict(model_dir, files, top_k, as_json, backend) -> None:
+def predict(model_dir, files, top_k, as_json, sets, backend) -> None:
     """Classify audio files (or folders) and feature CSVs (one result per row) with an exported
     model. Audio longer than two of the model's clips is classified in clip-long windows, averaged."""
     if sys.stderr.isatty():   # a new process: say what the first second or two is spent on
         click.echo(f"gsearch predict: loading the model and {len(files)} path(s) ...", err=True)
     predicting = lazy("gsearch.models.predict")
     model = predicting.ExportedModel(model_dir, backend)
+    if sets:
+        model.calibration()   # one line now when the model has none
     errors = []
 
     def report(error: GsearchError) -> None:  # one line per bad file; the others go on
         errors.append(error)
         click.echo(f"error: {error}", err=True)
 
-    predictions = predicting.predict_files(model, files, on_error=report)
+    predictions = predicting.predict_files(model, files, on_error=report, sets=sets)
     if as_json:
         click.echo(json.dumps([p.to_json(top_k) for p in predictions], indent=2))
     else:

@@ -10,7 +10,8 @@ import click
 
 from gsearch import GsearchError
 from gsearch.cli._common import (categorical_option, check, cv_option, device_option, drop_option,
-                                 group_option, groups_option, label_option, lazy, metric_option,
+                                 group_option, groups_option, label_option, lazy, level_option,
+                                 metric_option,
                                  pruner_option, sampler_option, space_option, storage_option,
                                  study_option, task_option, threads_option, user_errors)
 from gsearch.cli.export import print_export
@@ -76,6 +77,7 @@ OBJECTIVES_HELP = ("What the study optimizes: accuracy (validation accuracy), ac
                    "'gsearch export-best --out DIR' does (top 5 by default; knee on a study with "
                    "several objectives): a model from one command. --timeout bounds the search; "
                    "the export follows it (a few seconds).")
+@level_option
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes on this machine sharing the study; --trials is their total.")
 @click.option("--heartbeat", type=click.IntRange(min=0), default=10, show_default=True,

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from gsearch import GsearchError
 from gsearch.data.encode import Encoding
+from gsearch.models.calibration import Calibration
 from gsearch.models.config import TrialConfig
 
 MODEL_FILE, ONNX_FILE, META_FILE = "model.pt", "model.onnx", "model.json"
@@ -44,9 +45,12 @@ FORMAT, ENSEMBLE_FORMAT = "gsearch-mlp/1", "gsearch-mlp-ensemble/2"
 OLD_ENSEMBLE_FORMAT = "gsearch-mlp-ensemble/1"  # members were a list of hyperparameter dicts
 TABLE_FORMAT, TABLE_ENSEMBLE_FORMAT = "gsearch-table/1", "gsearch-table-ensemble/1"
 FORMATS = (FORMAT, ENSEMBLE_FORMAT, OLD_ENSEMBLE_FORMAT, TABLE_FORMAT, TABLE_ENSEMBLE_FORMAT)
-# model.json's fields that decide what a prediction means, covered by its meta_sha256
+# model.json's fields that decide what a prediction means, covered by its meta_sha256; in the
+# formats gsearch 0.1.0 reads, exactly those 0.1.0 covered (so that it still verifies them), in
+# the table formats also the calibration (the conformal threshold decides the sets)
 COVERED_FIELDS = ("format", "classes", "features", "n_features", "n_classes", "hyperparameters",
                   "members", "clip_samples", "sha256", "task", "preprocessing")
+TABLE_COVERED = COVERED_FIELDS + ("calibration",)
 INTEGRITY_FIELDS = ("n_features", "n_classes", "sha256", "meta_sha256")  # absent in older exports
 AGAIN = "export the model again"
 # The window for exports that do not record clip_samples: a GTZAN 30 s clip (features_30_sec.csv).
@@ -89,6 +93,7 @@ class ExportManifest:
     members: tuple[Member, ...] = ()
     task: str = CLASSIFICATION
     encoding: Encoding | None = None
+    calibration: Calibration | None = None   # temperature and conformal threshold (models.calibration)
     metric: str = "accuracy"                 # what validation_score measures
     # where it came from
     study: str | None = None
@@ -188,6 +193,7 @@ class ExportManifest:
         described = {name: scores.get(name) if name in _SCORES else getattr(self, name)
                      for name in _DESCRIBED}
         described["objectives"] = None if self.objectives is None else list(self.objectives)
+        described["calibration"] = None if self.calibration is None else self.calibration.to_json()
         body = {k: v for k, v in described.items() if v is not None}
         data = {**head, **body}
         if self.sha256 is not None:
@@ -223,11 +229,14 @@ class ExportManifest:
                 described["clip_samples"] = int(described["clip_samples"])
             encoding = (Encoding.from_json(features, meta["preprocessing"])
                         if "preprocessing" in meta else None)
+            calibration = (Calibration.from_json(meta["calibration"])
+                           if meta.get("calibration") is not None else None)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise GsearchError(f"{path} is damaged ({str(e).splitlines()[0][:200]}); "
                                f"{AGAIN}") from None
         return cls(classes=classes, features=features, configs=configs, members=members,
-                   task=task, encoding=encoding, metric=meta.get("metric", "accuracy"),
+                   task=task, encoding=encoding, calibration=calibration,
+                   metric=meta.get("metric", "accuracy"),
                    validation_score=meta.get("validation_score", meta.get("validation_accuracy")),
                    test_scores=_test_scores(meta), sha256=meta.get("sha256"),
                    old_format=fmt == OLD_ENSEMBLE_FORMAT, **described)
@@ -273,10 +282,10 @@ class ExportManifest:
 # go where validation_accuracy / test_accuracy stood in gsearch-mlp/1)
 _DESCRIBED = ("study", "trial_number", "metric", "validation_score", "validation_accuracy", "pick",
               "objectives", "within_limits", "objective", "test_scores", "test_accuracy",
-              "test_macro_f1", "n_test", "retrained_on_rows", "train_seconds", "data_sha256",
-              "clip_samples", "split", "members", "n_params", "latency_ms", "versions")
+              "test_macro_f1", "n_test", "calibration", "retrained_on_rows", "train_seconds",
+              "data_sha256", "clip_samples", "split", "members", "n_params", "latency_ms", "versions")
 _SCORES = {"metric", "validation_score", "validation_accuracy", "test_scores", "test_accuracy",
-           "test_macro_f1", "members"}
+           "test_macro_f1", "members", "calibration"}
 
 
 def _test_scores(meta: dict) -> dict | None:
@@ -287,8 +296,10 @@ def _test_scores(meta: dict) -> dict | None:
 
 
 def meta_digest(meta: dict) -> str:
-    """SHA-256 of the canonical JSON (sorted keys, no spaces, ASCII) of meta's COVERED_FIELDS."""
-    covered = {key: meta[key] for key in COVERED_FIELDS if key in meta}
+    """SHA-256 of the canonical JSON (sorted keys, no spaces, ASCII) of meta's COVERED_FIELDS
+    (TABLE_COVERED in the table formats)."""
+    fields = TABLE_COVERED if meta.get("format") in (TABLE_FORMAT, TABLE_ENSEMBLE_FORMAT) else COVERED_FIELDS
+    covered = {key: meta[key] for key in fields if key in meta}
     text = json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()
 

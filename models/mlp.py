@@ -107,6 +107,15 @@ def build_mlp(config: TrialConfig, n_features: int, n_classes: int,
     return nn.Sequential(*layers)
 
 
+@torch.no_grad()
+def scale_logits(model: nn.Module, factor: float) -> None:
+    """Multiply a classifier's logits by `factor` (a temperature's 1 / T), in place: its last
+    linear layer's weight and bias, so that the exported graph keeps its shape."""
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    last.weight.mul_(factor)
+    last.bias.mul_(factor)
+
+
 class Ensemble(nn.Module):
     """K classifiers as one module: log of the mean of their softmax probabilities; or K
     regressions (`regression`): the mean of their predictions.

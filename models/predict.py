@@ -113,6 +113,28 @@ class ExportedModel:
         p = np.exp(z)
         return p / p.sum(axis=1, keepdims=True)
 
+    def predict_sets(self, X: np.ndarray) -> list[tuple[str, ...]]:
+        """A classifier's conformal prediction sets at its calibration's level: per row the
+        classes whose (calibrated) probability reaches the threshold, most likely first."""
+        from gsearch.models.calibration import prediction_sets   # lazy: scipy with it
+
+        calibration = self.calibration()
+        return [tuple(self.classes[c] for c in s)
+                for s in prediction_sets(self.predict_proba(X), calibration.threshold)]
+
+    def predict_intervals(self, X: np.ndarray) -> np.ndarray:
+        """A regression's conformal intervals at its calibration's level: [N, 2] (low, high)."""
+        half = self.calibration().threshold
+        values = self.predict_values(X)
+        return np.stack([values - half, values + half], axis=1)
+
+    def calibration(self):
+        """The export's calibration (models.calibration.Calibration); GsearchError without."""
+        if self.manifest.calibration is None:
+            raise GsearchError("this model was exported without calibration, so it has no "
+                               "prediction sets or intervals; export it again with --level")
+        return self.manifest.calibration
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Class indices of a classifier, or a regression's numbers."""
         return self.predict_values(X) if self.regression else self.logits(X).argmax(axis=1)
@@ -127,6 +149,7 @@ class Prediction:
     windows: int | None = None       # audio: how many windows were averaged
     source: str | None = None        # CSV rows: the CSV file
     value: float | None = None       # a regression's prediction
+    conformal: tuple | None = None   # with --sets: the class set, or the (low, high) interval
 
     @property
     def genre(self) -> str:
@@ -135,6 +158,8 @@ class Prediction:
 
     def to_json(self, top_k: int | None = None) -> dict:
         extra = {"windows": self.windows} if self.windows else {"source": self.source}
+        if self.conformal is not None:
+            extra["interval" if self.value is not None else "set"] = list(self.conformal)
         if self.value is not None:
             return {"file": self.file, "value": self.value, **extra}
         return {"file": self.file, "genre": self.genre,
@@ -142,9 +167,12 @@ class Prediction:
 
     def format(self, top_k: int = 1) -> str:
         if self.value is not None:
-            return f"{self.file}: {self.value:.6g}"
+            shown = f"{self.file}: {self.value:.6g}"
+            return shown + (f" [{self.conformal[0]:.6g}, {self.conformal[1]:.6g}]" if self.conformal else "")
         best = ", ".join(f"{g} {p:.3f}" for g, p in list(self.probabilities.items())[:top_k])
-        return f"{self.file}: {best}" + (f" ({self.windows} windows)" if (self.windows or 0) > 1 else "")
+        sets = f" {{{', '.join(self.conformal)}}}" if self.conformal is not None else ""
+        return (f"{self.file}: {best}{sets}"
+                + (f" ({self.windows} windows)" if (self.windows or 0) > 1 else ""))
 
 
 def _onnx_session(path: Path, manifest: ExportManifest):
@@ -190,17 +218,21 @@ def _prediction(model: ExportedModel, name: str, p: np.ndarray, **where) -> Pred
     return Prediction(name, {model.classes[i]: float(p[i]) for i in order}, **where)
 
 
-def predict_csv(model: ExportedModel, path: Path) -> list[Prediction]:
+def predict_csv(model: ExportedModel, path: Path, *, sets: bool = False) -> list[Prediction]:
     """One prediction per row of a feature CSV (label column optional), its columns read by
-    the model's feature names and kinds."""
+    the model's feature names and kinds; `sets`: with its conformal set or interval."""
     frame = read_features(path, require_labels=False, features=model.features, kinds=model.kinds)
     X = model.matrix({name: frame[name].to_numpy() if kind == NUMERIC else list(frame[name])
                       for name, kind in zip(model.features, model.kinds)})
     names = [str(name) for name in frame[FILENAME_COLUMN]]
     if model.regression:
-        return [Prediction(name, {}, source=str(path), value=float(v))
-                for name, v in zip(names, model.predict_values(X))]
-    return [_prediction(model, name, p, source=str(path)) for name, p in zip(names, model.predict_proba(X))]
+        intervals = model.predict_intervals(X) if sets else [None] * len(names)
+        return [Prediction(name, {}, source=str(path), value=float(v),
+                           conformal=None if i is None else (float(i[0]), float(i[1])))
+                for name, v, i in zip(names, model.predict_values(X), intervals)]
+    conformal = model.predict_sets(X) if sets else [None] * len(names)
+    return [_prediction(model, name, p, source=str(path), conformal=c)
+            for name, p, c in zip(names, model.predict_proba(X), conformal)]
 
 
 def audio_windows(model: ExportedModel, path: Path) -> list[tuple[str, int, dict[str, float]]]:
@@ -213,7 +245,7 @@ def audio_windows(model: ExportedModel, path: Path) -> list[tuple[str, int, dict
     return extract_signal(y, path, step if y.size >= 2 * step else None)
 
 
-def predict_audio(model: ExportedModel, path: Path) -> Prediction:
+def predict_audio(model: ExportedModel, path: Path, *, sets: bool = False) -> Prediction:
     missing = [f for f in model.features if f not in FEATURE_NAMES]
     if missing:
         raise GsearchError(f"{path}: this model was trained on features that audio extraction does "
@@ -221,25 +253,33 @@ def predict_audio(model: ExportedModel, path: Path) -> Prediction:
                            "features); classify a feature CSV with the model's columns instead")
     rows = audio_windows(model, path)
     X = np.array([[feats[k] for k in model.features] for _, _, feats in rows], np.float32)
-    return _prediction(model, str(path), model.predict_proba(X).mean(axis=0), windows=len(rows))
+    p = model.predict_proba(X).mean(axis=0)
+    conformal = None
+    if sets:
+        from gsearch.models.calibration import prediction_sets   # lazy: scipy with it
+
+        conformal = tuple(model.classes[c] for c in prediction_sets(p[None], model.calibration().threshold)[0])
+    return _prediction(model, str(path), p, windows=len(rows), conformal=conformal)
 
 
-def predict_file(model: ExportedModel, path: str | Path) -> list[Prediction]:
-    """A .csv file: one prediction per row; else one prediction for the audio file."""
+def predict_file(model: ExportedModel, path: str | Path, *, sets: bool = False) -> list[Prediction]:
+    """A .csv file: one prediction per row; else one prediction for the audio file; `sets`:
+    each with its conformal set or interval."""
     path = Path(path)
     if not path.is_file():
         raise GsearchError(f"{path}: no such file")
     if path.suffix.lower() == ".csv":
-        return predict_csv(model, path)
+        return predict_csv(model, path, sets=sets)
     from gsearch.data.audio import SUPPORTED_EXTENSIONS, is_audio_file  # lazy: as in audio_windows
 
     if not is_audio_file(path):
         raise GsearchError(f"{path}: not a file predict reads ({path.suffix or 'no extension'}); give "
                            f"a feature .csv or audio ({SUPPORTED_EXTENSIONS})")
-    return [predict_audio(model, path)]
+    return [predict_audio(model, path, sets=sets)]
 
 
-def predict_files(model: ExportedModel, paths, on_error: Callable[[GsearchError], None]) -> Iterator[Prediction]:
+def predict_files(model: ExportedModel, paths, on_error: Callable[[GsearchError], None], *,
+                  sets: bool = False) -> Iterator[Prediction]:
     """Predictions for every path (a folder: each audio file in it, recursively); a file that
     fails goes to on_error and the others go on."""
     for path in map(Path, paths):
@@ -252,7 +292,7 @@ def predict_files(model: ExportedModel, paths, on_error: Callable[[GsearchError]
                 on_error(GsearchError(f"{path}: no audio files in this folder"))
         for f in files:
             try:
-                preds = predict_file(model, f)
+                preds = predict_file(model, f, sets=sets)
             except GsearchError as e:
                 on_error(e)
                 continue

@@ -14,7 +14,7 @@ nor put in an ensemble.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +27,12 @@ from gsearch.data.schema import LABEL_COLUMN
 from gsearch.data.split import Split
 from gsearch.models.config import TrialConfig
 from gsearch.data.encode import encoded, encoding_of
+from gsearch.models.calibration import (DEFAULT_LEVEL, Calibration, classifier_calibration,
+                                        regression_calibration)
 from gsearch.models.export import plot_test, save_model
 from gsearch.models.manifest import REPORT_FILE, ExportManifest, Member
 from gsearch.models.metrics import classification_scores, metric_scores, regression_report
-from gsearch.models.mlp import Ensemble, Pipeline, Preprocess
+from gsearch.models.mlp import Ensemble, Pipeline, Preprocess, scale_logits
 from gsearch.models.validation import METRICS
 from gsearch.models.population import DivergedError, TrainData, resolve_device, train_population
 from gsearch.search import records
@@ -101,21 +103,28 @@ class Exported:
 
 def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = None,
                 ds: Dataset | None = None, device: torch.device, ensemble: int | None = None,
-                pick: Pick | None = None) -> Exported:
+                pick: Pick | None = None, level: float | None = DEFAULT_LEVEL) -> Exported:
     """Export the top `ensemble` trials averaged as one model (1: the best trial alone;
     None: selection.top_trials' default), or the one trial `pick` names (a multi-objective
     study: knee by default). The data: `ds`, or the file `data_path`, or the study's own
-    (study_data)."""
+    (study_data). `level`: calibrate the model (a classifier's temperature) and its conformal
+    sets or intervals at this level on the validation rows (models.calibration; None: not)."""
     chosen, rule = chosen_trials(study, ensemble, pick)
     ds, split, protocol = study_data(study, data_path, ds=ds)
     objectives = Objectives.of(study)
     rows = split.train_val
     encoding = encoding_of(ds, rows)
+    configs = [trial_config(t) for t in chosen]
+    seeds = [t.user_attrs.get(records.TRIAL_SEED, 0) for t in chosen]
     data = TrainData(X_train=encoded(ds, encoding, rows), y_train=ds.y[rows], n_classes=n_outputs(ds),
                      task=ds.task)
-    configs = [trial_config(t) for t in chosen]
-    trained = train_population(configs, [data] * len(configs),   # before any test row is read
-                               [t.user_attrs.get(records.TRIAL_SEED, 0) for t in chosen], device=device)
+    datas = [data] * len(configs)
+    if level is not None:   # copies trained on the training rows alone, for the calibration split
+        datas += [replace(data, X_train=encoded(ds, encoding_of(ds, split.train), split.train),
+                          y_train=ds.y[split.train])] * len(configs)
+    trained = train_population(configs * (len(datas) // len(configs)), datas,   # before any
+                               seeds * (len(datas) // len(configs)), device=device)   # test row is read
+    trained, calibrators = trained[:len(configs)], [m for m, _ in trained[len(configs):]]
     for trial, (model, history) in zip(chosen, trained):
         if model is None:
             raise DivergedError(f"trial #{trial.number} diverged when retrained on train+validation "
@@ -125,6 +134,9 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
                       _scores(test_report(ds, _outputs(model, X_test, device), split.test)))
                for trial, config, (model, _) in zip(chosen, configs, trained)]
     models = [model for model, _ in trained]
+    calibration = None
+    if calibrators and None not in calibrators:
+        calibration = _calibrate(ds, split, calibrators, models, X_test, level, device)
     network = models[0] if len(models) == 1 else Ensemble(models, regression=ds.task == "regression").eval()
     report = test_report(ds, _outputs(network, X_test, device), split.test)
     best = chosen[0]
@@ -132,7 +144,8 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
     manifest = ExportManifest(
         classes=ds.classes, features=ds.features, configs=tuple(configs),
         members=tuple(members) if len(models) > 1 else (), task=ds.task,
-        encoding=None if encoding.is_identity else encoding, metric=objectives.metric,
+        encoding=None if encoding.is_identity else encoding, calibration=calibration,
+        metric=objectives.metric,
         study=study.study_name, trial_number=best.number,
         validation_score=round(score_of(best), 4), pick=rule,
         objectives=objectives.names, within_limits=feasible(best) if objectives.limits() else None,
@@ -152,6 +165,23 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
     what = f"trial {best.number}" if len(models) == 1 else f"ensemble of {len(models)} trials"
     plot_test(ds.task, report, out_dir / manifest.plot_file, f"{study.study_name} {what}")
     return Exported(out_dir, manifest, report)
+
+
+def _calibrate(ds: Dataset, split: Split, calibrators: list, models: list, X_test: np.ndarray,
+               level: float, device: torch.device) -> Calibration:
+    """models.calibration from the calibration copies' outputs on the validation rows and the
+    exported members' on the test rows (X_test, encoded as they read it); a classifier's
+    temperature is folded into its members' last layers here."""
+    X_val = encoded(ds, encoding_of(ds, split.train), split.val)
+    calibration = np.stack([_outputs(m, X_val, device) for m in calibrators])
+    tested = np.stack([_outputs(m, X_test, device) for m in models])
+    if ds.task == "regression":
+        return regression_calibration(calibration.mean(axis=0)[:, 0], ds.y[split.val],
+                                      tested.mean(axis=0)[:, 0], ds.y[split.test], level)
+    result = classifier_calibration(calibration, ds.y[split.val], tested, ds.y[split.test], level)
+    for model in models:
+        scale_logits(model, 1.0 / result.temperature)
+    return result
 
 
 def _scores(report: dict) -> dict[str, float]:
@@ -175,13 +205,14 @@ class Published:
 
 def publish(study: optuna.Study, out_dir: Path, *, storage: str, artifacts: Path | None = None,
             device: torch.device, data_path: str | None = None, ds: Dataset | None = None,
-            ensemble: int | None = None, pick: Pick | None = None) -> Published:
+            ensemble: int | None = None, pick: Pick | None = None,
+            level: float | None = DEFAULT_LEVEL) -> Published:
     """export_best, then its results attached to the study for the dashboard (the artifact
     folder `artifacts`, by default beside a SQLite file): the one path of `gsearch export-best`
     and `gsearch run --export`."""
     folder = artifact_dir(artifacts, storage)
     exported = export_best(study, out_dir, data_path=data_path, ds=ds, device=device,
-                           ensemble=ensemble, pick=pick)
+                           ensemble=ensemble, pick=pick, level=level)
     attach_export(study, exported, folder)
     return Published(exported, folder, tuple(pick.notes) if pick else ())
 
@@ -201,4 +232,4 @@ def export_study(request: ExportRequest) -> Published:
                            f"{study_options(request.study, request.storage)}' until one completes (with --timeout: a longer one)")
     return publish(study, request.out, storage=request.storage, artifacts=request.artifacts,
                    device=device, data_path=str(request.data) if request.data else None,
-                   ensemble=request.ensemble, pick=chosen)
+                   ensemble=request.ensemble, pick=chosen, level=request.level)

@@ -113,6 +113,7 @@ class RunRequest:
     threads: int = 1
     timeout: float | None = None        # seconds from the request's start
     export: Path | None = None          # export the best trials there after the search
+    level: float | None = 0.9           # the export's calibration and conformal level
     workers: int = 1
     heartbeat: int = 10
     storage_retry: float = 60.0
@@ -149,6 +150,7 @@ class ExportRequest:
     pick: str | None = None             # a selection.Pick rule, e.g. "smallest-within 0.01"
     pick_extra: tuple[str, ...] = ()    # the words after it on a command line ("0.01")
     trial: int | None = None
+    level: float | None = 0.9           # calibration and conformal level (None: none)
     artifacts: Path | None = None       # None: beside a SQLite file
     device: str = "auto"
     threads: int = 1

@@ -153,4 +153,4 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
     if request.export is None or not outcome.completed:
         return outcome
     return RunOutcome(study, done, publish(study, request.export, storage=request.storage,
-                                           device=device, ds=ds))
+                                           device=device, ds=ds, level=request.level))
