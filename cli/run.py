@@ -19,7 +19,7 @@ from gsearch.data.schema import ARTIST_FOLDS
 from gsearch.search._spawn import start_workers_server, worker_cap
 from gsearch.search.protocol import Protocol
 from gsearch.search.requests import RunRequest, study_options
-from gsearch.search.space import PARAMETERS, resolve_space
+from gsearch.search.space import PARAMETERS, TABLE_PARAMETERS, resolve_space
 from gsearch.search.study import DEFAULT_POPULATION, WARM_START_TRIALS
 
 OBJECTIVES_HELP = ("What the study optimizes: accuracy (validation accuracy), accuracy,params "
@@ -90,7 +90,9 @@ OBJECTIVES_HELP = ("What the study optimizes: accuracy (validation accuracy), ac
                    "0: stop at once.")
 @click.option("--fix", multiple=True, metavar="NAME=VALUE",
               help="Hold a search-space parameter at one value inside its range, e.g. --fix "
-                   f"epochs=30 (repeatable). NAME: {', '.join(PARAMETERS)}.")
+                   f"epochs=30 (repeatable). NAME: {', '.join(PARAMETERS)}; for a table of your "
+                   f"own also {', '.join(TABLE_PARAMETERS)} (class_weight: imbalanced classes; "
+                   "loss: a regression).")
 @space_option
 @click.option("--population", type=click.IntRange(min=1), default=DEFAULT_POPULATION,
               show_default=True,

@@ -13,7 +13,6 @@ import csv
 import gzip
 import hashlib
 import io
-import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -115,10 +114,10 @@ def track_ids(filenames: pd.Series, lengths: pd.Series) -> np.ndarray:
     A file is a segment file when every row is at most SEGMENT_MAX_SAMPLES long;
     then the trailing `.K` of each stem is dropped. Whole-track rows are their own track.
     """
-    stems = filenames.astype(str).map(lambda name: re.sub(r"\.[A-Za-z0-9]+$", "", name))
+    stems = filenames.astype(str).str.replace(r"\.[A-Za-z0-9]+$", "", regex=True)
     if len(lengths) and (lengths <= SEGMENT_MAX_SAMPLES).all():
-        stems = stems.map(lambda stem: re.sub(r"\.\d+$", "", stem))
-    return stems.to_numpy()
+        stems = stems.str.replace(r"\.\d+$", "", regex=True)
+    return stems.to_numpy(dtype=object)
 
 
 def _median_length(lengths: pd.Series) -> int | None:
@@ -243,8 +242,9 @@ def _columns(names: list[str], limit: int = 8) -> str:
 def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
           features: tuple[str, ...] | None = None, drop: tuple[str, ...] = (),
           group: str | None = None, kinds: tuple[str, ...] | None = None,
-          categorical: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str, tuple[str, ...], tuple[str, ...]]:
-    """(frame, SHA-256 of the file, feature names, their kinds). The frame holds each numeric
+          categorical: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str, tuple[str, ...], tuple[str, ...], list[int]]:
+    """(frame, SHA-256 of the file, feature names, their kinds, the line each row ends on).
+    The frame holds each numeric
     feature as float64 (NaN for an empty cell of a table of one's own) and each categorical one
     as text (None for an empty cell); `kinds` (a model's or a study's) say which is which, else
     a column of one's own is numeric when all its values are numbers and not in `categorical`."""
@@ -262,8 +262,10 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
         if len(row) != len(names):
             raise DataError(f"{path}: line {line} has {len(row)} fields, the header has "
                             f"{len(names)}; fix or drop that row")
-    columns = {name: [row[i] for row in rows] for i, name in enumerate(names)}
-    data = {FILENAME_COLUMN: columns.get(FILENAME_COLUMN, [f"row{i}" for i in range(len(rows))]),
+    columns = dict(zip(names, map(list, zip(*rows))))   # column by column, transposed in C
+    names = columns.get(FILENAME_COLUMN)
+    data = {FILENAME_COLUMN: names if names is not None else
+            np.char.add("row", np.arange(len(rows)).astype(str)).astype(object),
             LENGTH_COLUMN: np.iinfo(np.int64).max}
     if LENGTH_COLUMN in columns:
         lengths = col.numbers(columns[LENGTH_COLUMN], LENGTH_COLUMN, path, lines)
@@ -278,14 +280,18 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
     found = []
     for j, name in enumerate(features):
         values = columns[name]
-        kind = (kinds[j] if kinds is not None else CATEGORICAL if name in categorical
-                else NUMERIC if not own or col.parses_as_numbers(values) else CATEGORICAL)
+        parsed = None
+        if kinds is not None or name in categorical or not own:
+            kind = kinds[j] if kinds is not None else CATEGORICAL if name in categorical else NUMERIC
+        else:   # a column of one's own: numeric when every cell that is not empty is a number
+            parsed = col.parse_numbers(values)
+            kind = CATEGORICAL if parsed[2].any() else NUMERIC
         found.append(kind)
         if kind == NUMERIC:
             hint = "; the model reads numbers there" if kinds is not None else ""
-            data[name] = col.numbers(values, name, path, lines, gaps=own, hint=hint)
+            data[name] = col.numbers(values, name, path, lines, gaps=own, hint=hint, parsed=parsed)
         else:
-            data[name] = [None if v.strip().lower() in MISSING else v.strip() for v in values]
+            data[name] = col.clean_text(values)
     frame = pd.DataFrame(data, index=pd.RangeIndex(len(rows)))
     if label in columns:   # kept apart from the features, whatever the label column's name
         frame[_LABEL] = [value.strip() for value in columns[label]]
@@ -297,8 +303,7 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
             raise DataError(f"{path}: column {_show(group)} (--group) has no value at data row "
                             f"{i + 1} (line {lines[i]}); give every row a group, or drop the row")
         frame[_GROUP] = values
-    frame.attrs["lines"] = lines
-    return frame, hashlib.sha256(raw).hexdigest(), features, tuple(found)
+    return frame, hashlib.sha256(raw).hexdigest(), features, tuple(found), lines
 
 
 def read_features(path: str | Path, *, require_labels: bool = True,
@@ -339,18 +344,18 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
     ((1000, 57), ('blues', 'classical', 'country'), 1000, ('chroma_stft_mean', 'chroma_stft_var'), 'classification')
     """
     path = Path(path)
-    frame, sha256, features, kinds = _read(
+    frame, sha256, features, kinds, lines = _read(
         path, require_labels=True, label=label, features=None if features is None else tuple(features),
         drop=tuple(drop), group=group, kinds=None if kinds is None else tuple(kinds),
         categorical=tuple(categorical))
-    lines = frame.attrs["lines"]
-    labelled = ~frame[_LABEL].str.lower().isin(MISSING).to_numpy()
+    labelled = ~col.is_missing(frame[_LABEL].to_numpy(dtype=object))
     if not labelled.any():
         raise DataError(f"{path}: column {_show(label)} has no label in any row; name the label "
                         "column with --label")
-    frame = frame[labelled].reset_index(drop=True)
-    lines = [line for line, keep in zip(lines, labelled) if keep]
-    rows = [int(i) + 1 for i in np.flatnonzero(labelled)]   # each kept row's data row in the file
+    if not labelled.all():
+        frame = frame[labelled].reset_index(drop=True)
+        lines = [line for line, keep in zip(lines, labelled) if keep]
+    rows = None if labelled.all() else [int(i) + 1 for i in np.flatnonzero(labelled)]  # in the file
     task = "classification" if classes is not None else col.task_of(list(frame[_LABEL]), task)
     if task == "regression":
         y = col.numbers(list(frame[_LABEL]), label, path, lines, rows=rows).astype(np.float32)
@@ -362,7 +367,7 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
         if kind == NUMERIC:
             X[:, j] = frame[name].to_numpy(np.float64)
         else:
-            values = [v if isinstance(v, str) else "" for v in frame[name]]   # pandas: None or NaN
+            values = frame[name].fillna("").to_numpy(dtype=object)   # pandas: None or NaN
             X[:, j], vocabulary[name] = col.categories(values, name, path, lines)
     tracks = track_ids(frame[FILENAME_COLUMN], frame[LENGTH_COLUMN])
     groups = tracks if group is None else _groups(frame[_GROUP].to_numpy(dtype=object), tracks,
@@ -376,13 +381,14 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
 
 
 def _classes(labels: pd.Series, classes: tuple[str, ...] | None, path: Path, label: str,
-             rows: list[int]) -> tuple[np.ndarray, tuple[str, ...]]:
+             rows: list[int] | None) -> tuple[np.ndarray, tuple[str, ...]]:
     """The class index of every row, and the classes (see load_dataset)."""
     if classes is not None:
         unknown = np.flatnonzero(~labels.isin(classes).to_numpy())
         if len(unknown):
             row = int(unknown[0])
-            raise DataError(f"{path}: unknown label {_show(labels.iloc[row])} at data row {rows[row]}; "
+            shown = row + 1 if rows is None else rows[row]
+            raise DataError(f"{path}: unknown label {_show(labels.iloc[row])} at data row {shown}; "
                             f"expected one of {', '.join(classes)}")
     found = set(labels)
     if len(found) < 2:

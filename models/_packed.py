@@ -119,6 +119,7 @@ class _Member:
     X_val: torch.Tensor          # standardized validation rows [n_val, F] (n_val may be 0)
     y_val: torch.Tensor          # in the target's own units
     target: _Target
+    quantiles: tuple | None      # the quantile transform's (x, y) when the config asks for it
     layers: list[_Layer]         # hidden layers, then the head
     exp_avg: list[_Layer]        # AdamW moments, layer by layer
     exp_avg_sq: list[_Layer]

@@ -9,6 +9,8 @@ from gsearch import GsearchError
 LR_SCHEDULES = ("constant", "onecycle", "cosine")
 CLASS_WEIGHTS = ("none", "balanced")   # balanced: each class weighs as much in the loss
 LOSSES = ("mse", "huber")              # a regression's loss, on the standardized target
+INPUT_TRANSFORMS = ("standardize", "quantile")   # quantile: each input mapped through its
+                                                 # training rows' quantiles to a normal score
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class TrialConfig:
     class_weight: str = field(default="none", metadata={"added": True})  # classification: none |
                                    # balanced (each class weighs as much in the loss)
     loss: str = field(default="mse", metadata={"added": True})           # regression: mse | huber
+    input_transform: str = field(default="standardize", metadata={"added": True})  # or quantile
 
     def __post_init__(self) -> None:
         checks = {
@@ -47,6 +50,7 @@ class TrialConfig:
             "early_stop_patience": self.early_stop_patience >= 0,
             "class_weight": self.class_weight in CLASS_WEIGHTS,
             "loss": self.loss in LOSSES,
+            "input_transform": self.input_transform in INPUT_TRANSFORMS,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -30,6 +30,47 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
+QUANTILE_KNOTS = 33   # knots of the quantile transform per input (models.mlp.Quantile)
+
+
+def fit_quantiles(X: np.ndarray, knots: int = QUANTILE_KNOTS) -> tuple[np.ndarray, np.ndarray]:
+    """Per input column of the training rows X [n, F]: `knots` quantiles (x) and the normal
+    scores they map to (y), both [F, knots], x strictly increasing (ties nudged apart)."""
+    from scipy.stats import norm   # lazy: only the quantile transform needs it
+
+    levels = np.linspace(0.5 / knots, 1 - 0.5 / knots, knots)
+    x = np.quantile(X.astype(np.float64), levels, axis=0).T
+    for k in range(1, knots):   # a constant stretch of a column: knots nudged apart
+        x[:, k] = np.maximum(x[:, k], x[:, k - 1] + 1e-6 * (1 + np.abs(x[:, k - 1])))
+    y = np.broadcast_to(norm.ppf(levels), x.shape).copy()
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+def quantile_transform(X: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """X [n, F] through each column's piecewise-linear map x -> y (flat beyond the ends): what
+    Quantile computes in torch."""
+    return np.stack([np.interp(X[:, j], x[j], y[j]) for j in range(X.shape[1])], axis=1).astype(np.float32)
+
+
+class Quantile(nn.Module):
+    """Each input through its training rows' quantiles to a normal score: piecewise linear
+    between `knots` points, flat beyond them; written with ReLUs so that it exports to ONNX."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        super().__init__()
+        x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+        self.register_buffer("start", x[:, 0].clone())
+        self.register_buffer("base", y[:, 0].clone())
+        self.register_buffer("knots", x[:, :-1].clone())
+        self.register_buffer("widths", (x[:, 1:] - x[:, :-1]).clone())
+        self.register_buffer("slopes", ((y[:, 1:] - y[:, :-1]) / (x[:, 1:] - x[:, :-1])).clone())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        d = z.unsqueeze(2) - self.knots                      # [N, F, knots - 1]
+        step = torch.relu(d) - torch.relu(d - self.widths)   # each segment's share, 0..width
+        return self.base + (step * self.slopes).sum(dim=2)
+
+
 class Rescale(nn.Module):
     """y * std + mean: a regression's output back in the target's own units (the network
     learns the target standardized with its training rows' mean and std)."""
@@ -86,12 +127,19 @@ class Pipeline(nn.Module):
 
 def build_mlp(config: TrialConfig, n_features: int, n_classes: int,
               mean: np.ndarray | None = None, std: np.ndarray | None = None, *,
-              target: tuple[float, float] | None = None) -> nn.Sequential:
-    """Standardize -> [Linear -> BatchNorm? -> ReLU -> Dropout] x n_layers -> Linear (logits),
-    then for a regression (`target`: the target's mean and std; n_classes 1) Rescale."""
+              target: tuple[float, float] | None = None,
+              quantiles: tuple[np.ndarray, np.ndarray] | None = None) -> nn.Sequential:
+    """[Quantile ->] Standardize -> [Linear -> BatchNorm? -> ReLU -> Dropout] x n_layers ->
+    Linear (logits), then for a regression (`target`: the target's mean and std; n_classes 1)
+    Rescale. The quantile transform (config.input_transform) maps through `quantiles` (x, y)."""
     mean = np.zeros(n_features, np.float32) if mean is None else mean
     std = np.ones(n_features, np.float32) if std is None else std
     layers: list[nn.Module] = [Standardize(mean, std)]
+    if config.input_transform == "quantile":
+        if quantiles is None:   # a shape for load_state_dict to fill in
+            grid = np.tile(np.arange(QUANTILE_KNOTS, dtype=np.float32), (n_features, 1))
+            quantiles = (grid, grid)
+        layers.insert(0, Quantile(*quantiles))
     width_in = n_features
     for _ in range(config.n_layers):
         layers.append(nn.Linear(width_in, config.width))

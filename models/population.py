@@ -47,7 +47,7 @@ from gsearch.models._packed import _Member, _Packed, _Target, _initial_layers
 from gsearch.models.validation import CLASSIFICATION
 from gsearch.data.split import fit_scaler
 from gsearch.models.config import TrialConfig
-from gsearch.models.mlp import build_mlp
+from gsearch.models.mlp import build_mlp, fit_quantiles, quantile_transform
 from gsearch.models.schedule import Patience, schedule_table
 
 # On CPU a member padded to a wider population pays for the padding in every matmul and
@@ -185,14 +185,19 @@ class Population:
                              "(rows, validation rows, batch size, features, classes, task, metric)")
         self._shape = shape
         dev = self.device
-        mean, std = fit_scaler(data.X_train)
+        quantiles = fit_quantiles(data.X_train) if config.input_transform == "quantile" else None
+
+        def inputs(X):   # the quantile transform, where the config asks for it
+            return X if quantiles is None or X is None else quantile_transform(X, *quantiles)
+
+        mean, std = fit_scaler(inputs(data.X_train))
         layers, n_params = _initial_layers(config, data.X_train.shape[1], data.n_classes, seed, dev)
         mean_t, std_t = torch.as_tensor(mean, device=dev), torch.as_tensor(std, device=dev)
 
         def standardize(X):
             if X is None:
                 return torch.zeros((0, data.X_train.shape[1]), device=dev)
-            return (torch.as_tensor(X, dtype=torch.float32, device=dev) - mean_t) / std_t
+            return (torch.as_tensor(inputs(X), dtype=torch.float32, device=dev) - mean_t) / std_t
 
         n, batch = len(data.X_train), min(config.batch_size, len(data.X_train))
         lr, beta1 = schedule_table(config, config.epochs * len(batch_starts(n, batch)))
@@ -200,6 +205,7 @@ class Population:
         member = _Member(
             id=self._next_id, config=config, history=History(n_params=n_params),
             generator=torch.Generator(device=dev).manual_seed(seed), mean=mean, std=std,
+            quantiles=quantiles,
             X=standardize(data.X_train), y=target.train(dev), X_val=standardize(data.X_val),
             y_val=target.val(dev), target=target,
             layers=layers, exp_avg=[layer.zeros_like() for layer in layers],
@@ -229,7 +235,7 @@ class Population:
             self._repack_later()   # copies the current weights back into the member's records
         with torch.random.fork_rng(devices=[]):   # its random initial weights are overwritten
             model = build_mlp(m.config, m.X.shape[1], m.layers[-1].weight.shape[1], m.mean, m.std,
-                              target=m.target.scale)
+                              target=m.target.scale, quantiles=m.quantiles)
         model = model.to(self.device)
         linears = [x for x in model if isinstance(x, nn.Linear)]
         norms = [x for x in model if isinstance(x, nn.BatchNorm1d)]

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 # The searched parameters, in SearchSpace's order (--fix's help lists them; a test checks).
 PARAMETERS = ("n_layers", "width", "batch_norm", "lr", "lr_schedule", "batch_size", "epochs",
               "dropout", "weight_decay", "label_smoothing", "input_noise")
+# What the space of a table of one's own adds (SearchSpace.for_table): where they apply
+TABLE_PARAMETERS = ("input_transform", "class_weight", "loss")
 
 # Up to this many training rows the space is the one tuned on GTZAN (640 training rows):
 # batches of 32-128 rows, 20-100 epochs. Larger tables get larger batches and fewer epochs.
@@ -68,6 +70,7 @@ class SearchSpace:
     task: str = "classification"   # a regression searches its loss, not label smoothing
     class_weight: bool = False     # search class_weight (none, balanced): imbalanced classes
     linear: bool = False           # n_layers from 0: a linear model is in the space
+    quantile: bool = False         # the quantile input transform beside standardization
 
     @property
     def batch_sizes(self) -> tuple[int, int, int]:
@@ -108,6 +111,8 @@ class SearchSpace:
             class_weight=(trial.suggest_categorical("class_weight", ["none", "balanced"])
                           if classification and self.class_weight else "none"),
             loss="mse" if classification else trial.suggest_categorical("loss", ["mse", "huber"]),
+            input_transform=(trial.suggest_categorical("input_transform", ["standardize", "quantile"])
+                             if self.quantile else "standardize"),
         )
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -121,6 +126,7 @@ class SearchSpace:
     def describe(self) -> str:
         low, high, _ = self.epochs
         extra = "".join([", linear models too" if self.linear else "",
+                         ", quantile inputs" if self.quantile else "",
                          ", class weights" if self.class_weight else "",
                          ", loss mse/huber" if self.task == "regression" else ""])
         return (f"sized to {self.rows:,} training rows: batch size "
@@ -129,7 +135,8 @@ class SearchSpace:
     @property
     def options(self) -> dict:
         """What a study records of the space beside its rows (records.SPACE_OPTIONS)."""
-        return {"task": self.task, "class_weight": self.class_weight, "linear": self.linear}
+        return {"task": self.task, "class_weight": self.class_weight, "linear": self.linear,
+                "quantile": self.quantile}
 
     @classmethod
     def of(cls, study: optuna.Study) -> "SearchSpace":
@@ -141,13 +148,14 @@ class SearchSpace:
     def for_table(cls, ds, rows: int) -> "SearchSpace":
         """The space for a table whose trials train on `rows` rows: its task; class weights
         searched where the classes are imbalanced (the largest over IMBALANCE times the
-        smallest); linear models too for a table of one's own (GTZAN's space keeps its
-        measured 1-3 hidden layers)."""
+        smallest); linear models and the quantile input transform too for a table of one's own
+        (GTZAN's space keeps its measured 1-3 hidden layers and standardization)."""
         from gsearch.data.schema import FEATURE_NAMES   # light: a tuple of names
 
         counts = [] if ds.task == "regression" else [int((ds.y == c).sum()) for c in range(len(ds.classes))]
         imbalanced = bool(counts) and max(counts) > IMBALANCE * max(min(counts), 1)
-        return cls(rows, ds.task, class_weight=bool(imbalanced), linear=ds.features != FEATURE_NAMES)
+        own = ds.features != FEATURE_NAMES
+        return cls(rows, ds.task, class_weight=bool(imbalanced), linear=own, quantile=own)
 
 
 # GTZAN's space (640 training rows): the default of a caller that has no table in hand.

@@ -210,3 +210,26 @@ def test_an_export_is_calibrated_and_predict_gives_its_sets_and_intervals(tmp_pa
     for p, s in zip(model.predict_proba(X), model.predict_sets(X)):
         kept = {model.classes[i] for i in np.flatnonzero(p >= calibration["threshold"])}
         assert set(s) == (kept or {model.classes[int(p.argmax())]})
+
+
+def test_the_quantile_transform_trains_exports_and_agrees_between_backends(tmp_path):
+    from gsearch.models.config import TrialConfig
+    from gsearch.models.export import save_model
+    from gsearch.models.manifest import ExportManifest
+    from gsearch.models.mlp import Quantile, fit_quantiles, quantile_transform
+    from gsearch.models.population import TrainData, train
+
+    rng = np.random.default_rng(0)
+    X = np.exp(rng.normal(size=(400, 3))).astype(np.float32)   # skewed inputs
+    X[:, 2] = 1.0   # a constant column
+    x, y = fit_quantiles(X)
+    assert (np.diff(x, axis=1) > 0).all()
+    probe = np.concatenate([X[:50], X[:5] * 100, -X[:5]])   # beyond both ends too
+    np.testing.assert_allclose(Quantile(x, y)(torch.from_numpy(probe)).numpy(),
+                               quantile_transform(probe, x, y), atol=1e-5)
+    config = TrialConfig(n_layers=1, width=8, epochs=3, input_transform="quantile")
+    model, _ = train(config, TrainData(X, (X[:, 0] > 1).astype(np.int64), 2))
+    save_model(model, ExportManifest(("no", "yes"), ("a", "b", "c"), (config,)), tmp_path / "m")
+    onnx, torch_ = ExportedModel(tmp_path / "m", "onnx"), ExportedModel(tmp_path / "m", "torch")
+    np.testing.assert_allclose(onnx.predict_proba(probe), torch_.predict_proba(probe), atol=1e-5)
+    assert torch_.config.input_transform == "quantile"
