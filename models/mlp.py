@@ -54,7 +54,8 @@ def quantile_transform(X: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarra
 
 class Quantile(nn.Module):
     """Each input through its training rows' quantiles to a normal score: piecewise linear
-    between `knots` points, flat beyond them; written with ReLUs so that it exports to ONNX."""
+    between `knots` points, flat beyond them; written with ReLU and Min so that it exports to
+    ONNX."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
         super().__init__()
@@ -67,7 +68,7 @@ class Quantile(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         d = z.unsqueeze(2) - self.knots                      # [N, F, knots - 1]
-        step = torch.relu(d) - torch.relu(d - self.widths)   # each segment's share, 0..width
+        step = torch.minimum(torch.relu(d), self.widths)      # each segment's share, 0..width
         return self.base + (step * self.slopes).sum(dim=2)
 
 
