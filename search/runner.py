@@ -83,9 +83,11 @@ def setup_torch(threads: int, device: str) -> torch.device:
     return resolve_device(device)
 
 
-def run_study(request: RunRequest, *, echo: Echo = print, started: float | None = None) -> RunOutcome:
+def run_study(request: RunRequest, *, echo: Echo = print, started: float | None = None,
+              ds: Dataset | None = None) -> RunOutcome:
     """Run `request` (checked with request.check() first). `started`: when the request began
-    (time.monotonic(); --timeout counts from there), now by default."""
+    (time.monotonic(); --timeout counts from there), now by default. `ds`: the table, when the
+    caller holds it already (the Python API's DataFrame; request.data then only names it)."""
     started = time.monotonic() if started is None else started
     space = resolve_space(request.space)
     workers, _ = worker_cap(request.workers, request.trials)
@@ -96,9 +98,10 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
                                   max_latency_ms=request.max_latency_ms)
     protocol = request.protocol
     # data errors surface before the storage is touched
-    ds = protocol.prepare(load_dataset(resolve_data(request.data), label=request.label,
-                                       drop=request.drop, group=protocol.group,
-                                       categorical=request.categorical, task=request.task))
+    if ds is None:
+        ds = load_dataset(resolve_data(request.data), label=request.label, drop=request.drop,
+                          group=protocol.group, categorical=request.categorical, task=request.task)
+    ds = protocol.prepare(ds)
     objectives = replace(objectives, metric=table_metric(ds, request.metric))
     split = protocol.split(ds)                  # and split errors (too few tracks of a class)
     sized = SearchSpace.for_table(ds, protocol.train_rows(ds))   # a new study's space
