@@ -72,8 +72,14 @@ storage_option = click.option("--storage", default=DEFAULT_STORAGE, show_default
                               help="Optuna storage: sqlite:///file.db, postgresql://USER@HOST/DB, "
                                    "mysql://USER@HOST/DB, redis://HOST:6379/0, grpc://HOST:PORT "
                                    "or a journal file NAME.log.")
-study_option = click.option("--study", "study_name", default=DEFAULT_STUDY, show_default=True,
-                            help="Study name.")
+study_option = click.option(
+    "--study", "study_name", default=None,
+    help=f"Study name [default: the storage's only study, else {DEFAULT_STUDY}].")
+
+
+def comma_list(ctx, param, values) -> tuple[str, ...]:
+    """A repeatable option that also takes a comma-separated list: --drop a,b --drop c."""
+    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
 device_option = click.option("--device", type=click.Choice(DEVICES), default="auto",
                              show_default=True, help="Where to train (auto picks CUDA when available).")
 cv_option = click.option("--cv", type=click.IntRange(min=1), default=1, show_default=True,
@@ -100,10 +106,10 @@ label_option = click.option(
     "--label", default="label", show_default=True, metavar="COLUMN",
     help="The label column of the feature table (any 2 or more class names). Recorded in the study.")
 drop_option = click.option(
-    "--drop", multiple=True, metavar="COLUMN",
-    help="A column of the table to leave out of the features (repeatable), e.g. an id or a text "
-         "column. Without it every column but the label, filename and length is a feature; a "
-         "table with the Kaggle GTZAN features uses exactly those 57.")
+    "--drop", multiple=True, metavar="COLUMN", callback=comma_list,
+    help="A column of the table to leave out of the features (repeatable, or COLUMN,COLUMN), "
+         "e.g. an id. Without it every column but the label, filename and length is a feature; "
+         "a table with the Kaggle GTZAN features uses exactly those 57.")
 groups_option = click.option(
     "--groups", type=click.Choice(Protocol.GROUPS), default=Protocol.groups, show_default=True,
     help="What no split divides: track (all segments of a track on one side), or artist "
@@ -129,9 +135,14 @@ metric_option = click.option(
          "classification; rmse, mae, r2 for a regression [default: accuracy, or rmse]. "
          "Recorded in the study.")
 categorical_option = click.option(
-    "--categorical", multiple=True, metavar="COLUMN",
+    "--categorical", multiple=True, metavar="COLUMN", callback=comma_list,
     help="Read this column's values as categories (repeatable), e.g. an integer code; a column "
          "with text is read as categories without it.")
+sep_option = click.option(
+    "--sep", metavar="CHAR", default=None,
+    help="The table's column separator, e.g. ';' or '\\t' for a tab [default: sniffed from the "
+         "header line: a comma, else a semicolon, a tab or a bar].", callback=lambda c, p, v: (
+        None if v is None else {"\\t": "\t", "tab": "\t"}.get(v, v)))
 level_option = click.option(
     "--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
     show_default=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from gsearch import GsearchError
-from gsearch.cli._common import (categorical_option, check, cv_option, device_option, drop_option,
+from gsearch.cli._common import (categorical_option, check, sep_option, cv_option, device_option, drop_option,
                                  ensemble_option, group_option, groups_option, label_option, lazy,
                                  metric_option, pruner_option, sampler_option, space_option,
                                  task_option, threads_option, user_errors)
@@ -34,6 +34,7 @@ from gsearch.search.requests import EvaluateRequest, check_test_folds, parse_int
 @label_option
 @drop_option
 @categorical_option
+@sep_option
 @task_option
 @metric_option
 @groups_option

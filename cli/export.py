@@ -7,11 +7,10 @@ from pathlib import Path
 
 import click
 
-from gsearch import GsearchError
 from gsearch.cli._common import (artifacts_option, check, device_option, ensemble_option, lazy,
                                  level_option, storage_option, study_option, threads_option,
                                  user_errors)
-from gsearch.search.requests import ExportRequest, study_options
+from gsearch.search.requests import ExportRequest
 from gsearch.search.storage import check_url, safe_url
 
 
@@ -112,9 +111,6 @@ def report(study_name, storage, out_dir) -> None:
     check_url(storage, must_exist=True)
     reports = lazy("gsearch.search.report")
     study = reports.load_finished_study(storage, study_name)
-    if study is None:
-        raise GsearchError(f"study '{study_name}' has no completed trial yet; run 'gsearch run "
-                           f"{study_options(study_name, storage)}' until one completes")
-    out_dir = out_dir or reports.default_folder(study_name)
+    out_dir = out_dir or reports.default_folder(study.study_name)
     files = reports.write_report(study, out_dir, safe_url(storage))
     click.echo(f"wrote {len(files)} files to {out_dir}/: " + ", ".join(f.name for f in files))

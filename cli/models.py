@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from gsearch import GsearchError
-from gsearch.cli._common import lazy, user_errors
+from gsearch.cli._common import lazy, sep_option, user_errors
 
 BACKEND_HELP = {"predict": "Run the model with onnxruntime (model.onnx; starts faster) or torch (model.pt).",
                 "serve": "onnx: model.onnx through onnxruntime; torch: the weights-only model.pt."}
@@ -53,12 +53,18 @@ def extract(paths, out, segment_seconds, jobs) -> None:
               help="Also print each prediction's conformal set (the classes the model cannot rule "
                    "out) or interval (a regression), at the level the model was calibrated at "
                    "(model.json \"calibration\"; 90%% by default).")
+@click.option("--out", "out_csv", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              metavar="FILE.csv",
+              help="Also write the predictions as a table: file, source, row, prediction, each "
+                   "class's probability (and --sets' set or interval).")
+@sep_option
 @click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True,
               help=BACKEND_HELP["predict"])
 @user_errors
-def predict(model_dir, files, top_k, as_json, sets, backend) -> None:
+def predict(model_dir, files, top_k, as_json, sets, out_csv, sep, backend) -> None:
     """Classify audio files (or folders) and feature CSVs (one result per row) with an exported
-    model. Audio longer than two of the model's clips is classified in clip-long windows, averaged."""
+    model. Audio longer than two of the model's clips is classified in clip-long windows, averaged.
+    A row or file that cannot be read is said on stderr and the others are predicted (exit 1)."""
     if sys.stderr.isatty():   # a new process: say what the first second or two is spent on
         click.echo(f"gsearch predict: loading the model and {len(files)} path(s) ...", err=True)
     predicting = lazy("gsearch.models.predict")
@@ -71,7 +77,9 @@ def predict(model_dir, files, top_k, as_json, sets, backend) -> None:
         errors.append(error)
         click.echo(f"error: {error}", err=True)
 
-    predictions = predicting.predict_files(model, files, on_error=report, sets=sets)
+    predictions = list(predicting.predict_files(model, files, on_error=report, sets=sets, sep=sep))
+    if out_csv is not None:
+        predicting.predictions_table(model, predictions).to_csv(out_csv, index=False)
     if as_json:
         click.echo(json.dumps([p.to_json(top_k) for p in predictions], indent=2))
     else:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from gsearch import GsearchError
-from gsearch.cli._common import (categorical_option, check, cv_option, device_option, drop_option,
+from gsearch.cli._common import (categorical_option, check, sep_option, cv_option, device_option, drop_option,
                                  group_option, groups_option, label_option, lazy, level_option,
                                  metric_option,
                                  pruner_option, sampler_option, space_option, storage_option,
@@ -20,7 +20,7 @@ from gsearch.search._spawn import start_workers_server, worker_cap
 from gsearch.search.protocol import Protocol
 from gsearch.search.requests import RunRequest, study_options
 from gsearch.search.space import PARAMETERS, TABLE_PARAMETERS, resolve_space
-from gsearch.search.study import DEFAULT_POPULATION, WARM_START_TRIALS
+from gsearch.search.study import DEFAULT_POPULATION, WARM_START_TRIALS, default_study
 
 OBJECTIVES_HELP = ("What the study optimizes: accuracy (validation accuracy), accuracy,params "
                    "(also fewest trainable parameters) or accuracy,latency (also fastest: median "
@@ -60,6 +60,7 @@ OBJECTIVES_HELP = ("What the study optimizes: accuracy (validation accuracy), ac
 @label_option
 @drop_option
 @categorical_option
+@sep_option
 @task_option
 @metric_option
 @groups_option
@@ -118,6 +119,7 @@ def run(data_path, split_seed, test_size, val_size, cv, groups, group, test_fold
     started = time.monotonic()   # --timeout counts from here
     protocol = Protocol(test_size=test_size, val_size=val_size, split_seed=split_seed, cv=cv,
                         groups=groups, test_fold=test_fold, group=group)
+    study_name = study_name or default_study(data_path)
     request = check(RunRequest(data=data_path, protocol=protocol, export=export_dir,
                                study=study_name, drop=tuple(options.pop("drop")),
                                fix=tuple(options.pop("fix")),

@@ -83,11 +83,14 @@ def parse_numbers(values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def numbers(values: list[str], name: str, path, lines: list[int], *, gaps: bool = False,
-            hint: str = "", rows: list[int] | None = None, parsed: tuple | None = None) -> np.ndarray:
+            hint: str = "", rows: list[int] | None = None, parsed: tuple | None = None,
+            bad_rows: dict | None = None) -> np.ndarray:
     """A column as float64. `gaps`: empty cells become NaN (a table of one's own); without it
     an empty cell is refused (the Kaggle GTZAN schema, a length). Text, infinity and values
     beyond float32's range are refused, naming the row (`rows`: each value's data row in the
-    file, when some rows were left out) and line; `hint` is added to the text refusal."""
+    file, when some rows were left out) and line; `hint` is added to the text refusal. With
+    `bad_rows` (a dict), such a row is recorded there (index -> the refusal) and read as empty
+    instead: the other rows go on (predict)."""
     def row(i: int) -> int:
         return i + 1 if rows is None else rows[i]
 
@@ -102,21 +105,24 @@ def numbers(values: list[str], name: str, path, lines: list[int], *, gaps: bool 
         nan = stripped(np.asarray(values, dtype=object)[odd]).str.lower().to_numpy() == "nan"
         text[odd[~nan]] = True   # "nan" stays a number: NaN, refused below as not finite
         empty = np.zeros(len(values), bool)
-    if text.any():
-        i = int(np.argmax(text))
+    def refuse(i: int, error: DataError) -> None:
+        if bad_rows is None:
+            raise error
+        bad_rows.setdefault(i, str(error))
+        result[i] = np.nan
+
+    for i in np.flatnonzero(text):
         what = "an empty value" if not str(values[i]).strip() else "a non-numeric value"
-        raise bad(i, what, hint if what == "a non-numeric value" else "")
-    written = ~empty
-    nonfinite = np.flatnonzero(written & ~np.isfinite(result))
-    if len(nonfinite):
-        raise bad(int(nonfinite[0]), "a NaN or infinite value")
+        refuse(i, bad(i, what, hint if what == "a non-numeric value" else ""))
+    written = ~empty & ~text
+    for i in np.flatnonzero(written & ~np.isfinite(result)):
+        refuse(i, bad(int(i), "a NaN or infinite value"))
     with np.errstate(over="ignore"):
-        too_big = np.flatnonzero(written & ~np.isfinite(result.astype(np.float32)))
-    if len(too_big):
-        i = int(too_big[0])
-        raise DataError(f"{path}: column '{name}' has {show(values[i])} at data row {row(i)} (line "
-                        f"{lines[i]}), beyond the float32 range (±{FLOAT32_MAX:.3g}); fix or "
-                        "drop that row")
+        too_big = np.flatnonzero(written & np.isfinite(result) & ~np.isfinite(result.astype(np.float32)))
+    for i in too_big:
+        refuse(i, DataError(f"{path}: column '{name}' has {show(values[i])} at data row {row(i)} "
+                            f"(line {lines[i]}), beyond the float32 range (±{FLOAT32_MAX:.3g}); fix "
+                            "or drop that row"))
     return result
 
 

@@ -6,7 +6,9 @@ mistyped path is answered at once; `data.load` runs the same check when it reads
 
 from __future__ import annotations
 
+import codecs
 import os
+import zlib
 from pathlib import Path
 
 from gsearch import GsearchError
@@ -26,3 +28,21 @@ def check_readable(path: str | Path, error: type[GsearchError] = GsearchError) -
         raise error(f"{path} is a folder; pass the CSV file inside it with --data")
     if not os.access(path, os.R_OK):
         raise error(f"cannot read {path}: Permission denied")
+
+
+def header_names(path: str | Path) -> list[str]:
+    """The column names of a table's header line, read from its first bytes (plain or gzipped,
+    UTF-8 or UTF-16; separator sniffed as data.load does); [] when they cannot be read (the
+    loader then says why)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+        if head[:2] == b"\x1f\x8b":
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 1 << 16)
+        utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        text = head.decode("utf-16" if utf16 else "utf-8-sig", errors="ignore")
+    except (OSError, zlib.error):
+        return []
+    line = text.lstrip("\r\n").split("\n", 1)[0]
+    sep = next((s for s in (",", ";", "\t", "|") if s in line), ",")
+    return [name.strip().strip('"') for name in line.split(sep)]

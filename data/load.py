@@ -161,9 +161,22 @@ def _decode(raw: bytes, path: Path) -> str:
     return text
 
 
-def _parse(text: str, path: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header names, data rows and the line each row ends on; blank lines are skipped."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars"}
+
+
+def separator(text: str, sep: str | None = None) -> str:
+    """The column separator: `sep` when given, else sniffed from the header line: a comma when
+    it holds one, else a semicolon, a tab or a bar (what spreadsheets in other locales write)."""
+    if sep is not None:
+        return sep
+    header = text.lstrip("\n\r").split("\n", 1)[0]
+    return next((s for s in SEPARATORS if s in header), ",")
+
+
+def _parse(text: str, path: Path, sep: str | None = None) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header names, data rows and the line each row ends on; blank lines are skipped. Columns
+    are separated by `sep` (or what `separator` sniffs)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator(text, sep))
     rows, lines = [], []
     try:
         for row in reader:
@@ -185,11 +198,6 @@ def _check_columns(names: list[str], path: Path, require_labels: bool, *, label:
     by name; other columns are ignored); else the Kaggle GTZAN schema's 57 when the table has
     most of them (and then every Kaggle check: all 57, no unexpected column); else every
     column but the label, `filename`, `length` and `drop` (a table of one's own)."""
-    if len(names) == 1:
-        for sep, what in ((";", "semicolons"), ("\t", "tabs")):
-            if sep in names[0]:
-                raise DataError(f"{path} separates its columns with {what}; save it as a "
-                                "comma-separated CSV")
     repeated = [name for name, n in Counter(names).items() if n > 1]
     if repeated:
         raise DataError(f"{path} has column {_show(repeated[0])} more than once; "
@@ -242,14 +250,15 @@ def _columns(names: list[str], limit: int = 8) -> str:
 def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
           features: tuple[str, ...] | None = None, drop: tuple[str, ...] = (),
           group: str | None = None, kinds: tuple[str, ...] | None = None,
-          categorical: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str, tuple[str, ...], tuple[str, ...], list[int]]:
+          categorical: tuple[str, ...] = (), sep: str | None = None,
+          bad_rows: dict | None = None) -> tuple[pd.DataFrame, str, tuple[str, ...], tuple[str, ...], list[int]]:
     """(frame, SHA-256 of the file, feature names, their kinds, the line each row ends on).
     The frame holds each numeric
     feature as float64 (NaN for an empty cell of a table of one's own) and each categorical one
     as text (None for an empty cell); `kinds` (a model's or a study's) say which is which, else
     a column of one's own is numeric when all its values are numbers and not in `categorical`."""
     raw = _read_bytes(path)
-    names, rows, lines = _parse(_decode(raw, path), path)
+    names, rows, lines = _parse(_decode(raw, path), path, sep)
     features = _check_columns(names, path, require_labels, label=label, features=features, drop=drop,
                               group=group)
     unknown = [c for c in categorical if c not in features]
@@ -258,10 +267,14 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
                         f"(--categorical); its features: {_columns(list(features))}")
     if not rows:
         raise DataError(f"{path} has a header but no rows")
-    for row, line in zip(rows, lines):
+    for i, (row, line) in enumerate(zip(rows, lines)):
         if len(row) != len(names):
-            raise DataError(f"{path}: line {line} has {len(row)} fields, the header has "
-                            f"{len(names)}; fix or drop that row")
+            error = (f"{path}: line {line} has {len(row)} fields, the header has {len(names)}; "
+                     "fix or drop that row")
+            if bad_rows is None:
+                raise DataError(error)
+            bad_rows[i] = error   # predict: the other rows go on
+            rows[i] = [""] * len(names)
     columns = dict(zip(names, map(list, zip(*rows))))   # column by column, transposed in C
     names = columns.get(FILENAME_COLUMN)
     data = {FILENAME_COLUMN: names if names is not None else
@@ -289,7 +302,8 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
         found.append(kind)
         if kind == NUMERIC:
             hint = "; the model reads numbers there" if kinds is not None else ""
-            data[name] = col.numbers(values, name, path, lines, gaps=own, hint=hint, parsed=parsed)
+            data[name] = col.numbers(values, name, path, lines, gaps=own, hint=hint, parsed=parsed,
+                                     bad_rows=bad_rows)
         else:
             data[name] = col.clean_text(values)
     frame = pd.DataFrame(data, index=pd.RangeIndex(len(rows)))
@@ -308,21 +322,25 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
 
 def read_features(path: str | Path, *, require_labels: bool = True,
                   features: tuple[str, ...] | None = None,
-                  kinds: tuple[str, ...] | None = None) -> pd.DataFrame:
+                  kinds: tuple[str, ...] | None = None, sep: str | None = None,
+                  bad_rows: dict | None = None) -> pd.DataFrame:
     """Read a feature CSV (plain or gzipped, UTF-8 or UTF-16) and check it: the feature
     columns (`features` by name, e.g. a model's, of `kinds`; else the Kaggle GTZAN schema's 57,
     or a table of one's own: see load_dataset) present once each, every row as long as the
     header, every numeric feature a finite float32 number (or, in a table of one's own, empty).
     Returns numeric features as float64 (NaN: empty), categorical ones as text (None: empty),
-    `filename` (`rowN` when absent) and `length` (int64 max when absent)."""
-    return _read(Path(path), require_labels, features=features, kinds=kinds)[0]
+    `filename` (`rowN` when absent) and `length` (int64 max when absent). With `bad_rows` (a
+    dict), a row that cannot be read (a ragged line, text where a number goes) is recorded
+    there (row index -> the one-line refusal) instead of stopping the file."""
+    return _read(Path(path), require_labels, features=features, kinds=kinds, sep=sep,
+                 bad_rows=bad_rows)[0]
 
 
 def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
                  label: str = LABEL_COLUMN, features: tuple[str, ...] | None = None,
                  drop: tuple[str, ...] = (), group: str | None = None,
                  kinds: tuple[str, ...] | None = None, categorical: tuple[str, ...] = (),
-                 task: str = "auto") -> Dataset:
+                 task: str = "auto", sep: str | None = None) -> Dataset:
     """Load a labelled feature table: the Kaggle GTZAN schema (57 named features, rows grouped
     into tracks by filename), or any CSV of one's own with a `label` column (another with
     `label=`): its features are every column but the label, `filename`, `length` and the
@@ -347,7 +365,7 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
     frame, sha256, features, kinds, lines = _read(
         path, require_labels=True, label=label, features=None if features is None else tuple(features),
         drop=tuple(drop), group=group, kinds=None if kinds is None else tuple(kinds),
-        categorical=tuple(categorical))
+        categorical=tuple(categorical), sep=sep)
     labelled = ~col.is_missing(frame[_LABEL].to_numpy(dtype=object))
     if not labelled.any():
         raise DataError(f"{path}: column {_show(label)} has no label in any row; name the label "

@@ -27,6 +27,7 @@ from gsearch.models.export import build_exported, check_onnx, check_state, read_
 from gsearch.models.manifest import MODEL_FILE, ONNX_FILE, ExportManifest
 
 BACKENDS = ("onnx", "torch")
+TABLE_SUFFIXES = {".csv", ".tsv", ".txt"}   # what predict reads as a table (plain or .gz)
 
 
 class ExportedModel:
@@ -148,6 +149,7 @@ class Prediction:
     probabilities: dict[str, float]  # every class, most likely first ({} for a regression)
     windows: int | None = None       # audio: how many windows were averaged
     source: str | None = None        # CSV rows: the CSV file
+    row: int | None = None           # CSV rows: the data row in that file (from 1)
     value: float | None = None       # a regression's prediction
     conformal: tuple | None = None   # with --sets: the class set, or the (low, high) interval
 
@@ -157,7 +159,8 @@ class Prediction:
         return next(iter(self.probabilities))
 
     def to_json(self, top_k: int | None = None) -> dict:
-        extra = {"windows": self.windows} if self.windows else {"source": self.source}
+        extra = ({"windows": self.windows} if self.windows else
+                 {"source": self.source, **({"row": self.row} if self.row is not None else {})})
         if self.conformal is not None:
             extra["interval" if self.value is not None else "set"] = list(self.conformal)
         if self.value is not None:
@@ -218,21 +221,34 @@ def _prediction(model: ExportedModel, name: str, p: np.ndarray, **where) -> Pred
     return Prediction(name, {model.classes[i]: float(p[i]) for i in order}, **where)
 
 
-def predict_csv(model: ExportedModel, path: Path, *, sets: bool = False) -> list[Prediction]:
+def predict_csv(model: ExportedModel, path: Path, *, sets: bool = False, sep: str | None = None,
+                on_error: Callable[[GsearchError], None] | None = None) -> list[Prediction]:
     """One prediction per row of a feature CSV (label column optional), its columns read by
-    the model's feature names and kinds; `sets`: with its conformal set or interval."""
-    frame = read_features(path, require_labels=False, features=model.features, kinds=model.kinds)
+    the model's feature names and kinds; `sets`: with its conformal set or interval. A row that
+    cannot be read goes to `on_error` (one GsearchError each) and the others are predicted;
+    without `on_error` it stops the file. Each prediction is named by the row's filename
+    column, or by the file and row."""
+    bad: dict[int, str] = {}
+    frame = read_features(path, require_labels=False, features=model.features, kinds=model.kinds,
+                          sep=sep, bad_rows=None if on_error is None else bad)
+    for i in sorted(bad):
+        on_error(GsearchError(bad[i]))
+    keep = np.setdiff1d(np.arange(len(frame)), list(bad))
+    frame = frame.iloc[keep]
     X = model.matrix({name: frame[name].to_numpy() if kind == NUMERIC else list(frame[name])
                       for name, kind in zip(model.features, model.kinds)})
-    names = [str(name) for name in frame[FILENAME_COLUMN]]
+    generated = all(str(n) == f"row{i}" for i, n in zip(keep, frame[FILENAME_COLUMN]))
+    names = ([f"{path.name} row {i + 1}" for i in keep] if generated else
+             [str(name) for name in frame[FILENAME_COLUMN]])
+    where = {"source": str(path)}
     if model.regression:
         intervals = model.predict_intervals(X) if sets else [None] * len(names)
-        return [Prediction(name, {}, source=str(path), value=float(v),
+        return [Prediction(name, {}, **where, row=int(r) + 1, value=float(v),
                            conformal=None if i is None else (float(i[0]), float(i[1])))
-                for name, v, i in zip(names, model.predict_values(X), intervals)]
+                for name, r, v, i in zip(names, keep, model.predict_values(X), intervals)]
     conformal = model.predict_sets(X) if sets else [None] * len(names)
-    return [_prediction(model, name, p, source=str(path), conformal=c)
-            for name, p, c in zip(names, model.predict_proba(X), conformal)]
+    return [_prediction(model, name, p, **where, row=int(r) + 1, conformal=c)
+            for name, r, p, c in zip(names, keep, model.predict_proba(X), conformal)]
 
 
 def audio_windows(model: ExportedModel, path: Path) -> list[tuple[str, int, dict[str, float]]]:
@@ -262,24 +278,25 @@ def predict_audio(model: ExportedModel, path: Path, *, sets: bool = False) -> Pr
     return _prediction(model, str(path), p, windows=len(rows), conformal=conformal)
 
 
-def predict_file(model: ExportedModel, path: str | Path, *, sets: bool = False) -> list[Prediction]:
+def predict_file(model: ExportedModel, path: str | Path, *, sets: bool = False, sep: str | None = None,
+                 on_error: Callable[[GsearchError], None] | None = None) -> list[Prediction]:
     """A .csv file: one prediction per row; else one prediction for the audio file; `sets`:
     each with its conformal set or interval."""
     path = Path(path)
     if not path.is_file():
         raise GsearchError(f"{path}: no such file")
-    if path.suffix.lower() == ".csv":
-        return predict_csv(model, path, sets=sets)
+    if TABLE_SUFFIXES & {suffix.lower() for suffix in path.suffixes}:   # x.csv, x.tsv.gz, ...
+        return predict_csv(model, path, sets=sets, sep=sep, on_error=on_error)
     from gsearch.data.audio import SUPPORTED_EXTENSIONS, is_audio_file  # lazy: as in audio_windows
 
     if not is_audio_file(path):
         raise GsearchError(f"{path}: not a file predict reads ({path.suffix or 'no extension'}); give "
-                           f"a feature .csv or audio ({SUPPORTED_EXTENSIONS})")
+                           f"a feature table (.csv, .tsv, .txt) or audio ({SUPPORTED_EXTENSIONS})")
     return [predict_audio(model, path, sets=sets)]
 
 
 def predict_files(model: ExportedModel, paths, on_error: Callable[[GsearchError], None], *,
-                  sets: bool = False) -> Iterator[Prediction]:
+                  sets: bool = False, sep: str | None = None) -> Iterator[Prediction]:
     """Predictions for every path (a folder: each audio file in it, recursively); a file that
     fails goes to on_error and the others go on."""
     for path in map(Path, paths):
@@ -292,8 +309,32 @@ def predict_files(model: ExportedModel, paths, on_error: Callable[[GsearchError]
                 on_error(GsearchError(f"{path}: no audio files in this folder"))
         for f in files:
             try:
-                preds = predict_file(model, f, sets=sets)
+                preds = predict_file(model, f, sets=sets, sep=sep, on_error=on_error)
             except GsearchError as e:
                 on_error(e)
                 continue
             yield from preds
+
+
+def predictions_table(model: ExportedModel, predictions: list[Prediction]):
+    """Predictions as a table (predict --out FILE.csv): file, source, row, the prediction (the
+    class, or a regression's value), each class's probability, and the conformal set (classes
+    joined by '|') or interval (low, high) where they were asked for."""
+    import pandas as pd   # lazy: as read_features', only for --out
+
+    rows = []
+    for p in predictions:
+        row = {"file": p.file, "source": p.source or "", "row": p.row}
+        if p.value is not None:
+            row["prediction"] = p.value
+            if p.conformal is not None:
+                row["low"], row["high"] = p.conformal
+        else:
+            row["prediction"] = p.genre
+            row.update({f"probability_{c}": p.probabilities.get(c) for c in model.classes})
+            if p.conformal is not None:
+                row["set"] = "|".join(p.conformal)
+        if p.windows:
+            row["windows"] = p.windows
+        rows.append(row)
+    return pd.DataFrame(rows)

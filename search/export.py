@@ -61,7 +61,7 @@ def study_data(study: optuna.Study, data_path: str | None = None, *,
                           label=recorded.get(records.LABEL, LABEL_COLUMN),
                           features=tuple(features) if features is not None else None,
                           kinds=tuple(kinds) if kinds is not None else None, task=task,
-                          group=protocol.group)
+                          group=protocol.group, sep=recorded.get(records.SEP))
     ds = protocol.prepare(ds)
     protocol.check(study, ds)
     return ds, protocol.split(ds), protocol
@@ -228,8 +228,9 @@ def export_study(request: ExportRequest) -> Published:
     device = resolve_device(request.device)
     study = load_study(open_storage(request.storage, must_exist=True), request.study)
     if not state_counts(study)["complete"]:
-        raise GsearchError(f"study '{request.study}' has no completed trial yet; run 'gsearch run "
-                           f"{study_options(request.study, request.storage)}' until one completes (with --timeout: a longer one)")
+        raise GsearchError(f"study '{study.study_name}' has no completed trial yet; run 'gsearch run "
+                           f"{study_options(study.study_name, request.storage)}' until one completes "
+                           "(with --timeout: a longer one)")
     return publish(study, request.out, storage=request.storage, artifacts=request.artifacts,
                    device=device, data_path=str(request.data) if request.data else None,
                    ensemble=request.ensemble, pick=chosen, level=request.level)

@@ -18,6 +18,7 @@ from gsearch import GsearchError
 from gsearch.search import records
 from gsearch.search.objectives import OBJECTIVES, Objectives, feasible, score_study
 from gsearch.search.selection import pareto_front
+from gsearch.search.requests import study_options
 from gsearch.search.storage import open_storage
 from gsearch.search.study import load_study, set_log_level, state_counts
 
@@ -33,12 +34,15 @@ PLOTS = {
 PARETO_PLOTS = {"pareto_front": ("Pareto front: {score} against cost", (10, 6))}
 
 
-def load_finished_study(storage: str, name: str) -> optuna.Study | None:
-    """The study `name` of the storage URL `storage`, or None while it has no completed trial
-    (nothing to plot)."""
+def load_finished_study(storage: str, name: str | None) -> optuna.Study:
+    """The study `name` of the storage URL `storage` (None: its only study, else gtzan-mlp),
+    which must have a completed trial (something to plot)."""
     set_log_level()
     study = load_study(open_storage(storage, must_exist=True), name)
-    return study if state_counts(study)["complete"] else None
+    if not state_counts(study)["complete"]:
+        raise GsearchError(f"study '{study.study_name}' has no completed trial yet; run 'gsearch run "
+                           f"{study_options(study.study_name, storage)}' until one completes")
+    return study
 
 
 def default_folder(study_name: str) -> Path:

@@ -99,6 +99,7 @@ class RunRequest:
     label: str = LABEL_COLUMN
     drop: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()   # columns read as categories (text ones are anyway)
+    sep: str | None = None              # the column separator (None: sniffed)
     task: str = "auto"                  # classification, regression or auto (data.columns.task_of)
     metric: str | None = None           # models.validation.METRICS; None: the task's default
     protocol: Protocol = Protocol()
@@ -142,7 +143,7 @@ class RunRequest:
 class ExportRequest:
     """`gsearch export-best`: retrain a study's best trials, test them, write a model folder."""
 
-    study: str = DEFAULT_STUDY
+    study: str | None = None            # None: the storage's only study, else DEFAULT_STUDY
     storage: str = DEFAULT_STORAGE
     out: Path = Path("export")
     data: Path | None = None            # None: the file the study recorded
@@ -177,6 +178,7 @@ class EvaluateRequest:
     label: str = LABEL_COLUMN
     drop: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
+    sep: str | None = None
     task: str = "auto"
     metric: str | None = None
     protocol: Protocol = Protocol()

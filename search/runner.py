@@ -22,6 +22,7 @@ from gsearch import Interrupted
 from gsearch.data.load import Dataset, describe_data, load_dataset, resolve_data
 from gsearch.models.population import resolve_device
 from gsearch.models.validation import DEFAULT_METRIC, check_metric
+from gsearch.search import records
 from gsearch.search._spawn import cpu_count, worker_cap
 from gsearch.search.export import Published, publish
 from gsearch.search.objectives import Objectives
@@ -100,7 +101,8 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
     # data errors surface before the storage is touched
     if ds is None:
         ds = load_dataset(resolve_data(request.data), label=request.label, drop=request.drop,
-                          group=protocol.group, categorical=request.categorical, task=request.task)
+                          group=protocol.group, categorical=request.categorical, task=request.task,
+                          sep=request.sep)
     ds = protocol.prepare(ds)
     objectives = replace(objectives, metric=table_metric(ds, request.metric))
     split = protocol.split(ds)                  # and split errors (too few tracks of a class)
@@ -115,6 +117,8 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
                                     retry=request.storage_retry),
                        request.study, protocol=protocol, ds=ds, strategy=strategy,
                        objectives=objectives, space=sized, space_name=space_name(space))
+    if request.sep is not None and len(study.trials) == 0:   # export reads the file the same way
+        study.set_user_attr(records.SEP, request.sep)
     echo(f"data: {describe_data(ds)}")
     if ds.task == "regression" or "categorical" in ds.kinds or request.metric or ds.unlabelled:
         echo(f"table: {describe_table(ds, request.task)}")

@@ -8,7 +8,9 @@ nothing heavy.
 
 from __future__ import annotations
 
+import re
 import warnings
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -125,11 +127,28 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [s.study_name for s in storage.get_all_studies()]
 
 
-def load_study(storage: optuna.storages.BaseStorage, name: str, **kwargs) -> optuna.Study:
-    """Load an existing study or fail with the names that do exist."""
+def default_study(data: str | Path | None) -> str:
+    """The study `gsearch run` searches without --study: GTZAN's (DEFAULT_STUDY) for a table in
+    the Kaggle GTZAN schema, else one named after the table's file (penguins.csv -> penguins),
+    so that a table of one's own does not run into the GTZAN study's data guard. Reads the
+    header line only (data.files.header_names)."""
+    from gsearch.data.files import header_names   # light: the standard library
+    from gsearch.data.schema import FEATURE_NAMES   # light: a tuple of names
+
+    if data is None or sum(n in FEATURE_NAMES for n in header_names(data)) >= len(FEATURE_NAMES) / 2:
+        return DEFAULT_STUDY
+    stem = Path(data).name.split(".")[0]
+    return re.sub(r"[^\w.-]+", "_", stem) or DEFAULT_STUDY
+
+
+def load_study(storage: optuna.storages.BaseStorage, name: str | None, **kwargs) -> optuna.Study:
+    """Load an existing study or fail with the names that do exist. `name` None: the storage's
+    only study when it has one, else DEFAULT_STUDY."""
     import optuna   # lazy: the CLI reads this module at start (gsearch --help)
 
     names = study_names(storage)
+    if name is None:
+        name = names[0] if len(names) == 1 else DEFAULT_STUDY
     if name not in names:
         raise GsearchError(f"no study named '{name}' in this storage (studies: "
                            f"{', '.join(names) or 'none'}); pass --study")

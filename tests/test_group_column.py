@@ -69,14 +69,14 @@ def test_run_by_a_group_column_is_recorded_guarded_and_exported(cli, tmp_path):
               "--storage", db, "--pruner", "none", space=tiny)
     assert run.exit_code == 0, run.output
     assert "groups of column 'session'" in run.output and "no group on two sides" in run.output
-    study = optuna.load_study(study_name="gtzan-mlp", storage=db)
+    study = optuna.load_study(study_name="moods", storage=db)   # a table of one's own: its name
     assert study.user_attrs["group"] == "session" and "session" not in study.user_attrs["features"]
 
     refused = cli("run", "--data", csv, "--label", "mood", "--drop", "session", "--trials", 1,
                   "--storage", db, space=tiny)
     assert refused.exit_code == 1 and "group='session'" in refused.output, refused.output
     assert len(refused.output.strip().splitlines()) == 1
-    assert len(optuna.load_study(study_name="gtzan-mlp", storage=db).trials) == 2
+    assert len(optuna.load_study(study_name="moods", storage=db).trials) == 2
 
     exported = cli("export-best", "--storage", db, "--out", out)
     assert exported.exit_code == 0, exported.output
@@ -133,7 +133,7 @@ def test_the_search_space_follows_the_rows_a_trial_trains_on(cli, tmp_path):
               "--pruner", "none", "--storage", db)
     assert ran.exit_code == 0, ran.output
     assert "search space: sized to 1,280 training rows: batch size 64/128/256, 18-90 epochs" in ran.output
-    study = optuna.load_study(study_name="gtzan-mlp", storage=db)
+    study = optuna.load_study(study_name="big", storage=db)
     assert study.user_attrs["space_rows"] == 1280
     for trial in study.trials:
         assert trial.distributions["batch_size"].choices == (64, 128, 256)

@@ -83,7 +83,7 @@ def test_a_table_with_text_gaps_and_a_rare_class_is_searched_exported_and_predic
     assert meta["format"] == "gsearch-table-ensemble/1" and meta["task"] == "classification"
     assert meta["metric"] == "balanced_accuracy" and meta["preprocessing"]["kinds"][:2] == ["categorical"] * 2
     assert set(meta["test_scores"]) >= {"accuracy", "balanced_accuracy", "macro_f1", "log_loss"}
-    study = optuna.load_study(study_name="gtzan-mlp", storage=db)
+    study = optuna.load_study(study_name="p", storage=db)
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     assert study.user_attrs["kinds"] == ["categorical", "categorical", "numeric", "numeric"]
 
