@@ -26,13 +26,15 @@ refusal says), uploads.py (audio uploads), responses.py (answers), limits.py (wh
 and keeps /health answering), errors.py, run.py (`serve`: uvicorn, --workers).
 """
 
-from gsearch.serve.app import DEFAULT_MAX_ROWS, DEFAULT_MAX_UPLOAD_MB, State, create_app
+from gsearch.serve.app import (DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_ROWS, DEFAULT_MAX_UPLOAD_MB,
+                               State, create_app)
 from gsearch.serve.errors import RequestError
 from gsearch.serve.limits import MAX_WAITING
 from gsearch.serve.messages import FLOAT32_MAX
-from gsearch.serve.requests import DEFAULT_TOP_K, V2_MODEL, FeatureBatch, feature_batch
+from gsearch.serve.requests import DEFAULT_MAX_VALUES, DEFAULT_TOP_K, FeatureBatch, feature_batch
 from gsearch.serve.run import serve
+from gsearch.serve.v2 import V2_MODEL
 
 __all__ = ["create_app", "serve", "State", "RequestError", "FeatureBatch", "feature_batch",
-           "DEFAULT_MAX_ROWS", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_TOP_K", "FLOAT32_MAX",
-           "MAX_WAITING", "V2_MODEL"]
+           "DEFAULT_MAX_ROWS", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_MAX_VALUES",
+           "DEFAULT_BODY_TIMEOUT_S", "DEFAULT_TOP_K", "FLOAT32_MAX", "MAX_WAITING", "V2_MODEL"]
