@@ -171,7 +171,7 @@ class Contract:
         else:
             header, tail = split_binary(raw, header_length)
             data = self._parsed(header, "", self.v2_example)
-            decode_binary(data, tail, max_values=self.max_values, nan_is_empty=self.table)
+            decode_binary(data, tail, max_values=self.max_values)
         body = self._validated(data, self.v2, self.v2_example)
         tensors = body.inputs
         if tensors[0].name == MATRIX and self.matrix_input:

@@ -212,7 +212,7 @@ def split_binary(raw: bytes, header_length: str) -> tuple[bytes, memoryview]:
     return bytes(raw[:size]), memoryview(raw)[size:]
 
 
-def decode_binary(body: Any, tail: memoryview, *, max_values: int, nan_is_empty: bool) -> None:
+def decode_binary(body: Any, tail: memoryview, *, max_values: int) -> None:
     """Put the binary data of each input of the parsed JSON header `body` in its "data" (and
     drop its binary_data_size): what a JSON request holds. Checked before anything is decoded:
     each size against its shape and datatype, and all of them against `max_values` and the
@@ -236,7 +236,7 @@ def decode_binary(body: Any, tail: memoryview, *, max_values: int, nan_is_empty:
             raise RequestError(f"inputs[{i}]: binary_data_size {size} runs past the end of the "
                                f"body ({len(tail)} bytes after the JSON header)", "malformed")
         offset += size
-        tensor["data"] = _decoded(chunk, datatype, count, i, nan_is_empty)
+        tensor["data"] = _decoded(chunk, datatype, count, i)
         del tensor["parameters"]["binary_data_size"]
     if offset != len(tail):
         raise RequestError(f"the body holds {len(tail) - offset} bytes past its binary inputs; "
@@ -264,7 +264,7 @@ def _elements(tensor: dict, i: int) -> int:
     return int(np.prod(shape, dtype=np.int64)) if len(shape) < 8 else 1 << 62
 
 
-def _decoded(chunk: memoryview, datatype: Any, count: int, i: int, nan_is_empty: bool) -> list:
+def _decoded(chunk: memoryview, datatype: Any, count: int, i: int) -> list:
     if datatype == BYTES:
         return _strings(chunk, count, i)
     if datatype not in NUMBER_TYPES:
@@ -274,10 +274,7 @@ def _decoded(chunk: memoryview, datatype: Any, count: int, i: int, nan_is_empty:
     if len(chunk) != count * dtype.itemsize:
         raise RequestError(f"inputs[{i}]: binary_data_size is {len(chunk)} bytes; its shape holds "
                            f"{count} {datatype} values, {count * dtype.itemsize} bytes", "malformed")
-    values = np.frombuffer(chunk, dtype)
-    if nan_is_empty and dtype.kind == "f" and np.isnan(values).any():
-        return [None if v != v else v for v in values.tolist()]  # NaN: an empty cell
-    return values.tolist()
+    return np.frombuffer(chunk, dtype).tolist()
 
 
 def _strings(chunk: memoryview, count: int, i: int) -> list[str]:

@@ -2,7 +2,7 @@
 a feature's value by its kind, whole numbers, the protocol's parameters, lists of rows.
 
 - a numeric feature of a model with preprocessing (a table's: data.encode): a finite float32
-  number or null (an empty cell, imputed by the model);
+  number or null (an empty cell, imputed by the model; NaN is taken as null);
 - a numeric feature of a model without it (GTZAN's gsearch-mlp/1): a finite float32 number;
 - a categorical feature: text, a number (taken as text) or null; an unknown category goes to
   the model's "other" slot, never an error.
@@ -61,12 +61,21 @@ class Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
+def _nan_is_empty(value: Any) -> Any:
+    return None if isinstance(value, float) and value != value else value
+
+
+# A numeric feature's value where the model imputes empty cells: NaN (what numpy clients send
+# for one, JSON's NaN or binary data) is null
+Imputed = Annotated[Optional[Number], BeforeValidator(_nan_is_empty)]
+
+
 def value_type(kind: str, table: bool) -> Any:
     """The type of a feature's value: by its kind, and whether the model imputes empty cells
     (`table`: it has preprocessing)."""
     if kind == CATEGORICAL:
         return Category
-    return Optional[Number] if table else Number
+    return Imputed if table else Number
 
 
 def row_type(types: Sequence[Any]) -> Any:
