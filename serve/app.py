@@ -35,7 +35,8 @@ from gsearch.serve.messages import explain_parameters
 from gsearch.serve.requests import DEFAULT_MAX_VALUES, DEFAULT_TOP_K, Contract
 from gsearch.serve.responses import (ERRORS, JSON_ERRORS, V2_ERRORS, V2_NOT_FOUND, Prediction,
                                      PredictResponse, V2InferResponse, V2Live, V2ModelMetadata,
-                                     V2ModelReady, V2Ready, V2ServerMetadata, infer_response,
+                                     V2_BINARY, V2ModelReady, V2Ready, V2ServerMetadata,
+                                     infer_response,
                                      model_answer, render)
 from gsearch.serve.uploads import audio_batch, audio_refusal, stage_upload, upload_name, write_tone
 from gsearch.serve.v2 import BYTES, HEADER, MATRIX, V2_MODEL, binary_outputs
@@ -211,7 +212,7 @@ async def v2_model_ready(name: ModelName) -> dict:
              "(FP32 [N] or BYTES [N]) -> \"probabilities\" FP32 [N, n_classes] (in the order of "
              "GET /model \"classes\") and \"label\" BYTES [N], or a regression's "
              "\"prediction\" FP32 [N]; JSON or binary tensor data",
-             response_model=V2InferResponse, responses=V2_ERRORS,
+             response_model=V2InferResponse, responses={**V2_ERRORS, 200: V2_BINARY},
              openapi_extra=_json_body("V2InferRequest"))
 async def v2_infer(name: ModelName, request: Request) -> Response:
     _known(name)

@@ -190,6 +190,13 @@ _BUSY = {503: {"model": ErrorBody, "description": "Too many heavy requests waiti
 ERRORS = {**{status: {"model": ErrorBody} for status in (400, 413, 422)}, **_BUSY}
 JSON_ERRORS = {**ERRORS, 415: {"model": ErrorBody}}  # a JSON body sent as a form or text
 V2_NOT_FOUND = {404: {"model": ErrorBody}}
+# outputs asked as binary tensor data: the JSON header (Inference-Header-Content-Length bytes) and
+# their bytes after it
+V2_BINARY = {"content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                 "format": "binary"}}},
+             "headers": {"Inference-Header-Content-Length": {
+                 "description": "Binary answers: the length of the JSON header that starts the "
+                                "body.", "schema": {"type": "integer"}}}}
 V2_ERRORS = {**{status: {"model": ErrorBody} for status in (400, 404, 413, 415)}, **_BUSY}
 
 

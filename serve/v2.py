@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Annotated, Any, Literal, Optional, Sequence, Union
+from typing import Annotated, Any, Callable, Literal, Optional, Sequence, Union
 
 import numpy as np
 import pydantic
@@ -140,6 +140,15 @@ def _shape(value: Any, handler) -> Any:
         raise PydanticCustomError("feature_shape", "[N] or [N, 1]", {"rows": first}) from None
 
 
+def _kind_of(tags: dict[str, str]) -> Callable[[Any], str | None]:
+    """The member of the inputs' union a tensor is validated by: its name's kind (None: no such
+    input, which the message of the union's error says)."""
+    def kind(tensor: Any) -> str | None:
+        name = tensor.get("name") if isinstance(tensor, dict) else getattr(tensor, "name", None)
+        return tags.get(name) if isinstance(name, str) else None
+    return kind
+
+
 def v2_request(features: Sequence[str], kinds: Sequence[str], *, table: bool, max_rows: int,
                outputs: Sequence[str]) -> type[V2InferRequest]:
     """The request model of a model with these features: its inputs (the "features" tensor, for
@@ -168,11 +177,11 @@ def v2_request(features: Sequence[str], kinds: Sequence[str], *, table: bool, ma
             shape=(shape, ...),
             datatype=(Literal[datatypes], Field(description=" or ".join(datatypes[:3])
                                                 + (", INT*, UINT*" if len(datatypes) > 1 else ""))),
-            data=(Annotated[list[value_type(kind, table)], Field(max_length=max_rows)], ...)),
+            data=(Annotated[list[value_type(kind, table)], Field(min_length=1, max_length=max_rows)],
+                  ...)),
             Tag(kind)])
     tensor = (members[0].__origin__ if len(members) == 1 else Annotated[
-        Union[tuple(members)], Discriminator(lambda v: tags.get(
-            v.get("name") if isinstance(v, dict) else getattr(v, "name", None)))])
+        Union[tuple(members)], Discriminator(_kind_of(tags))])
     wanted = create_model("V2RequestedOutput", __base__=Body,
                           name=(Literal[tuple(outputs)], Field(description=" or ".join(
                               f'"{o}"' for o in outputs) + ".")),
