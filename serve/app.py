@@ -347,9 +347,9 @@ def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
     state = State(
         model=model, contract=contract, body_timeout=body_timeout,
         max_bytes=int(max_upload_mb * 1024 * 1024), max_audio_seconds=max_audio_seconds,
-        # each JSON request takes the values it may hold (rows x features, from its bytes): a
-        # request of --max-values values (or a big body) per CPU at a time, many small ones
-        value_slots=Slots(cpus * max_values, "JSON requests"),
+        # each JSON request takes the values it may hold (rows x features, from its bytes): one
+        # request of the most values allowed (or a big body) per CPU at a time, many small ones
+        value_slots=Slots(cpus * contract.max_values, "JSON requests"),
         # each upload takes its samples to decode, at least a CPU's share: at most one upload per
         # CPU at a time, fewer when they are long
         decode_slots=Slots(DECODE_BUDGET, "audio uploads", least=DECODE_BUDGET // cpus),

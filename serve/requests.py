@@ -129,7 +129,8 @@ class Contract:
         self.kinds = tuple(kinds or (NUMERIC,) * len(self.features))
         n = len(self.features)
         self.max_rows = max(1, min(max_rows, max_values // n))  # rows x features <= max_values
-        self.max_values, self.table = max_values, table
+        self.max_values = self.max_rows * n  # what one request may hold: its share of the budget
+        self.table = table
         self.outputs = REGRESSION_OUTPUTS if regression else CLASSIFIER_OUTPUTS
         self.types = [value_type(kind, table) for kind in self.kinds]
         name = "tempo" if "tempo" in self.features else self.features[0]

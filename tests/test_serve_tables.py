@@ -5,6 +5,9 @@ Open Inference Protocol in JSON, and by Triton's client with its defaults (binar
 Their answers are the exported model's own (models.predict.ExportedModel on the same rows)."""
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +22,9 @@ from gsearch.models.predict import ExportedModel
 from test_serve import Server, assert_error
 from test_tables import penguins, regression_space, tiny
 
-pytestmark = pytest.mark.slow  # servers in subprocesses
+pytestmark = pytest.mark.slow  # servers in subprocesses, a browser
 MODEL = "gsearch"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # new rows: an unknown island, empty cells (null and ""), a number for a text feature
 ROWS = [{"island": "Dream", "sex": "male", "bill": 50.0, "flipper": 210},
         {"island": "Atlantis", "sex": None, "bill": None, "flipper": 190},
@@ -216,3 +220,22 @@ def test_a_bad_clip_samples_is_refused_when_the_export_is_read(real_export, tmp_
         assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
         assert "clip_samples is -1" in result.output and "Traceback" not in result.output
     assert json.loads((out / "model.json").read_text())["clip_samples"] == -1
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).is_file(),
+                    reason="needs Debian's chromium (apt-get install chromium) for the browser test")
+def test_docs_page_shows_the_routes_in_a_browser_offline(table, tmp_path):
+    """/docs in headless Chromium with every host but the server's unreachable (as offline): the
+    page needs nothing from a CDN and shows every route and the request schemas."""
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no network but the server
+         f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=10000", "--dump-dom",
+         f"http://127.0.0.1:{table.port}/docs"], capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    for route in ("/predict", "/predict/audio", "/health", "/model", "/v2/models/{name}/infer"):
+        assert f"<code>{route}</code>" in dom, route
+    assert 'id="PredictRequest"' in dom and 'id="PredictRow"' in dom and "island" in dom
+    assert "<script" not in dom and "cdn" not in dom.lower()
