@@ -105,6 +105,7 @@ async def _json_route(request: Request, answer: Callable[..., bytes | Response])
     (limits.answer_body)."""
     state = served(request)
     return await answer_body(request, state.value_slots, max_values=state.contract.max_values,
+                             n_features=len(state.model.features),
                              answer=partial(answer, state, request.headers))
 
 

@@ -6,7 +6,7 @@
 - A JSON body waits, unread, until the values it may hold fit in a budget of --max-values per
   CPU (answer_body: from its Content-Length a value takes at least 2 bytes; at most --max-values,
   so at most one big body per CPU is in memory, whatever the model's width; one that can hold at
-  most SMALL_VALUES values goes straight through). It is handled in a worker thread, where
+  most SMALL_VALUES values, or one row of the model, goes straight through). It is handled in a worker thread, where
   check_json_size bounds its nesting (MAX_DEPTH), its arrays and objects (the rows allowed: each
   row is one) and its values (rows x features, the rows allowed being --max-rows and at most
   --max-values / features) from a numpy scan of its bytes, so an oversized body is refused (413)
@@ -146,15 +146,18 @@ async def read_body(request: Request) -> bytearray:
     return body
 
 
-async def answer_body(request: Request, slots: Slots, *, max_values: int,
+async def answer_body(request: Request, slots: Slots, *, max_values: int, n_features: int,
                       answer: Callable[[bytearray, str], bytes | Response]) -> Response:
     """answer(body, content type), JSON bytes (or a Response) made in a worker thread. Before its
     body is read, the request takes the values it may hold from `slots` (a value is at least 2
-    bytes; a body of unknown length may hold --max-values)."""
+    bytes; a body of unknown length may hold `max_values`, a request's worth). One with room for
+    at most SMALL_VALUES values, or a row of short numbers of the model (8 bytes a value), goes
+    straight through."""
     kind = request.headers.get("content-type", "")
     length = request.headers.get("content-length", "")
     values = -(-int(length) // 2) if length.isdigit() else max_values
-    if values <= SMALL_VALUES:  # cheap: never waits behind big ones (the thread pool bounds them)
+    if values <= max(SMALL_VALUES, 4 * n_features):  # cheap: never waits behind big ones (the
+        # thread pool bounds how many are handled at once)
         raw = await read_body(request)
         return _response(await run_in_threadpool(answer, raw, kind))
     async with slots.take(min(values, max_values)):

@@ -50,7 +50,7 @@ def explain_body(errors: list[dict], data: Any, *, example: str, features: tuple
     if not errors:
         return RequestError("invalid request; see /docs")
     first = min(errors, key=lambda e: e["type"] != "extra_forbidden")
-    kind, loc, n_features = first["type"], _untagged(tuple(first["loc"])), len(features)
+    kind, loc = first["type"], _untagged(tuple(first["loc"]))
     first = {**first, "kind": dict(zip(features, kinds)), "table": table, "max_rows": max_rows}
     if kind == "request":  # the model's own checks (serve/requests.py): the message as it is
         return RequestError(first["msg"])
