@@ -11,6 +11,7 @@ Usage: python bench/bench_serve.py [--model EXPORT_DIR] [--clients 1,8,32] [--wo
        [--backend onnx|torch] [--rows-requests 400] [--batch-requests 100] [--audio-requests 4]
        python bench/bench_serve.py --abuse [--model EXPORT_DIR]
        python bench/bench_serve.py --hostile 60 [--hostile-clients 4] [--max-rss-mb 1024]
+                                   [--features 20000]
 Without --model, a small model is trained on the real features_30_sec.csv (a few seconds).
 
 --abuse: the cost of oversized JSON bodies (the server at its defaults: --max-upload-mb 50,
@@ -31,7 +32,9 @@ answer, GET /health is sent every 50 ms on its own connection, a one-row POST /p
 100 ms (what a well-behaved client sees), and the server's RSS read every 50 ms (VmHWM, reset at
 the start, is the peak). It prints the answers by shape and status, the /health and one-row
 latencies (max, p99) and the peak RSS, and exits 1 if /health ever took over 1 s (or failed) or
-the peak RSS went over --max-rss-mb (default 1024).
+the peak RSS went over --max-rss-mb (default 1024). With --features N (and no --model) the model
+is an untrained one of N numbers (a wide model), the rows of numbers are N wide (about 44 MB of
+them) and the largest valid batch is --max-values / N rows.
 """
 import argparse
 import http.client
@@ -49,6 +52,8 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+
+from gsearch.data.schema import FEATURE_NAMES
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "gtzan"
 CSV = SHARED / "features_30_sec.csv"
@@ -73,6 +78,20 @@ def quick_export(out: Path) -> Path:
     return out
 
 
+def wide_export(out: Path, n_features: int) -> Path:
+    """An untrained classifier of n_features numbers (10 classes), written as export-best writes
+    one: what a wide model costs the server does not depend on its weights."""
+    from gsearch.models.config import TrialConfig
+    from gsearch.models.export import build_exported, save_model
+    from gsearch.models.manifest import ExportManifest
+
+    manifest = ExportManifest(tuple(f"class{i}" for i in range(10)),
+                              tuple(f"f{i}" for i in range(n_features)),
+                              (TrialConfig(n_layers=1, width=64),))
+    save_model(build_exported(manifest), manifest, out)
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,6 +99,9 @@ def free_port() -> int:
 
 
 def start_server(model: Path, port: int, workers: int, backend: str, log) -> subprocess.Popen:
+    """The server, once ready: its audio warm-up done, where the model classifies audio."""
+    features = json.loads((model / "model.json").read_text())["features"]
+    audio = set(features) <= set(FEATURE_NAMES)  # else the server does not take audio
     cmd = [sys.executable, "-m", "gsearch", "serve", "--model", str(model), "--port",
            str(port), "--workers", str(workers), "--backend", backend]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -88,7 +110,8 @@ def start_server(model: Path, port: int, workers: int, backend: str, log) -> sub
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("GET", "/health")
-            if json.loads(conn.getresponse().read()).get("audio_ready"):
+            health = json.loads(conn.getresponse().read())
+            if health.get("audio_ready") or health.get("audio_ready") is None or audio is False:
                 return proc
         except OSError:
             pass
@@ -244,16 +267,18 @@ def _audio_bytes(name: str, rate: int, seconds: float, channels: int = 1, tone: 
         return path.read_bytes()
 
 
-def hostile_shapes(valid: bytes) -> list[tuple[str, str, bytes, str]]:
-    """(name, route, body, content type) of the worst requests, at the server's defaults."""
+def hostile_shapes(valid: bytes, valid_rows: int, n: int) -> list[tuple[str, str, bytes, str]]:
+    """(name, route, body, content type) of the worst requests, at the server's defaults, for a
+    model of n features: `valid` is the largest valid batch (valid_rows rows)."""
     tiny = b'{"rows": [' + b",".join([b'{"a":1}'] * 6_500_000) + b"]}"
-    row = "[" + ",".join(["0.5"] * 57) + "]"
-    wide = ('{"features": [' + ",".join([row] * 200_000) + "]}").encode()
+    row = "[" + ",".join(["0.5"] * n) + "]"
+    rows = 200_000 if n == 57 else max(1, 46_000_000 // (4 * n))  # about 44 MB
+    wide = ('{"features": [' + ",".join([row] * rows) + "]}").encode()
     deep = b'{"features": ' + b"[" * 10_000_000 + b"]" * 10_000_000 + b"}"
     shapes = [("50 MB of tiny row objects", "/predict", tiny, "application/json"),
-              ("200,000 rows of 57 numbers", "/predict", wide, "application/json"),
+              (f"{rows:,} rows of {n} numbers", "/predict", wide, "application/json"),
               ("JSON nested 10 M deep", "/predict", deep, "application/json"),
-              ("10,000 valid rows", "/predict", valid, "application/json")]
+              (f"{valid_rows:,} valid rows", "/predict", valid, "application/json")]
     for name, file, data in [
             ("WAV at 1 Hz", "one-hz.wav", _audio_bytes("one-hz.wav", 1, 100_000)),
             ("WAV at 100 Hz", "slow.wav", _audio_bytes("slow.wav", 100, 1000)),
@@ -268,16 +293,22 @@ def hostile_shapes(valid: bytes) -> list[tuple[str, str, bytes, str]]:
 def hostile(a) -> int:
     """See the module docstring (--hostile). Returns the exit status: 1 if a bound was broken."""
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        model = a.model or quick_export(Path(tmp) / "export")
+        model = a.model or (wide_export(Path(tmp) / "export", a.features) if a.features
+                            else quick_export(Path(tmp) / "export"))
         features = json.loads((model / "model.json").read_text())["features"]
-        X = __import__("pandas").read_csv(CSV)[features].to_numpy(np.float64)
-        valid = json.dumps({"features": np.resize(X, (10_000, X.shape[1])).tolist()}).encode()
-        shapes = hostile_shapes(valid)
+        try:
+            X = __import__("pandas").read_csv(CSV)[features].to_numpy(np.float64)
+        except KeyError:  # not GTZAN's features (--features N): any numbers will do
+            X = np.random.default_rng(0).normal(size=(100, len(features)))
+        valid_rows = min(10_000, 1_000_000 // len(features))  # --max-rows, --max-values
+        valid = json.dumps({"features": np.resize(X, (valid_rows, X.shape[1])).tolist()}).encode()
+        shapes = hostile_shapes(valid, valid_rows, len(features))
         port = free_port()
         log = open(Path(tmp) / "server.log", "w+")
         proc = start_server(model, port, 1, a.backend, log)
         rest = _rss(proc.pid, "VmRSS")
-        print(f"gsearch serve (defaults: --max-upload-mb 50 --max-rows 10000); {describe()}; "
+        print(f"gsearch serve (defaults: --max-upload-mb 50 --max-rows 10000 --max-values "
+              f"1000000), a model of {len(features)} features; {describe()}; "
               f"load average {os.getloadavg()[0]:.2f}; server RSS at rest {rest:.0f} MB")
         print(f"hostile load: {a.hostile:g} s, {a.hostile_clients} clients sending back to back, "
               "/health every 50 ms", flush=True)
@@ -431,6 +462,9 @@ def main() -> None:
     ap.add_argument("--hostile", type=float, metavar="SECONDS",
                     help="hostile load for SECONDS seconds instead (see above)")
     ap.add_argument("--hostile-clients", type=int, default=4, help="clients sending the worst shapes")
+    ap.add_argument("--features", type=int, metavar="N",
+                    help="--hostile without --model: an untrained model of N features (a wide "
+                         "model: --features 20000) instead of a small one trained on GTZAN")
     ap.add_argument("--max-rss-mb", type=float, default=1024,
                     help="--hostile fails if the server's peak RSS goes over this")
     a = ap.parse_args()

@@ -104,8 +104,12 @@ def predict(model_dir, files, top_k, as_json, sets, out_csv, sep, backend) -> No
               show_default=True, help="Largest request body (audio upload or JSON rows).")
 @click.option("--max-rows", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Most feature rows in one POST /predict.")
+@click.option("--max-values", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              help="Most values (rows x features) in one request: a wide model takes fewer rows.")
 @click.option("--max-audio-seconds", type=click.FloatRange(min=0, min_open=True), default=600.0,
               show_default=True, help="Longest audio upload (read from its header, before decoding).")
+@click.option("--body-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Seconds a request body may take to arrive (then 408).")
 @user_errors
 def serve(model_dir, **settings) -> None:
     """Serve an exported model over HTTP: /predict (feature rows), /predict/audio (an upload),

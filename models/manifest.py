@@ -226,7 +226,7 @@ class ExportManifest:
             if described.get("objectives") is not None:
                 described["objectives"] = tuple(described["objectives"])
             if described.get("clip_samples") is not None:
-                described["clip_samples"] = int(described["clip_samples"])
+                described["clip_samples"] = _clip_samples(described["clip_samples"])
             encoding = (Encoding.from_json(features, meta["preprocessing"])
                         if "preprocessing" in meta else None)
             calibration = (Calibration.from_json(meta["calibration"])
@@ -314,6 +314,17 @@ def _config(values: dict) -> TrialConfig:
             raise TypeError(f"hyperparameter {key}={str(value)[:40]} is not a "
                             f"{'true/false flag' if key == 'batch_norm' else 'whole number'}")
     return config
+
+
+def _clip_samples(value) -> int:
+    """model.json's clip_samples: the samples of one audio window, a whole number of at least
+    one (ValueError otherwise: a window of -1 samples would fail every audio file)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if type(value) is not int or value < 1:
+        raise ValueError(f"clip_samples is {str(value)[:40]}, not a positive whole number of "
+                         "samples")
+    return value
 
 
 def _members(meta: dict, fmt: str) -> tuple[Member, ...]:

@@ -64,8 +64,9 @@ class ExportedModel:
 
     def matrix(self, columns: dict[str, list], where=lambda i, name: f"row {i + 1}") -> np.ndarray:
         """Raw rows [N, n_features] from values by feature name: a numeric feature's numbers
-        (None or NaN: empty), a categorical feature's text (numbers are taken as text; None:
-        empty; a value never seen in training goes to its "other" slot). A text value where
+        (None or NaN: empty), a categorical feature's text (numbers are taken as text; None or
+        "", as a CSV's empty cell: empty; a value never seen in training goes to its "other"
+        slot). A text value where
         the model reads a number is a GsearchError naming it (`where(row, feature)`)."""
         n = len(next(iter(columns.values()))) if columns else 0
         X = np.empty((n, len(self.features)), np.float32)
@@ -80,8 +81,8 @@ class ExportedModel:
                                            f"reads a number for {name!r}")
                 X[:, j] = np.array([np.nan if v is None else v for v in values], np.float64)
             else:
-                text = [None if v is None or (isinstance(v, float) and np.isnan(v)) else
-                        (v if isinstance(v, str) else _as_text(v)) for v in values]
+                text = [None if v is None or v == "" or (isinstance(v, float) and np.isnan(v))
+                        else (v if isinstance(v, str) else _as_text(v)) for v in values]
                 X[:, j] = self.encoding.slots(j, text)
         return X
 

@@ -1,10 +1,11 @@
 """The FastAPI app: the routes, at module level, over one State per app (request.app.state.serve),
 and the one request pipeline they share: body -> FeatureBatch (serve/requests.py, or
-serve/uploads.py for audio) -> classify -> Answer -> JSON (serve/responses.py), every refusal a
+serve/uploads.py for audio) -> model_answer -> Answer -> JSON (serve/responses.py), every refusal a
 RequestError (serve/errors.py) answered {"error": "one line"}."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import tempfile
@@ -24,18 +25,25 @@ from starlette.exceptions import HTTPException
 
 from gsearch import GsearchError, __version__
 from gsearch.data.audio import DEFAULT_MAX_AUDIO_SECONDS
+from gsearch.data.schema import NUMERIC
 from gsearch.models.predict import ExportedModel
-from gsearch.serve.errors import V2_PREFIX, RequestError, status_of, too_large
-from gsearch.serve.limits import DECODE_BUDGET, BodyLimit, Slots, answer_body, give_back_memory
-from gsearch.serve.messages import BINARY, explain_parameters
-from gsearch.serve.requests import DEFAULT_TOP_K, V2_MODEL, V2_OUTPUTS, Contract
+from gsearch.serve.docs import docs_page
+from gsearch.serve.errors import V2_PREFIX, RequestError, out_of_space, status_of, too_large
+from gsearch.serve.limits import (DECODE_BUDGET, BodyLimit, Slots, answer_body, give_back_memory,
+                                  too_slow)
+from gsearch.serve.messages import explain_parameters
+from gsearch.serve.requests import DEFAULT_MAX_VALUES, DEFAULT_TOP_K, Contract
 from gsearch.serve.responses import (ERRORS, JSON_ERRORS, V2_ERRORS, V2_NOT_FOUND, Prediction,
                                      PredictResponse, V2InferResponse, V2Live, V2ModelMetadata,
-                                     V2ModelReady, V2Ready, V2ServerMetadata, classify, render)
+                                     V2_BINARY, V2ModelReady, V2Ready, V2ServerMetadata,
+                                     infer_response,
+                                     model_answer, render)
 from gsearch.serve.uploads import audio_batch, audio_refusal, stage_upload, upload_name, write_tone
+from gsearch.serve.v2 import BYTES, HEADER, MATRIX, V2_MODEL, binary_outputs
 
 DEFAULT_MAX_UPLOAD_MB = 50.0
 DEFAULT_MAX_ROWS = 10_000
+DEFAULT_BODY_TIMEOUT_S = 30.0   # --body-timeout: the most a request body may take to arrive
 _V2 = ["Open Inference Protocol (KServe v2)"]
 
 
@@ -45,9 +53,10 @@ class State:
 
     model: ExportedModel
     contract: Contract
+    body_timeout: float            # --body-timeout
     max_bytes: int                 # --max-upload-mb
     max_audio_seconds: float
-    row_slots: Slots               # the rows JSON bodies may hold, --max-rows per CPU
+    value_slots: Slots             # the values JSON bodies may hold, --max-values per CPU
     decode_slots: Slots            # the samples uploads decode, limits.DECODE_BUDGET
     warm_audio: bool
     audio_refusal: str | None      # why this model cannot classify audio, if it cannot
@@ -79,22 +88,30 @@ def _json_body(schema: str) -> dict:
         "schema": {"$ref": f"#/components/schemas/{schema}"}}}}}
 
 
-@router.post("/predict", summary="Classify feature rows", response_model=PredictResponse,
+@router.get("/docs", summary="This API's documentation: an HTML page of the OpenAPI schema",
+            include_in_schema=False)
+async def docs(request: Request) -> Response:
+    return Response(docs_page(request.app.openapi()), media_type="text/html; charset=utf-8")
+
+
+@router.post("/predict", summary="Predict feature rows", response_model=PredictResponse,
              responses=JSON_ERRORS, openapi_extra=_json_body("PredictRequest"))
 async def predict_rows(request: Request) -> Response:
     return await _json_route(request, _predict)
 
 
-async def _json_route(request: Request, answer: Callable[[State, bytes, str], bytes]) -> Response:
-    """A JSON route: answer(state, body, content type), under the row budget (limits.answer_body)."""
+async def _json_route(request: Request, answer: Callable[..., bytes | Response]) -> Response:
+    """A JSON route: answer(state, request headers, body, content type), under the value budget
+    (limits.answer_body)."""
     state = served(request)
-    return await answer_body(request, state.row_slots, n_features=len(state.model.features),
-                             max_rows=state.contract.max_rows, answer=partial(answer, state))
+    return await answer_body(request, state.value_slots, max_values=state.contract.max_values,
+                             n_features=len(state.model.features),
+                             answer=partial(answer, state, request.headers))
 
 
-def _predict(state: State, raw: bytes, content_type: str) -> bytes:
+def _predict(state: State, headers, raw: bytes, content_type: str) -> bytes:
     batch, top_k = state.contract.predict_request(raw, content_type)
-    answer = classify(state.model, batch)
+    answer = model_answer(state.model, batch)
     return render({"predictions": answer.predictions(min(top_k, len(answer.classes)))})
 
 
@@ -127,7 +144,7 @@ def _classify_upload(state: State, path: Path, name: str, top_k: int) -> bytes:
     average of its windows' probabilities."""
     try:
         batch = audio_batch(state.model, path, name)
-        answer = classify(state.model, batch).mean()
+        answer = model_answer(state.model, batch).mean()
         top_k = min(top_k, len(answer.classes))
         return render(answer.predictions(top_k, file=name, windows=batch.n_rows)[0])
     finally:
@@ -149,7 +166,7 @@ def _known(name: str) -> None:
 
 @router.get("/v2", tags=_V2, summary="Server metadata", response_model=V2ServerMetadata)
 async def v2_server() -> dict:
-    return {"name": "gsearch", "version": __version__, "extensions": []}
+    return {"name": "gsearch", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
 @router.get("/v2/health/live", tags=_V2, summary="Liveness", response_model=V2Live)
@@ -167,13 +184,21 @@ async def v2_ready() -> dict:
             response_model=V2ModelMetadata, responses=V2_NOT_FOUND)
 async def v2_model(name: ModelName, request: Request) -> dict:
     _known(name)
-    model = served(request).model
-    n_features, n_classes = len(model.features), len(model.classes)
+    state = served(request)
+    model, contract = state.model, state.contract
+    if contract.matrix_input:
+        inputs = [{"name": MATRIX, "datatype": "FP32", "shape": [-1, len(model.features)]}]
+    else:  # one per feature
+        inputs = [{"name": f, "datatype": "FP32" if k == NUMERIC else BYTES, "shape": [-1]}
+                  for f, k in zip(model.features, model.kinds)]
+    if model.regression:
+        outputs = [{"name": "prediction", "datatype": "FP32", "shape": [-1]}]
+    else:
+        outputs = [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(model.classes)]},
+                   {"name": "label", "datatype": BYTES, "shape": [-1]}]
     return {"name": V2_MODEL,  # no "versions": the model has none (no /versions/ routes)
             "platform": "onnxruntime_onnx" if model.backend == "onnx" else "pytorch",
-            "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, n_features]}],
-            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, n_classes]},
-                        {"name": "label", "datatype": "BYTES", "shape": [-1]}]}
+            "inputs": inputs, "outputs": outputs}
 
 
 @router.get("/v2/models/{name}/ready", tags=_V2, summary="Model readiness",
@@ -183,29 +208,30 @@ async def v2_model_ready(name: ModelName) -> dict:
     return {"name": V2_MODEL, "ready": True}
 
 
-@router.post("/v2/models/{name}/infer", tags=_V2, summary="Classify feature rows: input "
-             "\"features\" FP32 [N, n_features] -> \"probabilities\" FP32 [N, n_classes] (in the "
-             "order of GET /model \"classes\"), \"label\" BYTES [N]",
-             response_model=V2InferResponse, responses=V2_ERRORS,
+@router.post("/v2/models/{name}/infer", tags=_V2, summary="Predict feature rows: input "
+             "\"features\" FP32 [N, n_features] (a model of numbers) or one input per feature "
+             "(FP32 [N] or BYTES [N]) -> \"probabilities\" FP32 [N, n_classes] (in the order of "
+             "GET /model \"classes\") and \"label\" BYTES [N], or a regression's "
+             "\"prediction\" FP32 [N]; JSON or binary tensor data",
+             response_model=V2InferResponse, responses={**V2_ERRORS, 200: V2_BINARY},
              openapi_extra=_json_body("V2InferRequest"))
 async def v2_infer(name: ModelName, request: Request) -> Response:
     _known(name)
     return await _json_route(request, _infer)
 
 
-def _infer(state: State, raw: bytes, content_type: str) -> bytes:
-    batch, body = state.contract.infer_request(raw, content_type)
-    answer = classify(state.model, batch)
-    names = [output.name for output in body.outputs or ()] or list(V2_OUTPUTS)
+def _infer(state: State, headers, raw: bytes, content_type: str) -> bytes | Response:
+    batch, body = state.contract.infer_request(raw, content_type, headers.get(HEADER))
+    answer = model_answer(state.model, batch)
+    names = [output.name for output in body.outputs or ()] or list(state.contract.outputs)
     echo = {} if body.id is None else {"id": body.id}
-    return render({"model_name": V2_MODEL, **echo, "outputs": answer.tensors(names)})
+    return infer_response(answer, names, binary_outputs(body, names), echo)
 
 
 class V2JsonByDefault:
     """ASGI middleware for the /v2/ routes: a request without a Content-Type (what Triton's
     clients send) is read as JSON, as the Open Inference Protocol's servers read it (FastAPI
-    would not); one with binary tensor data (an Inference-Header-Content-Length header) is
-    answered 400 before its body is read."""
+    would not)."""
 
     def __init__(self, app):
         self.app = app
@@ -213,8 +239,6 @@ class V2JsonByDefault:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(V2_PREFIX):
             names = {k.lower() for k, _ in scope["headers"]}
-            if b"inference-header-content-length" in names:
-                return await JSONResponse({"error": BINARY}, status_code=400)(scope, receive, send)
             if b"content-type" not in names:
                 json_type = (b"content-type", b"application/json")
                 scope = {**scope, "headers": [*scope["headers"], json_type]}
@@ -234,6 +258,10 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     path = request.url.path
     if exc.status_code == 413:
         error = RequestError(too_large(served(request).max_bytes), "too_large")
+    elif exc.status_code == 408:
+        error = too_slow(served(request).body_timeout)
+    elif isinstance(exc.__cause__, OSError) and exc.__cause__.errno in (errno.ENOSPC, errno.EDQUOT):
+        error = out_of_space()  # the upload's form spooled to a full TMPDIR
     elif exc.status_code == 404:
         error = RequestError(f"no route {path}; see /docs", "not_found")
     elif exc.status_code == 405:
@@ -293,7 +321,7 @@ def _warm_audio(state: State) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="gsearch-warm-") as tmp:
             path = write_tone(Path(tmp) / "warm.wav")
-            classify(state.model, audio_batch(state.model, path, path.name))
+            model_answer(state.model, audio_batch(state.model, path, path.name))
     except Exception as e:  # the first upload will load what it needs itself
         logging.getLogger("uvicorn.error").warning("audio warm-up failed (%s); the first upload "
                                                    "will be slower", e)
@@ -303,34 +331,40 @@ def _warm_audio(state: State) -> None:
 
 def create_app(model_dir: str | os.PathLike, *, backend: str = "onnx",
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_rows: int = DEFAULT_MAX_ROWS,
+               max_values: int = DEFAULT_MAX_VALUES,
                max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
-               warm_audio: bool = True) -> FastAPI:
+               body_timeout: float = DEFAULT_BODY_TIMEOUT_S, warm_audio: bool = True) -> FastAPI:
     """The FastAPI app serving the export in `model_dir`. Loads the model now, so a bad folder
     raises GsearchError here. `warm_audio` classifies a generated tone in the background at
     startup, so the first upload does not pay for setting up the audio code."""
-    if max_upload_mb <= 0 or max_rows < 1 or max_audio_seconds <= 0:
-        raise GsearchError("--max-upload-mb and --max-audio-seconds must be positive and "
-                           "--max-rows at least 1")
+    if min(max_upload_mb, max_audio_seconds, body_timeout) <= 0 or min(max_rows, max_values) < 1:
+        raise GsearchError("--max-upload-mb, --max-audio-seconds and --body-timeout must be "
+                           "positive and --max-rows and --max-values at least 1")
     model = ExportedModel(model_dir, backend)
     cpus = os.cpu_count() or 1
+    contract = Contract(model.features, max_rows, kinds=model.kinds,
+                        table=model.encoding is not None, regression=model.regression,
+                        max_values=max_values)
     state = State(
-        model=model, contract=Contract(model.features, max_rows),
+        model=model, contract=contract, body_timeout=body_timeout,
         max_bytes=int(max_upload_mb * 1024 * 1024), max_audio_seconds=max_audio_seconds,
-        # each JSON request takes the rows it may hold: a request of --max-rows rows (or a big
-        # body) per CPU at a time, many small ones
-        row_slots=Slots(cpus * max_rows, "JSON requests"),
+        # each JSON request takes the values it may hold (rows x features, from its bytes): one
+        # request of the most values allowed (or a big body) per CPU at a time, many small ones
+        value_slots=Slots(cpus * contract.max_values, "JSON requests"),
         # each upload takes its samples to decode, at least a CPU's share: at most one upload per
         # CPU at a time, fewer when they are long
         decode_slots=Slots(DECODE_BUDGET, "audio uploads", least=DECODE_BUDGET // cpus),
         warm_audio=warm_audio, audio_refusal=audio_refusal(model.features))
+    what = (f"Regression ({len(model.features)} features)" if model.regression else
+            f"Classifier ({len(model.classes)} classes, {len(model.features)} features)")
     app = ServeApp(title="gsearch model server", version=__version__, lifespan=_lifespan,
-                   description=f"Music-genre classifier ({len(model.classes)} genres, "
-                               f"{len(model.features)} features) exported by gsearch. "
-                               'Errors are JSON {"error": "..."}.',
+                   description=f"{what} exported by gsearch. Errors are JSON "
+                               '{"error": "..."}.',
+                   docs_url=None, redoc_url=None,  # /docs: serve/docs.py's page, no CDN
                    exception_handlers={HTTPException: _http_error, RequestValidationError: _invalid,
                                        GsearchError: _refused, Exception: _server_error})
     app.state.serve = state
     app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=state.max_bytes)
+    app.add_middleware(BodyLimit, max_bytes=state.max_bytes, timeout_s=body_timeout)
     app.add_middleware(V2JsonByDefault)
     return app

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from gsearch import GsearchError
 
-STATUS = {"malformed": 400, "not_found": 404, "not_allowed": 405, "too_large": 413,
-          "media_type": 415, "invalid": 422, "busy": 503}
+STATUS = {"malformed": 400, "not_found": 404, "not_allowed": 405, "timeout": 408,
+          "too_large": 413, "media_type": 415, "invalid": 422, "busy": 503, "no_space": 507}
 V2_PREFIX = "/v2/"  # the Open Inference Protocol's routes
 
 
@@ -33,3 +33,9 @@ def too_large(max_bytes: int) -> str:
     """The refusal of a body over --max-upload-mb."""
     return (f"request body over the {max_bytes / 2**20:g} MB limit (--max-upload-mb); "
             "send a smaller file or fewer rows")
+
+
+def out_of_space() -> RequestError:
+    """The refusal of an upload that the server's temporary folder has no room for."""
+    return RequestError("the server is out of disk space for uploads (its TMPDIR is full); retry "
+                        "later, or ask its operator to free space", "no_space")

@@ -1,13 +1,16 @@
 """What bounds the server's memory and keeps /health answering, whatever the requests.
 
-- BodyLimit caps a request body at --max-upload-mb while it streams in.
-- A JSON body waits, unread, until the rows it may hold fit in a budget of --max-rows per CPU
-  (answer_body: from its Content-Length a row takes at least 2 bytes per feature; at most
-  --max-rows, so at most one big body per CPU is in memory; one that can hold at most SMALL_ROWS
-  rows goes straight through). It is handled in a worker thread, where check_json_size bounds
-  its nesting (MAX_DEPTH), its arrays and objects (--max-rows, each row is one) and its values
-  from a numpy scan of its bytes, so an oversized body is refused (413) before a Python object
-  is built for each of its values.
+- BodyLimit caps a request body at --max-upload-mb while it streams in, and gives it
+  --body-timeout seconds to arrive from its first byte read (408 after: a client sending a byte
+  a second holds no slot for good).
+- A JSON body waits, unread, until the values it may hold fit in a budget of --max-values per
+  CPU (answer_body: from its Content-Length a value takes at least 2 bytes; at most --max-values,
+  so at most one big body per CPU is in memory, whatever the model's width; one that can hold at
+  most SMALL_VALUES values, or one row of the model, goes straight through). It is handled in a worker thread, where
+  check_json_size bounds its nesting (MAX_DEPTH), its arrays and objects (the rows allowed: each
+  row is one) and its values (rows x features, the rows allowed being --max-rows and at most
+  --max-values / features) from a numpy scan of its bytes, so an oversized body is refused (413)
+  before a Python object is built for each of its values.
 - An upload waits until its samples fit in DECODE_BUDGET (the most one upload may have; each
   takes at least a CPU's share) and is decoded in a worker thread.
 - At most MAX_WAITING requests wait for either (Slots); one more is answered 503 with Retry-After.
@@ -33,7 +36,7 @@ from gsearch.serve.errors import RequestError, too_large
 
 MAX_DEPTH = 32       # JSON nesting refused beyond this (a request needs 4; parameters some more)
 SLACK = 64           # arrays/objects a body may hold beside its rows (inputs, outputs, parameters)
-SMALL_ROWS = 64      # JSON bodies that can hold at most this many rows go straight through
+SMALL_VALUES = 4096  # JSON bodies that can hold at most this many values go straight through
 MAX_WAITING = 64     # heavy requests waiting for a slot, per process; beyond, 503 and Retry-After
 RETRY_AFTER_S = 2    # the Retry-After of that 503
 DECODE_BUDGET = 600 * 48_000 * 2  # samples decoded at once, all uploads together: the most one
@@ -64,8 +67,8 @@ class BodyLimit:
     Content-Length over the cap is answered 413 before any byte is read; a body that streams
     past it (chunked, or longer than declared) stops being read with a 413."""
 
-    def __init__(self, app, *, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, *, max_bytes: int, timeout_s: float):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -74,11 +77,19 @@ class BodyLimit:
         if declared.isdigit() and int(declared) > self.max_bytes:
             message = {"error": too_large(self.max_bytes)}
             return await JSONResponse(message, status_code=413)(scope, receive, send)
-        received = 0
+        received, deadline, complete = 0, None, False
 
         async def limited_receive():
-            nonlocal received
-            message = await receive()
+            nonlocal received, deadline, complete
+            if complete:  # the body is in: waiting for a disconnect is not bounded here
+                return await receive()
+            loop = asyncio.get_running_loop()
+            deadline = deadline or loop.time() + self.timeout_s  # from the first read
+            try:
+                message = await asyncio.wait_for(receive(), deadline - loop.time())
+            except TimeoutError:  # FastAPI passes an HTTPException on as it is
+                raise HTTPException(408) from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:  # FastAPI passes an HTTPException on as it is
@@ -135,25 +146,39 @@ async def read_body(request: Request) -> bytearray:
     return body
 
 
-async def answer_body(request: Request, slots: Slots, *, n_features: int, max_rows: int,
-                      answer: Callable[[bytearray, str], bytes]) -> Response:
-    """answer(body, content type), JSON bytes made in a worker thread. Before its body is read,
-    the request takes the rows it may hold from `slots` (a row is at least 2 bytes per feature;
-    a body of unknown length may hold --max-rows)."""
+async def answer_body(request: Request, slots: Slots, *, max_values: int, n_features: int,
+                      answer: Callable[[bytearray, str], bytes | Response]) -> Response:
+    """answer(body, content type), JSON bytes (or a Response) made in a worker thread. Before its
+    body is read, the request takes the values it may hold from `slots` (a value is at least 2
+    bytes; a body of unknown length may hold `max_values`, a request's worth). One with room for
+    at most SMALL_VALUES values, or a row of short numbers of the model (8 bytes a value), goes
+    straight through."""
     kind = request.headers.get("content-type", "")
     length = request.headers.get("content-length", "")
-    rows = -(-int(length) // (2 * n_features)) if length.isdigit() else max_rows
-    if rows <= SMALL_ROWS:  # cheap: never waits behind big ones (the thread pool bounds them)
+    values = -(-int(length) // 2) if length.isdigit() else max_values
+    if values <= max(SMALL_VALUES, 4 * n_features):  # cheap: never waits behind big ones (the
+        # thread pool bounds how many are handled at once)
         raw = await read_body(request)
-        return Response(await run_in_threadpool(answer, raw, kind), media_type="application/json")
-    async with slots.take(min(rows, max_rows)):
+        return _response(await run_in_threadpool(answer, raw, kind))
+    async with slots.take(min(values, max_values)):
         raw = await read_body(request)  # at most --max-upload-mb (BodyLimit)
         body = await run_in_threadpool(_answer_big, answer, raw, kind)
     del raw  # not kept while the answer is sent
-    return Response(body, media_type="application/json")
+    return _response(body)
 
 
-def _answer_big(answer: Callable[[bytearray, str], bytes], raw: bytearray, kind: str) -> bytes:
+def _response(body: bytes | Response) -> Response:
+    return body if isinstance(body, Response) else Response(body, media_type="application/json")
+
+
+def too_slow(timeout_s: float) -> RequestError:
+    """The refusal of a body that did not arrive within --body-timeout."""
+    return RequestError(f"the request body did not arrive within {timeout_s:g} s (--body-timeout);"
+                        " send it faster, or split it", "timeout", headers={"Connection": "close"})
+
+
+def _answer_big(answer: Callable[[bytearray, str], bytes | Response], raw: bytearray,
+                kind: str) -> bytes | Response:
     try:
         return answer(raw, kind)
     finally:
@@ -188,10 +213,11 @@ def check_json_size(raw: bytes, *, max_rows: int, n_features: int, example: str)
     if deepest > MAX_DEPTH:
         raise RequestError(f"the JSON is nested {deepest} deep, more than the {MAX_DEPTH} "
                            f"allowed; send {example}", "malformed")
-    if containers > max_rows + SLACK:
+    if containers > max(max_rows, 3 * n_features) + SLACK:  # or 3 per feature's own tensor
         raise RequestError(f"the body holds {containers} JSON arrays and objects, more than the "
                            f"{max_rows} rows allowed (--max-rows; each row is one); split the "
                            "request", "too_large")
-    if commas > (max_rows + 1) * (n_features + 4) + SLACK:
+    if commas > (max_rows + 1) * (n_features + 4) + 8 * n_features + SLACK:
         raise RequestError(f"the body holds over {commas} values, more than {max_rows} rows of "
-                           f"{n_features} features (--max-rows); split the request", "too_large")
+                           f"{n_features} features (--max-rows, --max-values); split the request",
+                           "too_large")

@@ -1,70 +1,51 @@
 """The request contract, stated once, and the one converter every request goes through.
 
-The pydantic models below are the contract: built per app for the model it serves (its features,
---max-rows), they validate the JSON bodies the routes parse themselves and are the request
-schemas of /openapi.json (Contract.schemas), so that the schema states what the server checks
-(Schemathesis checks that it does). Their errors become one-line refusals in serve/messages.py.
+The pydantic models below are the contract: built per app for the model it serves (its features
+and their kinds, --max-rows, --max-values), they validate the JSON bodies the routes parse
+themselves and are the request schemas of /openapi.json (Contract.schemas), so that the schema
+states what the server checks (Schemathesis checks that it does). Their errors become one-line
+refusals in serve/messages.py. The value types are serve/values.py's; the Open Inference
+Protocol's models and its binary tensor data are serve/v2.py's.
 
-Every request becomes a FeatureBatch through feature_batch: the rows of POST /predict (numbers in
-the model's order, or objects by feature name), the tensor of POST /v2/models/gsearch/infer (flat
-or nested) and the clip-long windows of an uploaded audio file (serve/uploads.py).
+Every request becomes a FeatureBatch through feature_batch: the rows of POST /predict (values in
+the model's order, or objects by feature name), the tensors of POST /v2/models/gsearch/infer
+(one "features" tensor, or one per feature) and the clip-long windows of an uploaded audio file
+(serve/uploads.py). Its columns hold numbers, text or None (empty), by feature name; the model's
+own ExportedModel.matrix makes its input of them.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pydantic
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag,
-                      WrapValidator, create_model, model_validator)
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.json_schema import models_json_schema
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict  # pydantic reads TypedDicts from here before Python 3.12
 
+from gsearch import GsearchError
+from gsearch.data.schema import NUMERIC
 from gsearch.serve.errors import RequestError
 from gsearch.serve.limits import check_json_size
-from gsearch.serve.messages import FLOAT32_MAX, ORDER, data_size, explain_body
+from gsearch.serve.messages import ORDER, explain_body
+from gsearch.serve.v2 import (CLASSIFIER_OUTPUTS, MATRIX, REGRESSION_OUTPUTS, V2InferRequest,
+                              decode_binary, layout, split_binary, v2_request)
+from gsearch.serve.values import Body, Number, row_type, rows_of, value_type, whole
 
 DEFAULT_TOP_K = 3
-V2_MODEL = "gsearch"  # the model's name in the Open Inference Protocol routes (/v2/models/gsearch)
-V2_OUTPUTS = ("probabilities", "label")
-
-# A feature value: a finite number the model can compute with (float32's range)
-Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
-
-
-def _whole(value: Any) -> Any:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def whole(**bounds) -> Any:
-    """A JSON integer: 3, and also 3.0 (the same number in JSON and in JSON Schema's "integer")."""
-    return Annotated[int, Field(strict=True, **bounds), BeforeValidator(_whole)]
-
-
-def _scalar(value: Any, handler) -> Any:
-    try:
-        return handler(value)
-    except pydantic.ValidationError:
-        raise ValueError("a parameter is a string, a number or true/false") from None
-
-
-Scalar = Annotated[Union[str, float, bool], WrapValidator(_scalar)]  # the protocol's $parameters
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
+DEFAULT_MAX_VALUES = 1_000_000  # values (rows x features) in one request, --max-values
 
 
 # ---- POST /predict ---------------------------------------------------------------------------
 
-class PredictRequest(_Body):
+class PredictRequest(Body):
     """Feature rows: exactly one of `features` and `rows`."""
 
-    # Contract's subclass gives `features` and `rows` the model's features and --max-rows
+    # Contract's subclass gives `features` and `rows` the model's features and rows
 
     model_config = ConfigDict(json_schema_extra={"oneOf": [
         {"required": ["features"], "properties": {"features": {"type": "array"}}},
@@ -84,129 +65,87 @@ class PredictRequest(_Body):
         return data
 
 
-# ---- POST /v2/models/gsearch/infer (the Open Inference Protocol) ----------------------------
-
-class V2InputParameters(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
-    __pydantic_extra__: dict[str, Scalar]
-    binary_data_size: None = Field(None, description="Binary tensor data (the binary_data "
-                                                     "extension) is not supported.")
-
-
-class V2OutputParameters(BaseModel):
-    """A requested output's parameters: "binary_data" is ignored (outputs are always JSON)."""
-
-    model_config = ConfigDict(strict=True, extra="allow")
-    __pydantic_extra__: dict[str, Scalar]
-    classification: None = Field(None, description="The classification extension is not "
-                                                   "supported.")
-
-
-class V2RequestedOutput(_Body):
-    name: Literal[V2_OUTPUTS] = Field(description='"probabilities" or "label".')
-    parameters: Optional[V2OutputParameters] = None
-
-
-def _layout(data: Any) -> str:
-    """A tensor's data is nested (one list per row) when it holds a list, else flat."""
-    return "nested" if isinstance(data, list) and any(isinstance(v, list) for v in data) else "flat"
-
-
-class V2InferInput(_Body):
-    """The input tensor, "features": N rows of the model's features (GET /model "features")."""
-
-    # Contract's subclass gives `shape` and `data` the model's features and --max-rows
-
-    name: Literal["features"] = Field(description="The model's only input.")
-    shape: tuple[int, int]
-    datatype: Literal["FP32", "FP64"] = Field(description="FP32 (FP64 is taken too and cast to "
-                                                          "FP32).")
-    parameters: Optional[V2InputParameters] = None
-    data: list[Any]
-
-    @model_validator(mode="after")
-    def _data_fits_shape(self) -> V2InferInput:
-        layout, (rows, width) = _layout(self.data), self.shape
-        if len(self.data) != (rows if layout == "nested" else rows * width):
-            raise PydanticCustomError("request", data_size(layout, len(self.data), self.shape))
-        return self
-
-
-def _utf8(text: str) -> str:
-    if not text.isascii():
-        try:  # echoed in the answer, which is UTF-8
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise PydanticCustomError("request", (
-                "id is not valid Unicode (it holds an unpaired surrogate escape such as "
-                "\\ud800); send an id of plain text")) from None
-    return text
-
-
-class V2InferRequest(_Body):
-    """An inference request: one input tensor, "features"."""
-
-    # Contract's subclass gives `inputs` the model's tensor
-
-    id: Optional[Annotated[str, pydantic.AfterValidator(_utf8)]] = Field(
-        None, description="Echoed in the response.")
-    parameters: Optional[dict[str, Scalar]] = Field(
-        None, description='"binary_data_output" is ignored: outputs are always JSON.')
-    inputs: list[V2InferInput]
-    outputs: Optional[Annotated[list[V2RequestedOutput], Field(max_length=len(V2_OUTPUTS))]] = (
-        Field(None, description="Outputs to return [default: both]."))
-
-
 # ---- the feature batch: every request's rows ---------------------------------------------------
 
 @dataclass(frozen=True)
 class FeatureBatch:
-    """N rows of the model's features, column by column (feature name -> N values), and how the
-    request names its rows in messages (`row_label` with the row's index: "features[{}]").
+    """N rows of the model's features, column by column (feature name -> N values: float32
+    numbers, or a list of numbers, text and None where a value is empty), and how the request
+    names its rows in messages (`row_label` with the row's index: "features[{}]")."""
 
-    Today every column holds float32 numbers. It is a column by name so that a column may later
-    hold text or null (categorical features, missing values), which the model's own
-    preprocessing encodes by feature name."""
-
-    columns: dict[str, np.ndarray]
+    columns: dict[str, np.ndarray | list]
     row_label: str
 
     @property
     def n_rows(self) -> int:
         return len(next(iter(self.columns.values())))
 
-    def matrix(self, features: Sequence[str]) -> np.ndarray:
-        """The numbers as float32 [N, n_features], in the order of `features`."""
-        return np.column_stack([self.columns[name] for name in features]).astype(np.float32)
+    def matrix(self, model) -> np.ndarray:
+        """The model's raw input rows (models.predict.ExportedModel.matrix: its preprocessing
+        encodes text and empty cells); a value it cannot take is a RequestError naming it."""
+        try:
+            return model.matrix(self.columns, where=lambda i, name: (
+                f"{self.row_label.format(i)}[{name!r}]"))
+        except GsearchError as e:
+            raise RequestError(str(e)) from None
 
 
-def feature_batch(rows: Sequence, features: Sequence[str], row_label: str) -> FeatureBatch:
-    """The one converter: validated rows, each a sequence of numbers in the model's feature order
-    or a mapping by feature name, as a FeatureBatch."""
+def feature_batch(rows: Sequence, features: Sequence[str], row_label: str, *,
+                  kinds: Sequence[str] | None = None) -> FeatureBatch:
+    """The one converter: validated rows, each a sequence of values in the model's feature order
+    or a mapping by feature name, as a FeatureBatch. A column of numbers only is float32 (NaN
+    where empty); a categorical one (`kinds`) stays a list."""
+    kinds = kinds or (NUMERIC,) * len(features)
+    if isinstance(rows, np.ndarray):
+        return FeatureBatch({name: rows[:, j] for j, name in enumerate(features)}, row_label)
     if isinstance(rows[0], Mapping):
-        columns = {name: np.array([row[name] for row in rows], np.float32) for name in features}
+        columns = {name: [row[name] for row in rows] for name in features}
     else:
-        X = np.asarray(rows, np.float32)
-        columns = {name: X[:, j] for j, name in enumerate(features)}
-    return FeatureBatch(columns, row_label)
+        columns = {name: [row[j] for row in rows] for j, name in enumerate(features)}
+    return FeatureBatch({name: _column(columns[name], kind) for name, kind in zip(features, kinds)},
+                        row_label)
+
+
+def _column(values: list, kind: str) -> np.ndarray | list:
+    if kind != NUMERIC:
+        return values
+    if None in values:
+        values = [np.nan if v is None else v for v in values]
+    return np.array(values, np.float32)
 
 
 # ---- the contract of one app -------------------------------------------------------------------
 
 class Contract:
-    """The request models of an app serving a model with these features, at most `max_rows`
-    rows a request: they validate the bodies and are the schemas of /openapi.json."""
+    """The request models of an app serving a model with these features (and kinds; `table`:
+    it imputes empty cells; `regression`: it answers numbers), at most `max_rows` rows and
+    `max_values` values a request: they validate the bodies and are the schemas of
+    /openapi.json."""
 
-    def __init__(self, features: Sequence[str], max_rows: int):
-        self.features, self.max_rows = tuple(features), max_rows
+    def __init__(self, features: Sequence[str], max_rows: int, *, kinds: Sequence[str] | None = None,
+                 table: bool = False, regression: bool = False,
+                 max_values: int = DEFAULT_MAX_VALUES):
+        self.features = tuple(features)
+        self.kinds = tuple(kinds or (NUMERIC,) * len(self.features))
         n = len(self.features)
+        self.max_rows = max(1, min(max_rows, max_values // n))  # rows x features <= max_values
+        self.max_values = self.max_rows * n  # what one request may hold: its share of the budget
+        self.table = table
+        self.outputs = REGRESSION_OUTPUTS if regression else CLASSIFIER_OUTPUTS
+        self.types = [value_type(kind, table) for kind in self.kinds]
         name = "tempo" if "tempo" in self.features else self.features[0]
-        self.rest_example = (f'{{"features": [[{n} numbers]]}} or '
-                             f'{{"rows": [{{"{name}": 120.0, ...}}]}}')
+        self.rest_example = (f'{{"features": [[{n} values]]}} or '
+                             f'{{"rows": [{{"{name}": ..., ...}}]}}')
+        self.matrix_input = all(k == NUMERIC for k in self.kinds) and MATRIX not in self.features
         self.v2_example = ('{"inputs": [{"name": "features", "datatype": "FP32", "shape": [N, '
-                           f'{n}], "data": [N*{n} numbers, row after row]}}]}}')
-        self.rest = _rest_model(self.features, max_rows)
-        self.v2 = _v2_model(n, max_rows)
+                           f'{n}], "data": [N*{n} numbers, row after row]}}]}}'
+                           if self.matrix_input else
+                           f'{{"inputs": [{{"name": "{self.features[0]}", "datatype": '
+                           f'"{"FP32" if self.kinds[0] == NUMERIC else "BYTES"}", "shape": [N], '
+                           f'"data": [N values]}}, ... one input per feature]}}')
+        self.rest = _rest_model(self.features, self.types, self.max_rows)
+        self.v2 = v2_request(self.features, self.kinds, table=table, max_rows=self.max_rows,
+                             outputs=self.outputs)
 
     def schemas(self) -> dict[str, dict]:
         """The JSON schemas of the request bodies and the models they hold, by name, for
@@ -217,70 +156,97 @@ class Contract:
 
     def predict_request(self, raw: bytes, content_type: str) -> tuple[FeatureBatch, int]:
         """POST /predict's body as a FeatureBatch and its top_k; RequestError otherwise."""
-        body = self._validated(raw, content_type, self.rest, self.rest_example)
+        data = self._parsed(raw, content_type, self.rest_example)
+        body = self._validated(data, self.rest, self.rest_example)
         top_k = body.top_k or DEFAULT_TOP_K
         if body.features is not None:
-            return feature_batch(body.features, self.features, "features[{}]"), top_k
-        return feature_batch(body.rows, self.features, "rows[{}]"), top_k
+            return self._batch(body.features, "features[{}]"), top_k
+        return self._batch(body.rows, "rows[{}]"), top_k
 
-    def infer_request(self, raw: bytes, content_type: str) -> tuple[FeatureBatch, V2InferRequest]:
-        """POST /v2/models/gsearch/infer's body: its tensor as a FeatureBatch, and the request."""
-        body = self._validated(raw, content_type, self.v2, self.v2_example)
-        tensor = body.inputs[0]
-        rows = tensor.data if _layout(tensor.data) == "nested" else np.reshape(tensor.data,
-                                                                                tensor.shape)
-        return feature_batch(rows, self.features, "inputs[0]: row {}"), body
+    def infer_request(self, raw: bytes, content_type: str,
+                      header_length: str | None = None) -> tuple[FeatureBatch, V2InferRequest]:
+        """POST /v2/models/gsearch/infer's body (binary tensor data: its JSON header is the first
+        `header_length` bytes): its tensors as a FeatureBatch, and the request."""
+        if header_length is None:
+            data = self._parsed(raw, content_type, self.v2_example)
+        else:
+            header, tail = split_binary(raw, header_length)
+            data = self._parsed(header, "", self.v2_example)
+            decode_binary(data, tail, max_values=self.max_values)
+        body = self._validated(data, self.v2, self.v2_example)
+        tensors = body.inputs
+        if tensors[0].name == MATRIX and self.matrix_input:
+            if len(tensors) > 1:
+                raise RequestError(f"the input 'features' holds every feature; send it alone, or "
+                                   f"one input per feature (got {len(tensors)} inputs)")
+            return self._batch(_nested(tensors[0]), "inputs[0]: row {}"), body
+        return self._columns(tensors), body
 
-    def _validated(self, raw: bytes, content_type: str, model: type[BaseModel], example: str):
-        data = parse_json(raw, content_type, example=example, max_rows=self.max_rows,
+    def _columns(self, tensors: list) -> FeatureBatch:
+        """One tensor per feature (validated: each a feature's) as a FeatureBatch."""
+        at = {}
+        for i, tensor in enumerate(tensors):
+            if tensor.name == MATRIX and self.matrix_input:
+                raise RequestError(f"inputs[{i}] is 'features', which holds every feature; send "
+                                   "it alone, or one input per feature")
+            if tensor.name in at:
+                raise RequestError(f"inputs[{i}]: feature {tensor.name!r} is also inputs"
+                                   f"[{at[tensor.name]}]; send each feature once")
+            at[tensor.name] = i
+        missing = [name for name in self.features if name not in at]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise RequestError(f"no input for feature {missing[0]!r}{more}; send one input per "
+                               f"feature of GET /v2/models/gsearch ({len(self.features)})")
+        n = tensors[0].shape[0]
+        for i, tensor in enumerate(tensors):
+            if tensor.shape[0] != n:
+                raise RequestError(f"inputs[{i}] ({tensor.name!r}) holds {tensor.shape[0]} rows "
+                                   f"and inputs[0] {n}; every input holds the same N rows")
+        columns = {name: _column(tensors[at[name]].data, kind)
+                   for name, kind in zip(self.features, self.kinds)}
+        return FeatureBatch(columns, "row {}")
+
+    def _batch(self, rows: Any, label: str) -> FeatureBatch:
+        return feature_batch(rows, self.features, label, kinds=self.kinds)
+
+    def _parsed(self, raw: bytes, content_type: str, example: str) -> Any:
+        return parse_json(raw, content_type, example=example, max_rows=self.max_rows,
                           n_features=len(self.features))
+
+    def _validated(self, data: Any, model: type[BaseModel], example: str):
         try:
             return model.model_validate(data)
         except pydantic.ValidationError as e:
-            raise explain_body(e.errors(), data, example=example,
-                               n_features=len(self.features)) from None
+            raise explain_body(e.errors(), data, example=example, features=self.features,
+                               kinds=self.kinds, table=self.table,
+                               max_rows=self.max_rows) from None
 
 
-def _rest_model(features: tuple[str, ...], max_rows: int) -> type[PredictRequest]:
+def _nested(tensor) -> Any:
+    """The rows of the "features" tensor: its data as it is when nested, else cut in rows."""
+    data, (rows, width) = tensor.data, tensor.shape
+    if layout(data) == "nested":
+        return data
+    if None not in data:
+        return np.reshape(np.asarray(data, np.float32), (rows, width))
+    return [data[r * width:(r + 1) * width] for r in range(rows)]
+
+
+def _rest_model(features: tuple[str, ...], types: list, max_rows: int) -> type[PredictRequest]:
     n = len(features)
-    named = TypedDict("PredictRow", dict.fromkeys(features, Number))
+    named = TypedDict("PredictRow", dict(zip(features, types)))
     named.__pydantic_config__ = ConfigDict(extra="forbid")
     return create_model(
         "PredictRequest", __base__=PredictRequest,
-        __doc__=(f"Feature rows: exactly one of `features` (rows of numbers {ORDER}) and `rows` "
-                 f"(objects keyed by feature name); 1 to {max_rows} rows (--max-rows)."),
-        features=(Optional[_rows(_row(n), max_rows)], Field(
-            None, description=f"Rows of {n} numbers {ORDER}.")),
-        rows=(Optional[_rows(named, max_rows)], Field(
+        __doc__=(f"Feature rows: exactly one of `features` (rows of values {ORDER}) and `rows` "
+                 f"(objects keyed by feature name); 1 to {max_rows} rows (--max-rows, "
+                 "--max-values)."),
+        features=(Optional[rows_of(row_type(types), max_rows)], Field(
+            None, description=f"Rows of {n} values {ORDER}.")),
+        rows=(Optional[rows_of(named, max_rows)], Field(
             None, description=f"Rows as {{feature name: value}}: every feature of the model "
                               "(GET /model \"features\"), no others.")))
-
-
-def _v2_model(n: int, max_rows: int) -> type[V2InferRequest]:
-    width = Annotated[Literal[n], BeforeValidator(_whole)]
-    shape = Annotated[tuple[whole(ge=1, le=max_rows), width],  # strict=False: a JSON array is a
-                      Field(strict=False,                      # tuple (its items stay strict)
-                            description=f"[N, {n}]: N rows, 1 to {max_rows} (--max-rows).")]
-    data = Annotated[Union[
-        Annotated[list[Number], Field(min_length=n, max_length=max_rows * n), Tag("flat")],
-        Annotated[_rows(_row(n), max_rows), Tag("nested")]],
-        Discriminator(_layout),
-        Field(description=f"N * {n} numbers, row after row: flat (row-major) or nested as N "
-                          f"lists of {n}; N is shape[0].")]
-    tensor = create_model("V2InferInput", __base__=V2InferInput, __doc__=V2InferInput.__doc__,
-                          shape=(shape, ...), data=(data, ...))
-    return create_model("V2InferRequest", __base__=V2InferRequest, __doc__=V2InferRequest.__doc__,
-                        inputs=(Annotated[list[tensor], Field(min_length=1, max_length=1)], ...))
-
-
-def _row(n: int) -> Any:
-    """A row of the model's n features, by position."""
-    return Annotated[list[Number], Field(min_length=n, max_length=n)]
-
-
-def _rows(item: Any, max_rows: int) -> Any:
-    """1 to --max-rows rows."""
-    return Annotated[list[item], Field(min_length=1, max_length=max_rows)]
 
 
 # ---- JSON bodies -------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ from uvicorn.supervisors import Multiprocess
 from gsearch import GsearchError
 from gsearch._ports import check_port
 from gsearch.data.audio import DEFAULT_MAX_AUDIO_SECONDS
-from gsearch.serve.app import DEFAULT_MAX_ROWS, DEFAULT_MAX_UPLOAD_MB, create_app
+from gsearch.serve.app import (DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_ROWS, DEFAULT_MAX_UPLOAD_MB,
+                               create_app)
+from gsearch.serve.requests import DEFAULT_MAX_VALUES
 
 
 def worker_app(model_dir: str, **settings) -> FastAPI:
@@ -36,17 +38,20 @@ def worker_app(model_dir: str, **settings) -> FastAPI:
 
 def serve(model_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
           workers: int = 1, backend: str = "onnx", max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-          max_rows: int = DEFAULT_MAX_ROWS, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
-          echo: Callable[[str], None] = print) -> None:
+          max_rows: int = DEFAULT_MAX_ROWS, max_values: int = DEFAULT_MAX_VALUES,
+          max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
+          body_timeout: float = DEFAULT_BODY_TIMEOUT_S, echo: Callable[[str], None] = print) -> None:
     """Serve the export in `model_dir` until Ctrl-C or SIGTERM. The model is loaded and the port
     checked before anything is served, so a bad folder or a taken port fails at once."""
     settings = {"backend": backend, "max_upload_mb": max_upload_mb, "max_rows": max_rows,
-                "max_audio_seconds": max_audio_seconds}
+                "max_values": max_values, "max_audio_seconds": max_audio_seconds,
+                "body_timeout": body_timeout}
     app = create_app(model_dir, **settings)  # a bad folder fails here, before binding
     model = app.state.serve.model
     check_port(host, port)
     shown = f"[{host}]" if ":" in host else host
-    echo(f"serving {model_dir} ({len(model.classes)} genres, {backend}) at http://{shown}:{port}/ "
+    what = "a regression" if model.regression else f"{len(model.classes)} genres"
+    echo(f"serving {model_dir} ({what}, {backend}) at http://{shown}:{port}/ "
          f"(docs: /docs; Ctrl-C stops)")
     # Ctrl-C and SIGTERM stop the server, also when it was started with SIGINT ignored (a
     # shell's `&`, a CI runner): uvicorn shuts down gracefully, then re-raises the signal here.

@@ -5,6 +5,7 @@ request does. Messages name the upload, never the temporary path."""
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
 import tempfile
@@ -17,7 +18,7 @@ from gsearch import GsearchError
 from gsearch.data.audio import AudioLimitError, check_audio_header
 from gsearch.data.schema import FEATURE_NAMES, SAMPLE_RATE
 from gsearch.models.predict import ExportedModel, audio_windows
-from gsearch.serve.errors import RequestError
+from gsearch.serve.errors import RequestError, out_of_space
 from gsearch.serve.requests import FeatureBatch, feature_batch
 
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,5}")
@@ -50,12 +51,18 @@ def stage_upload(upload, name: str, max_seconds: float) -> tuple[Path, int | Non
     suffix = Path(name).suffix
     suffix = suffix.lower() if _SAFE_SUFFIX.fullmatch(suffix) else ""
     upload.seek(0)
-    with tempfile.NamedTemporaryFile(prefix="gsearch-upload-", suffix=suffix, delete=False) as tmp:
-        try:
-            shutil.copyfileobj(upload, tmp, 1 << 20)
-        except BaseException:
-            Path(tmp.name).unlink(missing_ok=True)
-            raise
+    try:
+        with tempfile.NamedTemporaryFile(prefix="gsearch-upload-", suffix=suffix,
+                                         delete=False) as tmp:
+            try:
+                shutil.copyfileobj(upload, tmp, 1 << 20)
+            except BaseException:
+                Path(tmp.name).unlink(missing_ok=True)
+                raise
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise out_of_space() from None
+        raise
     path = Path(tmp.name)
     try:
         return path, check_audio_header(path, max_seconds=max_seconds)

@@ -16,7 +16,10 @@ import pytest
 
 from conftest import require_module
 from gsearch.serve import FLOAT32_MAX
-from test_serve import MAX_ROWS, server  # noqa: F401  (server: a module-scoped fixture, one per module)
+from test_serve import MAX_ROWS, Server, server  # noqa: F401  (server: a module-scoped fixture, one per module)
+from test_serve_tables import table_export  # noqa: F401  (a module-scoped fixture)
+
+pytestmark = pytest.mark.slow  # a server in a subprocess
 
 HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 MAX_TIME_S = 30  # schemathesis --max-time: the whole run
@@ -64,20 +67,42 @@ def test_openapi_schema_states_what_the_server_enforces(server):
                            for code, answer in operation["responses"].items() if code != "200")
 
 
-def test_schemathesis_finds_no_failure(schemathesis, server, tmp_path):
+def run_schemathesis(server, tmp_path, max_time_s: int = MAX_TIME_S) -> str:
+    """`schemathesis run --checks all` against the server; its report, asserted to pass."""
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
                f"http://127.0.0.1:{server.port}/openapi.json", "--checks", "all",
-               "--max-examples", "25", "--max-time", str(MAX_TIME_S), "--workers", "1",
+               "--max-examples", "25", "--max-time", str(max_time_s), "--workers", "1",
                "--request-timeout", "20", "--generation-database", "none", "--no-color"]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=MAX_TIME_S + 60,  # a hung request ends the test here
+                          timeout=max_time_s + 60,  # a hung request ends the test here
                           env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)})
     report = done.stdout[-8000:] + done.stderr[-2000:]
     assert done.returncode == 0, report
-    assert "10 selected / 10 total" in done.stdout and " passed" in done.stdout, report
+    return done.stdout
+
+
+def test_schemathesis_finds_no_failure(schemathesis, server, tmp_path):
+    stdout = run_schemathesis(server, tmp_path)
+    assert "10 selected / 10 total" in stdout and " passed" in stdout, stdout[-8000:]
     # still serving, nothing left of the uploads, and no traceback (a 500) in the server's log
     assert server.get("/health")[0] == 200
     assert server.temp_files() == set()
     assert "Traceback" not in server.output()
+
+
+def test_schemathesis_finds_no_failure_on_a_table_model(schemathesis, table_export, tmp_path):
+    """The same run against a model of a table (text features, empty cells): its schema states
+    a type per feature (text, number or null) and one input tensor per feature."""
+    (tmp_path / "server").mkdir()
+    table = Server(table_export, tmp_path / "server", audio=False)
+    try:
+        status, schema = table.get("/openapi.json")
+        row = schema["components"]["schemas"]["PredictRow"]["properties"]
+        assert row["island"]["anyOf"][0] == {"type": "string"} and {"type": "null"} in row["bill"]["anyOf"]
+        stdout = run_schemathesis(table, tmp_path, max_time_s=20)
+        assert " passed" in stdout, stdout[-8000:]
+        assert table.get("/health")[0] == 200 and "Traceback" not in table.output()
+    finally:
+        table.stop()

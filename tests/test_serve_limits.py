@@ -5,10 +5,13 @@ names. A real server process on 127.0.0.1 (tests/test_serve.py's Server: --max-u
 figures (seconds, /health latency, peak RSS) are in `bench/bench_serve.py --abuse`, not here.
 Last, `gsearch studies` with a study name holding control characters."""
 
+import asyncio
+import errno
 import http.client
 import io
 import json
 import os
+import select
 import socket
 import time
 import uuid
@@ -17,13 +20,20 @@ import numpy as np
 import optuna
 import pytest
 import soundfile as sf
+import starlette.formparsers
+
+import gsearch.serve.uploads
 
 from gsearch.data.audio import AudioLimitError, check_audio_header
 from gsearch.data.schema import FEATURE_NAMES
-from gsearch.serve import MAX_WAITING
-from test_serve import MAX_ROWS, assert_error, server  # noqa: F401  (server: a module-scoped fixture, one per module)
+from gsearch.models.config import TrialConfig
+from gsearch.models.export import build_exported, save_model
+from gsearch.models.manifest import ExportManifest
+from gsearch.serve import MAX_WAITING, create_app
+from test_serve import MAX_ROWS, Server, assert_error, server  # noqa: F401  (server: a module-scoped fixture, one per module)
 
 ROW = [0.5] * 57
+WIDE = 20_000  # features of a wide model
 
 
 def still_serving(server):
@@ -140,6 +150,90 @@ def test_big_bodies_wait_unread_for_a_slot_and_the_queue_is_bounded(server):
     assert "Traceback" not in server.output()
 
 
+@pytest.fixture(scope="module")
+def wide_export(tmp_path_factory):
+    """An untrained classifier of WIDE numbers (what it costs the server does not depend on its
+    weights), written as export-best writes one."""
+    manifest = ExportManifest(tuple(f"class{i}" for i in range(10)),
+                              tuple(f"f{i}" for i in range(WIDE)), (TrialConfig(n_layers=1, width=64),))
+    out = tmp_path_factory.mktemp("wide") / "export"
+    save_model(build_exported(manifest), manifest, out)
+    return out
+
+
+def _peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+@pytest.mark.slow
+def test_a_wide_model_is_budgeted_by_values_not_rows(wide_export, tmp_path):
+    """A model of 20,000 features: 200 rows (within --max-rows 200) are 4 M values, over
+    --max-values (1,000,000): refused from the body's bytes, fast, the server's memory bounded
+    (issue 35 item 11: 1,250 rows took 14.6 s and 1.84 GB). The most rows allowed, 50, are
+    answered; 51 are refused by the schema's bound."""
+    srv = Server(wide_export, tmp_path, "--max-upload-mb", 64, audio=False)
+    try:
+        row = "[" + ",".join(["0.5"] * WIDE) + "]"
+        body = ('{"features": [' + ",".join([row] * 200) + "]}").encode()  # 16 MB
+        t = time.perf_counter()
+        assert_error(srv.post_json("/predict", body), 413, "values", "--max-values")
+        assert time.perf_counter() - t < 10
+        status, answer = srv.post_json("/predict", ('{"features": [' + ",".join([row] * 50) + "]}").encode())
+        assert status == 200 and len(answer["predictions"]) == 50
+        assert_error(srv.post_json("/predict", ('{"features": [' + ",".join([row] * 51) + "]}").encode()),
+                     413, "51 rows", "50 allowed", "--max-values")
+        status, schema = srv.get("/openapi.json")
+        assert schema["components"]["schemas"]["PredictRequest"]["properties"]["features"]["anyOf"][0]["maxItems"] == 50
+        assert srv.get("/health")[0] == 200
+        assert _peak_rss_mb(srv.proc.pid) < 1024
+    finally:
+        srv.stop()
+
+
+def _trickle(port: int, path: str, headers: str, start: bytes,
+             seconds: float) -> tuple[int, dict] | None:
+    """Send a request's headers and the `start` of its body, then a byte every 0.1 s for
+    `seconds`; the answer that came meanwhile (None: none came)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}"
+                     "Content-Length: 100000\r\n\r\n".encode() + start)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if select.select([sock], [], [], 0.1)[0]:
+                head, _, rest = sock.recv(65536).partition(b"\r\n\r\n")
+                return int(head.split()[1]), json.loads(rest or sock.recv(65536))
+            try:
+                sock.sendall(b" ")
+            except OSError:
+                continue  # closed by the server: its answer is there to read
+        return None
+    finally:
+        sock.close()
+
+
+@pytest.mark.slow
+def test_a_body_sent_a_byte_at_a_time_is_cut_at_the_deadline(real_export, tmp_path):
+    """--body-timeout 2: a client sending a byte every 0.1 s holds its slot 2 s, not for good,
+    and is answered 408; /health answers meanwhile."""
+    srv = Server(real_export, tmp_path, "--body-timeout", 2)
+    try:
+        form = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        for path, headers, start in [
+                ("/predict", "Content-Type: application/json\r\n", b'{"features": '),
+                ("/predict/audio", "Content-Type: multipart/form-data; boundary=b\r\n", form)]:
+            t = time.perf_counter()
+            answer = _trickle(srv.port, path, headers, start, 10)
+            assert answer is not None, f"{path}: no answer after 10 s"
+            assert_error(answer, 408, "2 s", "--body-timeout")
+            assert time.perf_counter() - t < 6
+            assert srv.get("/health")[0] == 200
+        assert "Traceback" not in srv.output()
+    finally:
+        srv.stop()
+
+
 def _wav_bytes(rate, seconds):
     buffer = io.BytesIO()
     sf.write(buffer, np.zeros(int(rate * seconds), np.int16), rate, format="WAV")
@@ -208,3 +302,48 @@ def test_studies_table_escapes_control_characters_in_names(cli, tmp_path):
     assert len(lines) == 3 and "\x1b" not in result.output
     assert any(line.startswith("a\\nb\\x1b[31m ") for line in lines), result.output
     assert any(line.startswith("plain ") for line in lines)
+
+
+def _asgi_post(app, path: str, body: bytes, content_type: str) -> tuple[int, dict]:
+    """One request to the app in this process (no server, no HTTP client): (status, JSON)."""
+    sent, parts = [], [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+             "headers": [(b"content-type", content_type.encode()),
+                         (b"content-length", str(len(body)).encode())]}
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+
+class _FullDisk(io.BytesIO):
+    """A temporary file on a full disk."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def write(self, *data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("where", ["the form's spool", "the staged upload"])
+def test_a_full_tmpdir_is_507_out_of_space(real_export, monkeypatch, where):
+    """A full $TMPDIR while an upload is written (Starlette spools the form to it, then the
+    upload is staged there) is 507 saying the server is out of space, not "could not be read"."""
+    app = create_app(real_export, warm_audio=False)
+    if where == "the form's spool":
+        monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile", _FullDisk)
+    else:
+        monkeypatch.setattr(gsearch.serve.uploads.shutil, "copyfileobj", _FullDisk().write)
+    # (the module's shutil is the one shutil: only this test's upload meets the full disk)
+    body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="song.wav"\r\n\r\n'
+            + _wav_bytes(22050, 1) + b"\r\n--b--\r\n")
+    answer = _asgi_post(app, "/predict/audio", body, "multipart/form-data; boundary=b")
+    assert_error(answer, 507, "out of disk space", "TMPDIR")

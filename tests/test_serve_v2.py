@@ -58,7 +58,7 @@ def test_triton_client_reads_health_and_metadata(client, model):
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready(MODEL) and not client.is_model_ready("resnet50")
     server = client.get_server_metadata()
-    assert server["name"] == "gsearch" and server["extensions"] == []
+    assert server["name"] == "gsearch" and server["extensions"] == ["binary_tensor_data"]
     meta = client.get_model_metadata(MODEL)
     assert meta["name"] == MODEL
     assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, len(model.features)]}]
@@ -79,17 +79,36 @@ def test_triton_client_infer_matches_the_model_and_predict(triton, client, serve
     assert labels == [model.classes[i] for i in expected.argmax(axis=1)]
     status, answer = server.post_json("/predict", {"features": X.tolist()})   # the same model
     assert status == 200 and [p["genre"] for p in answer["predictions"]] == labels
-    # The client's defaults ask for binary outputs (binary_data_output): answered in JSON, read alike.
+    # The client's defaults ask for binary outputs (binary_data_output): answered so, read alike.
     plain = client.infer(MODEL, features(triton, X))
     np.testing.assert_allclose(plain.as_numpy("probabilities"), P, atol=1e-7)
+    assert all("data" not in o and o["parameters"]["binary_data_size"] > 0
+               for o in plain.get_response()["outputs"])
     only = client.infer(MODEL, features(triton, X), outputs=wanted[1:])
     assert only.as_numpy("probabilities") is None and list(only.as_numpy("label")) == list(result.as_numpy("label"))
+
+
+def test_triton_client_binary_defaults_match_json(triton, client, model, X):
+    """tritonclient's defaults: the input sent as binary tensor data (Inference-Header-Content-
+    Length, raw little-endian FP32 after the JSON header) and every output asked binary."""
+    binary = client.infer(MODEL, features(triton, X, binary=True))
+    as_json = client.infer(MODEL, features(triton, X), outputs=[
+        triton.InferRequestedOutput(name, binary_data=False) for name in ("probabilities", "label")])
+    np.testing.assert_allclose(binary.as_numpy("probabilities"), model.predict_proba(X), atol=1e-6)
+    np.testing.assert_array_equal(binary.as_numpy("probabilities"), as_json.as_numpy("probabilities"))
+    assert list(binary.as_numpy("label")) == [s.encode() for s in as_json.as_numpy("label")]
+    assert binary.get_response()["outputs"][1]["parameters"]["binary_data_size"] > 0
+    # one output asked binary, the other in JSON: each as asked
+    mixed = client.infer(MODEL, features(triton, X, binary=True), outputs=[
+        triton.InferRequestedOutput("probabilities", binary_data=True),
+        triton.InferRequestedOutput("label", binary_data=False)])
+    outputs = {o["name"]: o for o in mixed.get_response()["outputs"]}
+    assert "data" not in outputs["probabilities"] and outputs["label"]["data"] == list(as_json.as_numpy("label"))
 
 
 @pytest.mark.parametrize("case, status, words", [
     ("unknown model", "404", ["no model 'resnet50'", "gsearch"]),
     ("wrong width", "400", ["shape is [1, 56]", "[N, 57]"]),
-    ("binary data", "400", ["binary_data", "binary_data=False"]),
     ("NaN", "400", ["data[3]", "NaN", "finite"]),
     ("too many rows", "413", [f"{MAX_ROWS + 1} rows", "--max-rows"]),
     ("wrong datatype", "400", ["INT32", "FP32"]),
@@ -100,8 +119,6 @@ def test_triton_client_bad_requests_get_protocol_errors(triton, client, X, case,
         name = "resnet50"
     elif case == "wrong width":
         inputs = features(triton, X[:1, :56])
-    elif case == "binary data":
-        inputs = features(triton, X[:1], binary=True)
     elif case == "NaN":
         bad = X[:1].copy()
         bad[0, 3] = np.nan
