@@ -164,6 +164,13 @@ def _stack(tensors: list[torch.Tensor], shape: tuple[int, int], device) -> torch
     return out
 
 
+def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The members' rows [K, n, F]: a view of the one tensor when all share it (no copy)."""
+    if all(t is tensors[0] for t in tensors):
+        return tensors[0].expand(len(tensors), *tensors[0].shape)
+    return torch.stack(tensors)
+
+
 def _per_member(values, device, dtype=torch.float32) -> torch.Tensor:
     return torch.tensor(values, dtype=dtype, device=device).view(len(values), 1, 1)
 
@@ -231,8 +238,8 @@ class _Packed:
             C = ms[0].target.n_classes
             self.weights = torch.tensor(np.stack([np.ones(C, np.float32) if w is None else w
                                                   for w in weights]), device=device)
-        self.X, self.y = torch.stack([m.X for m in ms]), torch.stack([m.y for m in ms])
-        self.X_val, self.y_val = torch.stack([m.X_val for m in ms]), torch.stack([m.y_val for m in ms])
+        self.X, self.y = _stacked([m.X for m in ms]), torch.stack([m.y for m in ms])
+        self.X_val, self.y_val = _stacked([m.X_val for m in ms]), torch.stack([m.y_val for m in ms])
         self.member_rows = torch.arange(K, device=device)[:, None]
 
     def unpack(self) -> None:

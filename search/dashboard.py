@@ -126,7 +126,7 @@ def _note(exported: Exported, links: dict[str, str]) -> str:
 |{'---|' * (len(scores) + 2)}
 | {cells} |
 
-{ensemble}{_deployment(manifest)}Retrained on {manifest.retrained_on_rows} train+validation rows in {manifest.train_seconds:.1f} s;
+{ensemble}{_deployment(manifest)}Retrained on {manifest.retrained_on_rows} rows in {manifest.train_seconds:.1f} s;
 the search never saw the test rows. Model folder: `{exported.folder.resolve()}`.
 
 {shown}{per_class}"""

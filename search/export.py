@@ -109,22 +109,24 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
     study: knee by default). The data: `ds`, or the file `data_path`, or the study's own
     (study_data). `level`: calibrate the model (a classifier's temperature) and its conformal
     sets or intervals at this level on the validation rows (models.calibration; None: not)."""
-    chosen, rule = chosen_trials(study, ensemble, pick)
     ds, split, protocol = study_data(study, data_path, ds=ds)
+    chosen, rule, holdout = _plan(study, split, ensemble, pick, level)
     objectives = Objectives.of(study)
-    rows = split.train_val
+    rows = split.train if holdout else split.train_val
     encoding = encoding_of(ds, rows)
     configs = [trial_config(t) for t in chosen]
     seeds = [t.user_attrs.get(records.TRIAL_SEED, 0) for t in chosen]
     data = TrainData(X_train=encoded(ds, encoding, rows), y_train=ds.y[rows], n_classes=n_outputs(ds),
                      task=ds.task)
     datas = [data] * len(configs)
-    if level is not None:   # copies trained on the training rows alone, for the calibration split
+    if level is not None and not holdout:   # copies trained on the training rows alone, for the
         datas += [replace(data, X_train=encoded(ds, encoding_of(ds, split.train), split.train),
-                          y_train=ds.y[split.train])] * len(configs)
+                          y_train=ds.y[split.train])] * len(configs)   # calibration split
     trained = train_population(configs * (len(datas) // len(configs)), datas,   # before any
                                seeds * (len(datas) // len(configs)), device=device)   # test row is read
     trained, calibrators = trained[:len(configs)], [m for m, _ in trained[len(configs):]]
+    if holdout and level is not None:   # the exported members never saw the calibration split
+        calibrators = [m for m, _ in trained]
     for trial, (model, history) in zip(chosen, trained):
         if model is None:
             raise DivergedError(f"trial #{trial.number} diverged when retrained on train+validation "
@@ -165,6 +167,29 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
     what = f"trial {best.number}" if len(models) == 1 else f"ensemble of {len(models)} trials"
     plot_test(ds.task, report, out_dir / manifest.plot_file, f"{study.study_name} {what}")
     return Exported(out_dir, manifest, report)
+
+
+# The retraining an export plans for itself, in seconds estimated from its trials' own training
+# time: the default ensemble keeps the top trials that fit, and calibration copies are trained
+# only when they fit too; else the exported members train on the training rows alone and are
+# calibrated on the validation rows themselves (a big table: those rows add little).
+EXPORT_SECONDS = 60.0
+
+
+def _plan(study: optuna.Study, split: Split, ensemble: int | None, pick: Pick | None,
+          level: float | None) -> tuple[list, str, bool]:
+    """(the trials to export, how they were chosen, whether to retrain on the training rows
+    alone): the default ensemble (5) shrunk to what EXPORT_SECONDS allows."""
+    chosen, rule = chosen_trials(study, ensemble, pick)
+    scale = len(split.train_val) / max(len(split.train), 1)
+    cost = [t.user_attrs.get(records.TRAIN_SECONDS, 0.0) * scale for t in chosen]
+    if ensemble is None and pick is None and len(chosen) > 1:
+        fits = [k for k in range(1, len(chosen) + 1) if sum(cost[:k]) <= EXPORT_SECONDS]
+        k = max(fits, default=1)
+        if k < len(chosen):
+            chosen, rule = chosen_trials(study, k, None)
+    holdout = level is not None and 2 * sum(cost[:len(chosen)]) > EXPORT_SECONDS
+    return chosen, rule, holdout
 
 
 def _calibrate(ds: Dataset, split: Split, calibrators: list, models: list, X_test: np.ndarray,

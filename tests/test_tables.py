@@ -233,3 +233,27 @@ def test_the_quantile_transform_trains_exports_and_agrees_between_backends(tmp_p
     onnx, torch_ = ExportedModel(tmp_path / "m", "onnx"), ExportedModel(tmp_path / "m", "torch")
     np.testing.assert_allclose(onnx.predict_proba(probe), torch_.predict_proba(probe), atol=1e-5)
     assert torch_.config.input_transform == "quantile"
+
+
+def test_an_export_that_would_retrain_too_long_keeps_fewer_members_and_calibrates_on_its_holdout(
+        tmp_path, cli, monkeypatch):
+    """A big table: the default ensemble shrinks to what the export's time allows, and the
+    members train on the training rows alone and are calibrated on the validation rows (here
+    forced by an export budget of 0 s)."""
+    import gsearch.search.export as export
+
+    path, db, out = tmp_path / "p.csv", f"sqlite:///{tmp_path / 's.db'}", tmp_path / "model"
+    penguins().to_csv(path, index=False)
+    assert cli("run", "--data", path, "--label", "species", "--storage", db, "--trials", 3,
+               "--pruner", "none", space=tiny).exit_code == 0
+    monkeypatch.setattr(export, "EXPORT_SECONDS", 0.0)
+    result = cli("export-best", "--storage", db, "--out", out)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "model.json").read_text())
+    ds = load_dataset(path, label="species")
+    from gsearch.search.protocol import Protocol
+
+    split = Protocol().split(ds)
+    assert "members" not in meta and meta["pick"] == "accuracy"   # one trial, not the top 5
+    assert meta["retrained_on_rows"] == len(split.train)
+    assert meta["calibration"]["calibration_rows"] == len(split.val)
