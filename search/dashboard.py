@@ -128,6 +128,7 @@ def _note(exported: Exported, links: dict[str, str]) -> str:
 
 {ensemble}{_deployment(manifest)}Retrained on {manifest.retrained_on_rows} rows in {manifest.train_seconds:.1f} s;
 the search never saw the test rows. Model folder: `{exported.folder.resolve()}`.
+Protocol: {(manifest.split or {}).get("protocol", "not recorded")}.
 
 {shown}{per_class}"""
 

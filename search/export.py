@@ -157,10 +157,7 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
         retrained_on_rows=int(len(rows)), train_seconds=round(sum(h.seconds for _, h in trained), 3),
         data_sha256=ds.sha256,
         clip_samples=ds.clip_samples,  # predict cuts longer audio into windows of this length
-        split={"test_size": protocol.test_size, "val_size": protocol.val_size,
-               "split_seed": protocol.split_seed, "groups": protocol.groups,
-               **({"test_fold": protocol.test_fold} if protocol.test_fold is not None else {}),
-               **({"group": protocol.group} if protocol.group is not None else {})})
+        split=protocol.record())
     model = network if encoding.is_identity else Pipeline(Preprocess(encoding), network)
     manifest = save_model(model, manifest, out_dir)
     (out_dir / REPORT_FILE).write_text(json.dumps(manifest.report(report), indent=2) + "\n")

@@ -84,6 +84,16 @@ class Protocol:
             return f"GTZAN clips with a known artist, no artist on two sides: {test}, {scoring}"
         return f"test {self.test_size:.0%} of tracks (split seed {self.split_seed}), {scoring}"
 
+    def record(self) -> dict:
+        """What an export records of the protocol (model.json's `split`): the sizes and seed, what
+        a group is (`groups`: track or artist; or `group`: a column of the table, without
+        `groups`), the published test fold and the CV folds where there are, and the whole
+        protocol in words (`protocol`)."""
+        grouping = {"group": self.group} if self.group is not None else {"groups": self.groups}
+        return {"test_size": self.test_size, "val_size": self.val_size, "split_seed": self.split_seed,
+                **grouping, **({"test_fold": self.test_fold} if self.test_fold is not None else {}),
+                **({"cv": self.cv} if self.cv > 1 else {}), "protocol": self.describe()}
+
     def prepare(self, ds: Dataset) -> Dataset:
         """The rows this protocol searches and tests, grouped as it says: `ds` itself by track
         or by its --group column (loaded with load_dataset(group=...)), or its GTZAN clips

@@ -18,6 +18,7 @@ from gsearch import GsearchError
 from gsearch.search import records
 from gsearch.search.objectives import OBJECTIVES, Objectives, feasible, score_study
 from gsearch.search.selection import pareto_front
+from gsearch.search.protocol import Protocol
 from gsearch.search.requests import study_options
 from gsearch.search.storage import open_storage
 from gsearch.search.study import load_study, set_log_level, state_counts
@@ -167,6 +168,7 @@ def _summary(study: optuna.Study, storage_url: str, skipped: dict[str, str]) -> 
     lines = [f"# Study `{study.study_name}`", "",
              f"Storage `{storage_url}`, data `{attrs.get(records.DATA_PATH, '?')}` "
              f"({attrs.get(records.N_ROWS, '?')} rows, sha256 {str(attrs.get(records.DATA_SHA256, '?'))[:12]}).", "",
+             f"Protocol: {Protocol.of(study).describe()}.", "",
              f"{len(study.trials)} trials: {counts['complete']} complete, {counts['pruned']} pruned, "
              f"{counts['fail']} failed, {counts['running']} running.", "",
              *(_pareto_lines(study) if multi else []),

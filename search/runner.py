@@ -49,6 +49,11 @@ class RunOutcome:
         return state_counts(self.study)["complete"]
 
 
+# Fewer validation rows than this: the run suggests --cv (dozens of trials tie at the top of a
+# few dozen rows: wine's 29, cancer's 92 in docs/benchmarks.md)
+SMALL_VALIDATION = 100
+
+
 def table_metric(ds: Dataset, metric: str | None) -> str:
     """The metric a search of `ds` optimizes: `metric` (checked against the table's task and
     classes), or its task's default."""
@@ -134,6 +139,10 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
         echo(f"warm start: {len(study.get_trials(deepcopy=False)) - before} of the best "
              f"configurations of study '{request.warm_start}' in {safe_url(source)} run first "
              f"({len(warm)} fit this search space; each runs once per study)")
+    if protocol.cv == 1 and len(split.val) < SMALL_VALIDATION:
+        echo(f"note: the validation split holds {len(split.val)} rows: many trials will tie at the "
+             "top of so few, and the best of them is partly luck; --cv 5 scores each trial on "
+             "5 folds of train+validation instead")
     echo(f"study '{request.study}' in {safe_url(request.storage)}: {len(ds.y)} rows "
          f"({len(split.train)} train / {len(split.val)} validation / {len(split.test)} test, "
          f"test never used by the search), device {device}; {objectives.describe()}")

@@ -55,3 +55,23 @@ def test_predict_names_file_and_row_writes_a_table_and_goes_on_past_a_bad_row(tm
     probabilities = table[[c for c in table if c.startswith("probability_")]].to_numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert all(p in s.split("|") for p, s in zip(table["prediction"], table["set"]))
+
+
+def test_the_protocol_is_said_in_words_and_recorded_without_contradiction(tmp_path, cli):
+    """model.json's split names one grouping (a column's, not also 'track') and says the whole
+    protocol in words, as the report's summary does (issue 35, item 9); a validation split too
+    small to rank trials gets a note suggesting --cv (item 10)."""
+    frame = penguins(300)
+    frame["colony"] = [f"c{i % 40}" for i in range(len(frame))]
+    path, db, out = tmp_path / "p.csv", f"sqlite:///{tmp_path / 's.db'}", tmp_path / "model"
+    frame.to_csv(path, index=False)
+    ran = cli("run", "--data", path, "--label", "species", "--group", "colony", "--storage", db,
+              "--trials", 2, "--pruner", "none", "--export", out, space=tiny)
+    assert ran.exit_code == 0, ran.output
+    assert "note: the validation split holds" in ran.output and "--cv 5" in ran.output
+    split = json.loads((out / "model.json").read_text())["split"]
+    assert split["group"] == "colony" and "groups" not in split
+    assert split["protocol"].startswith("rows grouped by column 'colony', no group on two sides")
+    assert json.loads((out / "report.json").read_text())["split"] == split
+    assert cli("report", "--storage", db, "--out", tmp_path / "r").exit_code == 0
+    assert f"Protocol: {split['protocol']}." in (tmp_path / "r" / "summary.md").read_text()
