@@ -138,14 +138,17 @@ def run(data_path, split_seed, test_size, val_size, cv, groups, group, test_fold
     if outcome.published is not None:
         print_export(outcome.published, request.export)
         return
-    if outcome.completed:
+    if outcome.exportable:
+        if not outcome.completed:
+            click.echo("note: no trial completed before the deadline; export-best makes a model of "
+                       "the trials it stopped (a longer --timeout gives complete ones)")
         click.echo(f"next: gsearch export-best {where}")
         return
     again = (f"run again with a longer --timeout (the study resumes), e.g. gsearch run {where} "
              f"--timeout {max(60, 3 * int(request.timeout or 20))}")
     if request.export is not None:
-        raise GsearchError(f"no trial has completed yet, so nothing was exported to "
+        raise GsearchError(f"no trial has trained an epoch yet, so nothing was exported to "
                            f"{request.export}: {again} --export {request.export}")
-    click.echo(f"no trial has completed yet, so there is nothing to export: {again}; or remove "
-               f"the study: gsearch studies --delete {request.study}"
+    click.echo(f"no trial has trained an epoch yet, so there is nothing to export: {again}; or "
+               f"remove the study: gsearch studies --delete {request.study}"
                + where.removeprefix(f"--study {request.study}"))

@@ -40,7 +40,7 @@ from gsearch.search.dashboard import artifact_dir, attach_export
 from gsearch.search.objectives import Objectives, feasible, score_of
 from gsearch.search.protocol import Protocol, n_outputs
 from gsearch.search.requests import ExportRequest, study_options
-from gsearch.search.selection import Pick, chosen_trials, parse_pick
+from gsearch.search.selection import Pick, chosen_trials, deadline_stopped, parse_pick
 from gsearch.search.storage import open_storage
 from gsearch.search.study import load_study, set_log_level, state_counts
 
@@ -70,9 +70,13 @@ def study_data(study: optuna.Study, data_path: str | None = None, *,
 def trial_config(trial: optuna.trial.FrozenTrial) -> TrialConfig:
     """The configuration a trial trained: the whole TrialConfig it recorded (the trial loop
     stores it), or for a trial of a study made before that, its sampled parameters over the
-    defaults."""
+    defaults. A trial a deadline stopped trained the epochs it ran (its config: as many)."""
     recorded = trial.system_attrs.get(records.TRIAL_CONFIG)
-    return TrialConfig.from_dict(recorded if recorded is not None else trial.params)
+    config = TrialConfig.from_dict(recorded if recorded is not None else trial.params)
+    ran = trial.user_attrs.get(records.EPOCHS_RUN)
+    if trial.state == optuna.trial.TrialState.PRUNED and ran:
+        config = replace(config, epochs=int(ran))
+    return config
 
 
 @torch.inference_mode()
@@ -249,7 +253,7 @@ def export_study(request: ExportRequest) -> Published:
     torch.set_num_threads(request.threads)
     device = resolve_device(request.device)
     study = load_study(open_storage(request.storage, must_exist=True), request.study)
-    if not state_counts(study)["complete"]:
+    if not state_counts(study)["complete"] and not deadline_stopped(study):
         raise GsearchError(f"study '{study.study_name}' has no completed trial yet; run 'gsearch run "
                            f"{study_options(study.study_name, request.storage)}' until one completes "
                            "(with --timeout: a longer one)")

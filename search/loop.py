@@ -198,8 +198,9 @@ class TrialLoop:
                 self._report_prune_finish()
                 if time.monotonic() >= deadline:
                     for run in list(self.running):
-                        self._end(run, TrialState.PRUNED, reason=f"deadline: --timeout {timeout:g} s "
-                                                                 f"reached after epoch {run.epoch + 1}")
+                        reason = (f"{records.DEADLINE}: --timeout {timeout:g} s reached after "
+                                  f"epoch {run.epoch + 1}")
+                        self._end(run, TrialState.PRUNED, reason=reason)
         except BaseException as error:
             interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
             with contextlib.suppress(Exception):

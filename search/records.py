@@ -38,6 +38,7 @@ TRAIN_LOSS = "train_loss"                 # training loss per epoch
 LATENCY_MS = "latency_ms"                 # single-row CPU latency (objective or limit)
 FOLD_ACCURACIES = "fold_accuracies"       # per-fold validation accuracy under --cv K
 PRUNED_REASON = "pruned_reason"           # why a pruned trial stopped (pruner, deadline, NaN)
+DEADLINE = "deadline"                     # how PRUNED_REASON starts for a trial --timeout stopped
 INTERRUPTED = "interrupted"               # a Ctrl-C or SIGTERM ended it (state FAIL)
 RETRY_OF = "retry_of"                     # the number of the dead trial this one runs again
 

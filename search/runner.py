@@ -28,6 +28,7 @@ from gsearch.search.export import Published, publish
 from gsearch.search.objectives import Objectives
 from gsearch.search.parallel import Workers, run_search
 from gsearch.search.requests import RunRequest
+from gsearch.search.selection import deadline_stopped
 from gsearch.search.space import SearchSpace, parse_fixed, resolve_space, space_name
 from gsearch.search.storage import open_storage, safe_url
 from gsearch.search.study import (Strategy, finished_count, load_study, open_study, set_log_level,
@@ -47,6 +48,11 @@ class RunOutcome:
     @property
     def completed(self) -> int:
         return state_counts(self.study)["complete"]
+
+    @property
+    def exportable(self) -> bool:
+        """Whether export-best has trials to export: completed ones, or ones a deadline stopped."""
+        return bool(self.completed or deadline_stopped(self.study))
 
 
 # Fewer validation rows than this: the run suggests --cv (dozens of trials tie at the top of a
@@ -130,8 +136,8 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
     if protocol.grouping != "track":
         echo(f"protocol: {protocol.describe()}")
     made = SearchSpace.of(study)
-    if made != SearchSpace(made.rows) or made.epochs != SearchSpace().epochs:   # GTZAN's: no word
-        echo(f"search space: {made.describe()}")
+    if space is None and (made != SearchSpace(made.rows) or made.epochs != SearchSpace().epochs):
+        echo(f"search space: {made.describe()}")   # GTZAN's: no word; --space's: its own
     if request.warm_start:
         before = len(study.get_trials(deepcopy=False))
         for params in warm:
@@ -146,7 +152,7 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
     echo(f"study '{request.study}' in {safe_url(request.storage)}: {len(ds.y)} rows "
          f"({len(split.train)} train / {len(split.val)} validation / {len(split.test)} test, "
          f"test never used by the search), device {device}; {objectives.describe()}")
-    before = finished_count(study)
+    before, stopped_before = finished_count(study), len(deadline_stopped(study))
     timeout = request.timeout
     try:
         run_search(study, ds, trials=request.trials, space=space, device=device,
@@ -162,11 +168,13 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
             f"marked interrupted. Run again with --trials {max(1, request.trials - done)} to finish "
             f"this run's count (--trials N always adds N more)") from None
     done = finished_count(study) - before
-    if timeout is not None and done < request.trials:
-        echo(f"deadline: --timeout {timeout:g} stopped the run after {done} of the {request.trials} "
-             "trials asked (--trials) finished")
+    stopped = len(deadline_stopped(study)) - stopped_before   # pruned by the deadline, in flight
+    if timeout is not None and (done < request.trials or stopped):
+        echo(f"deadline: --timeout {timeout:g} stopped the run after {done - stopped} of the "
+             f"{request.trials} trials asked (--trials) finished"
+             + (f"; it stopped {stopped} in flight" if stopped else ""))
     outcome = RunOutcome(study, done)
-    if request.export is None or not outcome.completed:
+    if request.export is None or not outcome.exportable:
         return outcome
     return RunOutcome(study, done, publish(study, request.export, storage=request.storage,
                                            device=device, ds=ds, level=request.level))

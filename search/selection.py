@@ -19,7 +19,8 @@ import numpy as np
 import optuna
 
 from gsearch import GsearchError
-from gsearch.search.objectives import Objectives, cost_of, feasible
+from gsearch.search import records
+from gsearch.search.objectives import Objectives, cost_of, curve, feasible
 
 TrialState = optuna.trial.TrialState
 FrozenTrial = optuna.trial.FrozenTrial
@@ -169,10 +170,32 @@ def top_trials(study: optuna.Study, k: int | None = 1) -> list[FrozenTrial]:
     return sorted(complete, key=lambda t: (-gain(t), t.number))[:k]
 
 
+def deadline_stopped(study: optuna.Study) -> list[FrozenTrial]:
+    """The trials a --timeout stopped (pruned, reason "deadline") after at least one epoch,
+    best last reported score first: what a run that completed no trial can still export."""
+    sign = 1.0 if Objectives.of(study).maximize else -1.0
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    stopped = [t for t in pruned if curve(t) and str(
+        t.user_attrs.get(records.PRUNED_REASON, "")).startswith(records.DEADLINE)]
+
+    def last(trial: FrozenTrial) -> float:
+        values = curve(trial)
+        return sign * values[max(values)]
+
+    return sorted(stopped, key=lambda t: (-last(t), t.number))
+
+
 def chosen_trials(study: optuna.Study, ensemble: int | None,
                   pick: Pick | None) -> tuple[list[FrozenTrial], str]:
     """The trials to export and how they were chosen: `pick` (default knee on a
-    multi-objective study), else the top `ensemble` by validation value."""
+    multi-objective study), else the top `ensemble` by validation value; where no trial
+    completed, the trials a deadline stopped, by their last reported score."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) and pick is None:
+        stopped = deadline_stopped(study)
+        if stopped:
+            k = min(ensemble or DEFAULT_ENSEMBLE, len(stopped))
+            return stopped[:k], (f"{records.DEADLINE}: top-{k} of the trials --timeout stopped, by their "
+                                 f"last {Objectives.of(study).metric} (no trial completed)")
     if ensemble is not None and ensemble < 1:
         raise GsearchError(f"--ensemble must be at least 1, got {ensemble}")
     multi = len(study.directions) > 1

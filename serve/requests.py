@@ -245,7 +245,7 @@ def _rest_model(features: tuple[str, ...], types: list, max_rows: int) -> type[P
         features=(Optional[rows_of(row_type(types), max_rows)], Field(
             None, description=f"Rows of {n} values {ORDER}.")),
         rows=(Optional[rows_of(named, max_rows)], Field(
-            None, description=f"Rows as {{feature name: value}}: every feature of the model "
+            None, description="Rows as {feature name: value}: every feature of the model "
                               "(GET /model \"features\"), no others.")))
 
 

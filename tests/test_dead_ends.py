@@ -6,6 +6,7 @@ a --timeout that stopped every trial says what works, with the --study and --sto
 import subprocess
 import sys
 
+import optuna
 import pytest
 from click.testing import CliRunner
 
@@ -22,6 +23,10 @@ PROBE = ("import atexit, sys\n"
 
 def tiny(trial):
     return TrialConfig(n_layers=1, width=trial.suggest_int("width", 8, 16), epochs=2)
+
+
+def endless(trial):   # trials no deadline of a test lets complete
+    return TrialConfig(n_layers=1, width=trial.suggest_int("width", 8, 16), epochs=100_000)
 
 
 @pytest.mark.parametrize("args", [
@@ -135,6 +140,36 @@ def test_a_deadline_that_stopped_a_run_with_completed_trials_says_so(cli, make_c
     assert f"next: gsearch export-best --study gtzan-mlp --storage {url}" in ran.output
 
 
+def test_a_deadline_before_any_trial_completed_still_delivers_a_model(cli, make_csv, tmp_path):
+    """A trial the deadline stopped was stopped, not beaten: with none completed, run --export
+    makes its model of the stopped ones (best last validation score first), each retrained for
+    the epochs it had run, and says so; export-best does the same."""
+    import gsearch.search.runner  # noqa: F401  (imported before the clock starts: the trials start)
+    from gsearch.models.predict import ExportedModel
+
+    url, out = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "model"
+    ran = cli("run", "--trials", 2, "--timeout", 3, "--data", make_csv(), "--storage", url,
+              "--study", "late", "--pruner", "none", "--export", out, space=endless)
+    assert ran.exit_code == 0, ran.output
+    assert "stopped the run after 0 of the 2 trials asked (--trials) finished; it stopped 2 in " \
+           "flight" in ran.output
+    assert "note: no trial completed before the deadline; the model is made of the trials it " \
+           "stopped" in ran.output
+    model = ExportedModel(out, "onnx")
+    assert model.meta["pick"].startswith("deadline: top-")
+    trials = {t.number: t for t in optuna.load_study(study_name="late", storage=url).trials}
+    members = model.meta.get("members") or [model.meta]
+    last = [trials[m["trial"]].intermediate_values for m in members]
+    last = [values[max(values)] for values in last]
+    assert last == sorted(last, reverse=True)   # best last validation score first
+    for member in members:
+        trial = trials[member["trial"]]
+        assert trial.state == optuna.trial.TrialState.PRUNED
+        assert member["hyperparameters"]["epochs"] == trial.user_attrs["epochs_run"] < 100_000
+    again = cli("export-best", "--study", "late", "--storage", url, "--out", tmp_path / "again")
+    assert again.exit_code == 0 and "note: no trial completed before the deadline" in again.output
+
+
 def test_run_with_export_delivers_a_model_in_one_command(cli, make_csv, tmp_path):
     """run --export DIR: search, then export in the same process, as export-best would."""
     from gsearch.models.predict import ExportedModel, predict_files
@@ -154,4 +189,4 @@ def test_run_with_export_delivers_a_model_in_one_command(cli, make_csv, tmp_path
                "--study", "late", "--export", nothing, space=tiny)
     assert late.exit_code == 1 and not nothing.exists()
     assert late.output.strip().splitlines()[-1].startswith(
-        f"error: no trial has completed yet, so nothing was exported to {nothing}")
+        f"error: no trial has trained an epoch yet, so nothing was exported to {nothing}")
