@@ -19,15 +19,20 @@ Prints a table (mean test accuracy ± std over split seeds, trials, epochs train
 export and total seconds), then each run's test accuracy and wait by split seed with the
 longest wait and the machine's load average (1 min, at each run's start), and draws test
 accuracy against the wait (log scale) into --plot.
-A gsearch run in which no trial completed before the deadline delivers no model: it is
-counted as such and left out of the means.
+Where no trial completed before the deadline, gsearch exports the trials the deadline
+stopped (model.json's pick starts with "deadline"): the per-seed lines mark such a model
+"(stopped)". A run that delivers no model is counted as such and left out of the means.
+
+`--busy N` runs N busy loops (one process each) beside every run: a controlled load, as on a
+user's busy laptop (issue 35: at --busy 2 and 4 on 2 cores, the model within 2x the quiet
+wait and 2 points of the quiet accuracy).
 
 `--device cuda` runs both gsearch commands on the GPU (default cpu, as every published figure);
 the reference systems stay on the CPU.
 
 Usage: python bench/bench_anytime.py [--budgets 30,60,120,300] [--split-seeds 42,0,1]
        [--systems gsearch,reference,reference-warmup10] [--data CSV] [--plot docs/anytime.png]
-       [--device cpu|cuda|auto] [--repeats N]
+       [--device cpu|cuda|auto] [--repeats N] [--busy N]
 """
 
 from __future__ import annotations
@@ -76,13 +81,15 @@ def run_gsearch(data: Path, budget: float, split_seed: int, threads: int, folder
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name="anytime", storage=storage)
-    if export.returncode:   # e.g. no trial completed before the deadline: no model
+    stopped = False
+    if export.returncode:   # e.g. no trial trained an epoch before the deadline: no model
         print(f"  no model: {export.stderr.strip()}", flush=True)
         accuracy = None
     else:
-        accuracy = json.loads((folder / "export" / "model.json").read_text())["test_accuracy"]
+        written = json.loads((folder / "export" / "model.json").read_text())
+        accuracy, stopped = written["test_accuracy"], written["pick"].startswith("deadline")
     finished = [t for t in study.trials if t.state.is_finished()]
-    return {"test_accuracy": accuracy, "trials": len(finished),
+    return {"test_accuracy": accuracy, "stopped": stopped, "trials": len(finished),
             "epochs": sum(len(t.intermediate_values) for t in study.trials),
             "search_s": t1 - t0, "export_s": t2 - t1, "wait_s": t2 - t0}
 
@@ -165,7 +172,8 @@ def per_seed(results: dict) -> str:
     for (system, budget), runs in sorted(results.items(), key=lambda kv: (SYSTEMS.index(kv[0][0]), kv[0][1])):
         shown = ", ".join(
             f"{r['split_seed']}: " + ("no model" if r["test_accuracy"] is None else f"{r['test_accuracy']:.3f}")
-            + f" in {r['wait_s']:.1f} s" for r in sorted(runs, key=lambda r: r["split_seed"]))
+            + f" in {r['wait_s']:.1f} s" + (" (stopped)" if r.get("stopped") else "")
+            for r in sorted(runs, key=lambda r: r["split_seed"]))
         load = [r["load"] for r in runs if "load" in r]
         lines.append(f"{system} {budget:g} s: {shown}; longest wait {max(r['wait_s'] for r in runs):.1f} s"
                      + (f"; load {min(load):.1f}-{max(load):.1f}" if load else ""))
@@ -199,6 +207,13 @@ def plot(results: dict, path: Path, seeds: list[int]) -> None:
     plt.close(fig)
 
 
+def run_system(system: str, args, budget: float, seed: int, folder: Path) -> dict:
+    if system in ("gsearch", "gsearch-export"):
+        return run_gsearch(args.data, budget, seed, args.threads, folder,
+                           one_command=system == "gsearch-export", device=args.device)
+    return run_reference(system, args.data, budget, seed, args.threads)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None,
@@ -212,6 +227,8 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                         help="--device of both gsearch commands (run and export-best); the reference "
                              "systems always train on the CPU")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="busy loops (one process each) running beside every run")
     parser.add_argument("--plot", type=Path, default=None, help="PNG to draw (e.g. docs/anytime.png)")
     parser.add_argument("--json", type=Path, default=None,
                         help="write the raw results here, after every run")
@@ -241,13 +258,17 @@ def main() -> None:
             for system in systems:   # interleaved, so machine load hits all alike
                 # other processes on the machine, for the record
                 load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+                busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                        for _ in range(args.busy)]
                 with tempfile.TemporaryDirectory() as folder:
-                    if system in ("gsearch", "gsearch-export"):
-                        r = run_gsearch(args.data, budget, seed, args.threads, Path(folder),
-                                        one_command=system == "gsearch-export", device=args.device)
-                    else:
-                        r = run_reference(system, args.data, budget, seed, args.threads)
-                results.setdefault((system, budget), []).append({**r, "split_seed": seed, "load": load})
+                    try:
+                        r = run_system(system, args, budget, seed, Path(folder))
+                    finally:
+                        for process in busy:
+                            process.kill()
+                            process.wait()
+                results.setdefault((system, budget), []).append(
+                    {**r, "split_seed": seed, "load": load, "busy": args.busy})
                 shown = "no model" if r["test_accuracy"] is None else f"{r['test_accuracy']:.3f}"
                 print(f"{system} budget {budget:g} s split seed {seed}: test {shown}, "
                       f"{r['trials']} trials, wait {r['wait_s']:.1f} s (load {load:.1f})", flush=True)

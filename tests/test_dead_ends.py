@@ -170,6 +170,26 @@ def test_a_deadline_before_any_trial_completed_still_delivers_a_model(cli, make_
     assert again.exit_code == 0 and "note: no trial completed before the deadline" in again.output
 
 
+def test_a_slow_start_up_does_not_eat_the_search(make_csv, tmp_path):
+    """On a busy machine the imports and the data can take all of --timeout: the search then
+    gets three quarters of it all the same, and the run says by how much it passed the deadline."""
+    import time
+
+    from gsearch.search.requests import RunRequest
+    from gsearch.search.runner import SEARCH_SHARE, run_study
+
+    lines = []
+    request = RunRequest(data=make_csv(), trials=1000, timeout=4, storage=f"sqlite:///{tmp_path / 's.db'}",
+                         space=tiny, device="cpu")
+    began = time.monotonic()
+    outcome = run_study(request, echo=lines.append, started=began - 30)   # 30 s of start-up
+    searched = time.monotonic() - began
+    [note] = [line for line in lines if line.startswith("note: start-up took")]
+    assert f"of --timeout 4 (a busy machine?); the search gets {SEARCH_SHARE * 4:.1f} s all the " \
+           "same" in note
+    assert outcome.completed > 0 and searched >= SEARCH_SHARE * 4
+
+
 def test_run_with_export_delivers_a_model_in_one_command(cli, make_csv, tmp_path):
     """run --export DIR: search, then export in the same process, as export-best would."""
     from gsearch.models.predict import ExportedModel, predict_files
