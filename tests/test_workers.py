@@ -349,7 +349,7 @@ def test_workers_are_bounded_by_the_trials_and_the_cores(cli, make_csv, tmp_path
     args = ["--data", make_csv(), "--storage", url, "--study", "b", *FAST]
     result = cli("run", "--trials", 2, "--workers", 1000, *args)
     assert result.exit_code == 0, result.output
-    assert "note:" not in result.output   # as many workers as trials: no note
+    assert "note: --workers" not in result.output   # as many workers as trials: no note
     assert counts(url, "b") == {"finished": 2, "fail": 0, "running": 0, "waiting": 0, "all": 2}
     trials = optuna.load_study(study_name="b", storage=open_storage(url)).trials
     assert {t.system_attrs["gsearch:worker"].split("/")[1] for t in trials} <= {"0", "1"}
