@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gsearch import GsearchError
+from gsearch.data.header import DataError, show  # noqa: F401 (re-exported)
 from gsearch.data.schema import REGRESSION_MIN_VALUES
 
 # Cell values that mean "empty" (what a spreadsheet or pandas writes for a missing value),
@@ -29,17 +29,6 @@ ID_SHARE, ID_MIN_VALUES = 0.5, 20
 # The most distinct values a categorical feature may have.
 MAX_CATEGORIES = 10_000
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-class DataError(GsearchError):
-    """A table that cannot be read as gsearch reads tables: the one-line message says where
-    and what to do."""
-
-
-def show(value: str, limit: int = 40) -> str:
-    """A value from the file, quoted on one line and cut to a readable length."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 4] + "...'"
 
 
 def stripped(values) -> pd.Series:

@@ -7,6 +7,8 @@ mistyped path is answered at once; `data.load` runs the same check when it reads
 from __future__ import annotations
 
 import codecs
+import csv
+import io
 import os
 import zlib
 from pathlib import Path
@@ -30,19 +32,42 @@ def check_readable(path: str | Path, error: type[GsearchError] = GsearchError) -
         raise error(f"cannot read {path}: Permission denied")
 
 
-def header_names(path: str | Path) -> list[str]:
-    """The column names of a table's header line, read from its first bytes (plain or gzipped,
-    UTF-8 or UTF-16; separator sniffed as data.load does); [] when they cannot be read (the
-    loader then says why)."""
+def header_names(path: str | Path, sep: str | None = None) -> list[str]:
+    """The column names of a table's header line (its first line that is not blank), read from
+    its first bytes (plain or gzipped UTF-8; separated by `sep`, else sniffed as data.load
+    does); [] unless that line is plain text the loader would read the same way (a binary or
+    UTF-16 file, a damaged archive, bytes that are not UTF-8: the loader then says why)."""
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 16)
         if head[:2] == b"\x1f\x8b":
             head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 1 << 16)
-        utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-        text = head.decode("utf-16" if utf16 else "utf-8-sig", errors="ignore")
     except (OSError, zlib.error):
         return []
-    line = text.lstrip("\r\n").split("\n", 1)[0]
-    sep = next((s for s in (",", ";", "\t", "|") if s in line), ",")
-    return [name.strip().strip('"') for name in line.split(sep)]
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, b"PK\x03\x04")) or b"\x00" in head:
+        return []
+    text = head.decode("utf-8-sig", errors="replace")
+    if "\ufffd" in text.rstrip("\ufffd" if len(head) == 1 << 16 else ""):   # (a character cut off)
+        return []   # not UTF-8: the loader says where
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator(text, sep))
+    try:   # the loader's first row (data.load._parse): blank lines skipped
+        names = next((row for row in reader if row and not (len(row) == 1 and not row[0].strip())),
+                     None)
+        whole = len(head) < 1 << 16 or next(reader, None) is not None   # not cut off
+    except csv.Error:
+        return []
+    if names is None or not whole:
+        return []
+    return [name.strip() for name in names]
+
+
+SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars"}
+
+
+def separator(text: str, sep: str | None = None) -> str:
+    """The column separator: `sep` when given, else sniffed from the header line: a comma when
+    it holds one, else a semicolon, a tab or a bar (what spreadsheets in other locales write)."""
+    if sep is not None:
+        return sep
+    header = text.lstrip("\n\r").split("\n", 1)[0]
+    return next((s for s in SEPARATORS if s in header), ",")

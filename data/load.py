@@ -14,7 +14,6 @@ import gzip
 import hashlib
 import io
 import zlib
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +21,12 @@ import numpy as np
 import pandas as pd
 
 from gsearch.data import columns as col
-from gsearch.data.columns import MISSING, DataError, show as _show
+from gsearch.data.columns import MISSING
+from gsearch.data.header import EXPECTED, DataError, check_header, show as _show  # noqa: F401 (EXPECTED re-exported)
 from gsearch.data.schema import CATEGORICAL, NUMERIC
-from gsearch.data.files import GET_DATA_HINT, KAGGLE_GTZAN, check_readable  # noqa: F401 (re-exported)
+from gsearch.data.files import (  # noqa: F401 (re-exported)
+    GET_DATA_HINT, KAGGLE_GTZAN, SEPARATORS, check_readable, header_names, separator,
+)
 from gsearch.data.schema import (
     FEATURE_NAMES, FILENAME_COLUMN, GENRES, LABEL_COLUMN, LENGTH_COLUMN, SEGMENT_MAX_SAMPLES,
 )
@@ -33,7 +35,6 @@ from gsearch.data.schema import (
 BUNDLED_DATA = Path(__file__).resolve().with_name("features_30_sec.csv.gz")
 # Used instead of the bundled copy when it exists under the current folder.
 DEFAULT_DATA = Path("data/gtzan/features_30_sec.csv")
-EXPECTED = "expected the Kaggle GTZAN schema (filename,length,<57 features>,label)"
 FLOAT32_MAX = col.FLOAT32_MAX
 MISSING_LABELS = MISSING   # labels that mean "no label" (columns.MISSING)
 _LABEL = "\x00label"   # the label's key in a read table (a feature may be called "label")
@@ -161,18 +162,6 @@ def _decode(raw: bytes, path: Path) -> str:
     return text
 
 
-SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars"}
-
-
-def separator(text: str, sep: str | None = None) -> str:
-    """The column separator: `sep` when given, else sniffed from the header line: a comma when
-    it holds one, else a semicolon, a tab or a bar (what spreadsheets in other locales write)."""
-    if sep is not None:
-        return sep
-    header = text.lstrip("\n\r").split("\n", 1)[0]
-    return next((s for s in SEPARATORS if s in header), ",")
-
-
 def _parse(text: str, path: Path, sep: str | None = None) -> tuple[list[str], list[list[str]], list[int]]:
     """Header names, data rows and the line each row ends on; blank lines are skipped. Columns
     are separated by `sep` (or what `separator` sniffs)."""
@@ -191,62 +180,6 @@ def _parse(text: str, path: Path, sep: str | None = None) -> tuple[list[str], li
     return [name.strip() for name in rows[0]], rows[1:], lines[1:]
 
 
-def _check_columns(names: list[str], path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
-                   features: tuple[str, ...] | None = None, drop: tuple[str, ...] = (),
-                   group: str | None = None) -> tuple[str, ...]:
-    """The feature columns of a table, checked: `features` when given (a study's or a model's,
-    by name; other columns are ignored); else the Kaggle GTZAN schema's 57 when the table has
-    most of them (and then every Kaggle check: all 57, no unexpected column); else every
-    column but the label, `filename`, `length` and `drop` (a table of one's own)."""
-    repeated = [name for name, n in Counter(names).items() if n > 1]
-    if repeated:
-        raise DataError(f"{path} has column {_show(repeated[0])} more than once; "
-                        "keep one of them")
-    unknown_drop = [c for c in drop if c not in names]
-    if unknown_drop:
-        raise DataError(f"{path} has no column {_show(unknown_drop[0])} to leave out (--drop); "
-                        f"its columns: {_columns(names)}")
-    if group is not None and group not in names:
-        raise DataError(f"{path} has no column {_show(group)} to group rows by (--group); its "
-                        f"columns: {_columns(names)}")
-    if group is not None and group == label:
-        raise DataError(f"--group {group}: the label column cannot be the group column; name a "
-                        "column that says which rows belong together (an artist, a session)")
-    drop = (*drop, *([group] if group is not None else []))
-    if require_labels and label not in names:
-        raise DataError(f"{path} has no {_show(label)} column (its columns: {_columns(names)}); "
-                        "training needs a label per row: name its column with --label")
-    if features is not None:
-        missing = [c for c in features if c not in names]
-        if missing:
-            raise DataError(f"{path} lacks {len(missing)} feature column(s) of the model, first: "
-                            f"{missing[:3]}; give a table with the columns it was trained on")
-        return tuple(features)
-    kaggle = sum(c in names for c in FEATURE_NAMES) >= len(FEATURE_NAMES) / 2
-    if kaggle and not set(drop) & set(FEATURE_NAMES):
-        missing = [c for c in FEATURE_NAMES if c not in names]
-        if missing:
-            raise DataError(f"{path} lacks {len(missing)} feature column(s), first: {missing[:3]}; "
-                            + EXPECTED)
-        known = {FILENAME_COLUMN, LENGTH_COLUMN, label, *FEATURE_NAMES, *drop}
-        extra = [_show(c) for c in names if c not in known]
-        if extra:
-            raise DataError(f"{path} has unexpected column(s) [{', '.join(extra[:3])}]; remove them "
-                            "or leave them out with --drop (expected filename,length,<57 features>,"
-                            "label)")
-        return FEATURE_NAMES
-    own = tuple(c for c in names if c not in {label, FILENAME_COLUMN, LENGTH_COLUMN, *drop})
-    if not own:
-        raise DataError(f"{path} has no feature column besides {_columns(names)}; a table needs "
-                        "numeric feature columns and a label column")
-    return own
-
-
-def _columns(names: list[str], limit: int = 8) -> str:
-    shown = ", ".join(_show(n, 30) for n in names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
 def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
           features: tuple[str, ...] | None = None, drop: tuple[str, ...] = (),
           group: str | None = None, kinds: tuple[str, ...] | None = None,
@@ -257,14 +190,14 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
     feature as float64 (NaN for an empty cell of a table of one's own) and each categorical one
     as text (None for an empty cell); `kinds` (a model's or a study's) say which is which, else
     a column of one's own is numeric when all its values are numbers and not in `categorical`."""
+    header = header_names(path, sep)   # the header's problems first, as `gsearch run` finds
+    if header:                         # them before its imports (data.header.check_table)
+        check_header(header, path, require_labels, label=label, features=features, drop=drop,
+                     group=group, categorical=categorical)
     raw = _read_bytes(path)
     names, rows, lines = _parse(_decode(raw, path), path, sep)
-    features = _check_columns(names, path, require_labels, label=label, features=features, drop=drop,
-                              group=group)
-    unknown = [c for c in categorical if c not in features]
-    if unknown:
-        raise DataError(f"{path} has no feature column {_show(unknown[0])} to read as categories "
-                        f"(--categorical); its features: {_columns(list(features))}")
+    features = check_header(names, path, require_labels, label=label, features=features, drop=drop,
+                            group=group, categorical=categorical)
     if not rows:
         raise DataError(f"{path} has a header but no rows")
     for i, (row, line) in enumerate(zip(rows, lines)):
@@ -290,7 +223,7 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
                             "number of samples")
         data[LENGTH_COLUMN] = lengths
     own = features != FEATURE_NAMES
-    found = []
+    found, refused = [], []   # each column's first refused cell, said together
     for j, name in enumerate(features):
         values = columns[name]
         parsed = None
@@ -302,10 +235,15 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
         found.append(kind)
         if kind == NUMERIC:
             hint = "; the model reads numbers there" if kinds is not None else ""
-            data[name] = col.numbers(values, name, path, lines, gaps=own, hint=hint, parsed=parsed,
-                                     bad_rows=bad_rows)
+            try:
+                data[name] = col.numbers(values, name, path, lines, gaps=own, hint=hint,
+                                         parsed=parsed, bad_rows=bad_rows)
+            except DataError as e:
+                refused.append(str(e))
         else:
             data[name] = col.clean_text(values)
+    if refused:
+        raise DataError(_together(refused, path))
     frame = pd.DataFrame(data, index=pd.RangeIndex(len(rows)))
     if label in columns:   # kept apart from the features, whatever the label column's name
         frame[_LABEL] = [value.strip() for value in columns[label]]
@@ -318,6 +256,16 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
                             f"{i + 1} (line {lines[i]}); give every row a group, or drop the row")
         frame[_GROUP] = values
     return frame, hashlib.sha256(raw).hexdigest(), features, tuple(found), lines
+
+
+def _together(refused: list[str], path: Path) -> str:
+    """Several columns' refusals in one line: the first whole, then each other column's cell."""
+    if len(refused) == 1:
+        return refused[0]
+    fix = "; fix or drop that row"
+    cells = [r.removeprefix(f"{path}: ").split(fix)[0] for r in refused]
+    return (f"{path}: {len(refused)} columns have a cell that is not a number: "
+            + "; ".join(cells) + "; fix or drop those rows")
 
 
 def read_features(path: str | Path, *, require_labels: bool = True,

@@ -24,6 +24,7 @@ from typing import Callable
 
 from gsearch import GsearchError
 from gsearch.data.files import check_readable
+from gsearch.data.header import check_table
 from gsearch.data.schema import TASKS
 from gsearch.data.schema import ARTIST_FOLDS, LABEL_COLUMN
 from gsearch.models.validation import METRICS
@@ -133,6 +134,8 @@ class RunRequest:
         check_device(self.device)
         if self.data is not None:
             check_readable(self.data)
+            check_table(self.data, label=self.label, drop=self.drop, group=self.protocol.group,
+                        categorical=self.categorical, sep=self.sep)
         check_url(self.storage)
         check_study_name(self.study)
         if self.warm_start:

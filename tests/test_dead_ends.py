@@ -52,6 +52,41 @@ def test_a_usage_error_is_answered_before_the_heavy_libraries_load(tmp_path, arg
     assert not list(tmp_path.iterdir()), "a store was created"
 
 
+def test_a_tables_problems_are_answered_together_before_the_heavy_libraries_load(tmp_path):
+    """Every column a command names that the table lacks, in one line, before torch loads."""
+    table, work = tmp_path / "t.csv", tmp_path / "work"
+    table.write_text("a,b,kind\n1,2,x\n3,4,y\n")
+    work.mkdir()
+    done = subprocess.run([sys.executable, "-c", PROBE, "run", "--data", table, "--drop", "c,d",
+                           "--group", "g", "--label", "class"], cwd=work, capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin"}, timeout=120)
+    error, loaded = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and error == (
+        f"error: {table} has 3 problems: no columns 'c', 'd' to leave out (--drop); no column 'g' "
+        "to group rows by (--group); no 'class' column (name the label column with --label); its "
+        "columns: 'a', 'b', 'kind'"), error
+    assert loaded == "loaded:", f"{loaded} imported before the error was found"
+    assert not list(work.iterdir()), "a store was created"
+
+
+def test_a_cell_of_each_column_that_is_not_a_number_is_said_together(make_csv):
+    from gsearch.data.load import DataError, load_dataset
+
+    path = make_csv()
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[3].split(",")
+    cells[header.index("tempo")], cells[header.index("rms_mean")] = "fast", ""
+    lines[3] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as refused:
+        load_dataset(path)
+    assert str(refused.value) == (
+        f"{path}: 2 columns have a cell that is not a number: column 'rms_mean' has an empty value "
+        "'' at data row 3 (line 4); column 'tempo' has a non-numeric value 'fast' at data row 3 "
+        "(line 4); fix or drop those rows")
+
+
 def test_cuda_without_a_driver_is_answered_before_torch_loads(tmp_path):
     import ctypes.util
     import os
