@@ -13,6 +13,7 @@ from optuna.storages import RDBStorage
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
 
 
@@ -124,3 +125,11 @@ def write_intermediate_values(storage, values: dict[int, dict[int, float]]) -> N
                                       intermediate_value_type=kind))
                 else:
                     row.intermediate_value, row.intermediate_value_type = number, kind
+
+
+def journal_fails_trial(log: dict) -> bool:
+    """Whether a record of Optuna's journal storage (what JournalStorage hands its backend's
+    append_logs) sets a trial's state to FAIL."""
+    return (log.get("op_code") == JournalOperation.SET_TRIAL_STATE_VALUES
+            and log.get("state") == TrialState.FAIL)
+

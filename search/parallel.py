@@ -63,8 +63,8 @@ from gsearch.search._spawn import spawning, start_workers_server, worker_cap
 from gsearch.search.progress import Progress, summary
 from gsearch.search.protocol import Protocol
 from gsearch.search.space import SearchSpace, space_of
-from gsearch.search.storage import (STORAGE_RETRY, StorageLost, give_up, open_storage,
-                                    retry_trial, safe_url)
+from gsearch.search.storage import (STORAGE_RETRY, DiskFull, StorageLost, StorageStop,
+                                    give_up, open_storage, retry_trial, safe_url)
 from gsearch.search.study import DEFAULT_POPULATION, Strategy, finished, set_log_level
 
 TrialState = optuna.trial.TrialState
@@ -241,13 +241,18 @@ class _Study(optuna.Study):
                 continue
         return None
 
-    def fail_unfinished(self) -> None:
-        # best effort: after a second signal cut a storage write short, the storage may
-        # refuse; the parent (or a later run's heartbeat) then ends what is left
+    def fail_unfinished(self, interrupted: bool = True) -> None:
+        # best effort: after a second signal cut a storage write short, or on a full disk, the
+        # storage may refuse; the parent (or a later run's heartbeat) then ends what is left
         with contextlib.suppress(Exception):
             for trial in self.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if trial.number in self._asked:
-                    study_storage(self).set_trial_user_attr(trial_id(trial), records.INTERRUPTED, True)
+                if trial.number not in self._asked:
+                    continue
+                if interrupted:   # (suppressed on its own: the FAIL below matters more)
+                    with contextlib.suppress(Exception):
+                        study_storage(self).set_trial_user_attr(trial_id(trial),
+                                                                records.INTERRUPTED, True)
+                with contextlib.suppress(Exception):
                     self.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
@@ -283,6 +288,9 @@ def _loop(study: _Study, ds: Dataset, run: _Run, *, slot: int, budget: _Budget,
         except KeyboardInterrupt:
             study.fail_unfinished()
             raise
+        except DiskFull:   # what the storage can still take ends its trials
+            study.fail_unfinished(interrupted=False)
+            raise
         if interrupt.requested:   # the signal came as the last trials finished: still a stop
             raise KeyboardInterrupt
 
@@ -304,8 +312,8 @@ def _child(run: _Run, ds: Dataset, slot: int, index: int, budget: _Budget, conn)
               callbacks=[lambda study, trial: conn.send(trial)])
     except KeyboardInterrupt:
         sys.exit(130)
-    except GsearchError as e:   # a StorageLost goes as it is: the parent acts on it
-        conn.send(e if isinstance(e, StorageLost) else str(e))
+    except GsearchError as e:   # a StorageStop goes as it is: the parent acts on it
+        conn.send(e if isinstance(e, StorageStop) else str(e))
         sys.exit(1)
     except Exception as e:  # a storage server gone, a bug: one line; -v shows the traceback
         if workers.verbose:
@@ -374,10 +382,10 @@ def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space | 
 
 
 def _gave_up(error: GsearchError, budget: _Budget) -> GsearchError:
-    """A give-up on a storage server gone (StorageLost), with the `--trials` of the rerun
+    """A run's stop on its storage gone or full (StorageStop), with the `--trials` of the rerun
     that finishes this run's count; any other error as it is."""
     done = budget.finished.value
-    if not isinstance(error, StorageLost) or done >= budget.total:
+    if not isinstance(error, StorageStop) or done >= budget.total:
         return error
     return GsearchError(f"{error} ({done} of this run's {budget.total} trials finished: "
                         f"--trials {budget.total - done} finishes its count)")
@@ -403,7 +411,7 @@ class _Parent:
         self.settle_at: dict[int, tuple[float, int]] = {}  # slot -> when to recover, exit code
         self.started = 0
         self.stopping = False
-        self.errors: list[str | StorageLost] = []
+        self.errors: list[str | GsearchError] = []
         self.kills = self.retries = 0
         for slot in range(workers):
             self.start(slot)
@@ -447,7 +455,7 @@ class _Parent:
         print(summary(self.study))
         if self.errors:
             error = self.errors[0]
-            raise error if isinstance(error, StorageLost) else GsearchError(error)
+            raise error if isinstance(error, GsearchError) else GsearchError(error)
         if self.stopping:
             raise KeyboardInterrupt
 
@@ -486,7 +494,7 @@ class _Parent:
             message = reader.recv()
         except Exception:  # EOF, or a report cut short by a killed worker
             return False
-        if isinstance(message, (str, StorageLost)):
+        if isinstance(message, (str, GsearchError)):
             self.errors.append(message)
             if isinstance(message, StorageLost):   # the server is gone: try once, not again
                 give_up(study_storage(self.study))
@@ -571,6 +579,6 @@ class _Parent:
         workers = {f"{self.budget.run}/{i}" for i in range(self.started)}
         storage = study_storage(self.study)
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if self._theirs(trial, workers):
-                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            if self._theirs(trial, workers):   # each on its own: a full disk may refuse one
+                with contextlib.suppress(Exception):
                     storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL)

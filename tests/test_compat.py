@@ -190,3 +190,26 @@ def test_unbeaten_trials_are_running_trials_without_a_heartbeat_with_their_progr
         mark = _compat.unbeaten_trials(storage, _compat.study_id(study))[_compat.trial_id(silent)]
         assert mark not in seen   # every write to the trial is progress
         seen.add(mark)
+
+
+def test_journal_fails_trial_is_the_record_of_a_trial_ended_as_fail(tmp_path):
+    import warnings
+
+    logged: list[dict] = []
+
+    class Recording(optuna.storages.journal.JournalFileBackend):
+        def append_logs(self, logs):
+            logged.extend(logs)
+            super().append_logs(logs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.JournalStorage(Recording(str(tmp_path / "s.log")))
+    study = optuna.create_study(storage=storage)
+    failed, done = study.ask(), study.ask()
+    failed.set_user_attr("a", 1)
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    study.tell(done, 1.0)
+    assert [_compat.journal_fails_trial(log) for log in logged].count(True) == 1
+    [record] = [log for log in logged if _compat.journal_fails_trial(log)]
+    assert record["trial_id"] == _compat.trial_id(failed)

@@ -1,7 +1,13 @@
 """Breaks of the stored studies found by an attack pass (issue 35), for real, no mocks:
-several runs creating one server database's tables at once."""
+several runs creating one server database's tables at once, a full disk (a 600 KB tmpfs), a
+corrupt SQLite file too large for the quick check at opening."""
 
+import hashlib
 import multiprocessing
+import os
+import sqlite3
+import subprocess
+import time
 import uuid
 
 import optuna
@@ -10,9 +16,29 @@ import sqlalchemy
 
 from gsearch.search.storage import open_storage
 
+TrialState = optuna.trial.TrialState
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+FAST = ("--fix", "epochs=30", "--seed", "3", "--pruner", "none")
+
+
+def states(url, name) -> dict[str, int]:
+    trials = optuna.load_study(study_name=name, storage=open_storage(url)).trials
+    counts = {"finished": sum(t.state in FINISHED for t in trials), "all": len(trials)}
+    for state in (TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING):
+        counts[state.name.lower()] = sum(t.state == state for t in trials)
+    return counts
+
 
 def names(url) -> list[str]:
     return [s.study_name for s in open_storage(url).get_all_studies()]
+
+
+def one_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
 
 
 # -- item 17: several runs creating one server database's tables at once ---------------------
@@ -64,3 +90,89 @@ def test_three_processes_creating_one_fresh_server_database_at_once(request, ser
     finally:
         admin.dispose()
     assert not failures, "\n".join(failures)
+
+
+# -- item 14: a full disk -------------------------------------------------------------------
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 600 KB tmpfs (root only: skipped elsewhere)."""
+    where = tmp_path / "small"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+@pytest.mark.parametrize("kind, workers", [("sqlite", 1), ("sqlite", 2), ("journal", 1),
+                                           ("journal", 2)])
+def test_a_full_disk_stops_a_run_in_one_line_and_ends_its_trials(cli, make_csv, full_disk,
+                                                                   kind, workers):
+    """Before: SQLite, exit 1 after a 95-line traceback with 2 trials RUNNING; a journal file,
+    4 trials RUNNING for good (no heartbeats: nothing ever ends them). SQLite's write-ahead
+    log may hold the last free byte, so that nothing can end the trials of several workers:
+    those have heartbeats, and the next run fails them (and runs them again)."""
+    url = f"sqlite:///{full_disk / 's.db'}" if kind == "sqlite" else str(full_disk / "s.log")
+    result = cli("run", "--trials", 100_000, "--workers", workers, "--storage", url,
+                 "--data", make_csv(), *FAST)
+    assert result.exit_code == 1, result.output[-3000:]
+    assert "Traceback" not in result.output
+    [last] = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    path = full_disk / ("s.db" if kind == "sqlite" else "s.log")
+    assert last.startswith(f"error: the disk holding {path} is full ("), last
+    assert "free space there and run again" in last and "--trials" in last, last
+    counts = states(url, "gtzan-mlp")   # the store is intact and reads
+    assert counts["fail"] + counts["running"] >= 1, counts
+    if kind == "journal" or workers == 1:
+        assert counts["running"] == 0, counts
+        return
+    subprocess.run(["mount", "-o", "remount,size=8m", str(full_disk)], check=True)
+    storage = open_storage(url, heartbeat=1)   # what the next run's heartbeat does
+    study = optuna.load_study(study_name="gtzan-mlp", storage=storage)
+    for _ in range(2):   # a trial without a heartbeat row: once seen, then 3 beats later
+        optuna.storages.fail_stale_trials(study)
+        time.sleep(3.5)
+    optuna.storages.fail_stale_trials(study)
+    assert states(url, "gtzan-mlp")["running"] == 0
+
+
+# -- item 19: a corrupt SQLite file too large for the quick check ------------------------------
+
+def test_a_corrupt_sqlite_file_over_the_quick_check_size_is_one_line_and_untouched(
+        cli, make_csv, tmp_path):
+    """Files over QUICK_CHECK_MAX_BYTES get the header check only when opened; the damage is
+    met by a later read (here the first read of the trials): before, a 117-line traceback."""
+    from gsearch.search.storage import QUICK_CHECK_MAX_BYTES
+
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    csv = make_csv()
+    made = cli("run", "--trials", 2, "--data", csv, "--storage", url, *FAST)
+    assert made.exit_code == 0, made.output
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        [(root,)] = connection.execute("SELECT rootpage FROM sqlite_master WHERE "
+                                       "name = 'trial_system_attributes'").fetchall()
+        page = connection.execute("PRAGMA page_size").fetchone()[0]
+    with open(db, "r+b") as f:   # that table's first page: garbage
+        f.seek((root - 1) * page)
+        f.write(bytes((7 * i + 13) % 256 for i in range(page)))
+    os.truncate(db, QUICK_CHECK_MAX_BYTES + 50 * 2**20)   # sparse: 306 MB on 0.1 MB of disk
+
+    def fingerprint() -> str:
+        digest = hashlib.sha256()
+        with open(db, "rb") as f:
+            while chunk := f.read(2**24):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    before = fingerprint()
+    for args in (["run", "--trials", 1, "--data", csv, *FAST], ["studies"],
+                 ["export-best", "--out", tmp_path / "out"]):
+        line = one_line(cli(*args, "--storage", url))
+        assert f"SQLite file {db} is corrupt (database disk image is malformed)" in line, line
+        assert "backup" in line and ".recover" in line
+        assert fingerprint() == before, args   # nothing written

@@ -12,7 +12,7 @@ import warnings
 
 import optuna
 import sqlalchemy
-from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+from optuna.storages.journal import JournalRedisBackend
 from sqlalchemy.engine import make_url
 
 from gsearch import GsearchError
@@ -20,8 +20,10 @@ from gsearch._ports import check_port
 from gsearch.search._compat import make_grpc_server
 from gsearch.search.storage.files import (SQLITE_BUSY_TIMEOUT, check_journal_file,
                                           check_sqlite_file, creation_lock)
+from gsearch.search.storage.journal import JournalFile
 from gsearch.search.storage.rdb import ServerStorage, Storage
-from gsearch.search.storage.resilience import RETRIES, STORAGE_RETRY, Outage, RetryStale
+from gsearch.search.storage.resilience import (RETRIES, STORAGE_RETRY, Outage, RetryStale,
+                                               disk_full, full_disk_error)
 from gsearch.search.storage.url import (Kind, StorageURL, about_url, bad_url, check_url,
                                         first_line, safe_url)
 
@@ -92,9 +94,10 @@ def _rdb_storage(location: StorageURL, *, heartbeat: int | None, retry: float) -
             if not sqlite:
                 with _schema_lock(parsed, engine_kwargs):
                     return ServerStorage(rendered, engine_kwargs=engine_kwargs,
-                                         outage=Outage(url, retry), **beats)
+                                         location=location, outage=Outage(url, retry), **beats)
             with creation_lock(location.path):
-                storage = Storage(rendered, engine_kwargs=engine_kwargs, **beats)
+                storage = Storage(rendered, engine_kwargs=engine_kwargs, location=location,
+                                  **beats)
         _sqlite_wal(storage.engine)
         return storage
     except ImportError:
@@ -102,6 +105,9 @@ def _rdb_storage(location: StorageURL, *, heartbeat: int | None, retry: float) -
                            "pip install 'psycopg[binary]' (postgresql://) or PyMySQL "
                            "(mysql://)") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError, OSError) as e:
+        if disk_full(e) is not None:   # creating the tables, or a SQLite file's first write
+            raise full_disk_error(e, str(location.path) if sqlite else location.safe,
+                                  server=not sqlite) from None
         raise GsearchError(f"cannot open storage {location.safe}: "
                            f"{safe_url(first_line(e))}; {hint}") from None
 
@@ -186,8 +192,10 @@ def _journal_file(location: StorageURL) -> optuna.storages.BaseStorage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.JournalStorage(JournalFileBackend(url))
+            return optuna.storages.JournalStorage(JournalFile(location))
     except OSError as e:
+        if disk_full(e) is not None:
+            raise full_disk_error(e, url) from None
         raise GsearchError(f"cannot open journal file {url}: {first_line(e)}; pass another "
                            "--storage") from None
     except Exception as e:   # the journal is replayed here: a record Optuna cannot apply
