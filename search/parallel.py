@@ -65,7 +65,8 @@ from gsearch.search.protocol import Protocol
 from gsearch.search.space import SearchSpace, space_of
 from gsearch.search.storage import (STORAGE_RETRY, DiskFull, StorageLost, StorageStop,
                                     give_up, open_storage, retry_trial, safe_url)
-from gsearch.search.study import DEFAULT_POPULATION, Strategy, finished, set_log_level
+from gsearch.search.study import (DEFAULT_POPULATION, Strategy, StudyDeleted, finished,
+                                  set_log_level, study_deleted)
 
 TrialState = optuna.trial.TrialState
 # A slot whose worker dies CRASH_LIMIT times within CRASH_WINDOW seconds without finishing
@@ -301,6 +302,7 @@ def _child(run: _Run, ds: Dataset, slot: int, index: int, budget: _Budget, conn)
     workers = run.workers
     sys.stdout = open(os.devnull, "w")  # summaries; tqdm is off through TQDM_DISABLE
     set_log_level(workers.verbose)   # as the parent's CLI set it
+    study = None
     try:
         torch.set_num_threads(workers.threads)
         study = _Study(run.study, open_storage(workers.storage, heartbeat=workers.heartbeat,
@@ -316,6 +318,9 @@ def _child(run: _Run, ds: Dataset, slot: int, index: int, budget: _Budget, conn)
         conn.send(e if isinstance(e, StorageStop) else str(e))
         sys.exit(1)
     except Exception as e:  # a storage server gone, a bug: one line; -v shows the traceback
+        if study is not None and study_deleted(study):   # the parent says it in one line
+            conn.send(StudyDeleted(f"study '{run.study}' was deleted"))
+            sys.exit(1)
         if workers.verbose:
             traceback.print_exc()
         lines = str(e).strip().splitlines() or [""]
@@ -376,15 +381,39 @@ def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space | 
                   callbacks=[progress, *callbacks])
         finally:
             progress.close()
-            print(summary(study))
+            with _unless_deleted(study):
+                print(summary(study))
     except GsearchError as e:
-        raise _gave_up(e, budget) from None
+        raise _gave_up(e, budget, study, run) from None
+    except Exception as e:
+        if not study_deleted(study):
+            raise
+        raise _gave_up(e, budget, study, run) from None
 
 
-def _gave_up(error: GsearchError, budget: _Budget) -> GsearchError:
-    """A run's stop on its storage gone or full (StorageStop), with the `--trials` of the rerun
-    that finishes this run's count; any other error as it is."""
+@contextlib.contextmanager
+def _unless_deleted(study: optuna.Study):
+    """Errors of the block, unless `study` is gone from its storage (the run then says so)."""
+    try:
+        yield
+    except StorageStop:   # the storage is gone or full: it says so itself
+        raise
+    except Exception:
+        if not study_deleted(study):
+            raise
+
+
+def _gave_up(error: Exception, budget: _Budget, study: optuna.Study, run: _Run) -> GsearchError:
+    """The one line of a run that stopped on an error: for a study deleted meanwhile, that;
+    for a storage gone or full (StorageStop), with the `--trials` of the rerun that finishes
+    this run's count; any other error as it is."""
     done = budget.finished.value
+    if isinstance(error, StudyDeleted) or (not isinstance(error, StorageLost)
+                                           and study_deleted(study)):
+        where = safe_url(run.workers.storage) if run.workers.storage else "its storage"
+        return StudyDeleted(f"study '{study.study_name}' was deleted from {where} while this run "
+                            f"was searching it; {done} of this run's {budget.total} trials had "
+                            "finished, and went with it: run again to start the study anew")
     if not isinstance(error, StorageStop) or done >= budget.total:
         return error
     return GsearchError(f"{error} ({done} of this run's {budget.total} trials finished: "
@@ -452,9 +481,10 @@ class _Parent:
                     self.fail_left_running()
                 if self.lock_path:
                     os.unlink(self.lock_path)
-        print(summary(self.study))
+        with _unless_deleted(self.study):
+            print(summary(self.study))
         if self.errors:
-            error = self.errors[0]
+            error = next((e for e in self.errors if isinstance(e, StudyDeleted)), self.errors[0])
             raise error if isinstance(error, GsearchError) else GsearchError(error)
         if self.stopping:
             raise KeyboardInterrupt

@@ -1,12 +1,15 @@
-"""Breaks of the stored studies found by an attack pass (issue 35), for real, no mocks:
-several runs creating one server database's tables at once, a full disk (a 600 KB tmpfs), a
-corrupt SQLite file too large for the quick check at opening."""
+"""Breaks of the stored studies found by an attack pass (issue 35), for real, no mocks: a study
+deleted while a run searches it (refused unless --force, checked after deleting, the run then
+stops in one line), several runs creating one server database's tables at once, a full disk
+(a 600 KB tmpfs), a corrupt SQLite file too large for the quick check at opening."""
 
+import datetime
 import hashlib
 import multiprocessing
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 import uuid
 
@@ -31,6 +34,13 @@ def states(url, name) -> dict[str, int]:
 
 def names(url) -> list[str]:
     return [s.study_name for s in open_storage(url).get_all_studies()]
+
+
+def wait_for(condition, seconds=120):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
 
 
 def one_line(result) -> str:
@@ -176,3 +186,67 @@ def test_a_corrupt_sqlite_file_over_the_quick_check_size_is_one_line_and_untouch
         assert f"SQLite file {db} is corrupt (database disk image is malformed)" in line, line
         assert "backup" in line and ".recover" in line
         assert fingerprint() == before, args   # nothing written
+
+
+# -- item 15: `studies --delete` during a run ------------------------------------------------
+
+@pytest.mark.parametrize("server, workers", [("postgres_url", 2), ("journal", 1)])
+def test_deleting_a_study_a_run_searches_is_refused_unless_forced_and_the_run_stops_in_one_line(
+        cli, make_csv, tmp_path, request, server, workers):
+    """PostgreSQL with 2 workers and heartbeats; a journal file (no heartbeats: trials written
+    to recently are live) with the trials in the run's own process. Optuna's delete_study
+    deleted nothing, and said "deleted", while workers wrote; once it deleted, the run died
+    in a 64-line KeyError."""
+    url = str(tmp_path / "s.log") if server == "journal" else request.getfixturevalue(server)
+    name = f"delete-{uuid.uuid4().hex[:8]}"
+    args = ["run", "--trials", 100_000, "--workers", workers, "--heartbeat", 2, "--storage", url,
+            "--study", name, "--data", make_csv(), *FAST]
+    run = subprocess.Popen([sys.executable, "-m", "gsearch", *map(str, args)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: name in names(url) and states(url, name)["finished"] >= 2)
+        refused = cli("studies", "--storage", url, "--delete", name)
+        line = one_line(refused)
+        assert f"study '{name}' in {url} is being searched" in line and "--force" in line, line
+        assert name in names(url) and states(url, name)["all"] >= 2
+        forced = cli("studies", "--storage", url, "--delete", name, "--force")
+        assert forced.exit_code == 0, forced.output
+        assert forced.output.startswith(f"deleted study '{name}' (")
+        assert name not in names(url)   # it says so only when it is gone
+        out, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 1 and "Traceback" not in err, err[-3000:]
+    lines = [line for line in err.strip().splitlines() if not line.startswith("search: ")]
+    assert len(lines) == 1, err[-3000:]
+    assert lines[0].startswith(f"error: study '{name}' was deleted from {url} while this run was "
+                               "searching it; "), lines[0]
+    assert name not in names(url)
+
+
+def test_trials_a_dead_run_left_running_do_not_hold_a_study(cli, tmp_path):
+    """RUNNING trials whose heartbeat (or start) is old, and that nothing writes to, are a
+    dead run's: the study is deleted without --force, and the count is what was deleted."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage = open_storage(url, heartbeat=1)
+    study = optuna.create_study(study_name="left", storage=storage)
+    old = datetime.datetime.now() - datetime.timedelta(minutes=5)
+    for beaten in (True, False):
+        trial_id = storage.create_new_trial(study._study_id, optuna.trial.FrozenTrial(
+            number=-1, state=TrialState.RUNNING, value=None, datetime_start=old,
+            datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
+            intermediate_values={}, trial_id=-1))
+        if beaten:
+            storage.record_heartbeat(trial_id)
+    study.tell(study.ask(), 1.0)
+    with sqlite3.connect(tmp_path / "s.db") as connection:   # that beat, 5 minutes ago
+        connection.execute("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-5 minutes')")
+    started = time.monotonic()
+    deleted = cli("studies", "--storage", url, "--delete", "left")
+    assert deleted.exit_code == 0, deleted.output
+    assert deleted.output.strip() == f"deleted study 'left' (3 trials) from {url}"
+    assert time.monotonic() - started < 10   # watched for 2 s, no more
+    assert names(url) == []
+    with sqlite3.connect(tmp_path / "s.db") as connection:   # nothing of it left behind
+        for table in ("trials", "trial_heartbeats", "trial_values", "study_directions"):
+            assert connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone() == (0,), table

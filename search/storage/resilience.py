@@ -83,6 +83,24 @@ def full_disk_error(error: BaseException, where: str, *, server: bool = False) -
                     "run again")
 
 
+# A call whose transaction the server aborted for another one's sake (a deadlock, a
+# serialization failure: PostgreSQL's SQLSTATEs, MySQL's ER_LOCK_DEADLOCK and
+# ER_LOCK_WAIT_TIMEOUT) is run again this many times before it counts as an outage.
+CONFLICT_RETRIES = 3
+_PG_CONFLICTS = {"40P01", "40001"}
+_MYSQL_CONFLICTS = {1213, 1205}
+
+
+def conflict(error: BaseException) -> BaseException | None:
+    """The deadlock or serialization failure behind an error; None for any other error."""
+    for e in causes(error):
+        if _PG_CONFLICTS & {getattr(e, "sqlstate", None), getattr(e, "pgcode", None)}:
+            return e
+        if type(e).__module__.startswith("pymysql") and e.args and e.args[0] in _MYSQL_CONFLICTS:
+            return e
+    return None
+
+
 def transient(error: BaseException) -> BaseException | None:
     """The lost or refused connection to a database server behind an error (Optuna wraps
     SQLAlchemy's errors in StorageInternalError), which retrying can cure; None for a
@@ -113,11 +131,15 @@ class Outage:
         self.gave_up = False
 
     def call(self, function, *args, **kwargs):
-        delay = 0.25
+        delay, conflicts = 0.25, 0
         while True:
             try:
                 result = function(*args, **kwargs)
             except Exception as error:
+                if conflicts < CONFLICT_RETRIES and conflict(error) is not None:
+                    conflicts += 1   # another transaction won: at once, and without a word
+                    time.sleep(0.05 * conflicts)
+                    continue
                 e = transient(error)
                 if e is None:
                     raise
