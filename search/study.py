@@ -363,11 +363,13 @@ def delete_study(storage: optuna.storages.BaseStorage, name: str, shown_url: str
     from gsearch.search._compat import cached_backend, delete_study_rows   # lazy: Optuna
     from gsearch.search.storage import with_retry   # lazy: loads Optuna and SQLAlchemy
 
-    names = study_names(storage)
-    missing = GsearchError(f"no study '{name}' in {shown_url}; "
-                           + (f"its studies: {', '.join(names)}" if names else "it has no studies"))
-    if name not in names:
-        raise missing
+    def missing() -> GsearchError:
+        names = study_names(storage)
+        return GsearchError(f"no study '{name}' in {shown_url}; "
+                            + (f"its studies: {', '.join(names)}" if names else "it has no studies"))
+
+    if name not in study_names(storage):
+        raise missing()
     study_id = storage.get_study_id_from_name(name)
     if not force:
         live = live_trials(storage, study_id)
@@ -382,7 +384,7 @@ def delete_study(storage: optuna.storages.BaseStorage, name: str, shown_url: str
     if isinstance(backend, RDBStorage):
         deleted = with_retry(storage, delete_study_rows, backend, study_id)
         if deleted is None:   # deleted by another process meanwhile
-            raise missing
+            raise missing()
     else:
         deleted = len(storage.get_all_trials(study_id, deepcopy=False))
         optuna.delete_study(study_name=name, storage=storage)
