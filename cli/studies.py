@@ -31,16 +31,23 @@ def _open(storage: str):
 @storage_option
 @click.option("--delete", "delete_name", metavar="NAME", default=None,
               help="Delete the study NAME and all its trials from the storage (for example one "
-                   "that a too-short --timeout left without a completed trial).")
+                   "that a too-short --timeout left without a completed trial). A study that a "
+                   "run is searching is refused, unless --force.")
+@click.option("--force", is_flag=True,
+              help="With --delete: delete the study even while a run is searching it (that "
+                   "run then stops).")
 @user_errors
-def studies(storage, delete_name) -> None:
+def studies(storage, delete_name, force) -> None:
     """List the studies in a storage with their trial counts, best validation accuracy and,
     for a study with several objectives, the number of trials on its Pareto front."""
     check_url(storage, must_exist=True)
+    if force and delete_name is None:
+        raise click.UsageError("--force goes with --delete NAME")
     store = _open(storage)
     if delete_name is not None:
-        n_trials = delete_study(store, delete_name, safe_url(storage))
-        click.echo(f"deleted study '{delete_name}' ({n_trials} trials) from {safe_url(storage)}")
+        n_trials = delete_study(store, delete_name, safe_url(storage), force=force)
+        click.echo(f"deleted study '{_printable(delete_name)}' ({n_trials} trials) from "
+                   f"{safe_url(storage)}")
         return
     summaries = study_summaries(store)
     if not summaries:

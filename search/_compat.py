@@ -13,6 +13,7 @@ from optuna.storages import RDBStorage
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
 
 
@@ -124,3 +125,53 @@ def write_intermediate_values(storage, values: dict[int, dict[int, float]]) -> N
                                       intermediate_value_type=kind))
                 else:
                     row.intermediate_value, row.intermediate_value_type = number, kind
+
+
+def journal_fails_trial(log: dict) -> bool:
+    """Whether a record of Optuna's journal storage (what JournalStorage hands its backend's
+    append_logs) sets a trial's state to FAIL."""
+    return (log.get("op_code") == JournalOperation.SET_TRIAL_STATE_VALUES
+            and log.get("state") == TrialState.FAIL)
+
+
+def heartbeat_ages(storage: RDBStorage, study_id: int) -> dict[int, float | None]:
+    """The RUNNING trials of a study by storage id, each with the age in seconds of its last
+    heartbeat by the database's clock (as Optuna's stale-trial check reads it), or None for a
+    trial without a heartbeat row."""
+    Trial = models.TrialModel
+    with _create_scoped_session(storage.scoped_session) as session:
+        now = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+        running = (session.query(Trial)
+                   .options(sqlalchemy.orm.selectinload(Trial.heartbeats))
+                   .filter(Trial.state == TrialState.RUNNING)
+                   .filter(Trial.study_id == study_id).all())
+        return {trial.trial_id: ((now - trial.heartbeats[0].heartbeat.replace(tzinfo=None))
+                                 .total_seconds() if trial.heartbeats else None)
+                for trial in running}
+
+
+def delete_study_rows(storage: RDBStorage, study_id: int) -> int | None:
+    """Delete a study and everything of it in one transaction that first locks the study's
+    row, then its trials' rows: a process writing to the study meanwhile waits, then fails
+    (its rows' parent is gone). Optuna's delete_study (the ORM's cascade) instead deletes
+    nothing, and says nothing, when such a process adds a row while it runs. How many trials
+    were deleted; None when the study was not there."""
+    Trial, Study = models.TrialModel, models.StudyModel
+    of_study = sqlalchemy.select(Trial.trial_id).where(Trial.study_id == study_id)
+    with _create_scoped_session(storage.scoped_session) as session:
+        if session.query(Study.study_id).filter(Study.study_id == study_id) \
+                .with_for_update().one_or_none() is None:
+            return None
+        session.query(Trial.trial_id).filter(Trial.study_id == study_id).with_for_update().all()
+        for model in (models.TrialParamModel, models.TrialValueModel,
+                      models.TrialIntermediateValueModel, models.TrialUserAttributeModel,
+                      models.TrialSystemAttributeModel, models.TrialHeartbeatModel):
+            session.query(model).filter(model.trial_id.in_(of_study)) \
+                .delete(synchronize_session=False)
+        deleted = session.query(Trial).filter(Trial.study_id == study_id) \
+            .delete(synchronize_session=False)
+        for model in (models.StudyDirectionModel, models.StudyUserAttributeModel,
+                      models.StudySystemAttributeModel, Study):
+            session.query(model).filter(model.study_id == study_id) \
+                .delete(synchronize_session=False)
+        return deleted

@@ -206,9 +206,10 @@ class TrialLoop:
             with contextlib.suppress(Exception):
                 self._write(self.running)   # their curves so far
             for run in self.running:   # leave no trial RUNNING behind
-                with contextlib.suppress(Exception):
-                    if interrupted:    # not a failure of the configuration: say so
+                if interrupted:    # not a failure of the configuration: say so
+                    with contextlib.suppress(Exception):   # (a full disk may refuse it)
                         run.trial.set_user_attr(records.INTERRUPTED, True)
+                with contextlib.suppress(Exception):
                     self.study.tell(run.trial, state=TrialState.FAIL)
             raise
 

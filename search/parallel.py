@@ -63,9 +63,10 @@ from gsearch.search._spawn import spawning, start_workers_server, worker_cap
 from gsearch.search.progress import Progress, summary
 from gsearch.search.protocol import Protocol
 from gsearch.search.space import SearchSpace, space_of
-from gsearch.search.storage import (STORAGE_RETRY, StorageLost, give_up, open_storage,
-                                    retry_trial, safe_url)
-from gsearch.search.study import DEFAULT_POPULATION, Strategy, finished, set_log_level
+from gsearch.search.storage import (STORAGE_RETRY, DiskFull, StorageLost, StorageStop,
+                                    give_up, open_storage, retry_trial, safe_url)
+from gsearch.search.study import (DEFAULT_POPULATION, Strategy, StudyDeleted, finished,
+                                  set_log_level, study_deleted)
 
 TrialState = optuna.trial.TrialState
 # A slot whose worker dies CRASH_LIMIT times within CRASH_WINDOW seconds without finishing
@@ -241,13 +242,18 @@ class _Study(optuna.Study):
                 continue
         return None
 
-    def fail_unfinished(self) -> None:
-        # best effort: after a second signal cut a storage write short, the storage may
-        # refuse; the parent (or a later run's heartbeat) then ends what is left
+    def fail_unfinished(self, interrupted: bool = True) -> None:
+        # best effort: after a second signal cut a storage write short, or on a full disk, the
+        # storage may refuse; the parent (or a later run's heartbeat) then ends what is left
         with contextlib.suppress(Exception):
             for trial in self.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if trial.number in self._asked:
-                    study_storage(self).set_trial_user_attr(trial_id(trial), records.INTERRUPTED, True)
+                if trial.number not in self._asked:
+                    continue
+                if interrupted:   # (suppressed on its own: the FAIL below matters more)
+                    with contextlib.suppress(Exception):
+                        study_storage(self).set_trial_user_attr(trial_id(trial),
+                                                                records.INTERRUPTED, True)
+                with contextlib.suppress(Exception):
                     self.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
@@ -283,6 +289,9 @@ def _loop(study: _Study, ds: Dataset, run: _Run, *, slot: int, budget: _Budget,
         except KeyboardInterrupt:
             study.fail_unfinished()
             raise
+        except DiskFull:   # what the storage can still take ends its trials
+            study.fail_unfinished(interrupted=False)
+            raise
         if interrupt.requested:   # the signal came as the last trials finished: still a stop
             raise KeyboardInterrupt
 
@@ -293,6 +302,7 @@ def _child(run: _Run, ds: Dataset, slot: int, index: int, budget: _Budget, conn)
     workers = run.workers
     sys.stdout = open(os.devnull, "w")  # summaries; tqdm is off through TQDM_DISABLE
     set_log_level(workers.verbose)   # as the parent's CLI set it
+    study = None
     try:
         torch.set_num_threads(workers.threads)
         study = _Study(run.study, open_storage(workers.storage, heartbeat=workers.heartbeat,
@@ -304,10 +314,13 @@ def _child(run: _Run, ds: Dataset, slot: int, index: int, budget: _Budget, conn)
               callbacks=[lambda study, trial: conn.send(trial)])
     except KeyboardInterrupt:
         sys.exit(130)
-    except GsearchError as e:   # a StorageLost goes as it is: the parent acts on it
-        conn.send(e if isinstance(e, StorageLost) else str(e))
+    except GsearchError as e:   # a StorageStop goes as it is: the parent acts on it
+        conn.send(e if isinstance(e, StorageStop) else str(e))
         sys.exit(1)
     except Exception as e:  # a storage server gone, a bug: one line; -v shows the traceback
+        if study is not None and study_deleted(study):   # the parent says it in one line
+            conn.send(StudyDeleted(f"study '{run.study}' was deleted"))
+            sys.exit(1)
         if workers.verbose:
             traceback.print_exc()
         lines = str(e).strip().splitlines() or [""]
@@ -368,16 +381,40 @@ def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space | 
                   callbacks=[progress, *callbacks])
         finally:
             progress.close()
-            print(summary(study))
+            with _unless_deleted(study):
+                print(summary(study))
     except GsearchError as e:
-        raise _gave_up(e, budget) from None
+        raise _gave_up(e, budget, study, run) from None
+    except Exception as e:
+        if not study_deleted(study):
+            raise
+        raise _gave_up(e, budget, study, run) from None
 
 
-def _gave_up(error: GsearchError, budget: _Budget) -> GsearchError:
-    """A give-up on a storage server gone (StorageLost), with the `--trials` of the rerun
-    that finishes this run's count; any other error as it is."""
+@contextlib.contextmanager
+def _unless_deleted(study: optuna.Study):
+    """Errors of the block, unless `study` is gone from its storage (the run then says so)."""
+    try:
+        yield
+    except StorageStop:   # the storage is gone or full: it says so itself
+        raise
+    except Exception:
+        if not study_deleted(study):
+            raise
+
+
+def _gave_up(error: Exception, budget: _Budget, study: optuna.Study, run: _Run) -> GsearchError:
+    """The one line of a run that stopped on an error: for a study deleted meanwhile, that;
+    for a storage gone or full (StorageStop), with the `--trials` of the rerun that finishes
+    this run's count; any other error as it is."""
     done = budget.finished.value
-    if not isinstance(error, StorageLost) or done >= budget.total:
+    if isinstance(error, StudyDeleted) or (not isinstance(error, StorageLost)
+                                           and study_deleted(study)):
+        where = safe_url(run.workers.storage) if run.workers.storage else "its storage"
+        return StudyDeleted(f"study '{study.study_name}' was deleted from {where} while this run "
+                            f"was searching it; {done} of this run's {budget.total} trials had "
+                            "finished, and went with it: run again to start the study anew")
+    if not isinstance(error, StorageStop) or done >= budget.total:
         return error
     return GsearchError(f"{error} ({done} of this run's {budget.total} trials finished: "
                         f"--trials {budget.total - done} finishes its count)")
@@ -403,7 +440,7 @@ class _Parent:
         self.settle_at: dict[int, tuple[float, int]] = {}  # slot -> when to recover, exit code
         self.started = 0
         self.stopping = False
-        self.errors: list[str | StorageLost] = []
+        self.errors: list[str | GsearchError] = []
         self.kills = self.retries = 0
         for slot in range(workers):
             self.start(slot)
@@ -444,10 +481,11 @@ class _Parent:
                     self.fail_left_running()
                 if self.lock_path:
                     os.unlink(self.lock_path)
-        print(summary(self.study))
+        with _unless_deleted(self.study):
+            print(summary(self.study))
         if self.errors:
-            error = self.errors[0]
-            raise error if isinstance(error, StorageLost) else GsearchError(error)
+            error = next((e for e in self.errors if isinstance(e, StudyDeleted)), self.errors[0])
+            raise error if isinstance(error, GsearchError) else GsearchError(error)
         if self.stopping:
             raise KeyboardInterrupt
 
@@ -486,7 +524,7 @@ class _Parent:
             message = reader.recv()
         except Exception:  # EOF, or a report cut short by a killed worker
             return False
-        if isinstance(message, (str, StorageLost)):
+        if isinstance(message, (str, GsearchError)):
             self.errors.append(message)
             if isinstance(message, StorageLost):   # the server is gone: try once, not again
                 give_up(study_storage(self.study))
@@ -571,6 +609,6 @@ class _Parent:
         workers = {f"{self.budget.run}/{i}" for i in range(self.started)}
         storage = study_storage(self.study)
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if self._theirs(trial, workers):
-                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            if self._theirs(trial, workers):   # each on its own: a full disk may refuse one
+                with contextlib.suppress(Exception):
                     storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL)

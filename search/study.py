@@ -8,7 +8,9 @@ nothing heavy.
 
 from __future__ import annotations
 
+import math
 import re
+import time
 import warnings
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -313,15 +315,116 @@ def study_summaries(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
     return summaries
 
 
-def delete_study(storage: optuna.storages.BaseStorage, name: str, shown_url: str) -> int:
-    """Delete one study of `storage` (`shown_url` names it in the error), after checking that
-    it is there; returns how many trials it had."""
-    import optuna   # lazy: see the imports
+# A RUNNING trial whose heartbeat is this recent, or that started this recently, belongs to a
+# run that is still searching its study; so does one that writes while `studies --delete`
+# watches it for WATCH_SECONDS (a run writes its trials' curves every second).
+LIVE_SECONDS = 60
+WATCH_SECONDS = 2.0
 
-    names = study_names(storage)
-    if name not in names:
-        raise GsearchError(f"no study '{name}' in {shown_url}; "
-                           + (f"its studies: {', '.join(names)}" if names else "it has no studies"))
-    n_trials = len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
-    optuna.delete_study(study_name=name, storage=storage)
-    return n_trials
+
+class StudyDeleted(GsearchError):
+    """The study a run was searching is gone from its storage (another process deleted it)."""
+
+
+def live_trials(storage: optuna.storages.BaseStorage, study_id: int,
+                watch: float = WATCH_SECONDS) -> list[int]:
+    """The numbers of a study's trials that a run is still working on: RUNNING ones beaten
+    (storages with heartbeats) or started within LIVE_SECONDS; else, while some are RUNNING,
+    those written to (or created) while the study is watched for `watch` seconds. Trials left
+    RUNNING by a run that died are not live once their last heartbeat and start are that old."""
+    import datetime
+
+    import optuna   # lazy: see the imports
+    from optuna.storages import RDBStorage
+
+    from gsearch.search._compat import cached_backend, heartbeat_ages, trial_id   # lazy: Optuna
+
+    running = storage.get_all_trials(study_id, deepcopy=False,
+                                     states=(optuna.trial.TrialState.RUNNING,))
+    if not running:
+        return []
+    backend = cached_backend(storage)
+    ages = heartbeat_ages(backend, study_id) if isinstance(backend, RDBStorage) else {}
+
+    def recent(trial) -> bool:
+        age = ages.get(trial_id(trial))
+        start = trial.datetime_start
+        if start is not None:
+            now = datetime.datetime.now(start.tzinfo)
+            age = min(age if age is not None else math.inf, (now - start).total_seconds())
+        return age is not None and age < LIVE_SECONDS
+
+    live = {t.number for t in running if recent(t)}
+    if live or not watch:
+        return sorted(live)
+
+    def marks() -> dict[int, tuple]:   # what any write to a trial changes
+        return {t.number: (t.state, len(t.intermediate_values), len(t.user_attrs),
+                           len(repr(t.system_attrs)))
+                for t in storage.get_all_trials(study_id, deepcopy=False)}
+
+    before = marks()
+    time.sleep(watch)
+    after = marks()
+    return sorted(n for n, mark in after.items() if before.get(n) != mark)
+
+
+def delete_study(storage: optuna.storages.BaseStorage, name: str, shown_url: str, *,
+                 force: bool = False) -> int:
+    """Delete one study of `storage` (`shown_url` names it in the errors) with all its trials,
+    after checking that it is there and, unless `force`, that no run is searching it
+    (live_trials); returns how many trials were deleted. Checked after deleting: a study still
+    there is an error (Optuna's delete_study of a study that a run writes to meanwhile may
+    delete nothing and say nothing; a database storage's is done in one locked transaction)."""
+    import optuna   # lazy: see the imports
+    from optuna.storages import RDBStorage
+
+    from gsearch.search._compat import cached_backend, delete_study_rows   # lazy: Optuna
+    from gsearch.search.storage import with_retry   # lazy: loads Optuna and SQLAlchemy
+
+    def missing() -> GsearchError:
+        names = study_names(storage)
+        return GsearchError(f"no study '{name}' in {shown_url}; "
+                            + (f"its studies: {', '.join(names)}" if names else "it has no studies"))
+
+    if name not in study_names(storage):
+        raise missing()
+    study_id = storage.get_study_id_from_name(name)
+    if not force:
+        live = live_trials(storage, study_id)
+        if live:
+            shown = ", ".join(f"#{n}" for n in live[:5]) + (" ..." if len(live) > 5 else "")
+            raise GsearchError(
+                f"study '{name}' in {shown_url} is being searched: a run is working on its "
+                f"trial{'s' if len(live) > 1 else ''} {shown}; nothing was deleted: stop that "
+                "run first (Ctrl-C ends its trials), or pass --force to delete the study now "
+                "(the run then stops)")
+    backend = cached_backend(storage)
+    if isinstance(backend, RDBStorage):
+        deleted = with_retry(storage, delete_study_rows, backend, study_id)
+        if deleted is None:   # deleted by another process meanwhile
+            raise missing()
+    else:
+        deleted = len(storage.get_all_trials(study_id, deepcopy=False))
+        optuna.delete_study(study_name=name, storage=storage)
+    try:
+        still = storage.get_study_id_from_name(name) == study_id
+    except KeyError:
+        still = False
+    if still:
+        raise GsearchError(f"study '{name}' is still in {shown_url}: the storage did not delete "
+                           "it while a run was writing to it; stop the run and try again")
+    return deleted
+
+
+def study_deleted(study: optuna.Study) -> bool:
+    """Whether `study` is gone from its storage (deleted by another process; a study made
+    anew under its name is another one); False when the storage cannot tell (unreachable)."""
+    from gsearch.search._compat import study_id, study_storage   # lazy: Optuna
+
+    try:
+        return study_storage(study).get_study_id_from_name(study.study_name) != study_id(study)
+    except KeyError:
+        return True
+    except Exception:
+        return False

@@ -175,12 +175,18 @@ def test_rdb_storage_hooks_stale_trial_ids_decides_what_optunas_heartbeat_fails(
     assert storage.stale_trial_ids(_compat.study_id(study)) == [_compat.trial_id(beating)]
 
 
-def test_unbeaten_trials_are_running_trials_without_a_heartbeat_with_their_progress(tmp_path):
+def _beaten_silent_finished(tmp_path):
+    """A study in SQLite with a RUNNING trial that beat, one that never did, a finished one."""
     storage = _heartbeat_storage(optuna.storages.RDBStorage, tmp_path, 60)
     study = optuna.create_study(storage=storage)
     beaten, silent, finished = study.ask(), study.ask(), study.ask()
     storage.record_heartbeat(_compat.trial_id(beaten))
     study.tell(finished, 1.0)
+    return storage, study, beaten, silent
+
+
+def test_unbeaten_trials_are_running_trials_without_a_heartbeat_with_their_progress(tmp_path):
+    storage, study, _, silent = _beaten_silent_finished(tmp_path)
     marks = _compat.unbeaten_trials(storage, _compat.study_id(study))
     assert list(marks) == [_compat.trial_id(silent)]
     seen = set(marks.values())
@@ -190,3 +196,67 @@ def test_unbeaten_trials_are_running_trials_without_a_heartbeat_with_their_progr
         mark = _compat.unbeaten_trials(storage, _compat.study_id(study))[_compat.trial_id(silent)]
         assert mark not in seen   # every write to the trial is progress
         seen.add(mark)
+
+
+def test_journal_fails_trial_is_the_record_of_a_trial_ended_as_fail(tmp_path):
+    import warnings
+
+    logged: list[dict] = []
+
+    class Recording(optuna.storages.journal.JournalFileBackend):
+        def append_logs(self, logs):
+            logged.extend(logs)
+            super().append_logs(logs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.JournalStorage(Recording(str(tmp_path / "s.log")))
+    study = optuna.create_study(storage=storage)
+    failed, done = study.ask(), study.ask()
+    failed.set_user_attr("a", 1)
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    study.tell(done, 1.0)
+    assert [_compat.journal_fails_trial(log) for log in logged].count(True) == 1
+    [record] = [log for log in logged if _compat.journal_fails_trial(log)]
+    assert record["trial_id"] == _compat.trial_id(failed)
+
+
+def test_heartbeat_ages_are_the_running_trials_by_the_databases_clock(tmp_path):
+    import sqlite3
+
+    storage, study, beaten, silent = _beaten_silent_finished(tmp_path)
+    ages = _compat.heartbeat_ages(storage, _compat.study_id(study))
+    assert set(ages) == {_compat.trial_id(beaten), _compat.trial_id(silent)}
+    assert ages[_compat.trial_id(silent)] is None and 0 <= ages[_compat.trial_id(beaten)] < 5
+    with sqlite3.connect(tmp_path / "s.db") as connection:
+        connection.execute("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-2 minutes')")
+    assert 115 < _compat.heartbeat_ages(storage, _compat.study_id(study))[_compat.trial_id(beaten)] < 130
+
+
+def test_delete_study_rows_deletes_a_study_and_every_row_of_it(tmp_path):
+    import sqlite3
+
+    storage = _heartbeat_storage(optuna.storages.RDBStorage, tmp_path, 60)
+    kept = optuna.create_study(storage=storage, study_name="kept")
+    kept.tell(kept.ask(), 2.0)
+    study = optuna.create_study(storage=storage, study_name="gone", directions=["maximize"] * 2)
+    study.set_user_attr("u", 1)
+    study.set_metric_names(["a", "b"])   # a study system attribute
+    for _ in range(3):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.set_user_attr("u", 1)
+        storage.set_trial_system_attr(_compat.trial_id(trial), "s", 1)
+        storage.record_heartbeat(_compat.trial_id(trial))
+        study.tell(trial, [1.0, 2.0])
+    study.ask()   # RUNNING
+    assert _compat.delete_study_rows(storage, _compat.study_id(study)) == 4
+    assert [s.study_name for s in storage.get_all_studies()] == ["kept"]
+    assert _compat.delete_study_rows(storage, _compat.study_id(study)) is None
+    with sqlite3.connect(tmp_path / "s.db") as connection:   # only the other study's rows
+        for table in ("trials", "trial_params", "trial_values", "trial_user_attributes",
+                      "trial_system_attributes", "trial_heartbeats", "study_directions",
+                      "study_user_attributes", "study_system_attributes"):
+            rows = connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            kept_rows = {"trials": 1, "trial_values": 1, "study_directions": 1}.get(table, 0)
+            assert rows == kept_rows, table

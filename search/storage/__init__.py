@@ -7,9 +7,12 @@ storages beat a heartbeat; one whose process died is failed and run again (`retr
 
 - url: the URL classified once (`StorageURL`), `check_url`, `safe_url`; standard library only
 - files: what is in a SQLite or journal file, checked before anything is written to it
-- opening: `open_storage` and `serve_storage`
-- rdb: gsearch's RDBStorage subclasses (stale trials without a heartbeat row; retried calls)
-- resilience: the retry through a database outage and its give-up, the retry of dead trials
+- opening: `open_storage` and `serve_storage` (and the lock around creating a server's tables)
+- rdb: gsearch's RDBStorage subclasses (stale trials without a heartbeat row; retried calls;
+  a full disk or a corrupt SQLite file in one line)
+- journal: gsearch's journal file (whole records only, room kept to fail trials on a full disk)
+- resilience: the retry through a database outage and its give-up, a full disk, the retry of
+  dead trials
 """
 
 from gsearch import lazy_exports
@@ -30,6 +33,8 @@ _EXPORTS = {
     "RETRIES": "gsearch.search.storage.resilience",
     "STORAGE_RETRY": "gsearch.search.storage.resilience",
     "StorageLost": "gsearch.search.storage.resilience",
+    "StorageStop": "gsearch.search.storage.resilience",
+    "DiskFull": "gsearch.search.storage.resilience",
     "give_up": "gsearch.search.storage.resilience",
     "with_retry": "gsearch.search.storage.resilience",
     "retry_trial": "gsearch.search.storage.resilience",

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from gsearch import GsearchError
-from gsearch.search.storage.url import StorageURL, first_line
+from gsearch.search.storage.url import StorageURL, causes, first_line
 
 SQLITE_BUSY_TIMEOUT = 60  # seconds a SQLite writer waits for the lock before failing
 # PRAGMA quick_check reads every page of a SQLite file when it is opened: about 0.1 s for 50 MB
@@ -60,9 +60,32 @@ def check_sqlite_file(location: StorageURL) -> None:
         return
     if rows != [("ok",)]:
         what = " ".join(str(rows[0][0]).replace("*** in database main ***", "").split())
-        raise GsearchError(f"SQLite file {path} is corrupt ({what}); nothing was written "
-                           "to it: restore it from a backup, or recover what is readable with "
-                           "sqlite3's .recover into a new file")
+        raise GsearchError(corrupt(path, what, before_writing=True))
+
+
+def corrupt(path: Path, what: str, *, before_writing: bool = False) -> str:
+    """The one line for a SQLite file found corrupt: when it was opened (`before_writing`:
+    nothing was written), or by a later read (rdb.Storage: the part of a large file that the
+    quick check at opening skips)."""
+    written = "nothing was written to it" if before_writing else "the command stopped there"
+    return (f"SQLite file {path} is corrupt ({what}); {written}: restore it from a backup, or "
+            "recover what is readable with sqlite3's .recover into a new file")
+
+
+# SQLite's result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB
+_SQLITE_DAMAGE = {11: "database disk image is malformed", 26: "file is not a database"}
+
+
+def sqlite_corruption(error: BaseException) -> BaseException | None:
+    """The SQLite error behind `error` (through Optuna's and SQLAlchemy's wrappers) that says
+    the file is damaged; None for any other error."""
+    for e in causes(error):
+        code = getattr(e, "sqlite_errorcode", None)   # Python 3.11+
+        if type(e).__module__ == "sqlite3" and (
+                code is not None and code & 0xFF in _SQLITE_DAMAGE
+                or any(words in str(e) for words in _SQLITE_DAMAGE.values())):
+            return e
+    return None
 
 
 def check_journal_file(location: StorageURL) -> None:

@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import signal
+import time
 import warnings
 
 import optuna
 import sqlalchemy
-from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+from optuna.storages.journal import JournalRedisBackend
 from sqlalchemy.engine import make_url
 
 from gsearch import GsearchError
@@ -17,12 +20,15 @@ from gsearch._ports import check_port
 from gsearch.search._compat import make_grpc_server
 from gsearch.search.storage.files import (SQLITE_BUSY_TIMEOUT, check_journal_file,
                                           check_sqlite_file, creation_lock)
+from gsearch.search.storage.journal import JournalFile
 from gsearch.search.storage.rdb import ServerStorage, Storage
-from gsearch.search.storage.resilience import RETRIES, STORAGE_RETRY, Outage, RetryStale
+from gsearch.search.storage.resilience import (RETRIES, STORAGE_RETRY, Outage, RetryStale,
+                                               disk_full, full_disk_error)
 from gsearch.search.storage.url import (Kind, StorageURL, about_url, bad_url, check_url,
                                         first_line, safe_url)
 
 CONNECT_TIMEOUT = 5  # seconds to reach a database server, Redis or a gRPC proxy
+SCHEMA_LOCK_TIMEOUT = 60  # seconds a process waits for another one creating Optuna's tables
 _SERVER_HINT = ("check the host, port, user, password and database name, and that the "
                 "server is running")
 
@@ -86,10 +92,12 @@ def _rdb_storage(location: StorageURL, *, heartbeat: int | None, retry: float) -
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             rendered = parsed.render_as_string(hide_password=False)
             if not sqlite:
-                return ServerStorage(rendered, engine_kwargs=engine_kwargs,
-                                     outage=Outage(url, retry), **beats)
+                with _schema_lock(parsed, engine_kwargs):
+                    return ServerStorage(rendered, engine_kwargs=engine_kwargs,
+                                         location=location, outage=Outage(url, retry), **beats)
             with creation_lock(location.path):
-                storage = Storage(rendered, engine_kwargs=engine_kwargs, **beats)
+                storage = Storage(rendered, engine_kwargs=engine_kwargs, location=location,
+                                  **beats)
         _sqlite_wal(storage.engine)
         return storage
     except ImportError:
@@ -97,8 +105,71 @@ def _rdb_storage(location: StorageURL, *, heartbeat: int | None, retry: float) -
                            "pip install 'psycopg[binary]' (postgresql://) or PyMySQL "
                            "(mysql://)") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError, OSError) as e:
+        if disk_full(e) is not None:   # creating the tables, or a SQLite file's first write
+            raise full_disk_error(e, str(location.path) if sqlite else location.safe,
+                                  server=not sqlite) from None
         raise GsearchError(f"cannot open storage {location.safe}: "
                            f"{safe_url(first_line(e))}; {hint}") from None
+
+
+# how each server takes and gives back the lock on creating Optuna's tables, given its key
+_SCHEMA_LOCKS = {
+    "postgresql": ("SELECT pg_try_advisory_lock(%(key)s)", "SELECT pg_advisory_unlock(%(key)s)"),
+    "mysql": ("SELECT GET_LOCK(%(key)s, 1)", "SELECT RELEASE_LOCK(%(key)s)"),   # waits 1 s
+}
+
+
+def _schema_lock_name(url: sqlalchemy.URL) -> tuple[str, object] | None:
+    """Which of _SCHEMA_LOCKS guards creating Optuna's tables in `url`'s database, and its
+    key there; None for a database without such a lock (a SQLite file has
+    files.creation_lock)."""
+    dialect = url.get_dialect().name
+    if dialect == "postgresql":   # advisory locks are the database's own: a constant key
+        key = int.from_bytes(hashlib.sha256(b"gsearch: optuna schema").digest()[:8], "big",
+                             signed=True)
+        return "postgresql", key
+    if dialect in ("mysql", "mariadb"):   # GET_LOCK's names are the server's: add the database
+        digest = hashlib.sha256((url.database or "").encode()).hexdigest()[:40]
+        return "mysql", f"gsearch-schema-{digest}"   # within MySQL's 64 characters
+    return None
+
+
+@contextlib.contextmanager
+def _schema_lock(url: sqlalchemy.URL, engine_kwargs: dict):
+    """Serializes creating (or checking) Optuna's tables in one server database between
+    processes, as files.creation_lock does for SQLite: three runs creating a fresh database's
+    tables at once race otherwise (MariaDB: "Table 'studies' already exists", "Duplicate entry
+    'v3.2.0.a'"; PostgreSQL: a UniqueViolation on pg_type). A lock of the server's own
+    (PostgreSQL's advisory lock, MySQL's GET_LOCK), taken on a connection of its own for as
+    long as RDBStorage creates or checks the tables; the server releases it when that
+    connection ends, also when its process dies."""
+    lock = _schema_lock_name(url)
+    if lock is None:
+        yield
+        return
+    dialect, key = lock
+    take, release = _SCHEMA_LOCKS[dialect]
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                      connect_args=engine_kwargs.get("connect_args", {}))
+    try:
+        with engine.connect() as connection:
+            deadline = time.monotonic() + SCHEMA_LOCK_TIMEOUT
+            while not connection.exec_driver_sql(take, {"key": key}).scalar():
+                if time.monotonic() > deadline:
+                    raise GsearchError(
+                        f"another process has been creating Optuna's tables in database "
+                        f"'{url.database}' for over {SCHEMA_LOCK_TIMEOUT} s; try again when "
+                        "it is done (or end it)")
+                time.sleep(0.05 if dialect == "postgresql" else 0)
+            connection.commit()   # the lock is the session's: it outlives the transaction
+            try:
+                yield
+            finally:
+                with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+                    connection.exec_driver_sql(release, {"key": key})
+                    connection.commit()
+    finally:
+        engine.dispose()
 
 
 def _sqlite_wal(engine: sqlalchemy.Engine) -> None:
@@ -121,8 +192,10 @@ def _journal_file(location: StorageURL) -> optuna.storages.BaseStorage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.JournalStorage(JournalFileBackend(url))
+            return optuna.storages.JournalStorage(JournalFile(location))
     except OSError as e:
+        if disk_full(e) is not None:
+            raise full_disk_error(e, url) from None
         raise GsearchError(f"cannot open journal file {url}: {first_line(e)}; pass another "
                            "--storage") from None
     except Exception as e:   # the journal is replayed here: a record Optuna cannot apply

@@ -1,11 +1,13 @@
 """What keeps a run going when a process or the database fails: the retry of a storage's
 calls through an outage of its database server (`Outage`; the give-up is `StorageLost`),
 the retry of a trial whose worker died (`RetryStale`, `retry_trial`), and the trials that
-died before their first heartbeat (`Unbeaten`). storage.rdb binds them to Optuna's storage.
+died before their first heartbeat (`Unbeaten`); and what stops it in one line instead: a
+full disk (`DiskFull`). storage.rdb binds them to Optuna's storage.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import sys
 import time
@@ -17,31 +19,101 @@ import sqlalchemy
 from gsearch import GsearchError
 from gsearch.search import records
 from gsearch.search._compat import cached_backend
-from gsearch.search.storage.url import first_line, safe_url
+from gsearch.search.storage.url import causes, first_line, safe_url
 
 RETRIES = 3  # times a trial whose worker died is run again
 STORAGE_RETRY = 60.0  # seconds a database server may be unreachable mid-run (--storage-retry)
 _LOST = "lost the connection to storage"
 
 
-class StorageLost(GsearchError):
+class StorageStop(GsearchError):
+    """A failure of the storage that stops a run whatever it runs (the storage cannot be
+    written): a worker sends it to its parent as it is (it pickles), and the run's message
+    gets the --trials of the rerun that finishes its count (parallel.run_search)."""
+
+
+class StorageLost(StorageStop):
     """The give-up on a database server that stayed unreachable for longer than
-    --storage-retry: the run stops. A worker sends it to its parent as it is (it pickles), and
-    the parent tells the run's other processes to give up too (give_up)."""
+    --storage-retry: the run stops. The parent of a run's workers tells its other processes
+    to give up too (give_up)."""
+
+
+class DiskFull(StorageStop):
+    """The disk that holds the storage (a SQLite or journal file, a database server's data)
+    is full: no write can succeed until space is freed, so it is not retried."""
+
+
+# what a full disk looks like behind each driver: an errno, SQLite's result code, PostgreSQL's
+# SQLSTATE, MySQL's error numbers (ER_DISK_FULL, ER_RECORD_FILE_FULL: "The table ... is full")
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
+_MYSQL_FULL = {1021, 1114}
+_FULL_WORDS = ("no space left on device", "database or disk is full", "disk full",
+               "errcode: 28", "errno: 28")
+
+
+def disk_full(error: BaseException) -> BaseException | None:
+    """The full disk behind an error, as the operating system or the database's driver said
+    it; None for any other error."""
+    for e in causes(error):
+        if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+            return e
+        code = getattr(e, "sqlite_errorcode", None)   # sqlite3 errors, Python 3.11+
+        if code is not None and code & 0xFF == _SQLITE_FULL:
+            return e
+        if _PG_DISK_FULL in (getattr(e, "sqlstate", None), getattr(e, "pgcode", None)):
+            return e
+        if type(e).__module__.startswith("pymysql") and e.args and e.args[0] in _MYSQL_FULL:
+            return e
+        if (type(e).__module__.partition(".")[0] in ("sqlite3", "psycopg", "psycopg2", "pymysql")
+                and any(w in str(e).lower() for w in _FULL_WORDS)):
+            return e
+    return None
+
+
+def full_disk_error(error: BaseException, where: str, *, server: bool = False) -> DiskFull:
+    """The one-line DiskFull for `error` (disk_full(error) is not None) of the storage at
+    `where` (a file's path, or a server's URL with its password masked)."""
+    reason = safe_url(first_line(disk_full(error) or error))
+    if server:
+        return DiskFull(f"the database server of {where} is out of disk space ({reason}); "
+                        "free space on it and run again")
+    return DiskFull(f"the disk holding {where} is full ({reason}); free space there and "
+                    "run again")
+
+
+# A call whose transaction the server aborted for another one's sake (a deadlock, a
+# serialization failure: PostgreSQL's SQLSTATEs, MySQL's ER_LOCK_DEADLOCK and
+# ER_LOCK_WAIT_TIMEOUT) is run again this many times before it counts as an outage.
+CONFLICT_RETRIES = 3
+_PG_CONFLICTS = {"40P01", "40001"}
+_MYSQL_CONFLICTS = {1213, 1205}
+
+
+def conflict(error: BaseException) -> BaseException | None:
+    """The deadlock or serialization failure behind an error; None for any other error."""
+    for e in causes(error):
+        if _PG_CONFLICTS & {getattr(e, "sqlstate", None), getattr(e, "pgcode", None)}:
+            return e
+        if type(e).__module__.startswith("pymysql") and e.args and e.args[0] in _MYSQL_CONFLICTS:
+            return e
+    return None
 
 
 def transient(error: BaseException) -> BaseException | None:
     """The lost or refused connection to a database server behind an error (Optuna wraps
     SQLAlchemy's errors in StorageInternalError), which retrying can cure; None for a
-    refused statement."""
-    seen = 0
-    while error is not None and seen < 8:
-        if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
-            return error
-        if isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-                              ConnectionError, TimeoutError)):
-            return error
-        error, seen = error.__cause__ or error.__context__, seen + 1
+    refused statement, and for a full disk (an OperationalError too, which waiting does
+    not cure)."""
+    if disk_full(error) is not None:
+        return None
+    for e in causes(error):
+        if isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated:
+            return e
+        if isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                          ConnectionError, TimeoutError)):
+            return e
     return None
 
 
@@ -59,11 +131,15 @@ class Outage:
         self.gave_up = False
 
     def call(self, function, *args, **kwargs):
-        delay = 0.25
+        delay, conflicts = 0.25, 0
         while True:
             try:
                 result = function(*args, **kwargs)
             except Exception as error:
+                if conflicts < CONFLICT_RETRIES and conflict(error) is not None:
+                    conflicts += 1   # another transaction won: at once, and without a word
+                    time.sleep(0.05 * conflicts)
+                    continue
                 e = transient(error)
                 if e is None:
                     raise
@@ -118,9 +194,10 @@ def give_up(storage) -> None:
 
 def with_retry(storage, function, *args, **kwargs):
     """function(*args) (a write that goes around the storage's methods, such as
-    _compat.write_intermediate_values), retried as the storage's own calls are."""
-    outage = _outage_of(storage)
-    return outage.call(function, *args, **kwargs) if outage else function(*args, **kwargs)
+    _compat.write_intermediate_values), retried and its errors told as the storage's own
+    calls are (storage.rdb.Storage.guarded_call)."""
+    guarded = getattr(cached_backend(storage), "guarded_call", None)
+    return guarded(function, *args, **kwargs) if guarded else function(*args, **kwargs)
 
 
 class Unbeaten:

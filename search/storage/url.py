@@ -35,6 +35,14 @@ def first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+def causes(error: BaseException | None, most: int = 8):
+    """An error and the errors behind it, innermost last (Optuna wraps SQLAlchemy's errors,
+    which wrap the driver's)."""
+    while error is not None and most:
+        yield error
+        error, most = error.__cause__ or error.__context__, most - 1
+
+
 class StorageError(GsearchError):
     """A storage URL that is malformed, names no usable storage, or cannot be reached; `url`
     is the URL as given (the CLI says where it came from, e.g. the environment variable)."""
