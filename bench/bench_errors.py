@@ -1,7 +1,9 @@
 """Wall seconds until `gsearch` reports a trivial mistake, run as a user runs it (a new process).
 
-Each case is a command that must fail with one line on stderr and a non-zero exit; it is run
---repeat times, each time as a new process in an empty temporary folder (so no studies.db is
+Each case is a command that must fail with one line on stderr and a non-zero exit: a bad path,
+option or URL, and bad content (a table without its label column, with several problems, with
+a cell that is not a number; a study the storage does not hold), read from small files the
+script writes first ({table} names them). It is run --repeat times, each time as a new process in an empty temporary folder (so no studies.db is
 found there), and the script prints min / median / max seconds, the exit status and the
 last stderr line. A case that exits 0, or prints more than one line (click's own usage errors
 print three: Usage, Try, Error), is flagged.
@@ -29,7 +31,31 @@ CASES = {
     "report (missing file)": ["report", "--storage", "sqlite:///missing.db"],
     "dashboard (missing file)": ["dashboard", "--storage", "sqlite:///missing.db"],
     "run --pruner typo (click)": ["run", "--pruner", "ashaa"],
+    "run: no label column": ["run", "--data", "{no_label}"],
+    "run: three header problems": ["run", "--data", "{no_label}", "--drop", "c,d", "--group", "g"],
+    "run: a cell that is not a number": ["run", "--data", "{bad_cell}"],
+    "export-best --study nosuchstudy": ["export-best", "--study", "nosuchstudy", "--storage",
+                                        "sqlite:///{db}"],
+    "report --study nosuchstudy": ["report", "--study", "nosuchstudy", "--storage", "sqlite:///{db}"],
 }
+
+
+def write_fixtures(folder: Path) -> dict[str, str]:
+    """The files the content cases read: two tables and a SQLite storage with one study."""
+    import optuna
+    import pandas as pd
+
+    from gsearch.data.load import BUNDLED_DATA
+
+    (folder / "no_label.csv").write_text("a,b,kind\n1,2,x\n3,4,y\n")
+    kaggle = pd.read_csv(BUNDLED_DATA).head(50)
+    kaggle["tempo"] = kaggle["tempo"].astype(object)
+    kaggle.loc[3, "tempo"] = "fast"
+    kaggle.to_csv(folder / "bad_cell.csv", index=False)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(study_name="kept", storage=f"sqlite:///{folder / 'studies.db'}")
+    return {"no_label": str(folder / "no_label.csv"), "bad_cell": str(folder / "bad_cell.csv"),
+            "db": str(folder / "studies.db")}
 
 
 def gsearch() -> list[str]:
@@ -50,12 +76,14 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=5, help="runs per case [5]")
     parser.add_argument("--case", action="append", choices=list(CASES), help="only these cases")
     opts = parser.parse_args()
+    fixtures = tempfile.TemporaryDirectory()
+    files = write_fixtures(Path(fixtures.name))
     print(f"{'case':<40} {'min':>6} {'median':>6} {'max':>6}  rc  stderr")
     for name in opts.case or CASES:
         walls, rc, err = [], 0, ""
         for _ in range(opts.repeat):
             with tempfile.TemporaryDirectory() as cwd:
-                wall, rc, err = time_case(CASES[name], cwd)
+                wall, rc, err = time_case([a.format(**files) for a in CASES[name]], cwd)
                 walls.append(wall)
         lines = err.strip().splitlines()
         flag = ("  <-- exit 0" if not rc else "" if len(lines) == 1

@@ -12,6 +12,7 @@ from gsearch.cli._common import (artifacts_option, check, device_option, ensembl
                                  user_errors)
 from gsearch.search.requests import ExportRequest
 from gsearch.search.storage import check_url, safe_url
+from gsearch.search.study import check_study_exists
 
 
 def test_scores(scores: dict | None) -> str:
@@ -113,6 +114,7 @@ def export_best(ctx, study_name, storage, out_dir, data_path, ensemble, pick, tr
 def report(study_name, storage, out_dir) -> None:
     """Plots of a study (PNG and interactive HTML) and a markdown summary."""
     check_url(storage, must_exist=True)
+    check_study_exists(storage, study_name)
     reports = lazy("gsearch.search.report")
     study = reports.load_finished_study(storage, study_name)
     out_dir = out_dir or reports.default_folder(study.study_name)

@@ -133,7 +133,9 @@ def run(data_path, split_seed, test_size, val_size, cv, groups, group, test_fold
         click.echo("gsearch run: loading PyTorch, Optuna and the data ...", err=True)
     if workers > 1:
         start_workers_server()  # its imports run while this process imports its own
-    outcome = lazy("gsearch.search.runner").run_study(request, echo=click.echo, started=started)
+    ds = request.load()   # the table's errors before torch and Optuna load
+    outcome = lazy("gsearch.search.runner").run_study(request, echo=click.echo, started=started,
+                                                      ds=ds)
     where = study_options(request.study, request.storage)
     if outcome.published is not None:
         print_export(outcome.published, request.export)

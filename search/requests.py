@@ -30,7 +30,7 @@ from gsearch.data.schema import ARTIST_FOLDS, LABEL_COLUMN
 from gsearch.models.validation import METRICS
 from gsearch.search.protocol import Protocol
 from gsearch.search.storage import DEFAULT_STORAGE, check_study_name, check_url, safe_url
-from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_PRUNER, DEFAULT_STUDY
+from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_PRUNER, DEFAULT_STUDY, check_study_exists
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -127,6 +127,15 @@ class RunRequest:
     max_latency_ms: float | None = None
     verbose: bool = False
 
+    def load(self):
+        """The table this request names, read and checked (data.load: pandas, no torch), so
+        that the CLI says what is wrong with it before it imports torch and Optuna."""
+        from gsearch.data.load import load_dataset, resolve_data   # lazy: pandas
+
+        return load_dataset(resolve_data(self.data), label=self.label, drop=self.drop,
+                            group=self.protocol.group, categorical=self.categorical,
+                            task=self.task, sep=self.sep)
+
     def check(self) -> None:
         _positive(trials=self.trials, workers=self.workers, population=self.population,
                   threads=self.threads)
@@ -163,6 +172,7 @@ class ExportRequest:
         _positive(ensemble=self.ensemble, threads=self.threads)
         check_device(self.device)
         check_url(self.storage, must_exist=True)
+        check_study_exists(self.storage, self.study)
         if self.data is not None:
             check_readable(self.data)
         if self.pick is not None and self.trial is not None:

@@ -19,7 +19,7 @@ import optuna
 import torch
 
 from gsearch import Interrupted
-from gsearch.data.load import Dataset, describe_data, load_dataset, resolve_data
+from gsearch.data.load import Dataset, describe_data
 from gsearch.models.population import resolve_device
 from gsearch.models.validation import DEFAULT_METRIC, check_metric
 from gsearch.search import records
@@ -126,10 +126,7 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
                                   max_latency_ms=request.max_latency_ms)
     protocol = request.protocol
     # data errors surface before the storage is touched
-    if ds is None:
-        ds = load_dataset(resolve_data(request.data), label=request.label, drop=request.drop,
-                          group=protocol.group, categorical=request.categorical, task=request.task,
-                          sep=request.sep)
+    ds = request.load() if ds is None else ds
     ds = protocol.prepare(ds)
     objectives = replace(objectives, metric=table_metric(ds, request.metric))
     split = protocol.split(ds)                  # and split errors (too few tracks of a class)

@@ -148,13 +148,43 @@ def load_study(storage: optuna.storages.BaseStorage, name: str | None, **kwargs)
     only study when it has one, else DEFAULT_STUDY."""
     import optuna   # lazy: the CLI reads this module at start (gsearch --help)
 
-    names = study_names(storage)
+    name = _existing(name, study_names(storage))
+    return optuna.load_study(study_name=name, storage=storage, **kwargs)
+
+
+def _existing(name: str | None, names: list[str]) -> str:
+    """`name` (None: the only one of `names`, else DEFAULT_STUDY) when it is one of `names`."""
     if name is None:
         name = names[0] if len(names) == 1 else DEFAULT_STUDY
     if name not in names:
         raise GsearchError(f"no study named '{name}' in this storage (studies: "
                            f"{', '.join(names) or 'none'}); pass --study")
-    return optuna.load_study(study_name=name, storage=storage, **kwargs)
+    return name
+
+
+def check_study_exists(url: str, name: str | None) -> None:
+    """load_study's refusal of a study that a SQLite file does not hold, read with the
+    standard library (sqlite3, read-only) so that the CLI answers before it imports torch and
+    Optuna. Other storages, and a file that is not an Optuna storage: nothing (load_study and
+    open_storage say what is wrong)."""
+    import sqlite3   # lazy: only where a command names an existing study
+    from urllib.parse import quote
+
+    from gsearch.search.storage.url import Kind, StorageURL
+
+    location = StorageURL.parse(url)
+    if location.kind is not Kind.SQLITE or location.path is None or not location.path.is_file():
+        return
+    try:
+        db = sqlite3.connect(f"file:{quote(str(location.path.resolve()))}?mode=ro", uri=True,
+                             timeout=5)
+        try:
+            names = [n for (n,) in db.execute("SELECT study_name FROM studies ORDER BY study_id")]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return
+    _existing(name, names)
 
 
 def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Protocol, ds: Dataset,

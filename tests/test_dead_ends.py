@@ -87,6 +87,25 @@ def test_a_cell_of_each_column_that_is_not_a_number_is_said_together(make_csv):
         "(line 4); fix or drop those rows")
 
 
+def test_a_study_a_sqlite_file_does_not_hold_is_answered_before_the_heavy_libraries_load(tmp_path):
+    import hashlib
+
+    db = tmp_path / "s.db"
+    optuna.create_study(study_name="kept", storage=f"sqlite:///{db}")
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    work = tmp_path / "work"
+    work.mkdir()
+    for command in ("export-best", "report"):
+        done = subprocess.run([sys.executable, "-c", PROBE, command, "--study", "nosuch", "--storage",
+                               f"sqlite:///{db}"], cwd=work, capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin"}, timeout=120)
+        error, loaded = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and error == (
+            "error: no study named 'nosuch' in this storage (studies: kept); pass --study"), error
+        assert loaded == "loaded:", f"{command}: {loaded} imported before the error was found"
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before and not list(work.iterdir())
+
+
 def test_cuda_without_a_driver_is_answered_before_torch_loads(tmp_path):
     import ctypes.util
     import os
