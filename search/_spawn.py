@@ -14,14 +14,12 @@ import signal
 @contextlib.contextmanager
 def spawning():
     """What a worker inherits: an ignored SIGINT (a terminal's Ctrl-C reaches the parent,
-    which forwards it once as SIGTERM, instead of interrupting workers mid-start) and no
-    progress bar (tqdm reads TQDM_DISABLE when it is imported)."""
+    which forwards it once as SIGTERM, instead of interrupting workers mid-start). A worker
+    shows nothing (the parent shows the progress)."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ["TQDM_DISABLE"] = "1"
     try:
         yield
     finally:
-        del os.environ["TQDM_DISABLE"]
         signal.signal(signal.SIGINT, previous)
 
 

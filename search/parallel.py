@@ -66,7 +66,7 @@ from gsearch.search.space import SearchSpace, space_of
 from gsearch.search.storage import (STORAGE_RETRY, DiskFull, StorageLost, StorageStop,
                                     give_up, open_storage, retry_trial, safe_url)
 from gsearch.search.study import (DEFAULT_POPULATION, Strategy, StudyDeleted, finished,
-                                  set_log_level, study_deleted)
+                                  quiet_log, set_log_level, study_deleted)
 
 TrialState = optuna.trial.TrialState
 # A slot whose worker dies CRASH_LIMIT times within CRASH_WINDOW seconds without finishing
@@ -174,8 +174,7 @@ class _Interrupt:
     point (before it asks for a trial, after an epoch), so that no storage write, lock or
     trial creation is cut in half (a KeyboardInterrupt inside a database commit leaves the
     storage's session unusable, and the trials in flight could not be ended). A second
-    signal stops at once. Optuna's warning with the traceback of the trial it ends as FAIL
-    is muted: the parent (or the CLI) says in one line what happened."""
+    signal stops at once."""
 
     def __init__(self):
         self.requested = False
@@ -184,7 +183,6 @@ class _Interrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        set_log_level(errors_only=True)
 
 
 class _Study(optuna.Study):
@@ -200,19 +198,7 @@ class _Study(optuna.Study):
         self._asked: set[int] = set()
         self._worker, self._on_ask = worker, on_ask
         if worker:
-            create = study_storage(self).create_new_trial
-
-            def create_named(study_id: int, template_trial=None) -> int:
-                if template_trial is None:   # what Study.ask creates: a bare RUNNING trial
-                    template_trial = optuna.trial.FrozenTrial(
-                        number=-1, state=TrialState.RUNNING, value=None,
-                        datetime_start=datetime.datetime.now(), datetime_complete=None,
-                        params={}, distributions={}, user_attrs={},
-                        system_attrs={records.WORKER: worker}, intermediate_values={}, trial_id=-1)
-                return create(study_id, template_trial)
-
-            study_storage(self).create_new_trial = create_named   # this handle's storage only
-            take_waiting_trials_with(self, self._take_waiting)
+            take_waiting_trials_with(self, self._take_or_create)
 
     @classmethod
     def of(cls, study: optuna.Study) -> "_Study":
@@ -227,9 +213,10 @@ class _Study(optuna.Study):
             self._on_ask(trial.number)
         return trial
 
-    def _take_waiting(self) -> int | None:
-        """What ask() does with a waiting trial, marking it as ours before taking it (a mark
-        left on a trial another worker took is cleared)."""
+    def _take_or_create(self) -> int:
+        """What ask() does for a trial, the worker's way: a waiting trial, marked as ours
+        before it is taken (a mark left on a trial another worker took is cleared), else a new
+        trial that carries our name from its first write."""
         storage, key = study_storage(self), records.TAKEN_BY + self._worker
         for trial in storage.get_all_trials(study_id(self), deepcopy=False,
                                             states=(TrialState.WAITING,)):
@@ -240,7 +227,12 @@ class _Study(optuna.Study):
                 storage.set_trial_system_attr(trial_id(trial), key, False)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
-        return None
+        named = optuna.trial.FrozenTrial(   # what Study.ask creates, with our name
+            number=-1, state=TrialState.RUNNING, value=None,
+            datetime_start=datetime.datetime.now(), datetime_complete=None, params={},
+            distributions={}, user_attrs={}, system_attrs={records.WORKER: self._worker},
+            intermediate_values={}, trial_id=-1)
+        return storage.create_new_trial(study_id(self), template_trial=named)
 
     def fail_unfinished(self, interrupted: bool = True) -> None:
         # best effort: after a second signal cut a storage write short, or on a full disk, the
@@ -279,7 +271,7 @@ def _loop(study: _Study, ds: Dataset, run: _Run, *, slot: int, budget: _Budget,
     metric = Objectives.of(study).metric   # what each trial's validation is scored by
     data = [dataclasses.replace(d, metric=metric) for d in Protocol.of(study).trial_data(ds)]
     loop = TrialLoop(study, data, space=run.space,
-                     device=resolve_device(run.device), seed=run.seed, size=run.population,
+                     device=torch.device(run.device), seed=run.seed, size=run.population,
                      callbacks=[account, *callbacks], claim=lambda force=False: budget.claim(slot, force),
                      lock=budget.lock, stop=lambda: interrupt.requested,
                      release=lambda trial: account(study, trial))   # a trial another run ended
@@ -287,7 +279,8 @@ def _loop(study: _Study, ds: Dataset, run: _Run, *, slot: int, budget: _Budget,
         try:
             loop.run(run.trials, run.timeout)
         except KeyboardInterrupt:
-            study.fail_unfinished()
+            with quiet_log():   # the parent (or the CLI) says in one line what happened
+                study.fail_unfinished()
             raise
         except DiskFull:   # what the storage can still take ends its trials
             study.fail_unfinished(interrupted=False)
@@ -300,7 +293,6 @@ def _child(run: _Run, ds: Dataset, slot: int, index: int, budget: _Budget, conn)
     """A worker process: its own handle of the study, quiet (the parent shows progress),
     stopped by SIGTERM."""
     workers = run.workers
-    sys.stdout = open(os.devnull, "w")  # summaries; tqdm is off through TQDM_DISABLE
     set_log_level(workers.verbose)   # as the parent's CLI set it
     study = None
     try:
@@ -366,7 +358,8 @@ def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space | 
         workers = dataclasses.replace(workers, count=worker_cap(workers.count, trials)[0])
     sized = SearchSpace.of(study)
     run = _Run(study=study.study_name, trials=trials, space=space_of(study, space),
-               max_epochs=sized.max_epochs, device=str(device), seed=seed,
+               max_epochs=sized.max_epochs, seed=seed,
+               device=str(resolve_device(device) if isinstance(device, str) else device),
                timeout=timeout, population=population, done=len(study.get_trials(deepcopy=False)),
                workers=workers or Workers(1, "", Strategy()))
     parent = _Parent(run, ds, study, callbacks) if run.workers.count > 1 else None

@@ -85,7 +85,7 @@ def _seconds() -> float:
 
 
 def _tqdm_disabled() -> bool:
-    """TQDM_DISABLE, which silences the bar (workers, benchmarks), silences the lines too."""
+    """TQDM_DISABLE (tqdm's own setting), which silences the bar, silences the lines too."""
     return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
 
 

@@ -8,6 +8,7 @@ nothing heavy.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -32,15 +33,26 @@ if TYPE_CHECKING:
 DEFAULT_STUDY = "gtzan-mlp"
 
 
-def set_log_level(verbose: bool = False, *, errors_only: bool = False) -> None:
+def set_log_level(verbose: bool = False) -> None:
     """Optuna's log level, the one place gsearch sets it: warnings (gsearch shows its own
-    progress), every trial with `verbose` (-v), errors only once a run is being interrupted
-    (`errors_only`: gsearch says in one line what happened to the trials it ends)."""
+    progress), every trial with `verbose` (-v)."""
     import optuna   # lazy: the CLI reads this module at start (gsearch --help)
 
-    level = (optuna.logging.ERROR if errors_only else
-             optuna.logging.INFO if verbose else optuna.logging.WARNING)
-    optuna.logging.set_verbosity(level)
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+
+
+@contextlib.contextmanager
+def quiet_log():
+    """Optuna's log at errors only for the block, then as it was: the trials an interrupt
+    ends (gsearch says in one line what happened to them)."""
+    import optuna   # lazy: as above
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
 
 
 # Trials trained at once as one batched model (gsearch run --population). On 1 CPU thread,
