@@ -109,13 +109,16 @@ def test_a_dataframe_with_text_and_gaps_is_fitted_and_predicted_from_raw_rows(fi
     assert recorded["width"] == [16, 16] and recorded["batch_norm"] == [False]
 
 
-def test_a_regressor_on_diabetes_predicts_numbers_with_intervals():
+def test_a_regressor_on_diabetes_predicts_numbers_with_intervals(tmp_path):
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     reg = MLPSearchRegressor(n_trials=2, space=TINY, random_state=0).fit(X, y)
     assert reg.predict(X.head(4)).dtype == np.float64 and reg.score(X, y) > 0.2
     low, high = reg.predict_interval(X.head(4)).T
     assert (low < reg.predict(X.head(4))).all() and (reg.predict(X.head(4)) < high).all()
     assert reg.cv_results_["mean_test_score"].notna().any() and set(reg.test_scores_) == {"rmse", "mae", "r2"}
+    loaded = gsearch.load(reg.save(tmp_path / "model"))
+    assert type(loaded) is MLPSearchRegressor and (tmp_path / "model" / "predicted_vs_actual.png").is_file()
+    np.testing.assert_array_equal(loaded.predict(X), reg.predict(X))
 
 
 def test_the_estimators_run_in_pipelines_cross_validation_and_grid_search():
