@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from gsearch import GsearchError
-from gsearch.cli._common import (categorical_option, check, sep_option, cv_option, device_option, drop_option,
-                                 group_option, groups_option, label_option, lazy, level_option,
+from gsearch.cli._common import (categorical_option, check, cv_option, device_option, drop_option,
+                                 ensemble_option, group_option, groups_option, label_option, lazy,
+                                 level_option, sep_option,
                                  metric_option,
                                  pruner_option, sampler_option, space_option, storage_option,
                                  study_option, task_option, threads_option, user_errors)
@@ -78,6 +79,7 @@ OBJECTIVES_HELP = ("What the study optimizes: accuracy (validation accuracy), ac
                    "'gsearch export-best --out DIR' does (top 5 by default; knee on a study with "
                    "several objectives): a model from one command. --timeout bounds the search; "
                    "the export follows it (a few seconds).")
+@ensemble_option
 @level_option
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes on this machine sharing the study; --trials is their total.")
@@ -94,6 +96,12 @@ OBJECTIVES_HELP = ("What the study optimizes: accuracy (validation accuracy), ac
                    f"epochs=30 (repeatable). NAME: {', '.join(PARAMETERS)}; for a table of your "
                    f"own also {', '.join(TABLE_PARAMETERS)} (class_weight: imbalanced classes; "
                    "loss: a regression).")
+@click.option("--range", "ranges", multiple=True, metavar="NAME=LOW:HIGH",
+              help="Narrow or widen a range of the built-in search space, e.g. --range width=16:64 "
+                   "or --range lr=1e-3:1e-1 (repeatable; NAME=A,B,C for a categorical parameter's "
+                   "choices, e.g. --range lr_schedule=constant,cosine; batch_size=16:256 means the "
+                   "powers of two between). Checked as --fix is; recorded in the study: resumes, "
+                   "workers and the export use it.")
 @space_option
 @click.option("--population", type=click.IntRange(min=1), default=DEFAULT_POPULATION,
               show_default=True,
@@ -110,6 +118,10 @@ OBJECTIVES_HELP = ("What the study optimizes: accuracy (validation accuracy), ac
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Limit on the latency (measured as for --objectives accuracy,latency); "
                    "slower trials are kept but marked infeasible. Recorded in the study.")
+@click.option("--mlflow", metavar="URI", default=None,
+              help="Log every finished trial to MLflow at this tracking URI (sqlite:///mlflow.db, "
+                   "http://HOST:5000, or a folder ./mlruns): one run per trial with its parameters "
+                   "and values, in the experiment named after the study. Needs the [mlflow] extra.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every trial (Optuna's log) and show "
                                                       "tracebacks of worker errors.")
 @user_errors
@@ -122,7 +134,7 @@ def run(data_path, split_seed, test_size, val_size, cv, groups, group, test_fold
     study_name = study_name or default_study(data_path)
     request = check(RunRequest(data=data_path, protocol=protocol, export=export_dir,
                                study=study_name, drop=tuple(options.pop("drop")),
-                               fix=tuple(options.pop("fix")),
+                               fix=tuple(options.pop("fix")), ranges=tuple(options.pop("ranges")),
                                categorical=tuple(options.pop("categorical")), **options))
     if request.space is not None:   # a bad --space fails now; its folder is on the workers' path
         resolve_space(request.space)

@@ -7,7 +7,7 @@ audio -> the 57 features.
 (57, 'blues')
 """
 
-from gsearch import lazy_exports
+from gsearch import _lazy_exports
 
 _EXPORTS = {
     "FEATURE_NAMES": "gsearch.data.schema",
@@ -23,4 +23,4 @@ _EXPORTS = {
     "extract_to_csv": "gsearch.data.extract",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

@@ -116,10 +116,12 @@ def numbers(values: list[str], name: str, path, lines: list[int], *, gaps: bool 
 
 
 def categories(values: list[str], name: str, path, lines: list[int], *,
-               check: bool = True) -> tuple[np.ndarray, tuple[str, ...]]:
+               check: bool = True, drop: str | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
     """A categorical column: (codes as float32, NaN for an empty cell; its categories, sorted).
     `check`: refuse a column that is an id or free text (a different value in most rows) or
-    that has more than MAX_CATEGORIES values, naming it and --drop."""
+    that has more than MAX_CATEGORIES values, naming it and how to leave it out (`drop`, in
+    words; by default --drop NAME)."""
+    drop = drop or f"leave it out with --drop {name}"
     raw, text, empty = _distinct(values)
     names = pd.Series(text[~empty].unique()).sort_values(ignore_index=True)   # sorted categories
     slot = pd.Series(np.arange(len(names)), index=names)
@@ -129,12 +131,11 @@ def categories(values: list[str], name: str, path, lines: list[int], *,
     n, kept = len(vocabulary), int((codes >= 0).sum())
     if check and n > max(ID_MIN_VALUES, ID_SHARE * kept):
         raise DataError(f"{path}: column '{name}' has a different value in nearly every row ({n:,} "
-                        f"values in {kept:,} rows): an id or free text, not a category; leave "
-                        f"it out with --drop {name}")
+                        f"values in {kept:,} rows): an id or free text, not a category; {drop}")
     if check and n > MAX_CATEGORIES:
         raise DataError(f"{path}: column '{name}' has {n:,} distinct values, more than the "
                         f"{MAX_CATEGORIES:,} a categorical feature may have; group its values into "
-                        f"fewer, or leave it out with --drop {name}")
+                        f"fewer, or {drop}")
     return np.where(codes >= 0, codes, np.nan).astype(np.float32), tuple(str(v) for v in vocabulary)
 
 

@@ -6,7 +6,7 @@ the one trainer (a population of K >= 1 members), export and prediction.
 'n_layers=2, width=64, dropout=0.3, batch'
 """
 
-from gsearch import lazy_exports
+from gsearch import _lazy_exports
 
 _EXPORTS = {
     "TrialConfig": "gsearch.models.config",
@@ -25,4 +25,4 @@ _EXPORTS = {
     "ExportedModel": "gsearch.models.predict",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

@@ -59,19 +59,24 @@ def package_versions() -> dict[str, str]:
 
 def plot_confusion(report: dict, path: Path, title: str) -> None:
     """The labelled confusion matrix of metrics.classification_scores as a PNG."""
-    import matplotlib   # lazy: only an export draws (matplotlib: 0.7 s to import)
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt   # lazy: as above
-    from sklearn.metrics import ConfusionMatrixDisplay   # lazy: as above
+    from sklearn.metrics import ConfusionMatrixDisplay   # lazy: only an export draws
 
-    fig, ax = plt.subplots(figsize=(7.5, 6.5), dpi=120)
+    fig, ax = _figure((7.5, 6.5))
     matrix = report["confusion_matrix"]
     display = ConfusionMatrixDisplay(np.array(matrix["rows"]), display_labels=matrix["labels"])
     display.plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
+
+
+def _figure(size: tuple[float, float]):
+    """A figure and its axes drawn off screen, without pyplot: an export in a notebook (the
+    Python API) leaves the notebook's own plotting backend as it was."""
+    from matplotlib.figure import Figure   # lazy: only an export draws (matplotlib: 0.7 s)
+
+    fig = Figure(figsize=size, dpi=120)
+    return fig, fig.subplots()
 
 
 def output_name(manifest: ExportManifest) -> str:
@@ -100,12 +105,8 @@ def plot_test(task: str, report: dict, path: Path, title: str) -> None:
     if task != "regression":
         plot_confusion(report, path, f"{title}: test accuracy {report['accuracy']:.1%}")
         return
-    import matplotlib   # lazy: only an export draws (matplotlib: 0.7 s to import)
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt   # lazy: as above
-
     actual, predicted = np.array(report["actual"]), np.array(report["predicted"])
-    fig, ax = plt.subplots(figsize=(6.5, 6.5), dpi=120)
+    fig, ax = _figure((6.5, 6.5))
     ax.scatter(actual, predicted, s=10, alpha=0.6)
     low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
     ax.plot([low, high], [low, high], color="0.4", linewidth=1, label="predicted = actual")
@@ -115,7 +116,6 @@ def plot_test(task: str, report: dict, path: Path, title: str) -> None:
     ax.set_title(f"{title}: test RMSE {report['rmse']:.4g}, R^2 {report['r2']:.3f}", loc="left")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def export_onnx(model: nn.Module, n_features: int, path: Path, output: str = "logits") -> None:

@@ -7,7 +7,7 @@ benchmark and the CLI.
 (['asha', 'hyperband', 'median', 'none'], ['nsga2', 'random', 'tpe'])
 """
 
-from gsearch import lazy_exports
+from gsearch import _lazy_exports
 
 _EXPORTS = {
     "Protocol": "gsearch.search.protocol",
@@ -28,4 +28,4 @@ _EXPORTS = {
     "export_best": "gsearch.search.export",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

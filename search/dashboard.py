@@ -27,13 +27,13 @@ if TYPE_CHECKING:   # search.export imports torch, which `gsearch dashboard` nev
     from gsearch.search.export import Exported
 
 
-def default_artifact_dir(storage_url: str) -> Path | None:
+def default_artifact_dir(storage_url: str | None) -> Path | None:
     """sqlite:///dir/studies.db -> dir/studies-artifacts (a journal file too); None for a
-    server storage."""
-    return StorageURL.parse(storage_url).artifact_dir
+    server storage, or a study in memory (None)."""
+    return None if storage_url is None else StorageURL.parse(storage_url).artifact_dir
 
 
-def artifact_dir(path: Path | None, storage_url: str) -> Path | None:
+def artifact_dir(path: Path | None, storage_url: str | None) -> Path | None:
     """The artifact folder: `path`, else beside a SQLite file; created if missing."""
     path = path or default_artifact_dir(storage_url)
     if path is None:

@@ -229,13 +229,13 @@ class Published:
     notes: tuple[str, ...] = ()
 
 
-def publish(study: optuna.Study, out_dir: Path, *, storage: str, artifacts: Path | None = None,
+def publish(study: optuna.Study, out_dir: Path, *, storage: str | None, artifacts: Path | None = None,
             device: torch.device, data_path: str | None = None, ds: Dataset | None = None,
             ensemble: int | None = None, pick: Pick | None = None,
             level: float | None = DEFAULT_LEVEL) -> Published:
     """export_best, then its results attached to the study for the dashboard (the artifact
-    folder `artifacts`, by default beside a SQLite file): the one path of `gsearch export-best`
-    and `gsearch run --export`."""
+    folder `artifacts`, by default beside a SQLite file; `storage` None: a study in memory, no
+    folder): the one path of `gsearch export-best` and `gsearch run --export`."""
     folder = artifact_dir(artifacts, storage)
     exported = export_best(study, out_dir, data_path=data_path, ds=ds, device=device,
                            ensemble=ensemble, pick=pick, level=level)
@@ -243,9 +243,10 @@ def publish(study: optuna.Study, out_dir: Path, *, storage: str, artifacts: Path
     return Published(exported, folder, tuple(pick.notes) if pick else ())
 
 
-def export_study(request: ExportRequest) -> Published:
+def export_study(request: ExportRequest, *, ds: Dataset | None = None) -> Published:
     """`gsearch export-best`: the study's best trials (or the one `request.pick` or
-    `request.trial` names) retrained, tested and written to `request.out`."""
+    `request.trial` names) retrained, tested and written to `request.out`. `ds`: the table,
+    when the caller holds it (a study searched on a DataFrame: data.frame)."""
     chosen = parse_pick(request.pick, list(request.pick_extra))
     if request.trial is not None:
         chosen = Pick("trial", number=request.trial)
@@ -258,5 +259,5 @@ def export_study(request: ExportRequest) -> Published:
                            f"{study_options(study.study_name, request.storage)}' until one completes "
                            "(with --timeout: a longer one)")
     return publish(study, request.out, storage=request.storage, artifacts=request.artifacts,
-                   device=device, data_path=str(request.data) if request.data else None,
+                   device=device, data_path=str(request.data) if request.data else None, ds=ds,
                    ensemble=request.ensemble, pick=chosen, level=request.level)

@@ -42,6 +42,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -77,6 +78,8 @@ BACKOFF = (0.0, 1.0, 2.0, 4.0)
 # just after the parent saw the death: its trials are read this long after, so that a trial
 # it had just created is failed (not left RUNNING) and its retry gets every parameter.
 SETTLE = 1.0
+# A run with no trial count (only a deadline): its budget, the largest a shared int holds
+UNBOUNDED = 2**31 - 1
 
 
 class _FileLock:
@@ -251,6 +254,11 @@ class _Study(optuna.Study):
 
 @contextlib.contextmanager
 def _handlers(handler, signals):
+    """`handler` for `signals` meanwhile; none off the main thread, where Python takes no
+    handler (a search run from a thread, e.g. the Python API under a threaded joblib)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
@@ -324,7 +332,7 @@ def _child(run: _Run, ds: Dataset, slot: int, index: int, budget: _Budget, conn)
 def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space | None = None,
                device: torch.device | str = "cpu", seed: int = 0, timeout: float | None = None,
                population: int = DEFAULT_POPULATION, workers: Workers | None = None,
-               callbacks: Sequence[Callback] = ()) -> None:
+               callbacks: Sequence[Callback] = (), progress: str = "auto") -> None:
     """Run `trials` more finished trials of `study` on `ds`, with the protocol the study
     recorded, each trial's configuration from `space` (trial -> TrialConfig; by default the
     space the study was sized to, space.SearchSpace.of), trained on
@@ -335,7 +343,8 @@ def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space | 
     processes, each on its own handle of the study (`space` must then be picklable: a
     module-level function); otherwise here, on `study` itself. `callbacks` run in this
     process after each finished trial, as in study.optimize. Shows a progress bar, then a
-    summary. Raises KeyboardInterrupt after a clean stop on Ctrl-C/SIGTERM: no trial of its
+    summary (`progress`: how, requests.PROGRESS; "off": neither). `trials` None: as many as
+    `timeout` allows. Raises KeyboardInterrupt after a clean stop on Ctrl-C/SIGTERM: no trial of its
     own is left RUNNING.
 
     >>> import optuna
@@ -354,6 +363,7 @@ def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space | 
     >>> len(study.trials), study.trials[0].user_attrs["epochs_run"]
     (2, 3)
     """
+    total, trials = trials, UNBOUNDED if trials is None else trials
     if workers is not None:
         workers = dataclasses.replace(workers, count=worker_cap(workers.count, trials)[0])
     sized = SearchSpace.of(study)
@@ -362,20 +372,21 @@ def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space | 
                device=str(resolve_device(device) if isinstance(device, str) else device),
                timeout=timeout, population=population, done=len(study.get_trials(deepcopy=False)),
                workers=workers or Workers(1, "", Strategy()))
-    parent = _Parent(run, ds, study, callbacks) if run.workers.count > 1 else None
+    parent = _Parent(run, ds, study, callbacks, (total, progress)) if run.workers.count > 1 else None
     budget = parent.budget if parent else _Budget(mp.get_context(), 1, trials)
     try:
         if parent:
             parent.run()
             return
-        progress = Progress(study, trials)
+        shown = Progress(study, total, progress)
         try:
             _loop(_Study.of(study), ds, run, slot=0, budget=budget,
-                  callbacks=[progress, *callbacks])
+                  callbacks=[shown, *callbacks])
         finally:
-            progress.close()
-            with _unless_deleted(study):
-                print(summary(study))
+            shown.close()
+            if progress != "off":
+                with _unless_deleted(study):
+                    print(summary(study))
     except GsearchError as e:
         raise _gave_up(e, budget, study, run) from None
     except Exception as e:
@@ -416,8 +427,11 @@ def _gave_up(error: Exception, budget: _Budget, study: optuna.Study, run: _Run) 
 class _Parent:
     """Starts the workers, shows their progress, forwards signals, recovers killed ones."""
 
-    def __init__(self, run: _Run, ds: Dataset, study: optuna.Study, callbacks: Sequence[Callback]):
+    def __init__(self, run: _Run, ds: Dataset, study: optuna.Study, callbacks: Sequence[Callback],
+                 progress: tuple[int | None, str] = (None, "auto")):
+        """`progress`: (the trials asked, None for a deadline alone; how, requests.PROGRESS)."""
         self.spec, self.ds, self.study, self.callbacks = run, ds, study, callbacks
+        self.progress = progress
         workers = run.workers.count
         self.ctx = start_workers_server()
         self.lock_path = None
@@ -460,7 +474,7 @@ class _Parent:
                 os.kill(proc.pid, signal.SIGTERM if first else signal.SIGKILL)
 
     def run(self) -> None:
-        progress = Progress(self.study, self.spec.trials)
+        progress = Progress(self.study, *self.progress)
         with _handlers(self.on_signal, (signal.SIGINT, signal.SIGTERM)):
             try:
                 while self.procs or self.restart_at or self.settle_at:
@@ -474,8 +488,9 @@ class _Parent:
                     self.fail_left_running()
                 if self.lock_path:
                     os.unlink(self.lock_path)
-        with _unless_deleted(self.study):
-            print(summary(self.study))
+        if self.progress[1] != "off":
+            with _unless_deleted(self.study):
+                print(summary(self.study))
         if self.errors:
             error = next((e for e in self.errors if isinstance(e, StudyDeleted)), self.errors[0])
             raise error if isinstance(error, GsearchError) else GsearchError(error)

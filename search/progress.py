@@ -1,4 +1,8 @@
-"""What the user sees while a study runs: a progress bar, and a summary at the end."""
+"""What the user sees while a study runs: a progress bar, and a summary at the end.
+
+How (requests.PROGRESS): "auto", a tqdm bar on a terminal and plain lines elsewhere (the CLI);
+"bar", tqdm.auto's bar wherever it is (a notebook's widget; the Python API's verbose
+estimators); "off", nothing, not even the summary (the Python API's quiet estimators)."""
 
 from __future__ import annotations
 
@@ -27,17 +31,18 @@ class Progress:
     trial finishes at least `PROGRESS_SECONDS` after the previous line, not tqdm's
     carriage-return bar."""
 
-    def __init__(self, study: optuna.Study, total: int):
+    def __init__(self, study: optuna.Study, total: int | None, how: str = "auto"):
+        """`total`: the trials the run asks for (None: as many as its deadline allows)."""
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         self.gain = Objectives.of(study).gain
         self.best = max(complete, key=self.gain, default=None)   # the best completed trial
         self.pruned = 0
         self.done = 0
         self.total = total
-        shape = _shape(sys.stderr)
+        shape = _shape(sys.stderr) if how == "auto" else {} if how == "bar" else None
         self.bar = None if shape is None else tqdm(total=total, unit="trial", desc="search", **shape)
         self.every = _seconds()
-        self.quiet = _tqdm_disabled()
+        self.quiet = _tqdm_disabled() or how == "off"
         self.last = time.monotonic()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -52,7 +57,7 @@ class Progress:
             self.bar.update(1)
         elif not self.quiet and time.monotonic() - self.last >= self.every:
             self.last = time.monotonic()
-            print(f"search: {self.done}/{self.total} trials, best {best}, pruned {self.pruned}",
+            print(f"search: {self.done}/{self.total or '-'} trials, best {best}, pruned {self.pruned}",
                   file=sys.stderr, flush=True)
 
     def write(self, message: str, **kwargs) -> None:

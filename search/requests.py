@@ -16,6 +16,7 @@ gsearch.GsearchError: --trials must be at least 1, got 0
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ from gsearch.search.storage import DEFAULT_STORAGE, check_study_name, check_url,
 from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_PRUNER, DEFAULT_STUDY, check_study_exists
 
 DEVICES = ("auto", "cpu", "cuda")
+# How a run shows its progress (search.progress.Progress): a bar on a terminal and plain lines
+# elsewhere (the CLI); tqdm.auto's bar anywhere, a notebook's widget too; nothing
+PROGRESS = ("auto", "bar", "off")
 
 
 def check_device(device: str) -> None:
@@ -85,17 +89,42 @@ def _check_task(task: str, metric: str | None) -> None:
                            f"use one of {', '.join(n for n, m in METRICS.items() if m.task == task)}")
 
 
+def _paths(request, *names: str) -> None:
+    """A request's path fields as Paths (a caller of the library may give text)."""
+    for name in names:
+        value = getattr(request, name)
+        if value is not None and not isinstance(value, Path):
+            object.__setattr__(request, name, Path(value))
+
+
 def _positive(**values) -> None:
     for name, value in values.items():
         if value is not None and value < 1:
             raise GsearchError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
+def check_mlflow(uri: str | None) -> None:
+    """--mlflow needs MLflow and Optuna's integration package (the [mlflow] extra)."""
+    if uri is None:
+        return
+    missing = [package for module, package in (("mlflow", "mlflow"),
+                                               ("optuna_integration", "optuna-integration"))
+               if module not in sys.modules and importlib.util.find_spec(module) is None]
+    if missing:
+        raise GsearchError(f"--mlflow needs {' and '.join(missing)}, not installed here; "
+                           "pip install 'gsearch[mlflow]'")
+    if not uri.strip():
+        raise GsearchError("--mlflow needs a tracking URI, e.g. --mlflow sqlite:///mlflow.db or "
+                           "--mlflow http://127.0.0.1:5000")
+
+
 @dataclass(frozen=True)
 class RunRequest:
-    """`gsearch run`: search a study, or add `trials` finished trials to it."""
+    """`gsearch run`: search a study, or add `trials` finished trials to it (None: as many as
+    `timeout` allows). `storage` None: a study in this process's memory (the Python API's
+    default; no worker processes)."""
 
-    trials: int = 200
+    trials: int | None = 200
     data: Path | None = None            # None: data.load.resolve_data's default
     label: str = LABEL_COLUMN
     drop: tuple[str, ...] = ()
@@ -104,17 +133,19 @@ class RunRequest:
     task: str = "auto"                  # classification, regression or auto (data.columns.task_of)
     metric: str | None = None           # models.validation.METRICS; None: the task's default
     protocol: Protocol = Protocol()
-    storage: str = DEFAULT_STORAGE
+    storage: str | None = DEFAULT_STORAGE
     study: str = DEFAULT_STUDY
     sampler: str = "tpe"
     pruner: str = DEFAULT_PRUNER
     seed: int | None = None             # the sampler's; training seeds are (seed or 0) + trial
     fix: tuple[str, ...] = ()           # NAME=VALUE
+    ranges: tuple[str, ...] = ()        # NAME=LOW:HIGH, NAME=A,B,C (search.space.parse_ranges)
     space: str | Callable | None = None  # a space of one's own (search.space.resolve_space)
     device: str = "auto"
     threads: int = 1
     timeout: float | None = None        # seconds from the request's start
     export: Path | None = None          # export the best trials there after the search
+    ensemble: int | None = None         # the export's top K (None: selection.top_trials' default)
     level: float | None = 0.9           # the export's calibration and conformal level
     workers: int = 1
     heartbeat: int = 10
@@ -125,7 +156,12 @@ class RunRequest:
     objectives: str = "accuracy"
     max_params: int | None = None
     max_latency_ms: float | None = None
+    mlflow: str | None = None           # an MLflow tracking URI: every finished trial logged there
+    progress: str = "auto"              # PROGRESS: auto, bar, off (search.progress.Progress)
     verbose: bool = False
+
+    def __post_init__(self):
+        _paths(self, "data", "export")
 
     def load(self):
         """The table this request names, read and checked (data.load: pandas, no torch), so
@@ -138,16 +174,31 @@ class RunRequest:
 
     def check(self) -> None:
         _positive(trials=self.trials, workers=self.workers, population=self.population,
-                  threads=self.threads)
+                  threads=self.threads, ensemble=self.ensemble, cv=self.protocol.cv)
+        if self.trials is None and self.timeout is None:
+            raise GsearchError("give --trials, --timeout or both: a run needs a count or a deadline")
+        if self.progress not in PROGRESS:
+            raise GsearchError(f"unknown progress {self.progress!r}; use {', '.join(PROGRESS)}")
         _check_task(self.task, self.metric)
         check_device(self.device)
         if self.data is not None:
             check_readable(self.data)
             check_table(self.data, label=self.label, drop=self.drop, group=self.protocol.group,
                         categorical=self.categorical, sep=self.sep)
-        check_url(self.storage)
+        if self.storage is None and self.workers > 1:
+            raise GsearchError("worker processes share a study through a storage, not one in "
+                               "memory; give --storage (e.g. sqlite:///studies.db) or one worker")
+        if self.storage is not None:
+            check_url(self.storage)
         check_study_name(self.study)
+        if self.ranges and self.space is not None:
+            raise GsearchError("--range changes the built-in search space; a space of your own "
+                               "(--space) sets its ranges itself: pass one of them")
+        check_mlflow(self.mlflow)
         if self.warm_start:
+            if (self.warm_start_storage or self.storage) is None:
+                raise GsearchError("--warm-start reads a study from a storage; give "
+                                   "--warm-start-storage")
             check_url(self.warm_start_storage or self.storage, must_exist=True)
 
 
@@ -167,6 +218,9 @@ class ExportRequest:
     artifacts: Path | None = None       # None: beside a SQLite file
     device: str = "auto"
     threads: int = 1
+
+    def __post_init__(self):
+        _paths(self, "out", "data", "artifacts")
 
     def check(self) -> None:
         _positive(ensemble=self.ensemble, threads=self.threads)
@@ -204,6 +258,9 @@ class EvaluateRequest:
     space: str | Callable | None = None
     device: str = "auto"
     threads: int = 1
+
+    def __post_init__(self):
+        _paths(self, "data", "out")
 
     def check(self) -> None:
         _positive(trials=self.trials, ensemble=self.ensemble, threads=self.threads)

@@ -29,8 +29,9 @@ from gsearch.search.objectives import Objectives
 from gsearch.search.parallel import Workers, run_search
 from gsearch.search.requests import RunRequest
 from gsearch.search.selection import deadline_stopped
-from gsearch.search.space import SearchSpace, parse_fixed, resolve_space, space_name
+from gsearch.search.space import SearchSpace, parse_fixed, parse_ranges, resolve_space, space_name
 from gsearch.search.storage import open_storage, safe_url
+from gsearch.search.tracking import mlflow_callback
 from gsearch.search.study import (Strategy, finished_count, load_study, open_study, set_log_level,
                                   state_counts, warm_start_configs)
 
@@ -115,10 +116,11 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
               ds: Dataset | None = None) -> RunOutcome:
     """Run `request` (checked with request.check() first). `started`: when the request began
     (time.monotonic(); --timeout counts from there), now by default. `ds`: the table, when the
-    caller holds it already (the Python API's DataFrame; request.data then only names it)."""
+    caller holds it already (the Python API's DataFrame, data.frame; request.data then only
+    names it)."""
     started = time.monotonic() if started is None else started
     space = resolve_space(request.space)
-    workers, _ = worker_cap(request.workers, request.trials)
+    workers, _ = worker_cap(request.workers, request.trials or request.workers)
     set_log_level(request.verbose)
     threads = max(1, min(request.threads, cpu_count() // workers))   # per worker process
     device = setup_torch(threads, request.device)
@@ -131,15 +133,19 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
     objectives = replace(objectives, metric=table_metric(ds, request.metric))
     split = protocol.split(ds)                  # and split errors (too few tracks of a class)
     sized = SearchSpace.for_table(ds, protocol.train_rows(ds))   # a new study's space
+    if request.ranges:
+        sized = replace(sized, ranges=parse_ranges(request.ranges, sized))
     strategy = Strategy(request.sampler, request.pruner, request.seed, parse_fixed(request.fix, sized))
     warm = []   # read before this run's study is touched: a bad source leaves it as it was
     source = request.warm_start_storage or request.storage
     if request.warm_start:
         warm = warm_start_configs(load_study(open_storage(source, must_exist=True), request.warm_start),
                                   strategy.fixed, space=sized)[:request.trials]
-    study = open_study(open_storage(request.storage, heartbeat=request.heartbeat or None,
-                                    retry=request.storage_retry),
-                       request.study, protocol=protocol, ds=ds, strategy=strategy,
+    callbacks = [] if request.mlflow is None else [mlflow_callback(request.mlflow, objectives)]
+    storage = (optuna.storages.InMemoryStorage() if request.storage is None else
+               open_storage(request.storage, heartbeat=request.heartbeat or None,
+                            retry=request.storage_retry))
+    study = open_study(storage, request.study, protocol=protocol, ds=ds, strategy=strategy,
                        objectives=objectives, space=sized, space_name=space_name(space))
     if request.sep is not None and len(study.trials) == 0:   # export reads the file the same way
         study.set_user_attr(records.SEP, request.sep)
@@ -162,9 +168,13 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
         echo(f"note: the validation split holds {len(split.val)} rows: many trials will tie at the "
              "top of so few, and the best of them is partly luck; --cv 5 scores each trial on "
              "5 folds of train+validation instead")
-    echo(f"study '{request.study}' in {safe_url(request.storage)}: {len(ds.y)} rows "
+    where = "memory" if request.storage is None else safe_url(request.storage)
+    echo(f"study '{request.study}' in {where}: {len(ds.y)} rows "
          f"({len(split.train)} train / {len(split.val)} validation / {len(split.test)} test, "
          f"test never used by the search), device {device}; {objectives.describe()}")
+    if request.mlflow is not None:
+        echo(f"mlflow: every finished trial logged to {safe_url(request.mlflow)}, experiment "
+             f"'{request.study}'")
     before, stopped_before = finished_count(study), len(deadline_stopped(study))
     timeout = request.timeout
     seconds, moved = search_seconds(timeout, started)
@@ -175,18 +185,21 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
     try:
         run_search(study, ds, trials=request.trials, space=space, device=device,
                    seed=request.seed or 0, timeout=seconds,
-                   population=request.population,
+                   population=request.population, callbacks=callbacks, progress=request.progress,
                    workers=Workers(workers, request.storage, strategy, request.heartbeat or None,
                                    threads, request.verbose, request.storage_retry))
     except KeyboardInterrupt:
         done = finished_count(study) - before
+        if request.trials is None:
+            raise Interrupted(f"finished trials are saved ({done} in this run); trials in flight "
+                              "are marked interrupted") from None
         raise Interrupted(
             f"finished trials are saved ({done} of this run's {request.trials}); trials in flight are "
             f"marked interrupted. Run again with --trials {max(1, request.trials - done)} to finish "
             f"this run's count (--trials N always adds N more)") from None
     done = finished_count(study) - before
     stopped = len(deadline_stopped(study)) - stopped_before   # pruned by the deadline, in flight
-    if timeout is not None and (done < request.trials or stopped):
+    if timeout is not None and request.trials is not None and (done < request.trials or stopped):
         echo(f"deadline: --timeout {timeout:g} stopped the run after {done - stopped} of the "
              f"{request.trials} trials asked (--trials) finished"
              + (f"; it stopped {stopped} in flight" if stopped else ""))
@@ -194,4 +207,5 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
     if request.export is None or not outcome.exportable:
         return outcome
     return RunOutcome(study, done, publish(study, request.export, storage=request.storage,
-                                           device=device, ds=ds, level=request.level))
+                                           device=device, ds=ds, ensemble=request.ensemble,
+                                           level=request.level))

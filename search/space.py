@@ -1,4 +1,4 @@
-"""The search space: trial -> TrialConfig, and `--fix NAME=VALUE`. Every sampled value is a
+"""The search space: trial -> TrialConfig, `--fix NAME=VALUE` and `--range NAME=LOW:HIGH`. Every sampled value is a
 trial param, so the dashboard shows it. The README documents these ranges.
 
 The regularizers were kept because each helped on held-out folds of train+validation
@@ -17,6 +17,7 @@ seventeen minutes (docs/benchmarks.md, "Fewer wasted epochs").
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import os
@@ -71,19 +72,28 @@ class SearchSpace:
     class_weight: bool = False     # search class_weight (none, balanced): imbalanced classes
     linear: bool = False           # n_layers from 0: a linear model is in the space
     quantile: bool = False         # the quantile input transform beside standardization
+    # built-in ranges replaced (--range, parse_ranges): (name, (low, high)) of a number, or
+    # (name, (choice, ...)) of a categorical parameter, sorted by name
+    ranges: tuple[tuple[str, tuple], ...] = ()
+
+    def _range(self, name: str, *default):
+        """A parameter's (low, high) or choices: its --range, else `default`."""
+        return dict(self.ranges).get(name, default)
 
     @property
-    def batch_sizes(self) -> tuple[int, int, int]:
+    def batch_sizes(self) -> tuple[int, ...]:
         smallest = 2 ** math.floor(math.log2(max(self.rows, 1) / 20))
         smallest = min(max(smallest, 32), 256)
-        return smallest, 2 * smallest, 4 * smallest
+        return self._range("batch_size", smallest, 2 * smallest, 4 * smallest)
 
     @property
     def epochs(self) -> tuple[int, int, int]:
-        """(fewest, most, step): 2 to 10 steps of `step` epochs."""
+        """(fewest, most, step): 2 to 10 steps of `step` epochs (a --range of epochs: its
+        ends, in the largest steps that divide the ends and `step`)."""
         step = round(10 * math.sqrt(REFERENCE_ROWS / max(self.rows, 1)))
         step = min(max(step, 1), MAX_EPOCHS // 10)
-        return 2 * step, 10 * step, step
+        low, high = self._range("epochs", 2 * step, 10 * step)
+        return low, high, math.gcd(step, low, high)
 
     @property
     def max_epochs(self) -> int:
@@ -92,26 +102,30 @@ class SearchSpace:
     def __call__(self, trial: optuna.Trial) -> TrialConfig:
         low, high, step = self.epochs
         classification = self.task == "classification"
+        r = self._range
         return TrialConfig(
             # architecture
-            n_layers=trial.suggest_int("n_layers", 0 if self.linear else 1, 3),
-            width=trial.suggest_int("width", 32, 256, log=True),
-            batch_norm=trial.suggest_categorical("batch_norm", [True, False]),
+            n_layers=trial.suggest_int("n_layers", *r("n_layers", 0 if self.linear else 1, 3)),
+            width=trial.suggest_int("width", *r("width", 32, 256), log=True),
+            batch_norm=trial.suggest_categorical("batch_norm", list(r("batch_norm", True, False))),
             # optimisation (AdamW; lr is the peak rate of onecycle / the start of cosine)
-            lr=trial.suggest_float("lr", 1e-4, 3e-2, log=True),
-            lr_schedule=trial.suggest_categorical("lr_schedule", list(LR_SCHEDULES)),
+            lr=trial.suggest_float("lr", *r("lr", 1e-4, 3e-2), log=True),
+            lr_schedule=trial.suggest_categorical("lr_schedule", list(r("lr_schedule", *LR_SCHEDULES))),
             batch_size=trial.suggest_categorical("batch_size", list(self.batch_sizes)),
             epochs=trial.suggest_int("epochs", low, high, step=step),
             # regularization
-            dropout=trial.suggest_float("dropout", 0.0, 0.6),
-            weight_decay=trial.suggest_float("weight_decay", 1e-5, 1e-1, log=True),
-            label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.2) if classification else 0.0,
-            input_noise=trial.suggest_float("input_noise", 0.0, 0.3),
+            dropout=trial.suggest_float("dropout", *r("dropout", 0.0, 0.6)),
+            weight_decay=trial.suggest_float("weight_decay", *r("weight_decay", 1e-5, 1e-1), log=True),
+            label_smoothing=(trial.suggest_float("label_smoothing", *r("label_smoothing", 0.0, 0.2))
+                             if classification else 0.0),
+            input_noise=trial.suggest_float("input_noise", *r("input_noise", 0.0, 0.3)),
             # what the task adds
-            class_weight=(trial.suggest_categorical("class_weight", ["none", "balanced"])
+            class_weight=(trial.suggest_categorical("class_weight", list(r("class_weight", "none", "balanced")))
                           if classification and self.class_weight else "none"),
-            loss="mse" if classification else trial.suggest_categorical("loss", ["mse", "huber"]),
-            input_transform=(trial.suggest_categorical("input_transform", ["standardize", "quantile"])
+            loss=("mse" if classification else
+                  trial.suggest_categorical("loss", list(r("loss", "mse", "huber")))),
+            input_transform=(trial.suggest_categorical("input_transform",
+                                                       list(r("input_transform", "standardize", "quantile")))
                              if self.quantile else "standardize"),
         )
 
@@ -129,20 +143,27 @@ class SearchSpace:
                          ", quantile inputs" if self.quantile else "",
                          ", class weights" if self.class_weight else "",
                          ", loss mse/huber" if self.task == "regression" else ""])
+        ranges = [f"{name} {describe_range(name, values)}" for name, values in self.ranges
+                  if name not in ("batch_size", "epochs")]
         return (f"sized to {self.rows:,} training rows: batch size "
-                f"{'/'.join(map(str, self.batch_sizes))}, {low}-{high} epochs{extra}")
+                f"{'/'.join(map(str, self.batch_sizes))}, {low}-{high} epochs{extra}"
+                + (f"; ranges {', '.join(ranges)}" if ranges else ""))
 
     @property
     def options(self) -> dict:
-        """What a study records of the space beside its rows (records.SPACE_OPTIONS)."""
+        """What a study records of the space beside its rows (records.SPACE_OPTIONS): its
+        --range values too, as data, so that every run, worker and export of the study
+        samples them."""
+        ranges = {"ranges": {name: list(values) for name, values in self.ranges}} if self.ranges else {}
         return {"task": self.task, "class_weight": self.class_weight, "linear": self.linear,
-                "quantile": self.quantile}
+                "quantile": self.quantile, **ranges}
 
     @classmethod
     def of(cls, study: optuna.Study) -> "SearchSpace":
         """The space a study was sized to (GTZAN's for a study made before spaces were sized)."""
-        options = study.user_attrs.get(records.SPACE_OPTIONS) or {}
-        return cls(int(study.user_attrs.get(records.SPACE_ROWS, cls.rows)), **options)
+        options = dict(study.user_attrs.get(records.SPACE_OPTIONS) or {})
+        ranges = tuple(sorted((name, tuple(values)) for name, values in options.pop("ranges", {}).items()))
+        return cls(int(study.user_attrs.get(records.SPACE_ROWS, cls.rows)), **options, ranges=ranges)
 
     @classmethod
     def for_table(cls, ds, rows: int) -> "SearchSpace":
@@ -189,8 +210,12 @@ def resolve_space(space: str | Callable | None) -> Callable | None:
 
 
 def space_name(space: Callable | None) -> str | None:
-    """The import path a study records for a space of one's own (None: the built-in one)."""
-    return None if space is None else f"{space.__module__}:{space.__qualname__}"
+    """The import path a study records for a space of one's own (None: the built-in one); a
+    callable object's is its class's."""
+    if space is None:
+        return None
+    named = space if hasattr(space, "__qualname__") else type(space)
+    return f"{named.__module__}:{named.__qualname__}"
 
 
 def space_of(study: optuna.Study, space: Callable | None = None) -> Callable:
@@ -240,3 +265,104 @@ def parse_fixed(items: Sequence[str], space: SearchSpace = suggest_config) -> di
                                "inside it")
         fixed[name] = value
     return fixed
+
+
+def describe_ranges(ranges: tuple) -> str:
+    """SearchSpace.ranges as --range shows them: "epochs=3:5 lr_schedule=constant", or "none"."""
+    shown = [f"{name}={','.join(map(str, values))}" if name in CATEGORICAL_PARAMETERS
+             else f"{name}={':'.join(f'{v:g}' for v in values)}" for name, values in ranges]
+    return " ".join(shown) or "none"
+
+
+def describe_range(name: str, values: tuple) -> str:
+    """A --range as shown: "16-64" for a number's, "constant/cosine" for choices."""
+    if name in CATEGORICAL_PARAMETERS:
+        return "/".join(str(v) for v in values)
+    return "-".join(f"{v:g}" for v in values)
+
+
+# The parameters whose --range is a list of choices (the others take LOW:HIGH); batch_size
+# takes either: LOW:HIGH means the powers of two between them.
+CATEGORICAL_PARAMETERS = ("batch_norm", "lr_schedule", "batch_size", "class_weight", "loss",
+                          "input_transform")
+
+
+def parse_ranges(items: Sequence[str], space: SearchSpace = suggest_config) -> tuple:
+    """`--range NAME=LOW:HIGH` items (NAME=A,B,C for a categorical parameter's choices; batch_size
+    takes LOW:HIGH as the powers of two between) as SearchSpace.ranges, each checked as --fix is:
+    a parameter of `space`, values of its type that any model configuration takes, a low not
+    above the high (log-scaled parameters above 0). A range may be narrower or wider than the
+    built-in one; LOW:LOW holds a parameter at one value, inside the built-in range or not.
+
+    >>> parse_ranges(["width=16:64", "lr_schedule=constant,cosine", "batch_size=16:64"])
+    (('batch_size', (16, 32, 64)), ('lr_schedule', ('constant', 'cosine')), ('width', (16, 64)))
+    >>> parse_ranges(["dropout=0.5:0.2"])
+    Traceback (most recent call last):
+    gsearch.GsearchError: --range 'dropout=0.5:0.2': the low end 0.5 is above the high end 0.2; give LOW:HIGH
+    """
+    import optuna   # lazy: the CLI reads this module at start (gsearch --help)
+
+    distributions = dataclasses.replace(space, ranges=()).distributions()
+    ranges = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        name = name.strip()
+        distribution = distributions.get(name)
+        if distribution is None or not text:
+            raise GsearchError(f"--range {item!r}: use NAME=LOW:HIGH (NAME=A,B,C for choices) with "
+                               f"NAME one of {', '.join(distributions)}")
+        if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+            values = _choices(name, text, distribution.choices, item)
+        else:
+            kind = int if isinstance(distribution, optuna.distributions.IntDistribution) else float
+            values = _bounds(name, text, kind, item, log=distribution.log)
+        for value in values:   # every value a model configuration takes
+            try:
+                TrialConfig(**{name: value})
+            except GsearchError:
+                raise GsearchError(f"--range {item!r}: {value!r} is not a valid {name}") from None
+        ranges[name] = tuple(values)
+    return tuple(sorted(ranges.items()))
+
+
+def _bounds(name: str, text: str, kind: type, item: str, *, log: bool = False) -> tuple:
+    """LOW:HIGH of an int or float parameter, checked."""
+    low, sep, high = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        low, high = kind(low), kind(high)
+    except ValueError:
+        raise GsearchError(f"--range {item!r}: give {name}=LOW:HIGH with {kind.__name__} ends") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise GsearchError(f"--range {item!r}: the ends must be finite numbers")
+    if low > high:
+        raise GsearchError(f"--range {item!r}: the low end {low} is above the high end {high}; "
+                           f"give LOW:HIGH")
+    if log and low <= 0:
+        raise GsearchError(f"--range {item!r}: {name} is searched on a log scale, so its low end "
+                           "must be above 0")
+    return low, high
+
+
+def _choices(name: str, text: str, choices: Sequence, item: str) -> tuple:
+    """A,B,C of a categorical parameter (batch_size: also LOW:HIGH), checked."""
+    if name == "batch_size" and ":" in text:   # the powers of two between the ends
+        low, high = _bounds(name, text, int, item)
+        powers = tuple(2 ** k for k in range(1, 31) if low <= 2 ** k <= high)
+        if not powers:
+            raise GsearchError(f"--range {item!r}: no power of two lies between {low} and {high}")
+        return powers
+    kind = type(choices[0])
+    values = []
+    for word in (w.strip() for w in text.split(",")):
+        if kind is bool and word.lower() in ("true", "false"):
+            values.append(word.lower() == "true")
+        elif kind is int and word.lstrip("-").isdigit():
+            values.append(int(word))
+        elif kind is str and word:
+            values.append(word)
+        else:
+            raise GsearchError(f"--range {item!r}: {word!r} is not a choice of {name} (e.g. "
+                               f"{','.join(str(c) for c in choices)})")
+    return tuple(dict.fromkeys(values))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 
 from gsearch import GsearchError
 from gsearch.search import records
-from gsearch.search.space import MAX_EPOCHS, SearchSpace
+from gsearch.search.space import MAX_EPOCHS, SearchSpace, describe_ranges
 
 # lazy: the CLI reads the registries and defaults below when it starts (gsearch --help);
 # Optuna (about a second to import) is imported by the functions that use it
@@ -223,6 +223,10 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, *, protocol: Pro
         _check_space(existing, space_name)
         done = len(existing.trials)
         sized = SearchSpace.of(existing) if done else None
+        if sized is not None and space is not None and space.ranges and space.ranges != sized.ranges:
+            raise GsearchError(f"study '{name}' was made with --range {describe_ranges(sized.ranges)}, "
+                               f"this run has --range {describe_ranges(space.ranges)}; use the same "
+                               "--range, none (the recorded ones), or a new --study name")
     space = sized or space or SearchSpace.for_table(ds, protocol.train_rows(ds))
     study = optuna.create_study(storage=storage, study_name=name, directions=objectives.directions,
                                 sampler=strategy.make_sampler(done),

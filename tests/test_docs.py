@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-MODULES = ["gsearch.data", "gsearch.data.load", "gsearch.data.artists", "gsearch.models", "gsearch.models.schedule", "gsearch.models.metrics",
+MODULES = ["gsearch", "gsearch.api._estimators", "gsearch.data.frame",
+           "gsearch.data", "gsearch.data.load", "gsearch.data.artists", "gsearch.models", "gsearch.models.schedule", "gsearch.models.metrics",
            "gsearch.models.manifest",
            "gsearch.models.population", "gsearch.search", "gsearch.search.protocol",
            "gsearch.search.space", "gsearch.search.records", "gsearch.search.selection",

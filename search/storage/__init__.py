@@ -15,7 +15,7 @@ storages beat a heartbeat; one whose process died is failed and run again (`retr
   dead trials
 """
 
-from gsearch import lazy_exports
+from gsearch import _lazy_exports
 from gsearch.search.storage.url import (DEFAULT_STORAGE, MAX_STUDY_NAME, STORAGE_ENV, Kind,
                                         StorageError, StorageURL, check_study_name, check_url,
                                         safe_url)
@@ -39,7 +39,7 @@ _EXPORTS = {
     "with_retry": "gsearch.search.storage.resilience",
     "retry_trial": "gsearch.search.storage.resilience",
 }
-__getattr__, _dir = lazy_exports(__name__, _EXPORTS)
+__getattr__, _dir = _lazy_exports(__name__, _EXPORTS)
 __all__ = sorted([*_EXPORTS, "DEFAULT_STORAGE", "MAX_STUDY_NAME", "STORAGE_ENV", "Kind",
                   "StorageError", "StorageURL", "check_study_name", "check_url", "safe_url"])
 
