@@ -5,6 +5,7 @@ library functions the CLI calls (search.runner.run_study, search.export.export_s
 named there too. docs/python.md is the guide.
 """
 
-from gsearch.api._estimators import MLPSearchClassifier, MLPSearchRegressor, load
+from gsearch.api._estimators import MLPSearchClassifier, MLPSearchRegressor
+from gsearch.api._load import load
 
 __all__ = ["MLPSearchClassifier", "MLPSearchRegressor", "load"]

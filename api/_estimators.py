@@ -1,5 +1,5 @@
 """MLPSearchClassifier and MLPSearchRegressor: scikit-learn estimators over `gsearch run
---export` (search.runner.run_study with search.requests.RunRequest), and `load`.
+--export` (search.runner.run_study with search.requests.RunRequest).
 
 `fit` reads X (a DataFrame with text columns and empty cells, or an array) as `gsearch run
 --data` reads a CSV (data.frame), runs the same search (the space sized to the table, the trial
@@ -13,13 +13,13 @@ imports torch or Optuna until `fit` (or a model is loaded).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import sys
 import tempfile
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,8 @@ from sklearn.utils.validation import (check_array, check_consistent_length, chec
 from gsearch import GsearchError, GsearchValueError
 from gsearch.search.requests import RunRequest
 from gsearch.search.space import CATEGORICAL_PARAMETERS
+from gsearch.api._fitted import (global_state, in_memory, jsonable, model_of, quiet, trials_table,
+                                  unimportable)
 
 # The estimator's own record in an export folder: what scikit-learn needs beyond model.json
 # (the labels as they were given, not as text; the parameters). gsearch predict and serve
@@ -184,9 +186,9 @@ class _MLPSearch(BaseEstimator):
         """Run the request, keep the export (its files, the model) and the study."""
         from gsearch.search.runner import run_study   # lazy: torch and Optuna
 
-        with _global_state():
+        with global_state():
             out = request.export
-            echo = print if self.verbose and int(self.verbose) >= 2 else _quiet
+            echo = print if self.verbose and int(self.verbose) >= 2 else quiet
             outcome = run_study(request, echo=echo, started=started, ds=ds)
             if outcome.published is None:
                 raise GsearchValueError(
@@ -195,7 +197,7 @@ class _MLPSearch(BaseEstimator):
                     + (f" (study '{request.study}' keeps its trials)" if self.storage else ""))
             study = outcome.study
             if self.storage is None and request.storage is not None:   # n_jobs: back in memory
-                study = _in_memory(study)
+                study = in_memory(study)
             manifest = outcome.published.exported.manifest
             (out / ESTIMATOR_FILE).write_text(json.dumps(self._record(), indent=2) + "\n")
             self._set_fitted({name: (out / name).read_bytes() for name in _EXPORT_FILES
@@ -206,14 +208,14 @@ class _MLPSearch(BaseEstimator):
     def _set_fitted(self, files: dict[str, bytes], study=None) -> None:
         """The fitted attributes of an export's files (and the study that made it)."""
         self._export = files
-        self.model_ = _model(files)
+        self.model_ = model_of(files)
         self.manifest_ = self.model_.manifest
         self.study_ = study
         if study is not None:
             best = study.best_trials[0] if len(study.directions) > 1 else study.best_trial
             self.best_params_ = dict(best.params)
             self.best_score_ = best.values[0]
-            self.cv_results_ = _trials_table(study, self.manifest_)
+            self.cv_results_ = trials_table(study, self.manifest_)
 
     # -- reading X and y -------------------------------------------------------------------
 
@@ -282,7 +284,7 @@ class _MLPSearch(BaseEstimator):
         if space is None:
             return None, ()
         if callable(space) or isinstance(space, str):
-            if self._workers() > 1 and not isinstance(space, str) and _unimportable(space):
+            if self._workers() > 1 and not isinstance(space, str) and unimportable(space):
                 raise GsearchValueError(
                     "n_jobs > 1 runs the space in worker processes, which import it by name: "
                     "define the space function at the top of a module (not in a notebook or a "
@@ -304,8 +306,6 @@ class _MLPSearch(BaseEstimator):
         """A name that follows what the study guards (the data, the protocol, the metric, the
         space), so that a fit with a storage resumes the study of the same data and settings,
         and starts another for other data (another fold of a cross-validation)."""
-        import hashlib
-
         key = json.dumps([ds.sha256, repr(protocol), self.metric, list(ranges),
                           space if isinstance(space, str) or space is None
                           else f"{getattr(space, '__module__', '')}:{getattr(space, '__qualname__', '')}"])
@@ -316,7 +316,7 @@ class _MLPSearch(BaseEstimator):
         """estimator.json: the estimator, its labels as given, its JSON-able parameters."""
         params = {k: v for k, v in self.get_params().items()
                   if v is None or isinstance(v, (str, int, float, bool))
-                  or k == "space" and isinstance(v, dict) and _jsonable(v)}
+                  or k == "space" and isinstance(v, dict) and jsonable(v)}
         record = {"estimator": type(self).__name__, "params": params,
                   "feature_names_in": (None if getattr(self, "feature_names_in_", None) is None
                                        else [str(n) for n in self.feature_names_in_])}
@@ -357,13 +357,13 @@ class _MLPSearch(BaseEstimator):
         state.pop("manifest_", None)
         study = state.get("study_")
         if study is not None:
-            state["study_"] = _in_memory(study)
+            state["study_"] = in_memory(study)
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
         if "_export" in state:
-            self.model_ = _model(self._export)
+            self.model_ = model_of(self._export)
             self.manifest_ = self.model_.manifest
 
 
@@ -481,139 +481,4 @@ class MLPSearchRegressor(RegressorMixin, _MLPSearch):
             return self.model_.predict_intervals(raw).astype(np.float64)
 
 
-# -- helpers -------------------------------------------------------------------------------
-
-def load(path, *, backend: str = "onnx") -> _MLPSearch:
-    """A fitted estimator from an export folder: one `save` wrote, or one `gsearch run --export`
-    or `gsearch export-best` wrote (a classifier's classes_ are then its class names as text).
-    Only the model is loaded (weights only, checked against model.json's digests): no pickle.
-
-    >>> import gsearch, tempfile
-    >>> from sklearn.datasets import load_iris
-    >>> X, y = load_iris(return_X_y=True)
-    >>> clf = gsearch.MLPSearchClassifier(n_trials=2, space={"epochs": 5}, random_state=0).fit(X, y)
-    >>> folder = clf.save(tempfile.mkdtemp() + "/iris")
-    >>> again = gsearch.load(folder)
-    >>> bool((again.predict(X) == clf.predict(X)).all()), again.classes_
-    (True, array([0, 1, 2]))
-    """
-    from gsearch.models.predict import ExportedModel   # lazy: the model's floor
-
-    path = Path(path)
-    with _python_errors():
-        model = ExportedModel(path, backend)
-        files = {name: (path / name).read_bytes() for name in _EXPORT_FILES if (path / name).is_file()}
-    record = json.loads(files.get(ESTIMATOR_FILE, b"{}") or b"{}")
-    cls = MLPSearchRegressor if model.regression else MLPSearchClassifier
-    known = cls().get_params()
-    estimator = cls(**{k: v for k, v in record.get("params", {}).items() if k in known})
-    names = record.get("feature_names_in", list(model.features)) if record else list(model.features)
-    if names is not None:
-        estimator.feature_names_in_ = np.asarray(names, dtype=object)
-    estimator.n_features_in_ = len(model.features)
-    if not model.regression:   # the labels as given where estimator.json records them
-        classes = record.get("classes")
-        same = classes is not None and [_text(c) for c in classes] == list(model.classes)
-        estimator.classes_ = (np.asarray(classes, dtype=np.dtype(record["classes_dtype"])) if same
-                              else np.asarray(model.classes, dtype=object))
-    estimator._export = files
-    estimator.model_ = model
-    estimator.manifest_ = model.manifest
-    estimator.study_ = None
-    estimator.test_scores_ = dict(model.manifest.test_scores or {})
-    return estimator
-
-
-def _text(value) -> str:
-    from gsearch.data.frame import cell_text   # lazy: pandas
-
-    return cell_text(value).strip()
-
-
-def _model(files: dict[str, bytes]):
-    """The ExportedModel (onnxruntime) of an export's files."""
-    from gsearch.models.predict import ExportedModel   # lazy: the model's floor
-
-    with tempfile.TemporaryDirectory(prefix="gsearch-model-") as folder:
-        for name, data in files.items():
-            (Path(folder) / name).write_bytes(data)
-        return ExportedModel(folder, "onnx")   # reads what it needs now
-
-
-def _in_memory(study):
-    """`study`, or a copy of it in memory (one in a database: a pickle carries no connection)."""
-    import optuna   # lazy: a study exists only once a fit has imported it
-
-    from gsearch.search._compat import study_storage
-
-    storage = study_storage(study)
-    if isinstance(storage, optuna.storages.InMemoryStorage):
-        return study
-    memory = optuna.storages.InMemoryStorage()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        optuna.copy_study(from_study_name=study.study_name, from_storage=storage, to_storage=memory)
-    return optuna.load_study(study_name=study.study_name, storage=memory)
-
-
-def _trials_table(study, manifest):
-    """cv_results_: one row per trial, as GridSearchCV's cv_results_ has one per candidate:
-    its number, state, params (and param_NAME), mean_test_score (its validation score),
-    rank_test_score (1: the best), mean_fit_time (seconds), in_export (a member of the model)."""
-    import pandas as pd   # lazy: as above
-
-    from gsearch.search.objectives import Objectives   # lazy: torch and Optuna, loaded by now
-
-    maximize = Objectives.of(study).maximize
-    members = {m.trial for m in manifest.members} or {manifest.trial_number}
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
-            if t.datetime_complete and t.datetime_start else np.nan
-        rows.append({"trial": t.number, "state": t.state.name, "params": dict(t.params),
-                     **{f"param_{k}": v for k, v in t.params.items()},
-                     "mean_test_score": np.nan if t.values is None else t.values[0],
-                     "mean_fit_time": duration, "epochs_run": t.user_attrs.get("epochs_run"),
-                     "in_export": t.number in members})
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table
-    complete = table["state"] == "COMPLETE"
-    ranks = table["mean_test_score"].where(complete).rank(method="min", ascending=not maximize)
-    table.insert(3, "rank_test_score", ranks.fillna(complete.sum() + 1).astype(int))
-    return table
-
-
-def _quiet(line: str) -> None:
-    """An echo that says nothing (verbose < 2)."""
-
-
-def _unimportable(space) -> bool:
-    """A function worker processes cannot import by name: a notebook's, a lambda, a nested one."""
-    name = getattr(space, "__qualname__", type(space).__qualname__)
-    return getattr(space, "__module__", "__main__") == "__main__" or "<" in name
-
-
-def _jsonable(value) -> bool:
-    try:
-        json.dumps(value)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
-@contextlib.contextmanager
-def _global_state():
-    """Torch's thread count and Optuna's log level as the caller had them (a run sets both)."""
-    import optuna   # lazy: a fit imports them anyway
-    import torch
-
-    threads, level = torch.get_num_threads(), optuna.logging.get_verbosity()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        optuna.logging.set_verbosity(level)
-
-
-__all__ = ["MLPSearchClassifier", "MLPSearchRegressor", "load", "ESTIMATOR_FILE", "as_python"]
+__all__ = ["MLPSearchClassifier", "MLPSearchRegressor", "ESTIMATOR_FILE", "as_python"]

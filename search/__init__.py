@@ -21,7 +21,7 @@ _EXPORTS = {
     "PRUNERS": "gsearch.search.study",
     "suggest_config": "gsearch.search.space",
     "run_search": "gsearch.search.parallel",
-    "Workers": "gsearch.search.parallel",
+    "Workers": "gsearch.search.worker",
     "top_trials": "gsearch.search.selection",
     "pick_trial": "gsearch.search.selection",
     "Pick": "gsearch.search.selection",

@@ -31,7 +31,8 @@ def start_workers_server():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "gsearch.search.loop",
-                                "gsearch.search.storage", "gsearch.search.parallel"])
+                                "gsearch.search.storage", "gsearch.search.worker",
+                                "gsearch.search.parallel"])
     with spawning():
         forkserver.ensure_running()
     return ctx

@@ -3,30 +3,21 @@ worker processes that share one study in one storage.
 
 `gsearch run`, `gsearch evaluate` and the tests all call `run_search(study, ds, ...)`: the
 study's recorded protocol makes the trials' data (protocol.Protocol.trial_data), the search
-space is passed in (by default the one the study was sized to: space.SearchSpace), and the trials run in this process on
-the caller's study handle (its sampler and pruner), or in `Workers.count` processes. Each
-worker runs the trial loop (loop.TrialLoop) on its own handle of the study (its own sampler
-seed, study.Strategy; torch threads shared out so the cores are not oversubscribed); the
-storage is the only meeting point, so workers on other machines join the same way. Around the
-loop this adds:
+space is passed in (by default the one the study was sized to: space.SearchSpace), and the
+trials run in this process on the caller's study handle (its sampler and pruner), or in
+`Workers.count` processes, each a worker (worker.py: its own handle of the study, its own
+sampler seed, torch threads shared out so the cores are not oversubscribed); the storage is
+the only meeting point, so workers on other machines join the same way. The run's budget is
+shared by its local workers, so `--trials` is the run's total (Optuna's MaxTrialsCallback
+counts after the fact and overshoots by up to N-1 with N workers).
 
-- a budget shared by the run's local workers, so `--trials` is the run's total: a worker
-  holds a slot while it runs a trial and stops when no slot is left. (Optuna's
-  MaxTrialsCallback counts after the fact and overshoots by up to N-1 with N workers.)
-- interrupts that never leave a trial RUNNING: SIGINT/SIGTERM ask the trial loop to stop
-  at its next safe point (never inside a storage write), and the trials in flight end as
-  FAIL, marked interrupted; a second signal stops at once.
-- a parent that shows progress from what its workers report, forwards Ctrl-C/SIGTERM to
-  them, and recovers from a worker killed from outside (an OOM killer): a second after the
-  death (its last write may still be landing), it fails the dead worker's trials, enqueues
-  each once more (`retry_of`), gives their claims back so the retries run within the
-  budget, and starts a replacement, as a process supervisor does: with back-off, and a
-  slot that keeps dying without finishing a trial is stopped.
-
-Every trial a worker creates carries its name (system attribute gsearch:worker), and a
-waiting trial it takes is marked before it takes it, so the parent knows a dead worker's
-trials exactly, also one it asked for but never got to report. However a run ends, no trial
-of its own is left RUNNING.
+Here: the parent (`_Parent`), which shows progress from what its workers report, forwards
+Ctrl-C/SIGTERM to them, and recovers from a worker killed from outside (an OOM killer): a
+second after the death (its last write may still be landing), it fails the dead worker's
+trials, enqueues each once more (`retry_of`), gives their claims back so the retries run
+within the budget, and starts a replacement, as a process supervisor does: with back-off,
+and a slot that keeps dying without finishing a trial is stopped. However a run ends, no
+trial of its own is left RUNNING.
 """
 
 from __future__ import annotations
@@ -35,18 +26,13 @@ import collections
 import contextlib
 import copy
 import dataclasses
-import datetime
 import importlib.util
 import multiprocessing as mp
 import os
 import signal
 import sys
 import tempfile
-import threading
 import time
-import traceback
-import uuid
-from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Sequence
 
@@ -54,20 +40,19 @@ import optuna
 import torch
 
 from gsearch import GsearchError
-from gsearch.search._compat import study_id, study_storage, take_waiting_trials_with, trial_id
+from gsearch.search._compat import study_storage, trial_id
 from gsearch.data.load import Dataset
 from gsearch.models.population import resolve_device
 from gsearch.search import records
-from gsearch.search.loop import Callback, Space, TrialLoop
-from gsearch.search.objectives import Objectives
+from gsearch.search.loop import Callback, Space
 from gsearch.search._spawn import spawning, start_workers_server, worker_cap
 from gsearch.search.progress import Progress, summary
-from gsearch.search.protocol import Protocol
 from gsearch.search.space import SearchSpace, space_of
-from gsearch.search.storage import (STORAGE_RETRY, DiskFull, StorageLost, StorageStop,
-                                    give_up, open_storage, retry_trial, safe_url)
-from gsearch.search.study import (DEFAULT_POPULATION, Strategy, StudyDeleted, finished,
-                                  quiet_log, set_log_level, study_deleted)
+from gsearch.search.storage import (StorageLost, StorageStop,
+                                    give_up, retry_trial, safe_url)
+from gsearch.search.study import DEFAULT_POPULATION, Strategy, StudyDeleted, finished, study_deleted
+from gsearch.search.worker import (Budget, Run, StudyHandle, Workers, run_loop, signal_handlers,
+                                   worker_main)
 
 TrialState = optuna.trial.TrialState
 # A slot whose worker dies CRASH_LIMIT times within CRASH_WINDOW seconds without finishing
@@ -80,253 +65,6 @@ BACKOFF = (0.0, 1.0, 2.0, 4.0)
 SETTLE = 1.0
 # A run with no trial count (only a deadline): its budget, the largest a shared int holds
 UNBOUNDED = 2**31 - 1
-
-
-class _FileLock:
-    """A lock shared by a run's processes that the kernel releases when its holder dies
-    (flock), so a worker killed while holding it does not stall the others. Picklable;
-    each process opens the file itself."""
-
-    def __init__(self, path: str):
-        self.path, self._fd, self._pid = path, None, None
-
-    def __getstate__(self):
-        return {"path": self.path}
-
-    def __setstate__(self, state):
-        self.__init__(state["path"])
-
-    def __enter__(self):
-        import fcntl   # lazy: POSIX only (elsewhere the run uses a plain process lock)
-
-        if self._pid != os.getpid():
-            self._fd, self._pid = os.open(self.path, os.O_RDWR | os.O_CREAT), os.getpid()
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import fcntl   # lazy: POSIX only
-
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-
-@dataclass(frozen=True)
-class Workers:
-    """How worker processes join a run: what they cannot take from the caller's study
-    handle, since each opens the storage and builds its sampler and pruner itself."""
-
-    count: int
-    storage: str                  # the URL every worker opens
-    strategy: Strategy            # its sampler and pruner (seeded apart per worker)
-    heartbeat: int | None = None  # seconds between a running trial's heartbeats
-    threads: int = 1              # torch CPU threads per worker
-    verbose: bool = False         # Optuna's log and tracebacks of worker errors
-    storage_retry: float = STORAGE_RETRY   # seconds a database server may be unreachable
-
-
-@dataclass(frozen=True)
-class _Run:
-    """What a worker process needs to join a run; picklable, sent to each worker."""
-
-    study: str
-    trials: int                   # the run's total over all its workers
-    space: Space
-    max_epochs: int               # the pruner's scale: the study's space's longest trial
-    device: str
-    seed: int                     # training seeds: seed + trial number
-    timeout: float | None
-    population: int
-    done: int                     # the study's trials when the run began (sampler seeds)
-    workers: Workers
-
-
-class _Budget:
-    """The run's trial count, shared by its workers: a trial starts only with a claim
-    (a worker training a population holds one claim per trial in flight)."""
-
-    def __init__(self, ctx, workers: int, total: int, lock_path: str | None = None):
-        self.total = total
-        self.run = uuid.uuid4().hex[:12]   # names this run's workers: run/index
-        self.lock = _FileLock(lock_path) if lock_path else ctx.Lock()
-        self.finished = ctx.Value("i", 0, lock=False)
-        self.holding = ctx.Array("i", workers, lock=False)
-        self.released = ctx.Array("i", [-1] * workers, lock=False)  # last trial counted per slot
-
-    def claim(self, slot: int, force: bool = False) -> bool:
-        """`force`: a retry the worker's heartbeat enqueued, run even past the total."""
-        with self.lock:
-            if not force and self.finished.value + sum(self.holding) >= self.total:
-                return False
-            self.holding[slot] += 1
-            return True
-
-    def release(self, slot: int, finished: bool = False, number: int = -1) -> None:
-        with self.lock:
-            self.holding[slot] = max(0, self.holding[slot] - 1)
-            self.finished.value += finished
-            self.released[slot] = number
-
-    def drop(self, slot: int) -> None:
-        """A dead worker's claims (one per trial it had in flight) go back to the run.
-        Called with the lock held."""
-        self.holding[slot] = 0
-
-
-class _Interrupt:
-    """Signal handler that asks the trial loop to stop. The loop stops at its next safe
-    point (before it asks for a trial, after an epoch), so that no storage write, lock or
-    trial creation is cut in half (a KeyboardInterrupt inside a database commit leaves the
-    storage's session unusable, and the trials in flight could not be ended). A second
-    signal stops at once."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __call__(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-
-class _Study(optuna.Study):
-    """A study handle that remembers the trials it asked for, so that one whose tell was
-    cut short by an interrupt is ended as FAIL instead of being left RUNNING. With a
-    worker `name`, each trial it creates carries the name from its first write, a waiting
-    trial it takes is marked before it is taken, and `on_ask(number)` tells the parent."""
-
-    def __init__(self, name: str, storage, sampler, pruner, *, worker: str | None = None,
-                 on_ask=None):
-        """`storage`, `sampler`, `pruner`: a handle's own (Study.of reuses another's)."""
-        super().__init__(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-        self._asked: set[int] = set()
-        self._worker, self._on_ask = worker, on_ask
-        if worker:
-            take_waiting_trials_with(self, self._take_or_create)
-
-    @classmethod
-    def of(cls, study: optuna.Study) -> "_Study":
-        """The same study through the same storage, sampler and pruner: the caller's handle,
-        remembering what it asks for."""
-        return cls(study.study_name, study_storage(study), study.sampler, study.pruner)
-
-    def ask(self, fixed_distributions=None) -> optuna.Trial:
-        trial = super().ask(fixed_distributions)
-        self._asked.add(trial.number)
-        if self._on_ask is not None:
-            self._on_ask(trial.number)
-        return trial
-
-    def _take_or_create(self) -> int:
-        """What ask() does for a trial, the worker's way: a waiting trial, marked as ours
-        before it is taken (a mark left on a trial another worker took is cleared), else a new
-        trial that carries our name from its first write."""
-        storage, key = study_storage(self), records.TAKEN_BY + self._worker
-        for trial in storage.get_all_trials(study_id(self), deepcopy=False,
-                                            states=(TrialState.WAITING,)):
-            try:
-                storage.set_trial_system_attr(trial_id(trial), key, True)
-                if storage.set_trial_state_values(trial_id(trial), state=TrialState.RUNNING):
-                    return trial_id(trial)
-                storage.set_trial_system_attr(trial_id(trial), key, False)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
-        named = optuna.trial.FrozenTrial(   # what Study.ask creates, with our name
-            number=-1, state=TrialState.RUNNING, value=None,
-            datetime_start=datetime.datetime.now(), datetime_complete=None, params={},
-            distributions={}, user_attrs={}, system_attrs={records.WORKER: self._worker},
-            intermediate_values={}, trial_id=-1)
-        return storage.create_new_trial(study_id(self), template_trial=named)
-
-    def fail_unfinished(self, interrupted: bool = True) -> None:
-        # best effort: after a second signal cut a storage write short, or on a full disk, the
-        # storage may refuse; the parent (or a later run's heartbeat) then ends what is left
-        with contextlib.suppress(Exception):
-            for trial in self.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if trial.number not in self._asked:
-                    continue
-                if interrupted:   # (suppressed on its own: the FAIL below matters more)
-                    with contextlib.suppress(Exception):
-                        study_storage(self).set_trial_user_attr(trial_id(trial),
-                                                                records.INTERRUPTED, True)
-                with contextlib.suppress(Exception):
-                    self.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-
-
-@contextlib.contextmanager
-def _handlers(handler, signals):
-    """`handler` for `signals` meanwhile; none off the main thread, where Python takes no
-    handler (a search run from a thread, e.g. the Python API under a threaded joblib)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, handler) for s in signals}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def _loop(study: _Study, ds: Dataset, run: _Run, *, slot: int, budget: _Budget,
-          signals=(signal.SIGINT, signal.SIGTERM), callbacks: Sequence[Callback] = ()) -> None:
-    """The trial loop on one handle of the study until the run's budget is spent; stopped
-    at its next safe point by `signals`, its trials in flight then FAIL, marked interrupted."""
-    interrupt = _Interrupt()
-
-    def account(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        budget.release(slot, finished(trial), trial.number)
-
-    metric = Objectives.of(study).metric   # what each trial's validation is scored by
-    data = [dataclasses.replace(d, metric=metric) for d in Protocol.of(study).trial_data(ds)]
-    loop = TrialLoop(study, data, space=run.space,
-                     device=torch.device(run.device), seed=run.seed, size=run.population,
-                     callbacks=[account, *callbacks], claim=lambda force=False: budget.claim(slot, force),
-                     lock=budget.lock, stop=lambda: interrupt.requested,
-                     release=lambda trial: account(study, trial))   # a trial another run ended
-    with _handlers(interrupt, signals):
-        try:
-            loop.run(run.trials, run.timeout)
-        except KeyboardInterrupt:
-            with quiet_log():   # the parent (or the CLI) says in one line what happened
-                study.fail_unfinished()
-            raise
-        except DiskFull:   # what the storage can still take ends its trials
-            study.fail_unfinished(interrupted=False)
-            raise
-        if interrupt.requested:   # the signal came as the last trials finished: still a stop
-            raise KeyboardInterrupt
-
-
-def _child(run: _Run, ds: Dataset, slot: int, index: int, budget: _Budget, conn) -> None:
-    """A worker process: its own handle of the study, quiet (the parent shows progress),
-    stopped by SIGTERM."""
-    workers = run.workers
-    set_log_level(workers.verbose)   # as the parent's CLI set it
-    study = None
-    try:
-        torch.set_num_threads(workers.threads)
-        study = _Study(run.study, open_storage(workers.storage, heartbeat=workers.heartbeat,
-                                               retry=workers.storage_retry),
-                       workers.strategy.make_sampler(run.done, worker=index),
-                       workers.strategy.make_pruner(run.max_epochs), worker=f"{budget.run}/{index}",
-                       on_ask=lambda number: conn.send(("asked", number)))
-        _loop(study, ds, run, slot=slot, budget=budget, signals=(signal.SIGTERM,),
-              callbacks=[lambda study, trial: conn.send(trial)])
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except GsearchError as e:   # a StorageStop goes as it is: the parent acts on it
-        conn.send(e if isinstance(e, StorageStop) else str(e))
-        sys.exit(1)
-    except Exception as e:  # a storage server gone, a bug: one line; -v shows the traceback
-        if study is not None and study_deleted(study):   # the parent says it in one line
-            conn.send(StudyDeleted(f"study '{run.study}' was deleted"))
-            sys.exit(1)
-        if workers.verbose:
-            traceback.print_exc()
-        lines = str(e).strip().splitlines() or [""]
-        conn.send(f"worker {slot} failed: {type(e).__name__}: {safe_url(lines[0])}"
-                  f"{'' if workers.verbose else ' (run with -v for the traceback)'}")
-        sys.exit(1)
 
 
 def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space | None = None,
@@ -367,20 +105,20 @@ def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space | 
     if workers is not None:
         workers = dataclasses.replace(workers, count=worker_cap(workers.count, trials)[0])
     sized = SearchSpace.of(study)
-    run = _Run(study=study.study_name, trials=trials, space=space_of(study, space),
+    run = Run(study=study.study_name, trials=trials, space=space_of(study, space),
                max_epochs=sized.max_epochs, seed=seed,
                device=str(resolve_device(device) if isinstance(device, str) else device),
                timeout=timeout, population=population, done=len(study.get_trials(deepcopy=False)),
                workers=workers or Workers(1, "", Strategy()))
     parent = _Parent(run, ds, study, callbacks, (total, progress)) if run.workers.count > 1 else None
-    budget = parent.budget if parent else _Budget(mp.get_context(), 1, trials)
+    budget = parent.budget if parent else Budget(mp.get_context(), 1, trials)
     try:
         if parent:
             parent.run()
             return
         shown = Progress(study, total, progress)
         try:
-            _loop(_Study.of(study), ds, run, slot=0, budget=budget,
+            run_loop(StudyHandle.of(study), ds, run, slot=0, budget=budget,
                   callbacks=[shown, *callbacks])
         finally:
             shown.close()
@@ -407,7 +145,7 @@ def _unless_deleted(study: optuna.Study):
             raise
 
 
-def _gave_up(error: Exception, budget: _Budget, study: optuna.Study, run: _Run) -> GsearchError:
+def _gave_up(error: Exception, budget: Budget, study: optuna.Study, run: Run) -> GsearchError:
     """The one line of a run that stopped on an error: for a study deleted meanwhile, that;
     for a storage gone or full (StorageStop), with the `--trials` of the rerun that finishes
     this run's count; any other error as it is."""
@@ -427,7 +165,7 @@ def _gave_up(error: Exception, budget: _Budget, study: optuna.Study, run: _Run) 
 class _Parent:
     """Starts the workers, shows their progress, forwards signals, recovers killed ones."""
 
-    def __init__(self, run: _Run, ds: Dataset, study: optuna.Study, callbacks: Sequence[Callback],
+    def __init__(self, run: Run, ds: Dataset, study: optuna.Study, callbacks: Sequence[Callback],
                  progress: tuple[int | None, str] = (None, "auto")):
         """`progress`: (the trials asked, None for a deadline alone; how, requests.PROGRESS)."""
         self.spec, self.ds, self.study, self.callbacks = run, ds, study, callbacks
@@ -438,7 +176,7 @@ class _Parent:
         if importlib.util.find_spec("fcntl"):   # POSIX; elsewhere a plain process lock
             fd, self.lock_path = tempfile.mkstemp(prefix="gsearch-run-", suffix=".lock")
             os.close(fd)
-        self.budget = _Budget(self.ctx, workers, run.trials, lock_path=self.lock_path)
+        self.budget = Budget(self.ctx, workers, run.trials, lock_path=self.lock_path)
         self.procs: dict[int, tuple[mp.Process, object]] = {}
         self.index: dict[int, int] = {}                 # slot -> index of its current worker
         self.asked: dict[int, set[int]] = {slot: set() for slot in range(workers)}
@@ -454,7 +192,7 @@ class _Parent:
 
     def start(self, slot: int) -> None:
         reader, writer = self.ctx.Pipe(duplex=False)
-        proc = self.ctx.Process(target=_child, name=f"gsearch-worker-{slot}", daemon=True,
+        proc = self.ctx.Process(target=worker_main, name=f"gsearch-worker-{slot}", daemon=True,
                                 args=(self.spec, self.ds, slot, self.started, self.budget,
                                       writer))
         with spawning():
@@ -475,7 +213,7 @@ class _Parent:
 
     def run(self) -> None:
         progress = Progress(self.study, *self.progress)
-        with _handlers(self.on_signal, (signal.SIGINT, signal.SIGTERM)):
+        with signal_handlers(self.on_signal, (signal.SIGINT, signal.SIGTERM)):
             try:
                 while self.procs or self.restart_at or self.settle_at:
                     self.poll(progress)

@@ -26,12 +26,13 @@ from gsearch.search import records
 from gsearch.search._spawn import cpu_count, worker_cap
 from gsearch.search.export import Published, publish
 from gsearch.search.objectives import Objectives
-from gsearch.search.parallel import Workers, run_search
+from gsearch.search.parallel import run_search
 from gsearch.search.requests import RunRequest
 from gsearch.search.selection import deadline_stopped
 from gsearch.search.space import SearchSpace, parse_fixed, parse_ranges, resolve_space, space_name
 from gsearch.search.storage import open_storage, safe_url
 from gsearch.search.tracking import mlflow_callback
+from gsearch.search.worker import Workers
 from gsearch.search.study import (Strategy, finished_count, load_study, open_study, set_log_level,
                                   state_counts, warm_start_configs)
 
@@ -112,6 +113,41 @@ def setup_torch(threads: int, device: str) -> torch.device:
     return resolve_device(device)
 
 
+def _storage(request: RunRequest) -> optuna.storages.BaseStorage:
+    """The run's storage: its URL's, or one in memory (the Python API without a storage)."""
+    if request.storage is None:
+        return optuna.storages.InMemoryStorage()
+    return open_storage(request.storage, heartbeat=request.heartbeat or None,
+                        retry=request.storage_retry)
+
+
+def _describe(echo: Echo, request: RunRequest, ds: Dataset, study: optuna.Study, *,
+              own_space: bool) -> None:
+    """What a run says of its table before it searches: the data, the table's kinds and task
+    (where not GTZAN's), the protocol (where rows are grouped), the search space (where not
+    GTZAN's; a --space says nothing: it is the user's own)."""
+    protocol = request.protocol
+    echo(f"data: {describe_data(ds)}")
+    if ds.task == "regression" or "categorical" in ds.kinds or request.metric or ds.unlabelled:
+        echo(f"table: {describe_table(ds, request.task)}")
+    if protocol.grouping != "track":
+        echo(f"protocol: {protocol.describe()}")
+    made = SearchSpace.of(study)
+    if not own_space and (made != SearchSpace(made.rows) or made.epochs != SearchSpace().epochs):
+        echo(f"search space: {made.describe()}")
+
+
+def _interrupted(trials: int | None, done: int) -> Interrupted:
+    """What a Ctrl-C (or SIGTERM) says, with the --trials that finishes the run's count."""
+    if trials is None:
+        return Interrupted(f"finished trials are saved ({done} in this run); trials in flight "
+                           "are marked interrupted")
+    return Interrupted(
+        f"finished trials are saved ({done} of this run's {trials}); trials in flight are "
+        f"marked interrupted. Run again with --trials {max(1, trials - done)} to finish "
+        f"this run's count (--trials N always adds N more)")
+
+
 def run_study(request: RunRequest, *, echo: Echo = print, started: float | None = None,
               ds: Dataset | None = None) -> RunOutcome:
     """Run `request` (checked with request.check() first). `started`: when the request began
@@ -142,21 +178,11 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
         warm = warm_start_configs(load_study(open_storage(source, must_exist=True), request.warm_start),
                                   strategy.fixed, space=sized)[:request.trials]
     callbacks = [] if request.mlflow is None else [mlflow_callback(request.mlflow, objectives)]
-    storage = (optuna.storages.InMemoryStorage() if request.storage is None else
-               open_storage(request.storage, heartbeat=request.heartbeat or None,
-                            retry=request.storage_retry))
-    study = open_study(storage, request.study, protocol=protocol, ds=ds, strategy=strategy,
+    study = open_study(_storage(request), request.study, protocol=protocol, ds=ds, strategy=strategy,
                        objectives=objectives, space=sized, space_name=space_name(space))
     if request.sep is not None and len(study.trials) == 0:   # export reads the file the same way
         study.set_user_attr(records.SEP, request.sep)
-    echo(f"data: {describe_data(ds)}")
-    if ds.task == "regression" or "categorical" in ds.kinds or request.metric or ds.unlabelled:
-        echo(f"table: {describe_table(ds, request.task)}")
-    if protocol.grouping != "track":
-        echo(f"protocol: {protocol.describe()}")
-    made = SearchSpace.of(study)
-    if space is None and (made != SearchSpace(made.rows) or made.epochs != SearchSpace().epochs):
-        echo(f"search space: {made.describe()}")   # GTZAN's: no word; --space's: its own
+    _describe(echo, request, ds, study, own_space=space is not None)
     if request.warm_start:
         before = len(study.get_trials(deepcopy=False))
         for params in warm:
@@ -189,14 +215,7 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
                    workers=Workers(workers, request.storage, strategy, request.heartbeat or None,
                                    threads, request.verbose, request.storage_retry))
     except KeyboardInterrupt:
-        done = finished_count(study) - before
-        if request.trials is None:
-            raise Interrupted(f"finished trials are saved ({done} in this run); trials in flight "
-                              "are marked interrupted") from None
-        raise Interrupted(
-            f"finished trials are saved ({done} of this run's {request.trials}); trials in flight are "
-            f"marked interrupted. Run again with --trials {max(1, request.trials - done)} to finish "
-            f"this run's count (--trials N always adds N more)") from None
+        raise _interrupted(request.trials, finished_count(study) - before) from None
     done = finished_count(study) - before
     stopped = len(deadline_stopped(study)) - stopped_before   # pruned by the deadline, in flight
     if timeout is not None and request.trials is not None and (done < request.trials or stopped):

@@ -9,6 +9,7 @@ nothing heavy.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import re
 import time
@@ -182,7 +183,7 @@ def check_study_exists(url: str, name: str | None) -> None:
     import sqlite3   # lazy: only where a command names an existing study
     from urllib.parse import quote
 
-    from gsearch.search.storage.url import Kind, StorageURL
+    from gsearch.search.storage.url import Kind, StorageURL   # lazy: as sqlite3
 
     location = StorageURL.parse(url)
     if location.kind is not Kind.SQLITE or location.path is None or not location.path.is_file():
@@ -378,8 +379,6 @@ def live_trials(storage: optuna.storages.BaseStorage, study_id: int,
     (storages with heartbeats) or started within LIVE_SECONDS; else, while some are RUNNING,
     those written to (or created) while the study is watched for `watch` seconds. Trials left
     RUNNING by a run that died are not live once their last heartbeat and start are that old."""
-    import datetime
-
     import optuna   # lazy: see the imports
     from optuna.storages import RDBStorage
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-MODULES = ["gsearch", "gsearch.api._estimators", "gsearch.data.frame",
+MODULES = ["gsearch", "gsearch.api._estimators", "gsearch.api._load", "gsearch.data.frame",
            "gsearch.data", "gsearch.data.load", "gsearch.data.artists", "gsearch.models", "gsearch.models.schedule", "gsearch.models.metrics",
            "gsearch.models.manifest",
            "gsearch.models.population", "gsearch.search", "gsearch.search.protocol",

@@ -163,7 +163,7 @@ def wait_for(condition, seconds=90):
 def test_budget_counts_the_run_and_gets_a_dead_workers_claims_back():
     import multiprocessing
 
-    from gsearch.search.parallel import _Budget
+    from gsearch.search.worker import Budget as _Budget
 
     budget = _Budget(multiprocessing.get_context(), workers=2, total=5)
     assert [budget.claim(0) for _ in range(3)] == [True] * 3  # a population: 3 in flight
