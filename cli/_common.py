@@ -155,3 +155,12 @@ space_option = click.option(
          "a gsearch.models.TrialConfig, e.g. --space myspace:space for space() in myspace.py in "
          "the current folder [default: the built-in space, sized to the table]. Recorded in the "
          "study: resumes and workers use it.")
+
+
+def table_options(command):
+    """The options that say how a table is read and split, as run and evaluate take them:
+    --cv, --label, --drop, --categorical, --sep, --task, --metric, --groups, --group."""
+    for option in reversed((cv_option, label_option, drop_option, categorical_option, sep_option,
+                            task_option, metric_option, groups_option, group_option)):
+        command = option(command)
+    return command

@@ -7,10 +7,9 @@ from pathlib import Path
 import click
 
 from gsearch import GsearchError
-from gsearch.cli._common import (categorical_option, check, sep_option, cv_option, device_option, drop_option,
-                                 ensemble_option, group_option, groups_option, label_option, lazy,
-                                 metric_option, pruner_option, sampler_option, space_option,
-                                 task_option, threads_option, user_errors)
+from gsearch.cli._common import (table_options, check, device_option, ensemble_option, lazy,
+                                 pruner_option, sampler_option, space_option,
+                                 threads_option, user_errors)
 from gsearch.search.protocol import Protocol
 from gsearch.search.requests import EvaluateRequest, check_test_folds, parse_integers
 
@@ -30,15 +29,7 @@ from gsearch.search.requests import EvaluateRequest, check_test_folds, parse_int
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               default=Path("evaluation"), show_default=True,
               help="Folder for the exported models, one subfolder per split seed.")
-@cv_option
-@label_option
-@drop_option
-@categorical_option
-@sep_option
-@task_option
-@metric_option
-@groups_option
-@group_option
+@table_options
 @click.option("--test-folds", default=None, metavar="K,K,...",
               help="With --groups artist: the published artist folds to test on, each with its "
                    "own study (instead of --split-seeds) [default: 1,2,3].")

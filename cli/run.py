@@ -9,12 +9,9 @@ from pathlib import Path
 import click
 
 from gsearch import GsearchError
-from gsearch.cli._common import (categorical_option, check, cv_option, device_option, drop_option,
-                                 ensemble_option, group_option, groups_option, label_option, lazy,
-                                 level_option, sep_option,
-                                 metric_option,
-                                 pruner_option, sampler_option, space_option, storage_option,
-                                 study_option, task_option, threads_option, user_errors)
+from gsearch.cli._common import (table_options, check, device_option, ensemble_option, lazy,
+                                 level_option, pruner_option, sampler_option, space_option, storage_option,
+                                 study_option, threads_option, user_errors)
 from gsearch.cli.export import print_export
 from gsearch.data.schema import ARTIST_FOLDS
 from gsearch.search._spawn import start_workers_server, worker_cap
@@ -57,15 +54,7 @@ OBJECTIVES_HELP = ("What the study optimizes: accuracy (validation accuracy), ac
 @click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=Protocol.val_size, show_default=True,
               help="Fraction of the remaining tracks used for validation.")
-@cv_option
-@label_option
-@drop_option
-@categorical_option
-@sep_option
-@task_option
-@metric_option
-@groups_option
-@group_option
+@table_options
 @click.option("--test-fold", type=click.IntRange(min(ARTIST_FOLDS), max(ARTIST_FOLDS)), default=None,
               help="With --groups artist: test on this fold of GTZAN's published artist-filtered "
                    "3-fold split (1, 2 or 3) instead of a --test-size holdout.")
