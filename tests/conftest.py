@@ -173,3 +173,17 @@ def real_export(tmp_path_factory) -> Path:
     save_model(model, ExportManifest(ds.classes, FEATURE_NAMES, (config,), clip_samples=ds.clip_samples,
                                      test_scores={"accuracy": 0.5}), out)
     return out
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A child process a test left running would make the interpreter's exit wait for it
+    (multiprocessing joins its children at exit) and the test run never end: kill them, and
+    say which, so the test that leaked one is found."""
+    import multiprocessing   # here: only at the end of the session
+    left = multiprocessing.active_children()
+    for child in left:
+        child.kill()
+        child.join(10)
+    if left:
+        print(f"\nkilled {len(left)} child process(es) a test left running: "
+              + ", ".join(f"{c.name} (pid {c.pid})" for c in left))

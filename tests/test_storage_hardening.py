@@ -5,7 +5,6 @@ stops in one line), several runs creating one server database's tables at once, 
 
 import datetime
 import hashlib
-import multiprocessing
 import os
 import sqlite3
 import subprocess
@@ -18,6 +17,7 @@ import optuna
 import pytest
 import sqlalchemy
 
+from gsearch.search._spawn import start_workers_server
 from gsearch.search.storage import open_storage
 
 TrialState = optuna.trial.TrialState
@@ -75,7 +75,9 @@ def test_three_processes_creating_one_fresh_server_database_at_once(request, ser
     if base.drivername == "mysql":
         base = base.set(drivername="mysql+pymysql")
     admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
-    ctx = multiprocessing.get_context("fork")   # Optuna is imported already: 10 rounds in seconds
+    # The workers' own context (a forkserver that imported Optuna once): forking this process,
+    # which holds other tests' threads, could copy a lock another thread held and hang the child
+    ctx = start_workers_server()
     failures = []
     try:
         for round_ in range(10):
@@ -89,9 +91,14 @@ def test_three_processes_creating_one_fresh_server_database_at_once(request, ser
                          for _ in range(3)]
                 for proc in procs:
                     proc.start()
-                outcomes = [results.get(timeout=60) for _ in procs]
-                for proc in procs:
-                    proc.join(30)
+                try:
+                    outcomes = [results.get(timeout=60) for _ in procs]
+                finally:   # a child that hangs fails this test, never the whole test run
+                    for proc in procs:
+                        proc.join(30)
+                        if proc.is_alive():
+                            proc.kill()
+                            proc.join()
                 failures += [f"round {round_}: {o}" for o in outcomes if o != "ok"]
                 assert names(url) == ["s"]
             finally:
