@@ -1,6 +1,7 @@
-"""gsearch.data: pandas and librosa, no torch. The GTZAN feature schema, loading and validating
-a feature CSV (the Kaggle features_30_sec.csv ships with gsearch), track-grouped splits, and
-audio -> the 57 features.
+"""gsearch.data: pandas and numpy, no torch. A table's schema (GTZAN's Kaggle features are one
+case), reading and checking a CSV or DataFrame (the Kaggle features_30_sec.csv ships with
+gsearch), grouped splits, the fitted encoding of text columns and empty cells, and audio -> the
+57 features.
 
 >>> from gsearch.data import FEATURE_NAMES, GENRES
 >>> len(FEATURE_NAMES), GENRES[0]

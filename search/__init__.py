@@ -1,6 +1,6 @@
 """gsearch.search: the Optuna side. A study's protocol and storage, the one trial loop and its
-one entrance (`run_search`), parallel workers, ranking, export of the best trials, the honest
-benchmark and the CLI.
+one entrance (`run_search`), parallel workers, ranking, export of the best trials and the honest
+benchmark (`evaluate`). The command line (gsearch.cli) and the Python API (gsearch.api) call it.
 
 >>> from gsearch.search import Protocol, SAMPLERS, PRUNERS
 >>> sorted(PRUNERS), sorted(SAMPLERS)

@@ -6,11 +6,12 @@ or in worker processes.
 A trial trains on the study protocol's data (protocol.Protocol.trial_data, made from the
 protocol the study recorded): the validation split, or K folds under --cv K. Its folds are members of populations that train in lockstep,
 one epoch per round, so every trial reports the same quantity after each epoch whatever the
-population size: the mean validation accuracy over its folds. Its value is that mean after its
+population size: the mean validation score over its folds (the
+study's metric: accuracy unless --metric chose another). Its value is that mean after its
 last epoch. A trial whose loss diverges is pruned with the reason; the study goes on.
 
 Pruners read the study through a local copy (`_LocalTrials`): our own trials are kept up to
-date in memory and other workers' trials are re-read every few seconds, so K trials in flight
+date in memory and other workers' trials are re-read every _REFRESH_SECONDS (30 s), so K trials in flight
 cost no K^2 storage reads per epoch. The storage gets the epochs' values in one write a
 second (`_FLUSH_SECONDS`) for all trials in flight, and a trial's last ones before it is told:
 Trial.report would cost a transaction per epoch, a quarter of the run for small models.

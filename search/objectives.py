@@ -1,4 +1,5 @@
-"""What a study optimizes: validation accuracy alone, or accuracy against a deployment cost.
+"""What a study optimizes: its validation score alone (accuracy, or the metric --metric
+chose), or that score against a deployment cost.
 
 `OBJECTIVES` is the one registry: name -> metric name shown by the dashboard, direction, how
 the value is taken from a trained trial (the latency with models.mlp.torch_latency_ms), and the
@@ -11,7 +12,7 @@ over a limit is kept, marked infeasible, and never picked (selection.py ranks an
 
 In a multi-objective study Optuna refuses `Trial.report` (and TPE cannot rank pruned trials
 that carry intermediate values there), so each trial's accuracy curve is kept in the trial
-system attribute records.CURVE instead, and `accuracy_trial` turns any trial back into the
+system attribute records.CURVE instead, and `score_trial` turns any trial back into the
 single-objective trial a pruner or a plot expects.
 
 >>> Objectives.parse("accuracy,params").describe()

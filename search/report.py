@@ -3,7 +3,7 @@ Optuna's visualization module, plus a short markdown summary. Works offline: the
 files share one plotly.min.js written beside them, and no PNG goes through kaleido.
 
 A multi-objective study adds its Pareto front (accuracy against its cost); the other plots
-are drawn from its accuracy alone (objectives.accuracy_study)."""
+are drawn from its score alone (objectives.score_study)."""
 
 from __future__ import annotations
 

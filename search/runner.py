@@ -150,7 +150,8 @@ def _interrupted(trials: int | None, done: int) -> Interrupted:
 
 def run_study(request: RunRequest, *, echo: Echo = print, started: float | None = None,
               ds: Dataset | None = None) -> RunOutcome:
-    """Run `request` (checked with request.check() first). `started`: when the request began
+    """Run `request`, which the caller has checked (request.check(): the CLI and the
+estimators do). `started`: when the request began
     (time.monotonic(); --timeout counts from there), now by default. `ds`: the table, when the
     caller holds it already (the Python API's DataFrame, data.frame; request.data then only
     names it)."""

@@ -1,6 +1,6 @@
-"""The import contract of setup.cfg's [importlinter] sections holds: search > models > data, no
-Optuna or click below search, no torch in data (docs/architecture.md). CI runs `lint-imports`
-as well; this test makes `python -m pytest` alone enforce it."""
+"""The import contracts of setup.cfg's [importlinter] sections hold: the floors cli | api >
+search | serve > models > data, click only in cli, no Optuna below search nor in serve, no torch
+in data (docs/architecture.md). CI runs `lint-imports` as well; this test makes `python -m pytest` alone enforce it."""
 
 from __future__ import annotations
 
