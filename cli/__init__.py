@@ -23,13 +23,14 @@ from gsearch.cli import evaluate, export, models, run, studies
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="gsearch")
 def main() -> None:
-    """Hyperparameter search for music-genre MLPs on GTZAN features.
+    """Hyperparameter search for neural networks (MLPs) on tables.
 
     \b
-    Workflow (the GTZAN feature table ships with gsearch):
+    Workflow (GTZAN's music feature table ships with gsearch):
       gsearch run --trials 200          search; results go to studies.db
-      gsearch export-best               retrain the best, test on held-out tracks, export/
+      gsearch export-best               retrain the best, test on held-out rows, export/
       gsearch predict --model export song.wav   or: gsearch serve --model export
+    Your own table: gsearch run --data TABLE.csv --label COLUMN --timeout 60 --export DIR
 
     `gsearch COMMAND --help` describes each command; `gsearch dashboard` shows a study.
     """

@@ -5,8 +5,6 @@ torch and gsearch itself (the two imports then overlap)."""
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
-from multiprocessing import forkserver
 import os
 import signal
 
@@ -27,6 +25,9 @@ def start_workers_server():
     """The context workers start from. forkserver: they fork from a clean server process
     that imported torch and gsearch once (no CUDA state, no storage connection inherited);
     called early, its imports overlap with the parent's. spawn where there is no fork."""
+    # here, not at the top: multiprocessing costs `gsearch --help` a sixth of its start-up
+    import multiprocessing as mp
+    from multiprocessing import forkserver
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
