@@ -96,6 +96,10 @@ def feature_batch(rows: Sequence, features: Sequence[str], row_label: str, *,
     or a mapping by feature name, as a FeatureBatch. A column of numbers only is float32 (NaN
     where empty); a categorical one (`kinds`) stays a list."""
     kinds = kinds or (NUMERIC,) * len(features)
+    if not isinstance(rows, np.ndarray) and not isinstance(rows[0], Mapping) and all(
+            k == NUMERIC for k in kinds):
+        numbers = _numbers(rows)   # one C call for rows of numbers only (the common request)
+        rows = rows if numbers is None else numbers
     if isinstance(rows, np.ndarray):
         return FeatureBatch({name: rows[:, j] for j, name in enumerate(features)}, row_label)
     if isinstance(rows[0], Mapping):
@@ -104,6 +108,16 @@ def feature_batch(rows: Sequence, features: Sequence[str], row_label: str, *,
         columns = {name: [row[j] for row in rows] for j, name in enumerate(features)}
     return FeatureBatch({name: _column(columns[name], kind) for name, kind in zip(features, kinds)},
                         row_label)
+
+
+def _numbers(rows: Sequence) -> np.ndarray | None:
+    """Rows of numbers as float32 [N, n_features]; None where a row holds anything else (an
+    empty value, text, true/false: the columns then say which)."""
+    try:
+        array = np.asarray(rows)
+    except ValueError:
+        return None
+    return array.astype(np.float32) if array.ndim == 2 and array.dtype.kind in "iuf" else None
 
 
 def _column(values: list, kind: str) -> np.ndarray | list:
