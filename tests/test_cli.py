@@ -72,6 +72,7 @@ def _in_a_terminal(args, tmp_path, columns=0, interrupt_after=None, rows=24):
     return b"".join(chunks).decode(errors="replace"), proc.wait(timeout=60)
 
 
+@pytest.mark.slow   # a whole gsearch run in a new process on a terminal
 @pytest.mark.parametrize("rows", [24, 0])   # 0x0: `script`, some IDE and CI consoles
 def test_run_says_what_it_loads_at_once_and_draws_its_bar_on_a_zero_column_terminal(
         make_csv, tmp_path, rows):
@@ -84,6 +85,7 @@ def test_run_says_what_it_loads_at_once_and_draws_its_bar_on_a_zero_column_termi
     assert any("search:" in line and "2/2" in line for line in lines), out
 
 
+@pytest.mark.slow   # a whole gsearch run in a new process
 def test_run_into_a_pipe_prints_plain_progress_lines_not_a_bar(make_csv, tmp_path):
     # GSEARCH_PROGRESS_SECONDS=0: a line after every trial (10 s apart by default)
     env = dict(os.environ, GSEARCH_PROGRESS_SECONDS="0")

@@ -16,7 +16,8 @@ import pytest
 
 from test_serve import free_port
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+pytestmark = [pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc"),
+              pytest.mark.slow]   # server processes
 
 
 def workers_of(pid: int) -> list[int]:

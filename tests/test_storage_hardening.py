@@ -20,6 +20,9 @@ import sqlalchemy
 from gsearch.search._spawn import start_workers_server
 from gsearch.search.storage import open_storage
 
+# every test here runs a search beside its break (a deleter, a full disk, racing processes)
+pytestmark = pytest.mark.slow
+
 TrialState = optuna.trial.TrialState
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 FAST = ("--fix", "epochs=30", "--seed", "3", "--pruner", "none")
@@ -65,7 +68,6 @@ def _open_at_once(url, barrier, results):
         results.put(f"{type(e).__name__}: {e}")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("server", ["postgres_url", "mysql_url"])
 def test_three_processes_creating_one_fresh_server_database_at_once(request, server):
     """10 rounds of 3 processes released together on a fresh database each: before the lock,
