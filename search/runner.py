@@ -227,4 +227,4 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
         return outcome
     return RunOutcome(study, done, publish(study, request.export, storage=request.storage,
                                            device=device, ds=ds, ensemble=request.ensemble,
-                                           level=request.level))
+                                           level=request.level, force=request.force))
