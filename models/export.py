@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import platform
 import re
 import warnings
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gsearch import GsearchError
+from gsearch.models.folder import first_line
 from gsearch.models.manifest import AGAIN, META_FILE, MODEL_FILE, ONNX_FILE, ExportManifest
 from gsearch.models.metrics import median_ms
 
@@ -118,14 +120,16 @@ def plot_test(task: str, report: dict, path: Path, title: str) -> None:
     fig.savefig(path)
 
 
-def export_onnx(model: nn.Module, n_features: int, path: Path, output: str = "logits") -> None:
+def export_onnx(model: nn.Module, n_features: int, path: Path | io.BytesIO,
+                output: str = "logits") -> None:
     import torch   # lazy: predict reads this module and runs the onnx backend without torch
 
     model = model.cpu().eval()
     example = torch.zeros(2, n_features)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(path), input_names=["features"],
+        torch.onnx.export(model, (example,), path if isinstance(path, io.BytesIO) else str(path),
+                          input_names=["features"],
                           output_names=[output], dynamo=False, opset_version=17,
                           dynamic_axes={"features": {0: "batch"}, output: {0: "batch"}})
 
@@ -159,8 +163,15 @@ def save_model(model: nn.Module, manifest: ExportManifest, out_dir: Path) -> Exp
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
-    torch.save(model.state_dict(), out_dir / MODEL_FILE)
-    export_onnx(model, manifest.n_features, out_dir / ONNX_FILE, output_name(manifest))
+    # both serialized in memory, then written by Python: a failed write (a full disk) is an
+    # OSError, which models.folder.replacing says in one line (torch's own writer raises a
+    # RuntimeError of its C++ stream)
+    weights = io.BytesIO()
+    torch.save(model.state_dict(), weights)
+    (out_dir / MODEL_FILE).write_bytes(weights.getvalue())
+    graph = io.BytesIO()
+    export_onnx(model, manifest.n_features, graph, output_name(manifest))
+    (out_dir / ONNX_FILE).write_bytes(graph.getvalue())
     written = dataclasses.replace(
         manifest, n_params=count_parameters(model),
         latency_ms=onnx_latency_ms(out_dir / ONNX_FILE, manifest.n_features),
@@ -180,6 +191,8 @@ def read_checked(path: Path, manifest: ExportManifest, hint: str = "") -> bytes:
         data = path.read_bytes()
     except OSError as e:
         raise GsearchError(f"cannot load {path} ({e.strerror or e}); {AGAIN}{hint}") from None
+    if not data:   # an export cut short (a full disk, before exports were written whole)
+        raise GsearchError(f"{path} is empty: the export is damaged; {AGAIN}")
     expected = (manifest.sha256 or {}).get(path.name)
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
         raise GsearchError(f"{path} does not match the SHA-256 that {META_FILE} records for it "
@@ -217,7 +230,7 @@ def check_onnx(session, data: bytes, path: Path, manifest: ExportManifest) -> No
     except GsearchError:
         raise
     except Exception as e:
-        raise GsearchError(f"cannot read the weights of {path} ({str(e).splitlines()[0]}); {AGAIN}") from None
+        raise GsearchError(f"cannot read the weights of {path} ({first_line(e)}); {AGAIN}") from None
 
 
 def check_state(state, path: Path, manifest: ExportManifest) -> None:
