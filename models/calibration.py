@@ -76,15 +76,24 @@ def mean_probabilities(member_logits: np.ndarray, t: float = 1.0) -> np.ndarray:
     return softmax(np.asarray(member_logits, np.float64) / t).mean(axis=0)
 
 
+def true_class_probabilities(member_logits: np.ndarray, y: np.ndarray, t: float = 1.0) -> np.ndarray:
+    """mean_probabilities(member_logits, t)[rows, y] without the [N, C] matrix of
+    probabilities: each member's exp(z_y - logsumexp(z)) at z = logits / t, averaged."""
+    z = np.asarray(member_logits, np.float64) / t
+    top = z.max(axis=-1, keepdims=True)
+    log_norm = np.log(np.exp(z - top).sum(axis=-1)) + top[..., 0]   # [K, N]
+    return np.exp(z[:, np.arange(len(y)), y] - log_norm).mean(axis=0)
+
+
 def temperature(member_logits: np.ndarray, y: np.ndarray) -> float:
     """The T in [e^-3, e^3] that minimizes the negative log-likelihood of the members' mean
     probability at logits / T on labelled rows (one T for an ensemble)."""
     from scipy.optimize import minimize_scalar   # lazy: predict imports this module
 
-    rows = np.arange(len(y))
+    member_logits = np.asarray(member_logits, np.float64)
 
     def nll(log_t: float) -> float:
-        p = mean_probabilities(member_logits, math.exp(log_t))[rows, y]
+        p = true_class_probabilities(member_logits, y, math.exp(log_t))
         return float(-np.log(np.clip(p, 1e-12, 1.0)).mean())
 
     return float(math.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
@@ -108,6 +117,17 @@ def prediction_sets(probabilities: np.ndarray, threshold: float) -> list[list[in
     return sets
 
 
+def set_coverage(probabilities: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(the share of rows whose prediction_sets hold their class, the sets' mean size), from
+    the [N, C] probabilities at once: a set is the classes at `threshold` or above, or the most
+    likely class alone where none is."""
+    inside = probabilities >= threshold
+    counts = inside.sum(axis=1)
+    rows = np.arange(len(y))
+    covered = np.where(counts > 0, inside[rows, y], probabilities.argmax(axis=1) == y)
+    return float(covered.mean()), float(np.maximum(counts, 1).mean())
+
+
 def expected_calibration_error(probabilities: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
     """The gap between confidence and accuracy, averaged over equal-width bins of the most
     likely class's probability, weighted by the rows in each bin."""
@@ -129,13 +149,12 @@ def classifier_calibration(calibration_logits: np.ndarray, y_cal: np.ndarray, te
     calibration rows; coverage, set size and calibration error of the exported members' logits
     [K, M, C] on the test rows."""
     t = temperature(calibration_logits, y_cal)
-    calibrated = mean_probabilities(calibration_logits, t)
-    threshold = 1.0 - conformal_threshold(1.0 - calibrated[np.arange(len(y_cal)), y_cal], level)
+    calibrated = true_class_probabilities(calibration_logits, y_cal, t)
+    threshold = 1.0 - conformal_threshold(1.0 - calibrated, level)
     before, after = mean_probabilities(test_logits), mean_probabilities(test_logits, t)
-    sets = prediction_sets(after, threshold)
-    covered = np.mean([label in s for label, s in zip(y_test, sets)])
-    return Calibration(level, round(threshold, 6), round(t, 6), len(y_cal), round(float(covered), 4),
-                       round(float(np.mean([len(s) for s in sets])), 4),
+    covered, size = set_coverage(after, y_test, threshold)
+    return Calibration(level, round(threshold, 6), round(t, 6), len(y_cal), round(covered, 4),
+                       round(size, 4),
                        round(expected_calibration_error(before, y_test), 4),
                        round(expected_calibration_error(after, y_test), 4))
 
