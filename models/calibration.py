@@ -71,18 +71,43 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=-1, keepdims=True)
 
 
+# Above this many logits ([K, N, C]: members, rows, classes) calibration computes in float32,
+# in place: 5,000 classes made float64 temporaries of gigabytes and a temperature search of
+# half a minute; below, float64 as always
+FLOAT64_MAX_LOGITS = 1 << 22
+
+
+def _working(member_logits: np.ndarray) -> np.ndarray:
+    """The logits as a new float array (float32 above FLOAT64_MAX_LOGITS), each row shifted by
+    its largest value (so every entry is <= 0 and exp never overflows)."""
+    logits = np.asarray(member_logits)
+    z = np.array(logits, np.float64 if logits.size <= FLOAT64_MAX_LOGITS else np.float32)
+    z -= z.max(axis=-1, keepdims=True)
+    return z
+
+
 def mean_probabilities(member_logits: np.ndarray, t: float = 1.0) -> np.ndarray:
     """Members' logits [K, N, C] -> the mean of their probabilities at logits / t [N, C]."""
-    return softmax(np.asarray(member_logits, np.float64) / t).mean(axis=0)
+    z = _working(member_logits)
+    z *= z.dtype.type(1.0 / t)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z.mean(axis=0)
+
+
+def _true_class(shifted: np.ndarray, true: np.ndarray, t: float) -> np.ndarray:
+    """Per row the members' mean probability of the true class at logits / t, from _working's
+    shifted logits and their true-class entries [K, N]."""
+    z = shifted * shifted.dtype.type(1.0 / t)
+    np.exp(z, out=z)
+    log_norm = np.log(z.sum(axis=-1))
+    return np.exp(true / t - log_norm).mean(axis=0)
 
 
 def true_class_probabilities(member_logits: np.ndarray, y: np.ndarray, t: float = 1.0) -> np.ndarray:
-    """mean_probabilities(member_logits, t)[rows, y] without the [N, C] matrix of
-    probabilities: each member's exp(z_y - logsumexp(z)) at z = logits / t, averaged."""
-    z = np.asarray(member_logits, np.float64) / t
-    top = z.max(axis=-1, keepdims=True)
-    log_norm = np.log(np.exp(z - top).sum(axis=-1)) + top[..., 0]   # [K, N]
-    return np.exp(z[:, np.arange(len(y)), y] - log_norm).mean(axis=0)
+    """mean_probabilities(member_logits, t)[rows, y], without the [N, C] probabilities."""
+    shifted = _working(member_logits)
+    return _true_class(shifted, shifted[:, np.arange(len(y)), y], t)
 
 
 def temperature(member_logits: np.ndarray, y: np.ndarray) -> float:
@@ -90,10 +115,11 @@ def temperature(member_logits: np.ndarray, y: np.ndarray) -> float:
     probability at logits / T on labelled rows (one T for an ensemble)."""
     from scipy.optimize import minimize_scalar   # lazy: predict imports this module
 
-    member_logits = np.asarray(member_logits, np.float64)
+    shifted = _working(member_logits)   # once, not per step of the search
+    true = shifted[:, np.arange(len(y)), y].astype(np.float64)
 
     def nll(log_t: float) -> float:
-        p = true_class_probabilities(member_logits, y, math.exp(log_t))
+        p = _true_class(shifted, true, math.exp(log_t))
         return float(-np.log(np.clip(p, 1e-12, 1.0)).mean())
 
     return float(math.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
