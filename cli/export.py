@@ -74,7 +74,7 @@ def print_export(published, out_dir: Path) -> None:
                short_help="Retrain the best trials, test them, export a model.")
 @study_option
 @storage_option
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
               default=Path("export"), show_default=True,
               help="Folder to write the model to: a new or empty folder, or an export of the same "
                    "study (replaced). Written beside it first and renamed into place when whole.")

@@ -62,7 +62,7 @@ OBJECTIVES_HELP = ("What the study optimizes: accuracy (validation accuracy), ac
               help="A deadline in seconds from the command's start: no trial starts after it, "
                    "and trials still training stop within an epoch (pruned, reason 'deadline', "
                    "their curves kept).")
-@click.option("--export", "export_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+@click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
               metavar="DIR",
               help="After the search, export the best trials to DIR in this process, as "
                    "'gsearch export-best --out DIR' does (top 5 by default; knee on a study with "
