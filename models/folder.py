@@ -52,6 +52,8 @@ class Owner:
     storage: str | None = None
 
     def describe(self) -> str:
+        if self.study is None:
+            return "no recorded study"
         return f"study '{self.study}'" + (f" of {self.storage}" if self.storage else "")
 
     def same(self, other: "Owner") -> bool:
