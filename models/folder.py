@@ -211,5 +211,9 @@ def _write_error(error: OSError, out: Path, real: Path, option: str) -> str:
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return (f"the disk holding {real.parent} is full (no space left for the export); nothing "
                 f"was written and {kept}: free space there or choose another {option}, and export again")
+    if error.errno in (errno.EXDEV, errno.EBUSY):   # the target is a mount point itself
+        return (f"cannot replace {out} ({error.strerror or error}): it is a mount point, and an "
+                f"export is written beside its folder and renamed into place; nothing was written "
+                f"and {kept}: choose a folder inside it as {option}")
     return (f"cannot write the export {out} ({error.strerror or error}); nothing was written and "
             f"{kept}")

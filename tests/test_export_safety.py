@@ -214,6 +214,14 @@ def test_a_full_disk_leaves_nothing_half_made(studies, full_disk):
     assert sorted(p.name for p in full_disk.iterdir()) == ["exp", "filler"]
 
 
+def test_a_mount_point_as_out_is_one_line(studies, full_disk):
+    """The export is renamed into place, and a mount point cannot be: said, nothing left."""
+    _, url = studies
+    line = one_error(export(url, "a", full_disk))
+    assert "it is a mount point" in line and "choose a folder inside it as --out" in line, line
+    assert list(full_disk.iterdir()) == [] and leftovers(full_disk.parent) == []
+
+
 # -- item 19: a damaged older export ---------------------------------------------------------
 
 def test_an_older_export_with_an_empty_model_pt_is_one_line(tmp_path):
