@@ -31,6 +31,7 @@ from sklearn.utils.validation import (check_array, check_consistent_length, chec
                                       column_or_1d, validate_data)
 
 from gsearch import GsearchError, GsearchValueError
+from gsearch.models.folder import Owner, replacing
 from gsearch.search.requests import RunRequest
 from gsearch.search.space import CATEGORICAL_PARAMETERS
 from gsearch.api._fitted import (global_state, in_memory, jsonable, model_of, quiet, trials_table,
@@ -49,7 +50,8 @@ _PARAMETERS = {"trials": "n_trials", "timeout": "timeout", "study": "study_name"
                "range": "space", "fix": "space", "ensemble": "ensemble", "population": "population",
                "metric": "metric", "cv": "cv", "test-size": "test_size", "val-size": "val_size",
                "sampler": "sampler", "pruner": "pruner", "level": "level", "mlflow": "mlflow_uri",
-               "seed": "random_state", "group": "groups", "drop": "a column of X"}
+               "seed": "random_state", "group": "groups", "drop": "a column of X",
+               "force": "save(..., force=True)"}
 DEFAULT_TRIALS = 200   # without n_trials nor timeout: gsearch run's --trials default
 MIN_ROWS = 3           # a training, a validation and a test row at the least
 
@@ -338,15 +340,18 @@ class _MLPSearch(BaseEstimator):
             return model.matrix({name: numbers_of(values, name) if kind == NUMERIC else texts_of(values)
                                  for name, kind, values in zip(model.features, model.kinds, columns)})
 
-    def save(self, path) -> Path:
+    def save(self, path, *, force: bool = False) -> Path:
         """Write the export folder `gsearch run --export` writes (model.onnx, model.pt,
         model.json, report.json, the test plot) and estimator.json to `path`; `gsearch.load`,
-        `gsearch predict --model` and `gsearch serve --model` read it."""
+        `gsearch predict --model` and `gsearch serve --model` read it. `path`: a new or empty
+        folder, or an export of the same study (replaced; another study's only with `force`),
+        written whole or not at all, as `gsearch export-best --out` writes (models.folder)."""
         check_is_fitted(self)
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        for name, data in self._export.items():
-            (path / name).write_bytes(data)
+        owner = Owner(self.manifest_.study, self.manifest_.storage)
+        with _python_errors(), replacing(path, owner, force=force, option="path") as partial:
+            for name, data in self._export.items():
+                (partial / name).write_bytes(data)
         return path
 
     # -- pickling: the export's files travel, the onnxruntime session is made again ----------

@@ -74,8 +74,13 @@ def print_export(published, out_dir: Path) -> None:
                short_help="Retrain the best trials, test them, export a model.")
 @study_option
 @storage_option
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=Path("export"), show_default=True, help="Folder to write the model to.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
+              default=Path("export"), show_default=True,
+              help="Folder to write the model to: a new or empty folder, or an export of the same "
+                   "study (replaced). Written beside it first and renamed into place when whole.")
+@click.option("--force", is_flag=True,
+              help="Replace an export of another study in --out (never a folder holding other "
+                   "files).")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
               help="Feature CSV (default: the file the study recorded).")
 @ensemble_option
@@ -94,11 +99,12 @@ def print_export(published, out_dir: Path) -> None:
 @threads_option
 @click.pass_context
 @user_errors
-def export_best(ctx, study_name, storage, out_dir, data_path, ensemble, pick, trial_number, level,
-                artifacts, device, threads) -> None:
+def export_best(ctx, study_name, storage, out_dir, force, data_path, ensemble, pick, trial_number,
+                level, artifacts, device, threads) -> None:
     """Retrain the top trials (5 by default) or the best, test on the held-out split, export.
     On a study with several objectives: the trial --pick or --trial names (knee by default)."""
-    request = check(ExportRequest(study=study_name, storage=storage, out=out_dir, data=data_path,
+    request = check(ExportRequest(study=study_name, storage=storage, out=out_dir, force=force,
+                                  data=data_path,
                                   ensemble=ensemble, pick=pick, pick_extra=tuple(ctx.args),
                                   trial=trial_number, level=level, artifacts=artifacts,
                                   device=device, threads=threads))

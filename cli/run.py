@@ -62,12 +62,16 @@ OBJECTIVES_HELP = ("What the study optimizes: accuracy (validation accuracy), ac
               help="A deadline in seconds from the command's start: no trial starts after it, "
                    "and trials still training stop within an epoch (pruned, reason 'deadline', "
                    "their curves kept).")
-@click.option("--export", "export_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+@click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
               metavar="DIR",
               help="After the search, export the best trials to DIR in this process, as "
                    "'gsearch export-best --out DIR' does (top 5 by default; knee on a study with "
                    "several objectives): a model from one command. --timeout bounds the search; "
-                   "the export follows it (a few seconds).")
+                   "the export follows it (a few seconds). DIR is checked before the search: a "
+                   "new or empty folder, or an export of the same study.")
+@click.option("--force", is_flag=True,
+              help="With --export: replace an export of another study in DIR (never a folder "
+                   "holding other files).")
 @ensemble_option
 @level_option
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,

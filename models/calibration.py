@@ -71,9 +71,43 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=-1, keepdims=True)
 
 
+# Above this many logits ([K, N, C]: members, rows, classes) calibration computes in float32,
+# in place: 5,000 classes made float64 temporaries of gigabytes and a temperature search of
+# half a minute; below, float64 as always
+FLOAT64_MAX_LOGITS = 1 << 22
+
+
+def _working(member_logits: np.ndarray) -> np.ndarray:
+    """The logits as a new float array (float32 above FLOAT64_MAX_LOGITS), each row shifted by
+    its largest value (so every entry is <= 0 and exp never overflows)."""
+    logits = np.asarray(member_logits)
+    z = np.array(logits, np.float64 if logits.size <= FLOAT64_MAX_LOGITS else np.float32)
+    z -= z.max(axis=-1, keepdims=True)
+    return z
+
+
 def mean_probabilities(member_logits: np.ndarray, t: float = 1.0) -> np.ndarray:
     """Members' logits [K, N, C] -> the mean of their probabilities at logits / t [N, C]."""
-    return softmax(np.asarray(member_logits, np.float64) / t).mean(axis=0)
+    z = _working(member_logits)
+    z *= z.dtype.type(1.0 / t)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z.mean(axis=0)
+
+
+def _true_class(shifted: np.ndarray, true: np.ndarray, t: float) -> np.ndarray:
+    """Per row the members' mean probability of the true class at logits / t, from _working's
+    shifted logits and their true-class entries [K, N]."""
+    z = shifted * shifted.dtype.type(1.0 / t)
+    np.exp(z, out=z)
+    log_norm = np.log(z.sum(axis=-1))
+    return np.exp(true / t - log_norm).mean(axis=0)
+
+
+def true_class_probabilities(member_logits: np.ndarray, y: np.ndarray, t: float = 1.0) -> np.ndarray:
+    """mean_probabilities(member_logits, t)[rows, y], without the [N, C] probabilities."""
+    shifted = _working(member_logits)
+    return _true_class(shifted, shifted[:, np.arange(len(y)), y], t)
 
 
 def temperature(member_logits: np.ndarray, y: np.ndarray) -> float:
@@ -81,10 +115,11 @@ def temperature(member_logits: np.ndarray, y: np.ndarray) -> float:
     probability at logits / T on labelled rows (one T for an ensemble)."""
     from scipy.optimize import minimize_scalar   # lazy: predict imports this module
 
-    rows = np.arange(len(y))
+    shifted = _working(member_logits)   # once, not per step of the search
+    true = shifted[:, np.arange(len(y)), y].astype(np.float64)
 
     def nll(log_t: float) -> float:
-        p = mean_probabilities(member_logits, math.exp(log_t))[rows, y]
+        p = _true_class(shifted, true, math.exp(log_t))
         return float(-np.log(np.clip(p, 1e-12, 1.0)).mean())
 
     return float(math.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
@@ -108,6 +143,17 @@ def prediction_sets(probabilities: np.ndarray, threshold: float) -> list[list[in
     return sets
 
 
+def set_coverage(probabilities: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(the share of rows whose prediction_sets hold their class, the sets' mean size), from
+    the [N, C] probabilities at once: a set is the classes at `threshold` or above, or the most
+    likely class alone where none is."""
+    inside = probabilities >= threshold
+    counts = inside.sum(axis=1)
+    rows = np.arange(len(y))
+    covered = np.where(counts > 0, inside[rows, y], probabilities.argmax(axis=1) == y)
+    return float(covered.mean()), float(np.maximum(counts, 1).mean())
+
+
 def expected_calibration_error(probabilities: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
     """The gap between confidence and accuracy, averaged over equal-width bins of the most
     likely class's probability, weighted by the rows in each bin."""
@@ -129,13 +175,12 @@ def classifier_calibration(calibration_logits: np.ndarray, y_cal: np.ndarray, te
     calibration rows; coverage, set size and calibration error of the exported members' logits
     [K, M, C] on the test rows."""
     t = temperature(calibration_logits, y_cal)
-    calibrated = mean_probabilities(calibration_logits, t)
-    threshold = 1.0 - conformal_threshold(1.0 - calibrated[np.arange(len(y_cal)), y_cal], level)
+    calibrated = true_class_probabilities(calibration_logits, y_cal, t)
+    threshold = 1.0 - conformal_threshold(1.0 - calibrated, level)
     before, after = mean_probabilities(test_logits), mean_probabilities(test_logits, t)
-    sets = prediction_sets(after, threshold)
-    covered = np.mean([label in s for label, s in zip(y_test, sets)])
-    return Calibration(level, round(threshold, 6), round(t, 6), len(y_cal), round(float(covered), 4),
-                       round(float(np.mean([len(s) for s in sets])), 4),
+    covered, size = set_coverage(after, y_test, threshold)
+    return Calibration(level, round(threshold, 6), round(t, 6), len(y_cal), round(covered, 4),
+                       round(size, 4),
                        round(expected_calibration_error(before, y_test), 4),
                        round(expected_calibration_error(after, y_test), 4))
 

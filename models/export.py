@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import platform
 import re
 import warnings
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gsearch import GsearchError
+from gsearch.models.folder import first_line
 from gsearch.models.manifest import AGAIN, META_FILE, MODEL_FILE, ONNX_FILE, ExportManifest
 from gsearch.models.metrics import median_ms
 
@@ -57,17 +59,60 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+# Past this many classes the test plot is not the confusion matrix (its cells and their
+# labels grow with the square of the classes: 300 classes took 91 s and 1.1 GB) but the recall
+# of the classes the model gets most wrong, as bars
+CONFUSION_MAX_CLASSES = 30
+WORST_CLASSES = 30
+
+
 def plot_confusion(report: dict, path: Path, title: str) -> None:
-    """The labelled confusion matrix of metrics.classification_scores as a PNG."""
+    """The labelled confusion matrix of metrics.classification_scores as a PNG; past
+    CONFUSION_MAX_CLASSES classes, the per-class recall of the WORST_CLASSES lowest."""
+    matrix = report["confusion_matrix"]
+    if len(matrix["labels"]) > CONFUSION_MAX_CLASSES:
+        _plot_worst_recalls(matrix, path, title)
+        return
     from sklearn.metrics import ConfusionMatrixDisplay   # lazy: only an export draws
 
-    fig, ax = _figure((7.5, 6.5))
-    matrix = report["confusion_matrix"]
-    display = ConfusionMatrixDisplay(np.array(matrix["rows"]), display_labels=matrix["labels"])
-    display.plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
+    with _text_only():
+        fig, ax = _figure((7.5, 6.5))
+        display = ConfusionMatrixDisplay(np.array(matrix["rows"]), display_labels=matrix["labels"])
+        display.plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
+        ax.set_title(title)
+        fig.tight_layout()
+        fig.savefig(path)
+
+
+def _plot_worst_recalls(matrix: dict, path: Path, title: str) -> None:
+    """Horizontal bars: the recall on the test rows of the WORST_CLASSES classes with the
+    lowest (those with the most test rows first among equals), in one figure of fixed size."""
+    from gsearch.models.metrics import class_recalls
+
+    labels = matrix["labels"]
+    support, correct = class_recalls(matrix)
+    tested = np.flatnonzero(support > 0)
+    recall = correct[tested] / support[tested]
+    order = tested[np.lexsort((-support[tested], recall))][:WORST_CLASSES]
+    with _text_only():
+        fig, ax = _figure((7.5, 2.0 + 0.22 * len(order)))
+        ax.barh(np.arange(len(order)), correct[order] / support[order], color="#4a7ab5")
+        ax.set_yticks(np.arange(len(order)),
+                      [f"{labels[c][:40]} ({correct[c]}/{support[c]})" for c in order], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("recall on the test rows (right / test rows of the class)")
+        ax.set_title(f"{title}\n{len(labels)} classes: the {len(order)} with the lowest recall "
+                     "(all of them in report.json)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path)
+
+
+def _text_only():
+    """Every text drawn as it is: a `$` in a class label is a dollar sign, not maths."""
+    from matplotlib import rc_context   # lazy: only an export draws
+
+    return rc_context({"text.parse_math": False, "text.usetex": False})
 
 
 def _figure(size: tuple[float, float]):
@@ -106,26 +151,29 @@ def plot_test(task: str, report: dict, path: Path, title: str) -> None:
         plot_confusion(report, path, f"{title}: test accuracy {report['accuracy']:.1%}")
         return
     actual, predicted = np.array(report["actual"]), np.array(report["predicted"])
-    fig, ax = _figure((6.5, 6.5))
-    ax.scatter(actual, predicted, s=10, alpha=0.6)
-    low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
-    ax.plot([low, high], [low, high], color="0.4", linewidth=1, label="predicted = actual")
-    ax.set_xlabel("actual")
-    ax.set_ylabel("predicted")
-    ax.legend(loc="upper left")
-    ax.set_title(f"{title}: test RMSE {report['rmse']:.4g}, R^2 {report['r2']:.3f}", loc="left")
-    fig.tight_layout()
-    fig.savefig(path)
+    with _text_only():
+        fig, ax = _figure((6.5, 6.5))
+        ax.scatter(actual, predicted, s=10, alpha=0.6)
+        low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
+        ax.plot([low, high], [low, high], color="0.4", linewidth=1, label="predicted = actual")
+        ax.set_xlabel("actual")
+        ax.set_ylabel("predicted")
+        ax.legend(loc="upper left")
+        ax.set_title(f"{title}: test RMSE {report['rmse']:.4g}, R^2 {report['r2']:.3f}", loc="left")
+        fig.tight_layout()
+        fig.savefig(path)
 
 
-def export_onnx(model: nn.Module, n_features: int, path: Path, output: str = "logits") -> None:
+def export_onnx(model: nn.Module, n_features: int, path: Path | io.BytesIO,
+                output: str = "logits") -> None:
     import torch   # lazy: predict reads this module and runs the onnx backend without torch
 
     model = model.cpu().eval()
     example = torch.zeros(2, n_features)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(path), input_names=["features"],
+        torch.onnx.export(model, (example,), path if isinstance(path, io.BytesIO) else str(path),
+                          input_names=["features"],
                           output_names=[output], dynamo=False, opset_version=17,
                           dynamic_axes={"features": {0: "batch"}, output: {0: "batch"}})
 
@@ -159,8 +207,15 @@ def save_model(model: nn.Module, manifest: ExportManifest, out_dir: Path) -> Exp
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
-    torch.save(model.state_dict(), out_dir / MODEL_FILE)
-    export_onnx(model, manifest.n_features, out_dir / ONNX_FILE, output_name(manifest))
+    # both serialized in memory, then written by Python: a failed write (a full disk) is an
+    # OSError, which models.folder.replacing says in one line (torch's own writer raises a
+    # RuntimeError of its C++ stream)
+    weights = io.BytesIO()
+    torch.save(model.state_dict(), weights)
+    (out_dir / MODEL_FILE).write_bytes(weights.getvalue())
+    graph = io.BytesIO()
+    export_onnx(model, manifest.n_features, graph, output_name(manifest))
+    (out_dir / ONNX_FILE).write_bytes(graph.getvalue())
     written = dataclasses.replace(
         manifest, n_params=count_parameters(model),
         latency_ms=onnx_latency_ms(out_dir / ONNX_FILE, manifest.n_features),
@@ -180,6 +235,8 @@ def read_checked(path: Path, manifest: ExportManifest, hint: str = "") -> bytes:
         data = path.read_bytes()
     except OSError as e:
         raise GsearchError(f"cannot load {path} ({e.strerror or e}); {AGAIN}{hint}") from None
+    if not data:   # an export cut short (a full disk, before exports were written whole)
+        raise GsearchError(f"{path} is empty: the export is damaged; {AGAIN}")
     expected = (manifest.sha256 or {}).get(path.name)
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
         raise GsearchError(f"{path} does not match the SHA-256 that {META_FILE} records for it "
@@ -217,7 +274,7 @@ def check_onnx(session, data: bytes, path: Path, manifest: ExportManifest) -> No
     except GsearchError:
         raise
     except Exception as e:
-        raise GsearchError(f"cannot read the weights of {path} ({str(e).splitlines()[0]}); {AGAIN}") from None
+        raise GsearchError(f"cannot read the weights of {path} ({first_line(e)}); {AGAIN}") from None
 
 
 def check_state(state, path: Path, manifest: ExportManifest) -> None:

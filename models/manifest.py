@@ -36,11 +36,9 @@ from gsearch import GsearchError
 from gsearch.data.encode import Encoding
 from gsearch.models.calibration import Calibration
 from gsearch.models.config import TrialConfig
+from gsearch.models.folder import (CONFUSION_FILE, META_FILE, MODEL_FILE, ONNX_FILE,  # noqa: F401
+                                   REPORT_FILE, SCATTER_FILE, first_line)   # the folder's names, named here too
 
-MODEL_FILE, ONNX_FILE, META_FILE = "model.pt", "model.onnx", "model.json"
-REPORT_FILE, CONFUSION_FILE = "report.json", "confusion_matrix.png"
-SCATTER_FILE = "predicted_vs_actual.png"   # a regression's test plot, where a classifier has
-                                           # its confusion matrix
 FORMAT, ENSEMBLE_FORMAT = "gsearch-mlp/1", "gsearch-mlp-ensemble/2"
 OLD_ENSEMBLE_FORMAT = "gsearch-mlp-ensemble/1"  # members were a list of hyperparameter dicts
 TABLE_FORMAT, TABLE_ENSEMBLE_FORMAT = "gsearch-table/1", "gsearch-table-ensemble/1"
@@ -97,6 +95,7 @@ class ExportManifest:
     metric: str = "accuracy"                 # what validation_score measures
     # where it came from
     study: str | None = None
+    storage: str | None = None               # the study's storage, password masked (models.folder)
     trial_number: int | None = None          # the best trial (an ensemble's first member)
     validation_score: float | None = None
     pick: str | None = None                  # the rule that chose it
@@ -232,7 +231,7 @@ class ExportManifest:
             calibration = (Calibration.from_json(meta["calibration"])
                            if meta.get("calibration") is not None else None)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise GsearchError(f"{path} is damaged ({str(e).splitlines()[0][:200]}); "
+            raise GsearchError(f"{path} is damaged ({first_line(e)[:200]}); "
                                f"{AGAIN}") from None
         return cls(classes=classes, features=features, configs=configs, members=members,
                    task=task, encoding=encoding, calibration=calibration,
@@ -256,7 +255,7 @@ class ExportManifest:
         except RecursionError:
             raise GsearchError(f"{path} is damaged (nested too deep to be a model.json); {AGAIN}") from None
         except (ValueError, OSError) as e:
-            raise GsearchError(f"{path} is damaged ({str(e).splitlines()[0]}); {AGAIN}") from None
+            raise GsearchError(f"{path} is damaged ({first_line(e)}); {AGAIN}") from None
         if not isinstance(meta, dict):
             raise GsearchError(f"{path} is damaged (not a JSON object); {AGAIN}")
         verified = _check_integrity(meta, path)
@@ -280,7 +279,7 @@ class ExportManifest:
 
 # the fields written after the model's own description, in model.json's order (the scores
 # go where validation_accuracy / test_accuracy stood in gsearch-mlp/1)
-_DESCRIBED = ("study", "trial_number", "metric", "validation_score", "validation_accuracy", "pick",
+_DESCRIBED = ("study", "storage", "trial_number", "metric", "validation_score", "validation_accuracy", "pick",
               "objectives", "within_limits", "objective", "test_scores", "test_accuracy",
               "test_macro_f1", "n_test", "calibration", "retrained_on_rows", "train_seconds",
               "data_sha256", "clip_samples", "split", "members", "n_params", "latency_ms", "versions")

@@ -18,7 +18,7 @@ def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, classes: tuple
     >>> s["accuracy"], s["confusion_matrix"]["labels"], s["confusion_matrix"]["rows"]
     (0.6667, ['blues', 'jazz'], [[1, 0], [1, 1]])
     """
-    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score   # lazy: scikit-learn (0.5 s) only when scores are made
+    from sklearn.metrics import accuracy_score, classification_report, f1_score   # lazy: scikit-learn (0.5 s) only when scores are made
 
     labels = list(range(len(classes)))
     report = classification_report(y_true, y_pred, labels=labels, target_names=list(classes),
@@ -29,10 +29,44 @@ def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, classes: tuple
                                          zero_division=0)), 4),
         "n": int(len(y_true)),
         "per_class": _rounded(report),
-        # rows: true genre, columns: predicted genre, both in `labels` order
-        "confusion_matrix": {"labels": list(classes),
-                             "rows": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
+        "confusion_matrix": confusion(y_true, y_pred, classes),
     }
+
+
+# Past this many classes report.json's confusion matrix lists its non-zero cells only: a full
+# one grows with the square of the classes (5,000 classes: 25 million numbers)
+DENSE_MATRIX_MAX_CLASSES = 200
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: tuple[str, ...]) -> dict:
+    """The labelled confusion matrix: `rows` (true class, then predicted class, both in `labels`
+    order), or past DENSE_MATRIX_MAX_CLASSES classes `cells`, the non-zero ones as [true,
+    predicted, count], in that order.
+
+    >>> confusion(np.array([0, 1, 1]), np.array([0, 1, 0]), ("a", "b"))["rows"]
+    [[1, 0], [1, 1]]
+    """
+    n = len(classes)
+    pairs = np.asarray(y_true, np.int64) * n + np.asarray(y_pred, np.int64)
+    if n <= DENSE_MATRIX_MAX_CLASSES:
+        rows = np.bincount(pairs, minlength=n * n).reshape(n, n)
+        return {"labels": list(classes), "rows": rows.tolist()}
+    cells, counts = np.unique(pairs, return_counts=True)
+    return {"labels": list(classes),
+            "cells": [[int(c // n), int(c % n), int(k)] for c, k in zip(cells, counts)]}
+
+
+def class_recalls(matrix: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(test rows, rows predicted right) per class of a `confusion` matrix, dense or not."""
+    n = len(matrix["labels"])
+    if "rows" in matrix:
+        rows = np.asarray(matrix["rows"], np.int64).reshape(n, n)
+        return rows.sum(axis=1), np.diag(rows).copy()
+    cells = np.asarray(matrix["cells"], np.int64).reshape(-1, 3)
+    support = np.bincount(cells[:, 0], weights=cells[:, 2], minlength=n).astype(np.int64)
+    right = cells[cells[:, 0] == cells[:, 1]]
+    correct = np.bincount(right[:, 0], weights=right[:, 2], minlength=n).astype(np.int64)
+    return support, correct
 
 
 def metric_scores(task: str, outputs: np.ndarray, y: np.ndarray, n_classes: int = 0) -> dict[str, float]:

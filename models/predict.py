@@ -23,6 +23,7 @@ from gsearch import GsearchError
 from gsearch.data.load import read_features
 from gsearch.data.schema import FEATURE_NAMES, FILENAME_COLUMN
 from gsearch.data.schema import NUMERIC
+from gsearch.models.folder import first_line
 from gsearch.models.export import build_exported, check_onnx, check_state, read_checked
 from gsearch.models.manifest import MODEL_FILE, ONNX_FILE, ExportManifest
 
@@ -187,7 +188,7 @@ def _onnx_session(path: Path, manifest: ExportManifest):
     try:
         session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise GsearchError(f"cannot load {path} ({str(e).splitlines()[0]}); "
+        raise GsearchError(f"cannot load {path} ({first_line(e)}); "
                            "export the model again, or use the torch backend") from None
     check_onnx(session, data, path, manifest)
     return session
@@ -201,7 +202,7 @@ def _torch_module(path: Path, manifest: ExportManifest):
     try:  # weights_only: tensors and containers only, never arbitrary objects
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise GsearchError(f"cannot load {path} ({str(e).splitlines()[0]}); "
+        raise GsearchError(f"cannot load {path} ({first_line(e)}); "
                            "export the model again") from None
     check_state(state, path, manifest)
     model = build_exported(manifest)

@@ -30,6 +30,7 @@ from gsearch.data.encode import encoded, encoding_of
 from gsearch.models.calibration import (DEFAULT_LEVEL, Calibration, classifier_calibration,
                                         regression_calibration)
 from gsearch.models.export import plot_test, save_model
+from gsearch.models.folder import Owner, check_target, replacing
 from gsearch.models.manifest import REPORT_FILE, ExportManifest, Member
 from gsearch.models.metrics import classification_scores, metric_scores, regression_report
 from gsearch.models.mlp import Ensemble, Pipeline, Preprocess, scale_logits
@@ -42,6 +43,7 @@ from gsearch.search.protocol import Protocol, n_outputs
 from gsearch.search.requests import ExportRequest, study_options
 from gsearch.search.selection import Pick, chosen_trials, deadline_stopped, parse_pick
 from gsearch.search.storage import open_storage
+from gsearch.search.storage.url import storage_identity
 from gsearch.search.study import load_study, set_log_level, state_counts
 
 
@@ -107,12 +109,18 @@ class Exported:
 
 def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = None,
                 ds: Dataset | None = None, device: torch.device, ensemble: int | None = None,
-                pick: Pick | None = None, level: float | None = DEFAULT_LEVEL) -> Exported:
+                pick: Pick | None = None, level: float | None = DEFAULT_LEVEL,
+                storage: str | None = None, force: bool = False) -> Exported:
     """Export the top `ensemble` trials averaged as one model (1: the best trial alone;
     None: selection.top_trials' default), or the one trial `pick` names (a multi-objective
     study: knee by default). The data: `ds`, or the file `data_path`, or the study's own
     (study_data). `level`: calibrate the model (a classifier's temperature) and its conformal
-    sets or intervals at this level on the validation rows (models.calibration; None: not)."""
+    sets or intervals at this level on the validation rows (models.calibration; None: not).
+    The folder (models.folder): checked before the retraining (another study's export is
+    replaced only with `force`; `storage`: the study's URL, recorded in model.json) and
+    written whole or not at all."""
+    owner = Owner(study.study_name, storage_identity(storage))
+    check_target(out_dir, owner, force=force)
     ds, split, protocol = study_data(study, data_path, ds=ds)
     chosen, rule, holdout = _plan(study, split, ensemble, pick, level)
     objectives = Objectives.of(study)
@@ -152,7 +160,7 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
         members=tuple(members) if len(models) > 1 else (), task=ds.task,
         encoding=None if encoding.is_identity else encoding, calibration=calibration,
         metric=objectives.metric,
-        study=study.study_name, trial_number=best.number,
+        study=study.study_name, storage=owner.storage, trial_number=best.number,
         validation_score=round(score_of(best), 4), pick=rule,
         objectives=objectives.names, within_limits=feasible(best) if objectives.limits() else None,
         objective=(f"{protocol.cv}-fold CV {metric} on train+validation" if protocol.cv > 1
@@ -163,10 +171,11 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
         clip_samples=ds.clip_samples,  # predict cuts longer audio into windows of this length
         split=protocol.record())
     model = network if encoding.is_identity else Pipeline(Preprocess(encoding), network)
-    manifest = save_model(model, manifest, out_dir)
-    (out_dir / REPORT_FILE).write_text(json.dumps(manifest.report(report), indent=2) + "\n")
     what = f"trial {best.number}" if len(models) == 1 else f"ensemble of {len(models)} trials"
-    plot_test(ds.task, report, out_dir / manifest.plot_file, f"{study.study_name} {what}")
+    with replacing(out_dir, owner, force=force) as partial:   # renamed to out_dir when whole
+        manifest = save_model(model, manifest, partial)
+        (partial / REPORT_FILE).write_text(json.dumps(manifest.report(report), indent=2) + "\n")
+        plot_test(ds.task, report, partial / manifest.plot_file, f"{study.study_name} {what}")
     return Exported(out_dir, manifest, report)
 
 
@@ -232,13 +241,13 @@ class Published:
 def publish(study: optuna.Study, out_dir: Path, *, storage: str | None, artifacts: Path | None = None,
             device: torch.device, data_path: str | None = None, ds: Dataset | None = None,
             ensemble: int | None = None, pick: Pick | None = None,
-            level: float | None = DEFAULT_LEVEL) -> Published:
+            level: float | None = DEFAULT_LEVEL, force: bool = False) -> Published:
     """export_best, then its results attached to the study for the dashboard (the artifact
     folder `artifacts`, by default beside a SQLite file; `storage` None: a study in memory, no
     folder): the one path of `gsearch export-best` and `gsearch run --export`."""
     folder = artifact_dir(artifacts, storage)
     exported = export_best(study, out_dir, data_path=data_path, ds=ds, device=device,
-                           ensemble=ensemble, pick=pick, level=level)
+                           ensemble=ensemble, pick=pick, level=level, storage=storage, force=force)
     attach_export(study, exported, folder)
     return Published(exported, folder, tuple(pick.notes) if pick else ())
 
@@ -260,4 +269,4 @@ def export_study(request: ExportRequest, *, ds: Dataset | None = None) -> Publis
                            "(with --timeout: a longer one)")
     return publish(study, request.out, storage=request.storage, artifacts=request.artifacts,
                    device=device, data_path=str(request.data) if request.data else None, ds=ds,
-                   ensemble=request.ensemble, pick=chosen, level=request.level)
+                   ensemble=request.ensemble, pick=chosen, level=request.level, force=request.force)

@@ -115,7 +115,8 @@ def _png(study: optuna.Study, name: str, draw, path: Path) -> None:
     title, size = plots_of(study)[name]
     # optuna draws most plots in ggplot style; parallel coordinates need a plain background
     style = "default" if name == "parallel_coordinate" else "ggplot"
-    with plt.style.context(style), matplotlib.rc_context({"figure.figsize": size}):
+    with plt.style.context(style), matplotlib.rc_context({"figure.figsize": size,
+                                                                 "text.parse_math": False}):
         ax = draw()
         fig = ax.figure
         if name == "intermediate_values":

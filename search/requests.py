@@ -28,9 +28,11 @@ from gsearch.data.files import check_readable
 from gsearch.data.header import check_table
 from gsearch.data.schema import TASKS
 from gsearch.data.schema import ARTIST_FOLDS, LABEL_COLUMN
+from gsearch.models.folder import Owner, check_target
 from gsearch.models.validation import METRICS
 from gsearch.search.protocol import Protocol
 from gsearch.search.storage import DEFAULT_STORAGE, check_study_name, check_url, safe_url
+from gsearch.search.storage.url import storage_identity
 from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_PRUNER, DEFAULT_STUDY, check_study_exists
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -145,6 +147,7 @@ class RunRequest:
     threads: int = 1
     timeout: float | None = None        # seconds from the request's start
     export: Path | None = None          # export the best trials there after the search
+    force: bool = False                 # the export may replace another study's (models.folder)
     ensemble: int | None = None         # the export's top K (None: selection.top_trials' default)
     level: float | None = 0.9           # the export's calibration and conformal level
     workers: int = 1
@@ -191,6 +194,12 @@ class RunRequest:
         if self.storage is not None:
             check_url(self.storage)
         check_study_name(self.study)
+        if self.force and self.export is None:
+            raise GsearchError("--force lets --export replace another study's export; give "
+                               "--export DIR, or leave --force out")
+        if self.export is not None:   # before the search: a folder problem never costs a search
+            check_target(self.export, Owner(self.study, storage_identity(self.storage)),
+                         force=self.force, option="--export")
         if self.ranges and self.space is not None:
             raise GsearchError("--range changes the built-in search space; a space of your own "
                                "(--space) sets its ranges itself: pass one of them")
@@ -209,6 +218,7 @@ class ExportRequest:
     study: str | None = None            # None: the storage's only study, else DEFAULT_STUDY
     storage: str = DEFAULT_STORAGE
     out: Path = Path("export")
+    force: bool = False                 # --out may hold another study's export (models.folder)
     data: Path | None = None            # None: the file the study recorded
     ensemble: int | None = None         # None: selection.top_trials' default
     pick: str | None = None             # a selection.Pick rule, e.g. "smallest-within 0.01"
@@ -227,6 +237,8 @@ class ExportRequest:
         check_device(self.device)
         check_url(self.storage, must_exist=True)
         check_study_exists(self.storage, self.study)
+        owner = None if self.study is None else Owner(self.study, storage_identity(self.storage))
+        check_target(self.out, owner, force=self.force)   # export_best checks again, by the study
         if self.data is not None:
             check_readable(self.data)
         if self.pick is not None and self.trial is not None:

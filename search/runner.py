@@ -228,4 +228,4 @@ estimators do). `started`: when the request began
         return outcome
     return RunOutcome(study, done, publish(study, request.export, storage=request.storage,
                                            device=device, ds=ds, ensemble=request.ensemble,
-                                           level=request.level))
+                                           level=request.level, force=request.force))

@@ -29,6 +29,26 @@ def safe_url(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
+def storage_identity(url: str | None) -> str | None:
+    """The storage an export records as its study's (model.json's `storage`, models.folder):
+    the URL with any password masked, a SQLite or journal file by its absolute path (so that
+    sqlite:///studies.db names one file from any folder). None: a study in memory.
+
+    >>> storage_identity("postgresql://me:secret@db/gsearch")
+    'postgresql://me:***@db/gsearch'
+    """
+    if url is None:
+        return None
+    try:
+        location = StorageURL.parse(url)
+    except GsearchError:
+        return safe_url(url)
+    if location.path is None:
+        return location.safe
+    path = os.path.abspath(location.path)
+    return path if location.kind is Kind.JOURNAL else f"sqlite:///{path}"
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an error's message (a driver's may run to many), or its type."""
     text = str(error).strip().splitlines()
