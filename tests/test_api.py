@@ -237,6 +237,8 @@ def test_only_a_timeout_runs_trials_until_it_and_groups_are_the_protocols_groups
 
 def test_verbose_zero_says_nothing_and_one_shows_a_progress_bar(capfd):
     X, y = load_iris(return_X_y=True)
+    # the caller's level, set here: a command run in this process before may have lowered it
+    optuna.logging.set_verbosity(optuna.logging.INFO)
     classifier().fit(X, y)
     out, err = capfd.readouterr()
     assert out == "" and err == "", (out, err)
