@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from gsearch import GsearchError
-from gsearch.data.files import check_readable
+from gsearch.data.files import check_readable, check_size
 from gsearch.data.header import check_table
 from gsearch.data.schema import TASKS
 from gsearch.data.schema import ARTIST_FOLDS, LABEL_COLUMN
@@ -130,6 +130,7 @@ class RunRequest:
     drop: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()   # columns read as categories (text ones are anyway)
     sep: str | None = None              # the column separator (None: sniffed)
+    max_data_mb: float | None = None    # the most MB of CSV read (None: data.files.max_data_mb)
     task: str = "auto"                  # classification, regression or auto (data.columns.task_of)
     metric: str | None = None           # models.validation.METRICS; None: the task's default
     protocol: Protocol = Protocol()
@@ -170,7 +171,7 @@ class RunRequest:
 
         return load_dataset(resolve_data(self.data), label=self.label, drop=self.drop,
                             group=self.protocol.group, categorical=self.categorical,
-                            task=self.task, sep=self.sep)
+                            task=self.task, sep=self.sep, max_mb=self.max_data_mb)
 
     def check(self) -> None:
         _positive(trials=self.trials, workers=self.workers, population=self.population,
@@ -183,6 +184,7 @@ class RunRequest:
         check_device(self.device)
         if self.data is not None:
             check_readable(self.data)
+            check_size(self.data, self.max_data_mb)
             check_table(self.data, label=self.label, drop=self.drop, group=self.protocol.group,
                         categorical=self.categorical, sep=self.sep)
         if self.storage is None and self.workers > 1:
@@ -246,6 +248,7 @@ class EvaluateRequest:
     drop: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     sep: str | None = None
+    max_data_mb: float | None = None
     task: str = "auto"
     metric: str | None = None
     protocol: Protocol = Protocol()
@@ -276,5 +279,6 @@ class EvaluateRequest:
         check_device(self.device)
         if self.data is not None:
             check_readable(self.data)
+            check_size(self.data, self.max_data_mb)
         if self.storage is not None:
             check_url(self.storage)
