@@ -45,6 +45,8 @@ CASES = {
     "run: gzip bomb, 1 GiB (size in trailer)": ["run", "--data", "{bomb}"],
     "run: gzip bomb, 1 GiB (inflated to 512)": ["run", "--data", "{bomb_members}"],
     "run: plain table over --max-data-mb": ["run", "--data", "{bad_cell}", "--max-data-mb", "0.01"],
+    "run --fix lr=0": ["run", "--fix", "lr=0", "--storage", "sqlite:///s.db"],
+    "run --cv 200 (800 rows)": ["run", "--cv", "200", "--storage", "sqlite:///s.db"],
 }
 
 

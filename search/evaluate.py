@@ -181,6 +181,8 @@ def evaluate_seeds(ds: Dataset, *, split_seeds: list[int], trials: int, cv: int,
         protocols = {s: replace(protocol, split_seed=s, cv=cv) for s in split_seeds}
     kind = "test fold" if test_folds else "split seed"
     splits = {s: p.split(ds) for s, p in protocols.items()}  # data errors before the storage
+    for p in protocols.values():   # and more --cv folds than a split allows
+        p.train_rows(ds)
     store = open_storage(storage)
     results = []
     for split_seed, split in splits.items():

@@ -238,7 +238,23 @@ def _parse_value(distribution: optuna.distributions.BaseDistribution, text: str)
         return None
     if not math.isfinite(value):   # nan passes Optuna's range check
         return None
+    if distribution.log and value <= 0:   # Optuna raises on it: no value of a log scale
+        return None
     return value if distribution_contains(distribution, value) else None
+
+
+def _allowed(name: str, distribution: optuna.distributions.BaseDistribution) -> str:
+    """What a parameter takes, in words: its choices, or its range (and step, log scale)."""
+    choices = getattr(distribution, "choices", None)
+    if choices is not None:
+        return f"{name} takes one of {', '.join(str(c).lower() for c in choices)}"
+    step = getattr(distribution, "step", None)
+    words = f"{name} takes {distribution.low:g} to {distribution.high:g}"
+    if step not in (None, 1):
+        words += f" in steps of {step:g}"
+    if distribution.log:
+        words += ", on a log scale (so above 0)"
+    return words
 
 
 def parse_fixed(items: Sequence[str], space: SearchSpace = suggest_config) -> dict:
@@ -260,9 +276,9 @@ def parse_fixed(items: Sequence[str], space: SearchSpace = suggest_config) -> di
                                f"{', '.join(distributions)}")
         value = _parse_value(distribution, text)
         if value is None:
-            raise GsearchError(f"--fix {item!r}: {text!r} is not a value of {name} in the "
-                               f"search space ({distribution}; {space.describe()}); pick one "
-                               "inside it")
+            raise GsearchError(f"--fix {item!r}: {text!r} is not a value of {name}: "
+                               f"{_allowed(name, distribution)}, in this search space "
+                               f"({space.describe()}); pick one inside it")
         fixed[name] = value
     return fixed
 

@@ -164,3 +164,143 @@ def test_running_out_of_memory_while_reading_is_said_in_one_line(tmp_path):
     error = one_error(done)
     assert error.startswith(f"error: gsearch ran out of memory reading {table} (") and " MB); " in error
     assert not list(work.iterdir())
+
+
+# -- 19: a full disk under an upload to `gsearch serve` -----------------------------------------
+
+@pytest.fixture
+def small_tmpdir(tmp_path):
+    """A 1 MB tmpfs (root only: skipped elsewhere), as the server's TMPDIR."""
+    where = tmp_path / "tmpdir"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+@pytest.mark.slow
+def test_an_upload_to_a_server_whose_tmpdir_is_full_is_507(tmp_path, real_export, small_tmpdir):
+    """Before: 'could not be read as JSON'-like 400s. A real server, a real full tmpfs: the
+    audio upload (Starlette spools a form over 1 MB to TMPDIR) is answered 507 with the JSON
+    error body every refusal has, and the server goes on answering."""
+    import json
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "server.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "gsearch", "serve", "--model", str(real_export),
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                            env={**_env(), "TMPDIR": str(small_tmpdir)})
+
+    def request(method, path, body=None, headers=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
+                                     headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if request("GET", "/health")[1].get("audio_ready"):
+                    break
+            except OSError:
+                pass
+            log.seek(0)
+            assert proc.poll() is None and time.monotonic() < deadline, log.read()
+            time.sleep(0.2)
+        try:   # fill what is left
+            with open(small_tmpdir / "filler", "ab") as f:
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+        except OSError:
+            pass
+        # over Starlette's 1 MB in-memory spool (the form meets the full disk), and under it
+        # (the staged upload meets it)
+        for song in (b"RIFF" + bytes(3 << 20), b"RIFF" + bytes(100_000)):
+            body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="song.wav"'
+                    b'\r\n\r\n' + song + b"\r\n--b--\r\n")
+            status, answer = request("POST", "/predict/audio", body,
+                                     {"Content-Type": "multipart/form-data; boundary=b"})
+            assert status == 507 and set(answer) == {"error"}, (status, answer)
+            assert "out of disk space" in answer["error"] and "TMPDIR" in answer["error"], answer
+        assert request("GET", "/health")[0] == 200
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
+
+
+# -- 19: --fix outside its range, more --cv folds than the table allows -----------------------
+
+@pytest.mark.parametrize("fix, said", [
+    ("lr=0", "lr takes 0.0001 to 0.03, on a log scale (so above 0)"),
+    ("lr=-1", "lr takes 0.0001 to 0.03, on a log scale (so above 0)"),
+    ("weight_decay=0", "weight_decay takes 1e-05 to 0.1, on a log scale (so above 0)"),
+    ("width=0", "width takes 32 to 256, on a log scale (so above 0)"),
+])
+def test_a_fix_outside_its_range_is_one_line_naming_the_range(tmp_path, cli, make_csv, fix, said):
+    """Before: a 40-line traceback (Optuna's ValueError: a log scale has no 0)."""
+    from gsearch.search.space import SearchSpace
+
+    name = fix.split("=")[0]
+    distribution = SearchSpace().distributions()[name]   # the range said is the space's own
+    assert f"{distribution.low:g} to {distribution.high:g}" in said
+    db = tmp_path / "s.db"
+    result = cli("run", "--data", make_csv(), "--storage", f"sqlite:///{db}", "--trials", 1,
+                 "--fix", fix)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    [line] = result.output.strip().splitlines()[-1:]
+    assert line.startswith(f"error: --fix '{fix}': ") and said in line, line
+    assert not db.exists()
+
+
+def most_folds(message: str) -> int:
+    return int(message.split("allow at most ")[1].split()[0])
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_more_cv_folds_than_the_table_allows_is_one_line_with_the_most_it_allows(
+        tmp_path, cli, make_csv, group):
+    """Before: a 49-line traceback from scikit-learn after the study was opened. The most folds
+    said is the most that work: one more is refused."""
+    import numpy as np
+    import pandas as pd
+
+    from gsearch.data.header import DataError
+    from gsearch.data.load import load_dataset
+    from gsearch.search.protocol import Protocol
+
+    if group:   # 12 sessions: the test split takes some, the folds can have the rest
+        rng = np.random.default_rng(0)
+        path = make_csv(frame=pd.DataFrame({"a": rng.random(120), "session": np.arange(120) % 12,
+                                            "label": np.arange(120) % 2}))
+        options, ds = ["--group", "session"], load_dataset(path, group="session")
+    else:
+        path = make_csv()
+        options, ds = [], load_dataset(path)
+    db = tmp_path / "s.db"
+    for command in ("run", "evaluate"):
+        result = cli(command, "--data", path, *options, "--storage", f"sqlite:///{db}",
+                     "--trials", 1, "--cv", 200)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        line = result.output.strip().splitlines()[-1]
+        assert line.startswith("error: --cv 200: the ") and "pass --cv" in line, line
+        assert ("values of column 'session'" in line) == group, line
+        assert not db.exists()
+    most = most_folds(line)
+    group_of = {"group": "session"} if group else {}
+    assert len(Protocol(cv=most, **group_of).trial_data(ds)) == most
+    with pytest.raises(DataError, match=f"allow at most {most} folds"):
+        Protocol(cv=most + 1, **group_of).train_rows(ds)
