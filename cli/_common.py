@@ -149,6 +149,12 @@ max_data_option = click.option(
     help="The most megabytes of CSV a table may hold (a gzipped one: once gunzipped, checked "
          "while it inflates); a larger one is refused at once. Reading takes about 15-30 MB of "
          f"memory per MB of CSV [default: {MAX_DATA_MB}, or ${MAX_DATA_ENV}].")
+missing_option = click.option(
+    "--missing", metavar="WORDS", default=None,
+    help="The words that mean an empty cell, in features and label, besides an empty cell "
+         "(a comma list, any case): --missing '' reads NA, None and the others as values (a "
+         "class 'NA'), --missing NA,? only those [default: NA, N/A, null, None, nan]. "
+         "Recorded in the study.")
 level_option = click.option(
     "--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
     show_default=True,
@@ -165,10 +171,10 @@ space_option = click.option(
 
 def table_options(command):
     """The options that say how a table is read and split, as run and evaluate take them:
-    --cv, --label, --drop, --categorical, --sep, --max-data-mb, --task, --metric, --groups,
-    --group."""
+    --cv, --label, --drop, --categorical, --sep, --missing, --max-data-mb, --task, --metric,
+    --groups, --group."""
     for option in reversed((cv_option, label_option, drop_option, categorical_option, sep_option,
-                            max_data_option, task_option, metric_option, groups_option,
-                            group_option)):
+                            missing_option, max_data_option, task_option, metric_option,
+                            groups_option, group_option)):
         command = option(command)
     return command

@@ -277,7 +277,8 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
     ds = protocol.prepare(load_dataset(resolve_data(request.data), label=request.label,
                                        drop=request.drop, group=protocol.group,
                                        categorical=request.categorical, task=request.task,
-                                       sep=request.sep, max_mb=request.max_data_mb))
+                                       sep=request.sep, max_mb=request.max_data_mb,
+                                       missing=request.missing))
     metric = request.metric or DEFAULT_METRIC[ds.task]
     check_metric(metric, ds.task, len(ds.classes))
     results = evaluate_seeds(ds, split_seeds=list(request.split_seeds), trials=request.trials,

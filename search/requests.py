@@ -131,6 +131,8 @@ class RunRequest:
     categorical: tuple[str, ...] = ()   # columns read as categories (text ones are anyway)
     sep: str | None = None              # the column separator (None: sniffed)
     max_data_mb: float | None = None    # the most MB of CSV read (None: data.files.max_data_mb)
+    missing: str | None = None          # words read as an empty cell, a comma list (None: the
+                                        # default words, data.columns.MISSING; "": none)
     task: str = "auto"                  # classification, regression or auto (data.columns.task_of)
     metric: str | None = None           # models.validation.METRICS; None: the task's default
     protocol: Protocol = Protocol()
@@ -171,7 +173,8 @@ class RunRequest:
 
         return load_dataset(resolve_data(self.data), label=self.label, drop=self.drop,
                             group=self.protocol.group, categorical=self.categorical,
-                            task=self.task, sep=self.sep, max_mb=self.max_data_mb)
+                            task=self.task, sep=self.sep, max_mb=self.max_data_mb,
+                            missing=self.missing)
 
     def check(self) -> None:
         _positive(trials=self.trials, workers=self.workers, population=self.population,
@@ -249,6 +252,7 @@ class EvaluateRequest:
     categorical: tuple[str, ...] = ()
     sep: str | None = None
     max_data_mb: float | None = None
+    missing: str | None = None
     task: str = "auto"
     metric: str | None = None
     protocol: Protocol = Protocol()

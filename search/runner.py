@@ -182,6 +182,8 @@ def run_study(request: RunRequest, *, echo: Echo = print, started: float | None 
                        objectives=objectives, space=sized, space_name=space_name(space))
     if request.sep is not None and len(study.trials) == 0:   # export reads the file the same way
         study.set_user_attr(records.SEP, request.sep)
+    if request.missing is not None and len(study.trials) == 0:   # and its empty cells
+        study.set_user_attr(records.MISSING_WORDS, request.missing)
     _describe(echo, request, ds, study, own_space=space is not None)
     if request.warm_start:
         before = len(study.get_trials(deepcopy=False))

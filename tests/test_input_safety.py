@@ -304,3 +304,78 @@ def test_more_cv_folds_than_the_table_allows_is_one_line_with_the_most_it_allows
     assert len(Protocol(cv=most, **group_of).trial_data(ds)) == most
     with pytest.raises(DataError, match=f"allow at most {most} folds"):
         Protocol(cv=most + 1, **group_of).train_rows(ds)
+
+
+# -- 20: the words that mean an empty cell (--missing) -----------------------------------------
+
+def tiny(trial):
+    from gsearch.models.config import TrialConfig
+
+    return TrialConfig(n_layers=1, width=trial.suggest_int("width", 8, 16), epochs=3)
+
+
+def words_table(path: Path) -> Path:
+    """Labels NA, None, ok and fine; a text feature whose values include NA and null."""
+    import numpy as np
+    import pandas as pd
+
+    n = 120
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=n) + (np.arange(n) % 4),
+                          "kind": np.array(["NA", "null", "red"])[np.arange(n) % 3],
+                          "label": np.array(["NA", "None", "ok", "fine"])[np.arange(n) % 4]})
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_the_default_missing_words_and_missing_words_of_ones_own(tmp_path):
+    """By default NA, None, null (any case) are empty cells: rows labelled NA or None are left
+    out and a text feature's NA is its missing slot. --missing '' keeps them as values;
+    --missing NA only NA besides an empty cell."""
+    from gsearch.data.load import load_dataset
+
+    path = words_table(tmp_path / "t.csv")
+    default = load_dataset(path)
+    assert default.classes == ("fine", "ok") and default.unlabelled == 60
+    assert default.vocabulary["kind"] == ("red",)
+    values = load_dataset(path, missing="")
+    assert values.classes == ("NA", "None", "fine", "ok") and values.unlabelled == 0
+    assert values.vocabulary["kind"] == ("NA", "null", "red")
+    na = load_dataset(path, missing=" na ")
+    assert na.classes == ("None", "fine", "ok") and na.unlabelled == 30
+    assert na.vocabulary["kind"] == ("null", "red")
+    assert load_dataset(path, missing="").sha256 == default.sha256   # the same file
+
+
+def test_missing_words_are_recorded_and_export_and_predict_read_the_table_the_same_way(
+        tmp_path, cli):
+    """run --missing '' records the words in the study; export-best reads the table with them
+    (else its rows and classes would differ from the study's), and predict reads them from
+    model.json: a row whose kind is NA is the category NA, not an empty cell."""
+    import json
+
+    import optuna
+
+    from gsearch.models.predict import ExportedModel, predict_csv
+
+    path, db = words_table(tmp_path / "t.csv"), f"sqlite:///{tmp_path / 's.db'}"
+    ran = cli("run", "--data", path, "--missing", "", "--storage", db, "--trials", 2,
+              "--pruner", "none", space=tiny)
+    assert ran.exit_code == 0, ran.output
+    assert "4 classes" in ran.output, ran.output
+    assert optuna.load_study(study_name="t", storage=db).user_attrs["missing_words"] == ""
+    out = tmp_path / "model"
+    exported = cli("export-best", "--storage", db, "--out", out, "--ensemble", 1)
+    assert exported.exit_code == 0, exported.output
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["classes"] == ["NA", "None", "fine", "ok"] and meta["reading"] == {"missing": ""}
+    model = ExportedModel(out, "torch")
+    assert model.missing == ""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,kind\n0.5,NA\n0.5,\n")
+    [as_na, empty] = predict_csv(model, rows)
+    [as_empty, _] = predict_csv(model, rows, missing="NA")   # NA read as an empty cell
+    assert as_na.probabilities != empty.probabilities   # the category NA is not the empty slot
+    assert as_empty.probabilities == pytest.approx(empty.probabilities, abs=1e-6)
+    result = cli("predict", "--model", out, rows, "--missing", "NA", "--json")
+    assert result.exit_code == 0, result.output
