@@ -30,6 +30,7 @@ from gsearch.data.schema import TASKS
 from gsearch.data.schema import ARTIST_FOLDS, LABEL_COLUMN
 from gsearch.models.validation import METRICS
 from gsearch.search.protocol import Protocol
+from gsearch.search.space import check_log_scale
 from gsearch.search.storage import DEFAULT_STORAGE, check_study_name, check_url, safe_url
 from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_PRUNER, DEFAULT_STUDY, check_study_exists
 
@@ -171,10 +172,13 @@ class RunRequest:
         that the CLI says what is wrong with it before it imports torch and Optuna."""
         from gsearch.data.load import load_dataset, resolve_data   # lazy: pandas
 
-        return load_dataset(resolve_data(self.data), label=self.label, drop=self.drop,
-                            group=self.protocol.group, categorical=self.categorical,
-                            task=self.task, sep=self.sep, max_mb=self.max_data_mb,
-                            missing=self.missing)
+        ds = load_dataset(resolve_data(self.data), label=self.label, drop=self.drop,
+                          group=self.protocol.group, categorical=self.categorical,
+                          task=self.task, sep=self.sep, max_mb=self.max_data_mb,
+                          missing=self.missing)
+        if self.protocol.cv > 1:   # more --cv folds than the table allows (scikit-learn's split)
+            self.protocol.train_rows(ds)
+        return ds
 
     def check(self) -> None:
         _positive(trials=self.trials, workers=self.workers, population=self.population,
@@ -196,6 +200,7 @@ class RunRequest:
         if self.storage is not None:
             check_url(self.storage)
         check_study_name(self.study)
+        check_log_scale(self.fix, self.ranges)   # (the space sized to the table checks the rest)
         if self.ranges and self.space is not None:
             raise GsearchError("--range changes the built-in search space; a space of your own "
                                "(--space) sets its ranges itself: pass one of them")

@@ -76,22 +76,31 @@ def test_a_device_a_fifo_or_a_folder_as_data_is_refused_in_one_line_before_impor
     assert not list(work.iterdir()), "a store was written"
 
 
-def test_predict_refuses_a_device_or_a_fifo_in_one_line(tmp_path, cli, real_export):
+def test_predict_refuses_a_device_a_fifo_or_a_bomb_in_one_line(tmp_path, cli, real_export):
     fifo = tmp_path / "rows.csv"
     os.mkfifo(fifo)
     for path, said in (("/dev/zero", "is a device"), (fifo, "is a FIFO")):
         result = cli("predict", "--model", real_export, path)
         assert result.exit_code == 1 and said in result.output, result.output
         assert "Traceback" not in result.output
+    from gsearch.data.schema import FEATURE_NAMES
+
+    packed = bomb(tmp_path / "rows.csv.gz", 3, trailer=False, header=",".join(FEATURE_NAMES).encode())
+    result = cli("predict", "--model", real_export, packed, "--max-data-mb", 1)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output.strip() == (
+        f"error: {packed} holds more than 1 MB once gunzipped; gsearch reads at most 1 MB of CSV "
+        "(--max-data-mb; reading takes about 15-30 MB of memory per MB of CSV): raise "
+        "--max-data-mb (or GSEARCH_MAX_DATA_MB) if this machine has the memory, or pass fewer rows")
 
 
-def bomb(path: Path, megabytes: int, *, trailer: bool = True) -> Path:
+def bomb(path: Path, megabytes: int, *, trailer: bool = True, header: bytes = b"a,b,label") -> Path:
     """A gzip file of `megabytes` MB of table rows in a few KB; `trailer` False: its recorded
     size zeroed (as any gzip of a multiple of 4 GiB has it), so only inflating finds the size."""
     row = b"1,2,x\n"
     chunk = row * ((1 << 20) // len(row))
     with gzip.open(path, "wb", compresslevel=9) as f:
-        f.write(b"a,b,label\n")
+        f.write(header + b"\n")
         for _ in range(megabytes):
             f.write(chunk)
     if not trailer:
@@ -264,6 +273,13 @@ def test_a_fix_outside_its_range_is_one_line_naming_the_range(tmp_path, cli, mak
     [line] = result.output.strip().splitlines()[-1:]
     assert line.startswith(f"error: --fix '{fix}': ") and said in line, line
     assert not db.exists()
+    # no table decides it: answered before pandas, torch and Optuna load; a --range is said
+    work = tmp_path / "work"
+    work.mkdir()
+    done = gsearch("run", "--fix", fix, "--range", f"{name}=1e-6:0.5", cwd=work)
+    assert f"{name} takes 1e-06 to 0.5, on a log scale (so above 0)" in one_error(done)
+    assert done.stderr.splitlines()[-1] == "loaded:", done.stderr
+    assert not list(work.iterdir())
 
 
 def most_folds(message: str) -> int:
