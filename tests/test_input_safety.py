@@ -380,6 +380,11 @@ def test_missing_words_are_recorded_and_export_and_predict_read_the_table_the_sa
     assert ran.exit_code == 0, ran.output
     assert "4 classes" in ran.output, ran.output
     assert optuna.load_study(study_name="t", storage=db).user_attrs["missing_words"] == ""
+    again = cli("run", "--data", path, "--storage", db, "--trials", 1, space=tiny)   # other words
+    assert again.exit_code == 1 and again.output.strip().splitlines()[-1] == (
+        "error: study 't' read its table with --missing '', this run with the default words (no "
+        "--missing): resume it with --missing '', or pass a new --study"), again.output
+    assert len(optuna.load_study(study_name="t", storage=db).trials) == 2
     out = tmp_path / "model"
     exported = cli("export-best", "--storage", db, "--out", out, "--ensemble", 1)
     assert exported.exit_code == 0, exported.output
