@@ -51,6 +51,12 @@ def max_data_mb(value: float | None = None) -> float:
     return bound
 
 
+def megabytes(size: int) -> str:
+    """A size in MB for a message: whole above 10 MB, else to a tenth (at least 0.1)."""
+    mb = size / (1 << 20)
+    return f"{mb:,.0f} MB" if mb >= 10 else f"{max(mb, 0.1):.1f} MB"
+
+
 def too_big(path: str | Path, what: str, bound: float) -> str:
     """The one-line refusal of a table larger than the bound."""
     return (f"{path} {what}; gsearch reads at most {bound:g} MB of CSV (--max-data-mb; reading "
@@ -144,7 +150,7 @@ def check_size(path: str | Path, max_mb: float | None = None,
     except OSError:
         return   # the loader says why
     if size > bound * (1 << 20):
-        raise error(too_big(path, f"is {size / (1 << 20):,.0f} MB", bound))
+        raise error(too_big(path, f"is {megabytes(size)}", bound))
 
 
 def header_names(path: str | Path, sep: str | None = None) -> list[str]:

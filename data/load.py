@@ -25,7 +25,7 @@ from gsearch.data.header import EXPECTED, DataError, check_header, show as _show
 from gsearch.data.schema import CATEGORICAL, NUMERIC
 from gsearch.data.files import (  # noqa: F401 (re-exported)
     GET_DATA_HINT, GZIP_MAGIC, KAGGLE_GTZAN, SEPARATORS, check_readable, header_names, inflate,
-    max_data_mb, separator, too_big,
+    max_data_mb, megabytes, separator, too_big,
 )
 from gsearch.data.schema import (
     FEATURE_NAMES, FILENAME_COLUMN, GENRES, LABEL_COLUMN, LENGTH_COLUMN, SEGMENT_MAX_SAMPLES,
@@ -140,7 +140,7 @@ def _read_bytes(path: Path, max_mb: float | None = None) -> bytes:
                 return inflate(f, path, bound, error=DataError)
             size = os.fstat(f.fileno()).st_size
             if size > bound * (1 << 20):
-                raise DataError(too_big(path, f"is {size / (1 << 20):,.0f} MB", bound))
+                raise DataError(too_big(path, f"is {megabytes(size)}", bound))
             f.seek(0)
             raw = f.read()
     except OSError as e:
@@ -154,7 +154,7 @@ def _read_bytes(path: Path, max_mb: float | None = None) -> bytes:
 def out_of_memory(path: Path) -> DataError:
     """The one-line answer to a MemoryError while reading the table at `path`."""
     try:
-        size = f"{path.stat().st_size / (1 << 20):,.0f} MB"
+        size = megabytes(path.stat().st_size)
     except OSError:
         size = "size unknown"
     return DataError(f"gsearch ran out of memory reading {path} ({size}); reading a table takes "

@@ -137,7 +137,7 @@ def test_the_bound_holds_for_the_loader_a_plain_file_and_the_environment(tmp_pat
 
     plain = tmp_path / "t.csv"
     plain.write_bytes(table_rows(30_000))   # about 0.3 MB
-    with pytest.raises(DataError, match=r"is 0 MB; gsearch reads at most 0.1 MB of CSV"):
+    with pytest.raises(DataError, match=r"is 0.3 MB; gsearch reads at most 0.1 MB of CSV"):
         load_dataset(plain, max_mb=0.1)
     packed = bomb(tmp_path / "b.csv.gz", 3, trailer=False)
     with pytest.raises(DataError, match="holds more than 1 MB once gunzipped"):
@@ -400,3 +400,15 @@ def test_missing_words_are_recorded_and_export_and_predict_read_the_table_the_sa
     assert as_empty.probabilities == pytest.approx(empty.probabilities, abs=1e-6)
     result = cli("predict", "--model", out, rows, "--missing", "NA", "--json")
     assert result.exit_code == 0, result.output
+
+
+def test_evaluate_reads_the_table_with_the_missing_words_and_its_exports_record_them(tmp_path, cli):
+    import json
+
+    path = words_table(tmp_path / "t.csv")
+    done = cli("evaluate", "--data", path, "--missing", "", "--split-seeds", 42, "--trials", 1,
+               "--storage", f"sqlite:///{tmp_path / 'e.db'}", "--out", tmp_path / "ev",
+               "--ensemble", 1, space=tiny)
+    assert done.exit_code == 0, done.output
+    meta = json.loads((tmp_path / "ev" / "split42" / "model.json").read_text())
+    assert meta["classes"] == ["NA", "None", "fine", "ok"] and meta["reading"] == {"missing": ""}
