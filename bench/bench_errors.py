@@ -2,8 +2,9 @@
 
 Each case is a command that must fail with one line on stderr and a non-zero exit: a bad path,
 option or URL, and bad content (a table without its label column, with several problems, with
-a cell that is not a number; a study the storage does not hold), read from small files the
-script writes first ({table} names them). It is run --repeat times, each time as a new process in an empty temporary folder (so no studies.db is
+a cell that is not a number; a study the storage does not hold; a FIFO or /dev/zero as --data;
+gzip bombs and a table over --max-data-mb), read from small files the script writes first
+({table} names them). It is run --repeat times, each time as a new process in an empty temporary folder (so no studies.db is
 found there), and the script prints min / median / max seconds, the exit status and the
 last stderr line. A case that exits 0, or prints more than one line (click's own usage errors
 print three: Usage, Try, Error), is flagged.
@@ -11,6 +12,7 @@ print three: Usage, Try, Error), is flagged.
 Usage: python bench/bench_errors.py [--repeat R] [--case NAME ...]
 """
 import argparse
+import gzip
 import os
 import statistics
 import subprocess
@@ -37,6 +39,14 @@ CASES = {
     "export-best --study nosuchstudy": ["export-best", "--study", "nosuchstudy", "--storage",
                                         "sqlite:///{db}"],
     "report --study nosuchstudy": ["report", "--study", "nosuchstudy", "--storage", "sqlite:///{db}"],
+    "run --data /dev/zero": ["run", "--data", "/dev/zero"],
+    "run --data FIFO": ["run", "--data", "{fifo}"],
+    "evaluate --data /dev/zero": ["evaluate", "--data", "/dev/zero"],
+    "run: gzip bomb, 1 GiB (size in trailer)": ["run", "--data", "{bomb}"],
+    "run: gzip bomb, 1 GiB (inflated to 512)": ["run", "--data", "{bomb_members}"],
+    "run: plain table over --max-data-mb": ["run", "--data", "{bad_cell}", "--max-data-mb", "0.01"],
+    "run --fix lr=0": ["run", "--fix", "lr=0", "--storage", "sqlite:///s.db"],
+    "run --cv 200 (800 rows)": ["run", "--cv", "200", "--storage", "sqlite:///s.db"],
 }
 
 
@@ -54,8 +64,18 @@ def write_fixtures(folder: Path) -> dict[str, str]:
     kaggle.to_csv(folder / "bad_cell.csv", index=False)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     optuna.create_study(study_name="kept", storage=f"sqlite:///{folder / 'studies.db'}")
+    os.mkfifo(folder / "fifo.csv")
+    mb = b"1,2,x\n" * ((1 << 20) // 6)
+    member = gzip.compress(b"a,b,label\n" + mb, 9)
+    with gzip.open(folder / "bomb.csv.gz", "wb", 9) as f:   # one member: its trailer says 1 GiB
+        f.write(b"a,b,label\n")
+        for _ in range(1024):
+            f.write(mb)
+    # 1024 members of 1 MiB each: only inflating finds the size (as for any multiple of 4 GiB)
+    (folder / "members.csv.gz").write_bytes(member * 1024)
     return {"no_label": str(folder / "no_label.csv"), "bad_cell": str(folder / "bad_cell.csv"),
-            "db": str(folder / "studies.db")}
+            "db": str(folder / "studies.db"), "fifo": str(folder / "fifo.csv"),
+            "bomb": str(folder / "bomb.csv.gz"), "bomb_members": str(folder / "members.csv.gz")}
 
 
 def gsearch() -> list[str]:

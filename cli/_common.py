@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from gsearch import GsearchError, Interrupted
+from gsearch.data.files import MAX_DATA_ENV, MAX_DATA_MB
 from gsearch.data.schema import REGRESSION_MIN_VALUES, TASKS
 from gsearch.models.validation import METRICS
 from gsearch.search.protocol import Protocol
@@ -143,6 +144,17 @@ sep_option = click.option(
     help="The table's column separator, e.g. ';' or '\\t' for a tab [default: sniffed from the "
          "header line: a comma, else a semicolon, a tab or a bar].", callback=lambda c, p, v: (
         None if v is None else {"\\t": "\t", "tab": "\t"}.get(v, v)))
+max_data_option = click.option(
+    "--max-data-mb", type=click.FloatRange(min=0, min_open=True), default=None, metavar="MB",
+    help="The most megabytes of CSV a table may hold (a gzipped one: once gunzipped, checked "
+         "while it inflates); a larger one is refused at once. Reading takes about 15-30 MB of "
+         f"memory per MB of CSV [default: {MAX_DATA_MB}, or ${MAX_DATA_ENV}].")
+missing_option = click.option(
+    "--missing", metavar="WORDS", default=None,
+    help="The words that mean an empty cell, in features and label, besides an empty cell "
+         "(a comma list, any case): --missing '' reads NA, None and the others as values (a "
+         "class 'NA'), --missing NA,? only those [default: NA, N/A, null, None, nan]. "
+         "Recorded in the study.")
 level_option = click.option(
     "--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
     show_default=True,
@@ -159,8 +171,10 @@ space_option = click.option(
 
 def table_options(command):
     """The options that say how a table is read and split, as run and evaluate take them:
-    --cv, --label, --drop, --categorical, --sep, --task, --metric, --groups, --group."""
+    --cv, --label, --drop, --categorical, --sep, --missing, --max-data-mb, --task, --metric,
+    --groups, --group."""
     for option in reversed((cv_option, label_option, drop_option, categorical_option, sep_option,
-                            task_option, metric_option, groups_option, group_option)):
+                            missing_option, max_data_option, task_option, metric_option,
+                            groups_option, group_option)):
         command = option(command)
     return command

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from gsearch import GsearchError
-from gsearch.cli._common import lazy, sep_option, user_errors
+from gsearch.cli._common import lazy, max_data_option, sep_option, user_errors
 
 BACKEND_HELP = {"predict": "Run the model with onnxruntime (model.onnx; starts faster) or torch (model.pt).",
                 "serve": "onnx: model.onnx through onnxruntime; torch: the weights-only model.pt."}
@@ -58,10 +58,16 @@ def extract(paths, out, segment_seconds, jobs) -> None:
               help="Also write the predictions as a table: file, source, row, prediction, each "
                    "class's probability (and --sets' set or interval).")
 @sep_option
+@click.option("--missing", metavar="WORDS", default=None,
+              help="The words that mean an empty cell besides an empty one (a comma list; '': "
+                   "none) [default: the words the model's table was read with (model.json "
+                   "\"reading\"), else NA, N/A, null, None, nan].")
+@max_data_option
 @click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True,
               help=BACKEND_HELP["predict"])
 @user_errors
-def predict(model_dir, files, top_k, as_json, sets, out_csv, sep, backend) -> None:
+def predict(model_dir, files, top_k, as_json, sets, out_csv, sep, missing, max_data_mb,
+            backend) -> None:
     """Classify audio files (or folders) and feature CSVs (one result per row) with an exported
     model. Audio longer than two of the model's clips is classified in clip-long windows, averaged.
     A row or file that cannot be read is said on stderr and the others are predicted (exit 1)."""
@@ -77,7 +83,8 @@ def predict(model_dir, files, top_k, as_json, sets, out_csv, sep, backend) -> No
         errors.append(error)
         click.echo(f"error: {error}", err=True)
 
-    predictions = list(predicting.predict_files(model, files, on_error=report, sets=sets, sep=sep))
+    predictions = list(predicting.predict_files(model, files, on_error=report, sets=sets, sep=sep,
+                                                max_mb=max_data_mb, missing=missing))
     if out_csv is not None:
         predicting.predictions_table(model, predictions).to_csv(out_csv, index=False)
     if as_json:

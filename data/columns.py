@@ -22,7 +22,23 @@ from gsearch.data.schema import REGRESSION_MIN_VALUES
 
 # Cell values that mean "empty" (what a spreadsheet or pandas writes for a missing value),
 # compared after stripping and lower-casing: in feature columns and in the label column.
+# --missing WORDS replaces all but "" (a truly empty cell is always empty): missing_words.
 MISSING = frozenset({"", "nan", "na", "n/a", "null", "none"})
+
+
+def missing_words(words: str | tuple[str, ...] | frozenset | None) -> frozenset:
+    """The cell values that mean empty: MISSING when `words` is None, else the empty cell and
+    `words` (a comma list, or words), stripped and lower-cased: --missing '' keeps only the
+    empty cell, --missing NA,null those two besides it.
+
+    >>> sorted(missing_words("NA, null")), sorted(missing_words(""))
+    (['', 'na', 'null'], [''])
+    """
+    if words is None:
+        return MISSING
+    if isinstance(words, str):
+        words = words.split(",")
+    return frozenset({"", *(w.strip().lower() for w in words)})
 # A text column whose distinct values are more than this share of its rows (and more than
 # ID_MIN_VALUES) is an id or free text, not a category.
 ID_SHARE, ID_MIN_VALUES = 0.5, 20
@@ -36,28 +52,28 @@ def stripped(values) -> pd.Series:
     return pd.Series(values, dtype=object).str.strip()
 
 
-def _distinct(values) -> tuple[np.ndarray, pd.Series, np.ndarray]:
+def _distinct(values, missing: frozenset = MISSING) -> tuple[np.ndarray, pd.Series, np.ndarray]:
     """(each cell's index among the distinct cells, the distinct cells stripped, which of those
     mean empty): the text work done once per distinct value, not once per cell (a million
     cells of a few hundred values in a fraction of a second)."""
     codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=False)
     text = pd.Series(uniques, dtype=object).astype(str).str.strip()
-    return codes, text, text.str.lower().isin(MISSING).to_numpy()
+    return codes, text, text.str.lower().isin(missing).to_numpy()
 
 
-def is_missing(values) -> np.ndarray:
-    """Which cells are empty (columns.MISSING, whatever their case)."""
-    codes, _, empty = _distinct(values)
+def is_missing(values, missing: frozenset = MISSING) -> np.ndarray:
+    """Which cells are empty (`missing`: columns.MISSING by default, whatever their case)."""
+    codes, _, empty = _distinct(values, missing)
     return empty[codes]
 
 
-def clean_text(values) -> np.ndarray:
+def clean_text(values, missing: frozenset = MISSING) -> np.ndarray:
     """Cells as stripped text, None where empty (an object array)."""
-    codes, text, empty = _distinct(values)
+    codes, text, empty = _distinct(values, missing)
     return text.where(~empty, None).to_numpy(dtype=object)[codes]
 
 
-def parse_numbers(values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def parse_numbers(values, missing: frozenset = MISSING) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(numbers as float64, NaN where a cell is empty or not a number; empty cells; cells that
     are not numbers). Numbers are parsed in C; only the cells that are not numbers are looked
     at as text."""
@@ -66,14 +82,14 @@ def parse_numbers(values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     empty, text = np.zeros(len(parsed), bool), np.zeros(len(parsed), bool)
     if len(odd):
         values = np.asarray(values, dtype=object)
-        missing = is_missing(values[odd])
-        empty[odd[missing]], text[odd[~missing]] = True, True
+        gap = is_missing(values[odd], missing)
+        empty[odd[gap]], text[odd[~gap]] = True, True
     return parsed, empty, text
 
 
 def numbers(values: list[str], name: str, path, lines: list[int], *, gaps: bool = False,
             hint: str = "", rows: list[int] | None = None, parsed: tuple | None = None,
-            bad_rows: dict | None = None) -> np.ndarray:
+            bad_rows: dict | None = None, missing: frozenset = MISSING) -> np.ndarray:
     """A column as float64. `gaps`: empty cells become NaN (a table of one's own); without it
     an empty cell is refused (the Kaggle GTZAN schema, a length). Text, infinity and values
     beyond float32's range are refused, naming the row (`rows`: each value's data row in the
@@ -87,7 +103,7 @@ def numbers(values: list[str], name: str, path, lines: list[int], *, gaps: bool 
         return DataError(f"{path}: column '{name}' has {what} {show(values[i])} at data row "
                          f"{row(i)} (line {lines[i]}); fix or drop that row{extra}")
 
-    result, empty, text = parsed or parse_numbers(values)   # `parsed`: parse_numbers' already
+    result, empty, text = parsed or parse_numbers(values, missing)   # `parsed`: parse_numbers' already
     result, empty, text = result.copy(), empty.copy(), text.copy()
     if not gaps and empty.any():   # a cell that means empty is a value that is not a number here
         odd = np.flatnonzero(empty)
@@ -116,13 +132,14 @@ def numbers(values: list[str], name: str, path, lines: list[int], *, gaps: bool 
 
 
 def categories(values: list[str], name: str, path, lines: list[int], *,
-               check: bool = True, drop: str | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+               check: bool = True, drop: str | None = None,
+               missing: frozenset = MISSING) -> tuple[np.ndarray, tuple[str, ...]]:
     """A categorical column: (codes as float32, NaN for an empty cell; its categories, sorted).
     `check`: refuse a column that is an id or free text (a different value in most rows) or
     that has more than MAX_CATEGORIES values, naming it and how to leave it out (`drop`, in
     words; by default --drop NAME)."""
     drop = drop or f"leave it out with --drop {name}"
-    raw, text, empty = _distinct(values)
+    raw, text, empty = _distinct(values, missing)
     names = pd.Series(text[~empty].unique()).sort_values(ignore_index=True)   # sorted categories
     slot = pd.Series(np.arange(len(names)), index=names)
     lookup = np.where(empty, -1, slot.reindex(text).fillna(-1).to_numpy(np.int64))
@@ -139,12 +156,12 @@ def categories(values: list[str], name: str, path, lines: list[int], *,
     return np.where(codes >= 0, codes, np.nan).astype(np.float32), tuple(str(v) for v in vocabulary)
 
 
-def task_of(labels: list[str], task: str) -> str:
+def task_of(labels: list[str], task: str, missing: frozenset = MISSING) -> str:
     """--task auto: regression for a label of numbers with more than REGRESSION_MIN_VALUES
     distinct values, else classification; the task asked for otherwise."""
     if task != "auto":
         return task
-    parsed, _, text = parse_numbers(labels)
+    parsed, _, text = parse_numbers(labels, missing)
     if text.any():
         return "classification"
     return "regression" if len(np.unique(parsed)) > REGRESSION_MIN_VALUES else "classification"

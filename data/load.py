@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gzip
 import hashlib
 import io
-import zlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from gsearch.data.columns import MISSING
 from gsearch.data.header import EXPECTED, DataError, check_header, show as _show  # noqa: F401 (EXPECTED re-exported)
 from gsearch.data.schema import CATEGORICAL, NUMERIC
 from gsearch.data.files import (  # noqa: F401 (re-exported)
-    GET_DATA_HINT, KAGGLE_GTZAN, SEPARATORS, check_readable, header_names, separator,
+    GET_DATA_HINT, GZIP_MAGIC, KAGGLE_GTZAN, SEPARATORS, check_readable, header_names, inflate,
+    max_data_mb, megabytes, separator, too_big,
 )
 from gsearch.data.schema import (
     FEATURE_NAMES, FILENAME_COLUMN, GENRES, LABEL_COLUMN, LENGTH_COLUMN, SEGMENT_MAX_SAMPLES,
@@ -104,9 +104,9 @@ def describe_data(ds: Dataset) -> str:
     return f"{name} ({ds.n_tracks} tracks)"
 
 
-def file_sha256(path: str | Path) -> str:
+def file_sha256(path: str | Path, max_mb: float | None = None) -> str:
     """SHA-256 of a feature file's content, uncompressed when the file is gzipped."""
-    return hashlib.sha256(_read_bytes(Path(path))).hexdigest()
+    return hashlib.sha256(_read_bytes(Path(path), max_mb)).hexdigest()
 
 
 def track_ids(filenames: pd.Series, lengths: pd.Series) -> np.ndarray:
@@ -127,23 +127,39 @@ def _median_length(lengths: pd.Series) -> int | None:
     return int(values.median()) if len(values) else None
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's content, gunzipped when it starts with the gzip magic number."""
+def _read_bytes(path: Path, max_mb: float | None = None) -> bytes:
+    """The file's content, gunzipped when it starts with the gzip magic number; refused when
+    it holds more than `max_mb` megabytes (files.max_data_mb), a gzip file as soon as its
+    inflated bytes pass the bound."""
+    bound = max_data_mb(max_mb)
     try:
         check_readable(path, DataError)
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            if f.read(2) == GZIP_MAGIC:
+                f.seek(0)
+                return inflate(f, path, bound, error=DataError)
+            size = os.fstat(f.fileno()).st_size
+            if size > bound * (1 << 20):
+                raise DataError(too_big(path, f"is {megabytes(size)}", bound))
+            f.seek(0)
+            raw = f.read()
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path} is a damaged gzip file ({e}); "
-                            "download it again or pass the uncompressed CSV") from None
-    elif raw[:4] == b"PK\x03\x04":
+    if raw[:4] == b"PK\x03\x04":
         raise DataError(f"{path} is a zip archive; unzip it and pass the "
                         "features_30_sec.csv inside it with --data")
     return raw
+
+
+def out_of_memory(path: Path) -> DataError:
+    """The one-line answer to a MemoryError while reading the table at `path`."""
+    try:
+        size = megabytes(path.stat().st_size)
+    except OSError:
+        size = "size unknown"
+    return DataError(f"gsearch ran out of memory reading {path} ({size}); reading a table takes "
+                     "about 15-30 MB of memory per MB of CSV: free memory, use a machine with "
+                     "more, or pass fewer rows (--max-data-mb refuses such a table at once)")
 
 
 def _decode(raw: bytes, path: Path) -> str:
@@ -184,7 +200,8 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
           features: tuple[str, ...] | None = None, drop: tuple[str, ...] = (),
           group: str | None = None, kinds: tuple[str, ...] | None = None,
           categorical: tuple[str, ...] = (), sep: str | None = None,
-          bad_rows: dict | None = None) -> tuple[pd.DataFrame, str, tuple[str, ...], tuple[str, ...], list[int]]:
+          bad_rows: dict | None = None, max_mb: float | None = None,
+          missing: frozenset = MISSING) -> tuple[pd.DataFrame, str, tuple[str, ...], tuple[str, ...], list[int]]:
     """(frame, SHA-256 of the file, feature names, their kinds, the line each row ends on).
     The frame holds each numeric
     feature as float64 (NaN for an empty cell of a table of one's own) and each categorical one
@@ -194,7 +211,7 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
     if header:                         # them before its imports (data.header.check_table)
         check_header(header, path, require_labels, label=label, features=features, drop=drop,
                      group=group, categorical=categorical)
-    raw = _read_bytes(path)
+    raw = _read_bytes(path, max_mb)
     names, rows, lines = _parse(_decode(raw, path), path, sep)
     features = check_header(names, path, require_labels, label=label, features=features, drop=drop,
                             group=group, categorical=categorical)
@@ -230,18 +247,18 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
         if kinds is not None or name in categorical or not own:
             kind = kinds[j] if kinds is not None else CATEGORICAL if name in categorical else NUMERIC
         else:   # a column of one's own: numeric when every cell that is not empty is a number
-            parsed = col.parse_numbers(values)
+            parsed = col.parse_numbers(values, missing)
             kind = CATEGORICAL if parsed[2].any() else NUMERIC
         found.append(kind)
         if kind == NUMERIC:
             hint = "; the model reads numbers there" if kinds is not None else ""
             try:
                 data[name] = col.numbers(values, name, path, lines, gaps=own, hint=hint,
-                                         parsed=parsed, bad_rows=bad_rows)
+                                         parsed=parsed, bad_rows=bad_rows, missing=missing)
             except DataError as e:
                 refused.append(str(e))
         else:
-            data[name] = col.clean_text(values)
+            data[name] = col.clean_text(values, missing)
     if refused:
         raise DataError(_together(refused, path))
     frame = pd.DataFrame(data, index=pd.RangeIndex(len(rows)))
@@ -249,9 +266,9 @@ def _read(path: Path, require_labels: bool, *, label: str = LABEL_COLUMN,
         frame[_LABEL] = [value.strip() for value in columns[label]]
     if group is not None:
         values = [value.strip() for value in columns[group]]
-        missing = [i for i, value in enumerate(values) if value.lower() in MISSING]
-        if missing:
-            i = missing[0]
+        empty = [i for i, value in enumerate(values) if value.lower() in missing]
+        if empty:
+            i = empty[0]
             raise DataError(f"{path}: column {_show(group)} (--group) has no value at data row "
                             f"{i + 1} (line {lines[i]}); give every row a group, or drop the row")
         frame[_GROUP] = values
@@ -271,7 +288,8 @@ def _together(refused: list[str], path: Path) -> str:
 def read_features(path: str | Path, *, require_labels: bool = True,
                   features: tuple[str, ...] | None = None,
                   kinds: tuple[str, ...] | None = None, sep: str | None = None,
-                  bad_rows: dict | None = None) -> pd.DataFrame:
+                  bad_rows: dict | None = None, max_mb: float | None = None,
+                  missing: str | tuple[str, ...] | None = None) -> pd.DataFrame:
     """Read a feature CSV (plain or gzipped, UTF-8 or UTF-16) and check it: the feature
     columns (`features` by name, e.g. a model's, of `kinds`; else the Kaggle GTZAN schema's 57,
     or a table of one's own: see load_dataset) present once each, every row as long as the
@@ -279,16 +297,23 @@ def read_features(path: str | Path, *, require_labels: bool = True,
     Returns numeric features as float64 (NaN: empty), categorical ones as text (None: empty),
     `filename` (`rowN` when absent) and `length` (int64 max when absent). With `bad_rows` (a
     dict), a row that cannot be read (a ragged line, text where a number goes) is recorded
-    there (row index -> the one-line refusal) instead of stopping the file."""
-    return _read(Path(path), require_labels, features=features, kinds=kinds, sep=sep,
-                 bad_rows=bad_rows)[0]
+    there (row index -> the one-line refusal) instead of stopping the file. `missing`: the
+    words that mean an empty cell besides an empty one (columns.missing_words; None: MISSING)."""
+    path = Path(path)
+    try:
+        return _read(path, require_labels, features=features, kinds=kinds, sep=sep,
+                     bad_rows=bad_rows, max_mb=max_mb, missing=col.missing_words(missing))[0]
+    except MemoryError:
+        raise out_of_memory(path) from None
 
 
 def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
                  label: str = LABEL_COLUMN, features: tuple[str, ...] | None = None,
                  drop: tuple[str, ...] = (), group: str | None = None,
                  kinds: tuple[str, ...] | None = None, categorical: tuple[str, ...] = (),
-                 task: str = "auto", sep: str | None = None) -> Dataset:
+                 task: str = "auto", sep: str | None = None,
+                 max_mb: float | None = None,
+                 missing: str | tuple[str, ...] | None = None) -> Dataset:
     """Load a labelled feature table: the Kaggle GTZAN schema (57 named features, rows grouped
     into tracks by filename), or any CSV of one's own with a `label` column (another with
     `label=`): its features are every column but the label, `filename`, `length` and the
@@ -303,18 +328,31 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
     label of numbers with more than columns.REGRESSION_MIN_VALUES distinct values). With
     `group`, that column (not a feature) says which rows belong together (an artist, a session,
     a patient): rows are grouped by its values instead of by track, and every split keeps a
-    group on one side.
+    group on one side. `max_mb`: the most megabytes of CSV read (files.max_data_mb); a table
+    that runs out of memory all the same is refused in one line. `missing`: the words that
+    mean an empty cell, in features and label, besides an empty one (a comma list;
+    columns.missing_words; None: columns.MISSING; "": none).
 
     >>> ds = load_dataset(resolve_data(BUNDLED_DATA))
     >>> ds.X.shape, ds.classes[:3], ds.n_tracks, ds.features[:2], ds.task
     ((1000, 57), ('blues', 'classical', 'country'), 1000, ('chroma_stft_mean', 'chroma_stft_var'), 'classification')
     """
     path = Path(path)
+    try:
+        return _load(path, classes, label=label, features=features, drop=drop, group=group,
+                     kinds=kinds, categorical=categorical, task=task, sep=sep, max_mb=max_mb,
+                     missing=col.missing_words(missing))
+    except MemoryError:
+        raise out_of_memory(path) from None
+
+
+def _load(path: Path, classes, *, label, features, drop, group, kinds, categorical, task, sep,
+          max_mb, missing) -> Dataset:
     frame, sha256, features, kinds, lines = _read(
         path, require_labels=True, label=label, features=None if features is None else tuple(features),
         drop=tuple(drop), group=group, kinds=None if kinds is None else tuple(kinds),
-        categorical=tuple(categorical), sep=sep)
-    labelled = ~col.is_missing(frame[_LABEL].to_numpy(dtype=object))
+        categorical=tuple(categorical), sep=sep, max_mb=max_mb, missing=missing)
+    labelled = ~col.is_missing(frame[_LABEL].to_numpy(dtype=object), missing)
     if not labelled.any():
         raise DataError(f"{path}: column {_show(label)} has no label in any row; name the label "
                         "column with --label")
@@ -322,9 +360,11 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
         frame = frame[labelled].reset_index(drop=True)
         lines = [line for line, keep in zip(lines, labelled) if keep]
     rows = None if labelled.all() else [int(i) + 1 for i in np.flatnonzero(labelled)]  # in the file
-    task = "classification" if classes is not None else col.task_of(list(frame[_LABEL]), task)
+    task = ("classification" if classes is not None else
+            col.task_of(list(frame[_LABEL]), task, missing))
     if task == "regression":
-        y = col.numbers(list(frame[_LABEL]), label, path, lines, rows=rows).astype(np.float32)
+        y = col.numbers(list(frame[_LABEL]), label, path, lines, rows=rows,
+                        missing=missing).astype(np.float32)
         classes = ()
     else:
         y, classes = _classes(frame[_LABEL], classes, path, label, rows)
@@ -334,7 +374,7 @@ def load_dataset(path: str | Path, classes: tuple[str, ...] | None = None, *,
             X[:, j] = frame[name].to_numpy(np.float64)
         else:
             values = frame[name].fillna("").to_numpy(dtype=object)   # pandas: None or NaN
-            X[:, j], vocabulary[name] = col.categories(values, name, path, lines)
+            X[:, j], vocabulary[name] = col.categories(values, name, path, lines, missing=missing)
     tracks = track_ids(frame[FILENAME_COLUMN], frame[LENGTH_COLUMN])
     groups = tracks if group is None else _groups(frame[_GROUP].to_numpy(dtype=object), tracks,
                                                    path, group)

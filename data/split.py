@@ -126,9 +126,30 @@ def split_dataset(ds: Dataset, *, test_size: float, val_size: float, seed: int,
 
 def kfold_splits(ds: Dataset, rows: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """k stratified folds of `rows` grouped by `ds.groups` (tracks or artists):
-    [(train_rows, val_rows), ...]."""
+    [(train_rows, val_rows), ...]. More folds than `rows` allow (each needs a group, and
+    the largest class must reach every fold) are refused in one line naming the most."""
+    check_folds(ds, rows, k)
     folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return [(rows[a], rows[b]) for a, b in folds.split(ds.X[rows], strata(ds)[rows], ds.groups[rows])]
+
+
+def check_folds(ds: Dataset, rows: np.ndarray, k: int) -> None:
+    """--cv k on `rows`: at most one fold per group, and no more than the largest class's
+    rows (a regression: its largest target bin's), as StratifiedGroupKFold needs."""
+    groups = len(np.unique(ds.groups[rows]))
+    largest = int(np.bincount(strata(ds)[rows]).max()) if len(rows) else 0
+    most = min(groups, largest)
+    if k <= most:
+        return
+    named = unit(ds)
+    held = (f"{groups} {named}s (each {named} stays in one fold)" if named in ("row", "track", "artist")
+            else f"{groups} values of column {named!r} (each stays in one fold)")
+    why = (held if groups == most else
+           f"{largest} rows in their largest "
+           f"{'target bin' if ds.task == 'regression' else 'class'} (every fold needs one)")
+    fix = f"pass --cv {most} or fewer" if most >= 2 else "pass --cv 1 (the validation split)"
+    raise DataError(f"--cv {k}: the {len(rows)} training and validation rows allow at most "
+                    f"{most} folds, having {why}; {fix}")
 
 
 def fit_scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -110,6 +110,7 @@ class ExportManifest:
     data_sha256: str | None = None
     clip_samples: int | None = None          # audio longer than two of these is windowed
     split: dict | None = None                # the protocol's split options
+    reading: dict | None = None              # how its table was read: {"missing": "NA,null"}
     # measured and recorded when the folder is written (models.export.save_model)
     n_params: int | None = None
     latency_ms: float | None = None
@@ -282,7 +283,8 @@ class ExportManifest:
 _DESCRIBED = ("study", "storage", "trial_number", "metric", "validation_score", "validation_accuracy", "pick",
               "objectives", "within_limits", "objective", "test_scores", "test_accuracy",
               "test_macro_f1", "n_test", "calibration", "retrained_on_rows", "train_seconds",
-              "data_sha256", "clip_samples", "split", "members", "n_params", "latency_ms", "versions")
+              "data_sha256", "clip_samples", "split", "reading", "members", "n_params", "latency_ms",
+              "versions")
 _SCORES = {"metric", "validation_score", "validation_accuracy", "test_scores", "test_accuracy",
            "test_macro_f1", "members", "calibration"}
 

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from gsearch import GsearchError
+from gsearch.data.files import check_readable
 from gsearch.data.load import read_features
 from gsearch.data.schema import FEATURE_NAMES, FILENAME_COLUMN
 from gsearch.data.schema import NUMERIC
@@ -53,6 +54,9 @@ class ExportedModel:
         self.members = list(self.manifest.configs) if self.manifest.ensemble else []
         self.config = self.manifest.configs[0]
         self.clip_samples = self.manifest.window
+        reading = self.manifest.reading if isinstance(self.manifest.reading, dict) else {}
+        words = reading.get("missing")   # the words its table's empty cells were (--missing)
+        self.missing = words if isinstance(words, str) else None
         self.backend = backend
         if backend == "onnx":
             self._session = _onnx_session(directory / ONNX_FILE, self.manifest)
@@ -224,7 +228,8 @@ def _prediction(model: ExportedModel, name: str, p: np.ndarray, **where) -> Pred
 
 
 def predict_csv(model: ExportedModel, path: Path, *, sets: bool = False, sep: str | None = None,
-                on_error: Callable[[GsearchError], None] | None = None) -> list[Prediction]:
+                on_error: Callable[[GsearchError], None] | None = None,
+                max_mb: float | None = None, missing: str | None = None) -> list[Prediction]:
     """One prediction per row of a feature CSV (label column optional), its columns read by
     the model's feature names and kinds; `sets`: with its conformal set or interval. A row that
     cannot be read goes to `on_error` (one GsearchError each) and the others are predicted;
@@ -232,7 +237,8 @@ def predict_csv(model: ExportedModel, path: Path, *, sets: bool = False, sep: st
     column, or by the file and row."""
     bad: dict[int, str] = {}
     frame = read_features(path, require_labels=False, features=model.features, kinds=model.kinds,
-                          sep=sep, bad_rows=None if on_error is None else bad)
+                          sep=sep, bad_rows=None if on_error is None else bad, max_mb=max_mb,
+                          missing=model.missing if missing is None else missing)
     for i in sorted(bad):
         on_error(GsearchError(bad[i]))
     keep = np.setdiff1d(np.arange(len(frame)), list(bad))
@@ -281,14 +287,17 @@ def predict_audio(model: ExportedModel, path: Path, *, sets: bool = False) -> Pr
 
 
 def predict_file(model: ExportedModel, path: str | Path, *, sets: bool = False, sep: str | None = None,
-                 on_error: Callable[[GsearchError], None] | None = None) -> list[Prediction]:
+                 on_error: Callable[[GsearchError], None] | None = None,
+                 max_mb: float | None = None, missing: str | None = None) -> list[Prediction]:
     """A .csv file: one prediction per row; else one prediction for the audio file; `sets`:
     each with its conformal set or interval."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise GsearchError(f"{path}: no such file")
+    check_readable(path)   # a FIFO, a device (/dev/zero): refused in one line
     if TABLE_SUFFIXES & {suffix.lower() for suffix in path.suffixes}:   # x.csv, x.tsv.gz, ...
-        return predict_csv(model, path, sets=sets, sep=sep, on_error=on_error)
+        return predict_csv(model, path, sets=sets, sep=sep, on_error=on_error, max_mb=max_mb,
+                           missing=missing)
     from gsearch.data.audio import SUPPORTED_EXTENSIONS, is_audio_file  # lazy: as in audio_windows
 
     if not is_audio_file(path):
@@ -298,7 +307,8 @@ def predict_file(model: ExportedModel, path: str | Path, *, sets: bool = False, 
 
 
 def predict_files(model: ExportedModel, paths, on_error: Callable[[GsearchError], None], *,
-                  sets: bool = False, sep: str | None = None) -> Iterator[Prediction]:
+                  sets: bool = False, sep: str | None = None,
+                  max_mb: float | None = None, missing: str | None = None) -> Iterator[Prediction]:
     """Predictions for every path (a folder: each audio file in it, recursively); a file that
     fails goes to on_error and the others go on."""
     for path in map(Path, paths):
@@ -311,7 +321,8 @@ def predict_files(model: ExportedModel, paths, on_error: Callable[[GsearchError]
                 on_error(GsearchError(f"{path}: no audio files in this folder"))
         for f in files:
             try:
-                preds = predict_file(model, f, sets=sets, sep=sep, on_error=on_error)
+                preds = predict_file(model, f, sets=sets, sep=sep, on_error=on_error, max_mb=max_mb,
+                                     missing=missing)
             except GsearchError as e:
                 on_error(e)
                 continue

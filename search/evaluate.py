@@ -32,6 +32,7 @@ from gsearch.models.metrics import metric_scores
 from gsearch.models.validation import DEFAULT_METRIC, METRICS, check_metric
 from gsearch.search.objectives import Objectives
 from gsearch.models.population import resolve_device
+from gsearch.search import records
 from gsearch.search.export import export_best
 from gsearch.search.loop import Space
 from gsearch.search.parallel import run_search
@@ -168,7 +169,8 @@ def evaluate_seeds(ds: Dataset, *, split_seeds: list[int], trials: int, cv: int,
                    storage: str, out_dir: Path, device: torch.device, ensemble: int | None = None,
                    strategy: Strategy = Strategy(seed=0), seed: int = 0,
                    protocol: Protocol = Protocol(), space: Space | None = None,
-                   test_folds: list[int] | None = None, metric: str = "accuracy") -> list[SeedResult]:
+                   test_folds: list[int] | None = None, metric: str = "accuracy",
+                   missing: str | None = None) -> list[SeedResult]:
     """Search (run_search, `space`: by default the one sized to the table), export and score once per split seed (the protocol's
     split seed replaced by each), or once per published test fold (`test_folds`, with
     protocol.groups "artist"); a split's study is topped up to `trials` finished trials, so
@@ -181,6 +183,8 @@ def evaluate_seeds(ds: Dataset, *, split_seeds: list[int], trials: int, cv: int,
         protocols = {s: replace(protocol, split_seed=s, cv=cv) for s in split_seeds}
     kind = "test fold" if test_folds else "split seed"
     splits = {s: p.split(ds) for s, p in protocols.items()}  # data errors before the storage
+    for p in protocols.values():   # and more --cv folds than a split allows
+        p.train_rows(ds)
     store = open_storage(storage)
     results = []
     for split_seed, split in splits.items():
@@ -188,6 +192,8 @@ def evaluate_seeds(ds: Dataset, *, split_seeds: list[int], trials: int, cv: int,
         name = study_name(protocols[split_seed].split_seed, cv, protocols[split_seed])
         study = open_study(store, name, protocol=protocols[split_seed], ds=ds, strategy=strategy,
                            objectives=Objectives(metric=metric), space_name=space_name(space))
+        if missing is not None and not study.trials:   # --missing: its exports record it
+            study.set_user_attr(records.MISSING_WORDS, missing)
         done = finished_count(study)
         if done < trials:
             print(f"{kind} {split_seed}: study '{name}', {len(split.train_val)} train+validation "
@@ -275,7 +281,8 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
     ds = protocol.prepare(load_dataset(resolve_data(request.data), label=request.label,
                                        drop=request.drop, group=protocol.group,
                                        categorical=request.categorical, task=request.task,
-                                       sep=request.sep))
+                                       sep=request.sep, max_mb=request.max_data_mb,
+                                       missing=request.missing))
     metric = request.metric or DEFAULT_METRIC[ds.task]
     check_metric(metric, ds.task, len(ds.classes))
     results = evaluate_seeds(ds, split_seeds=list(request.split_seeds), trials=request.trials,
@@ -284,6 +291,6 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
                              strategy=Strategy(request.sampler, request.pruner, request.seed),
                              seed=request.seed, space=resolve_space(request.space),
                              protocol=protocol, test_folds=list(request.test_folds or []) or None,
-                             metric=metric)
+                             metric=metric, missing=request.missing)
     where = "artist-fold<K>" if request.test_folds else "split<seed>"
     return Evaluation(results, describe_data(ds), safe_url(storage), f"{request.out}/{where}/")

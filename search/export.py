@@ -63,7 +63,8 @@ def study_data(study: optuna.Study, data_path: str | None = None, *,
                           label=recorded.get(records.LABEL, LABEL_COLUMN),
                           features=tuple(features) if features is not None else None,
                           kinds=tuple(kinds) if kinds is not None else None, task=task,
-                          group=protocol.group, sep=recorded.get(records.SEP))
+                          group=protocol.group, sep=recorded.get(records.SEP),
+                          missing=recorded.get(records.MISSING_WORDS))
     ds = protocol.prepare(ds)
     protocol.check(study, ds)
     return ds, protocol.split(ds), protocol
@@ -169,7 +170,9 @@ def export_best(study: optuna.Study, out_dir: Path, *, data_path: str | None = N
         retrained_on_rows=int(len(rows)), train_seconds=round(sum(h.seconds for _, h in trained), 3),
         data_sha256=ds.sha256,
         clip_samples=ds.clip_samples,  # predict cuts longer audio into windows of this length
-        split=protocol.record())
+        split=protocol.record(),
+        reading=({"missing": study.user_attrs[records.MISSING_WORDS]}   # predict reads rows so
+                 if records.MISSING_WORDS in study.user_attrs else None))
     model = network if encoding.is_identity else Pipeline(Preprocess(encoding), network)
     what = f"trial {best.number}" if len(models) == 1 else f"ensemble of {len(models)} trials"
     with replacing(out_dir, owner, force=force) as partial:   # renamed to out_dir when whole

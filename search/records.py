@@ -20,6 +20,8 @@ FEATURES = "features"          # its feature columns, in the model's input order
 KINDS = "kinds"                # each feature's kind, numeric or categorical (absent: all numeric)
 LABEL = "label_column"         # its label column
 SEP = "separator"              # its column separator, when one was given (--sep; else sniffed)
+MISSING_WORDS = "missing_words"  # the words read as an empty cell, when given (--missing; else
+                               # data.columns.MISSING), as a comma list ("": only an empty cell)
 TASK = "task"                  # classification or regression (absent: classification)
 SPACE_ROWS = "space_rows"      # the training rows its search space was sized to (space.SearchSpace)
 SPACE_OPTIONS = "space_options"  # what else the built-in space follows: task, class weights, linear

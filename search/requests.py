@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Callable
 
 from gsearch import GsearchError
-from gsearch.data.files import check_readable
+from gsearch.data.files import check_readable, check_size
 from gsearch.data.header import check_table
 from gsearch.data.schema import TASKS
 from gsearch.data.schema import ARTIST_FOLDS, LABEL_COLUMN
 from gsearch.models.folder import Owner, check_target
 from gsearch.models.validation import METRICS
 from gsearch.search.protocol import Protocol
+from gsearch.search.space import check_log_scale
 from gsearch.search.storage import DEFAULT_STORAGE, check_study_name, check_url, safe_url
 from gsearch.search.storage.url import storage_identity
 from gsearch.search.study import DEFAULT_POPULATION, DEFAULT_PRUNER, DEFAULT_STUDY, check_study_exists
@@ -132,6 +133,9 @@ class RunRequest:
     drop: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()   # columns read as categories (text ones are anyway)
     sep: str | None = None              # the column separator (None: sniffed)
+    max_data_mb: float | None = None    # the most MB of CSV read (None: data.files.max_data_mb)
+    missing: str | None = None          # words read as an empty cell, a comma list (None: the
+                                        # default words, data.columns.MISSING; "": none)
     task: str = "auto"                  # classification, regression or auto (data.columns.task_of)
     metric: str | None = None           # models.validation.METRICS; None: the task's default
     protocol: Protocol = Protocol()
@@ -171,9 +175,13 @@ class RunRequest:
         that the CLI says what is wrong with it before it imports torch and Optuna."""
         from gsearch.data.load import load_dataset, resolve_data   # lazy: pandas
 
-        return load_dataset(resolve_data(self.data), label=self.label, drop=self.drop,
-                            group=self.protocol.group, categorical=self.categorical,
-                            task=self.task, sep=self.sep)
+        ds = load_dataset(resolve_data(self.data), label=self.label, drop=self.drop,
+                          group=self.protocol.group, categorical=self.categorical,
+                          task=self.task, sep=self.sep, max_mb=self.max_data_mb,
+                          missing=self.missing)
+        if self.protocol.cv > 1:   # more --cv folds than the table allows (scikit-learn's split)
+            self.protocol.train_rows(ds)
+        return ds
 
     def check(self) -> None:
         _positive(trials=self.trials, workers=self.workers, population=self.population,
@@ -186,6 +194,7 @@ class RunRequest:
         check_device(self.device)
         if self.data is not None:
             check_readable(self.data)
+            check_size(self.data, self.max_data_mb)
             check_table(self.data, label=self.label, drop=self.drop, group=self.protocol.group,
                         categorical=self.categorical, sep=self.sep)
         if self.storage is None and self.workers > 1:
@@ -200,6 +209,7 @@ class RunRequest:
         if self.export is not None:   # before the search: a folder problem never costs a search
             check_target(self.export, Owner(self.study, storage_identity(self.storage)),
                          force=self.force, option="--export")
+        check_log_scale(self.fix, self.ranges)   # (the space sized to the table checks the rest)
         if self.ranges and self.space is not None:
             raise GsearchError("--range changes the built-in search space; a space of your own "
                                "(--space) sets its ranges itself: pass one of them")
@@ -258,6 +268,8 @@ class EvaluateRequest:
     drop: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     sep: str | None = None
+    max_data_mb: float | None = None
+    missing: str | None = None
     task: str = "auto"
     metric: str | None = None
     protocol: Protocol = Protocol()
@@ -288,5 +300,6 @@ class EvaluateRequest:
         check_device(self.device)
         if self.data is not None:
             check_readable(self.data)
+            check_size(self.data, self.max_data_mb)
         if self.storage is not None:
             check_url(self.storage)

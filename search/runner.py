@@ -18,7 +18,8 @@ import numpy as np
 import optuna
 import torch
 
-from gsearch import Interrupted
+from gsearch import GsearchError, Interrupted
+from gsearch.data.columns import missing_words
 from gsearch.data.load import Dataset, describe_data
 from gsearch.models.population import resolve_device
 from gsearch.models.validation import DEFAULT_METRIC, check_metric
@@ -148,6 +149,21 @@ def _interrupted(trials: int | None, done: int) -> Interrupted:
         f"this run's count (--trials N always adds N more)")
 
 
+def _check_missing(study: optuna.Study, missing: str | None) -> None:
+    """A study resumed with other words for an empty cell (--missing) than it read its table
+    with would search other rows and classes: refused, saying the study's."""
+    recorded = study.user_attrs.get(records.MISSING_WORDS)
+    if missing_words(recorded) == missing_words(missing):
+        return
+
+    def said(words):
+        return "the default words (no --missing)" if words is None else f"--missing {words!r}"
+    raise GsearchError(f"study '{study.study_name}' read its table with {said(recorded)}, this run "
+                       f"with {said(missing)}: resume it with "
+                       f"{'no --missing' if recorded is None else f'--missing {recorded!r}'}, "
+                       "or pass a new --study")
+
+
 def run_study(request: RunRequest, *, echo: Echo = print, started: float | None = None,
               ds: Dataset | None = None) -> RunOutcome:
     """Run `request`, which the caller has checked (request.check(): the CLI and the
@@ -183,6 +199,9 @@ estimators do). `started`: when the request began
                        objectives=objectives, space=sized, space_name=space_name(space))
     if request.sep is not None and len(study.trials) == 0:   # export reads the file the same way
         study.set_user_attr(records.SEP, request.sep)
+    if request.missing is not None and len(study.trials) == 0:   # and its empty cells
+        study.set_user_attr(records.MISSING_WORDS, request.missing)
+    _check_missing(study, request.missing)
     _describe(echo, request, ds, study, own_space=space is not None)
     if request.warm_start:
         before = len(study.get_trials(deepcopy=False))

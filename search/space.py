@@ -50,6 +50,10 @@ IMBALANCE = 1.5
 MAX_EPOCHS = 100   # the longest trial of any space (a table of REFERENCE_ROWS rows or fewer)
 
 
+# The built-in ranges of the parameters searched on a log scale (above 0 whatever the table).
+LOG_SCALE = {"width": (32, 256), "lr": (1e-4, 3e-2), "weight_decay": (1e-5, 1e-1)}
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """The search space, sized to a training set of `rows` rows; calling it on a trial
@@ -106,16 +110,17 @@ class SearchSpace:
         return TrialConfig(
             # architecture
             n_layers=trial.suggest_int("n_layers", *r("n_layers", 0 if self.linear else 1, 3)),
-            width=trial.suggest_int("width", *r("width", 32, 256), log=True),
+            width=trial.suggest_int("width", *r("width", *LOG_SCALE["width"]), log=True),
             batch_norm=trial.suggest_categorical("batch_norm", list(r("batch_norm", True, False))),
             # optimisation (AdamW; lr is the peak rate of onecycle / the start of cosine)
-            lr=trial.suggest_float("lr", *r("lr", 1e-4, 3e-2), log=True),
+            lr=trial.suggest_float("lr", *r("lr", *LOG_SCALE["lr"]), log=True),
             lr_schedule=trial.suggest_categorical("lr_schedule", list(r("lr_schedule", *LR_SCHEDULES))),
             batch_size=trial.suggest_categorical("batch_size", list(self.batch_sizes)),
             epochs=trial.suggest_int("epochs", low, high, step=step),
             # regularization
             dropout=trial.suggest_float("dropout", *r("dropout", 0.0, 0.6)),
-            weight_decay=trial.suggest_float("weight_decay", *r("weight_decay", 1e-5, 1e-1), log=True),
+            weight_decay=trial.suggest_float("weight_decay", *r("weight_decay", *LOG_SCALE["weight_decay"]),
+                                             log=True),
             label_smoothing=(trial.suggest_float("label_smoothing", *r("label_smoothing", 0.0, 0.2))
                              if classification else 0.0),
             input_noise=trial.suggest_float("input_noise", *r("input_noise", 0.0, 0.3)),
@@ -238,7 +243,47 @@ def _parse_value(distribution: optuna.distributions.BaseDistribution, text: str)
         return None
     if not math.isfinite(value):   # nan passes Optuna's range check
         return None
+    if distribution.log and value <= 0:   # Optuna raises on it: no value of a log scale
+        return None
     return value if distribution_contains(distribution, value) else None
+
+
+def _allowed(name: str, distribution: optuna.distributions.BaseDistribution) -> str:
+    """What a parameter takes, in words: its choices, or its range (and step, log scale)."""
+    choices = getattr(distribution, "choices", None)
+    if choices is not None:
+        return f"{name} takes one of {', '.join(str(c).lower() for c in choices)}"
+    step = getattr(distribution, "step", None)
+    words = f"{name} takes {distribution.low:g} to {distribution.high:g}"
+    if step not in (None, 1):
+        words += f" in steps of {step:g}"
+    if distribution.log:
+        words += ", on a log scale (so above 0)"
+    return words
+
+
+def check_log_scale(fix: Sequence[str], ranges: Sequence[str] = ()) -> None:
+    """--fix of a log-scaled parameter (LOG_SCALE) at 0 or below, refused in one line naming
+    its range (its --range, else the built-in one) before any heavy import: no table decides
+    it. parse_fixed checks every value against the space sized to the table later."""
+    given = dict(item.partition("=")[::2] for item in ranges)
+    for item in fix:
+        name, _, text = item.partition("=")
+        if name not in LOG_SCALE:
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            continue
+        if value > 0:
+            continue
+        low, high = LOG_SCALE[name]
+        try:
+            low, high = (float(end) for end in given[name].split(":"))
+        except (KeyError, ValueError):
+            pass
+        raise GsearchError(f"--fix {item!r}: {text!r} is not a value of {name}: {name} takes "
+                           f"{low:g} to {high:g}, on a log scale (so above 0); pick one inside it")
 
 
 def parse_fixed(items: Sequence[str], space: SearchSpace = suggest_config) -> dict:
@@ -260,9 +305,9 @@ def parse_fixed(items: Sequence[str], space: SearchSpace = suggest_config) -> di
                                f"{', '.join(distributions)}")
         value = _parse_value(distribution, text)
         if value is None:
-            raise GsearchError(f"--fix {item!r}: {text!r} is not a value of {name} in the "
-                               f"search space ({distribution}; {space.describe()}); pick one "
-                               "inside it")
+            raise GsearchError(f"--fix {item!r}: {text!r} is not a value of {name}: "
+                               f"{_allowed(name, distribution)}, in this search space "
+                               f"({space.describe()}); pick one inside it")
         fixed[name] = value
     return fixed
 
