@@ -25,7 +25,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import secrets
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -171,7 +170,7 @@ def replacing(out: Path, owner: Owner | None = None, *, force: bool = False, opt
     while not parent.exists():
         created.append(parent)
         parent = parent.parent
-    partial = real.parent / f".{real.name}.partial-{secrets.token_hex(4)}"
+    partial = real.parent / f".{real.name}.partial-{os.urandom(4).hex()}"
     try:
         for folder in reversed(created):
             folder.mkdir()
@@ -196,7 +195,7 @@ def _swap(partial: Path, real: Path) -> None:
     if not os.path.lexists(real):
         os.rename(partial, real)
         return
-    aside = real.parent / f".{real.name}.old-{secrets.token_hex(4)}"
+    aside = real.parent / f".{real.name}.old-{os.urandom(4).hex()}"
     os.rename(real, aside)
     try:
         os.rename(partial, real)
