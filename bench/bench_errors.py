@@ -3,7 +3,7 @@
 Each case is a command that must fail with one line on stderr and a non-zero exit: a bad path,
 option or URL, and bad content (a table without its label column, with several problems, with
 a cell that is not a number; a study the storage does not hold; a FIFO or /dev/zero as --data;
-gzip bombs and a table over --max-data-mb), read from small files the script writes first
+gzip bombs and a table over --max-data-mb; an export folder that holds a user's files), read from small files the script writes first
 ({table} names them). It is run --repeat times, each time as a new process in an empty temporary folder (so no studies.db is
 found there), and the script prints min / median / max seconds, the exit status and the
 last stderr line. A case that exits 0, or prints more than one line (click's own usage errors
@@ -47,6 +47,10 @@ CASES = {
     "run: plain table over --max-data-mb": ["run", "--data", "{bad_cell}", "--max-data-mb", "0.01"],
     "run --fix lr=0": ["run", "--fix", "lr=0", "--storage", "sqlite:///s.db"],
     "run --cv 200 (800 rows)": ["run", "--cv", "200", "--storage", "sqlite:///s.db"],
+    "run --export (a folder of one's files)": ["run", "--trials", "1", "--export", "{own_folder}",
+                                               "--storage", "sqlite:///s.db"],
+    "export-best --out (a folder of one's files)": ["export-best", "--study", "kept", "--storage",
+                                                    "sqlite:///{db}", "--out", "{own_folder}"],
 }
 
 
@@ -73,9 +77,12 @@ def write_fixtures(folder: Path) -> dict[str, str]:
             f.write(mb)
     # 1024 members of 1 MiB each: only inflating finds the size (as for any multiple of 4 GiB)
     (folder / "members.csv.gz").write_bytes(member * 1024)
+    (folder / "own").mkdir()   # a folder of the user's: not an export, never written over
+    (folder / "own" / "report.json").write_text("{}")
     return {"no_label": str(folder / "no_label.csv"), "bad_cell": str(folder / "bad_cell.csv"),
             "db": str(folder / "studies.db"), "fifo": str(folder / "fifo.csv"),
-            "bomb": str(folder / "bomb.csv.gz"), "bomb_members": str(folder / "members.csv.gz")}
+            "bomb": str(folder / "bomb.csv.gz"), "bomb_members": str(folder / "members.csv.gz"),
+            "own_folder": str(folder / "own")}
 
 
 def gsearch() -> list[str]:
