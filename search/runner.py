@@ -164,13 +164,22 @@ def _check_missing(study: optuna.Study, missing: str | None) -> None:
                        "or pass a new --study")
 
 
+def _record_reading(study: optuna.Study, request: RunRequest) -> None:
+    """A new study records how its table was read (the separator, the words of an empty cell),
+    so that export reads the file the same way; a resumed one refuses other missing words."""
+    if request.sep is not None and len(study.trials) == 0:
+        study.set_user_attr(records.SEP, request.sep)
+    if request.missing is not None and len(study.trials) == 0:
+        study.set_user_attr(records.MISSING_WORDS, request.missing)
+    _check_missing(study, request.missing)
+
+
 def run_study(request: RunRequest, *, echo: Echo = print, started: float | None = None,
               ds: Dataset | None = None) -> RunOutcome:
-    """Run `request`, which the caller has checked (request.check(): the CLI and the
-estimators do). `started`: when the request began
-    (time.monotonic(); --timeout counts from there), now by default. `ds`: the table, when the
-    caller holds it already (the Python API's DataFrame, data.frame; request.data then only
-    names it)."""
+    """Run `request`, which the caller has checked (request.check(): the CLI and the estimators
+    do). `started`: when the request began (time.monotonic(); --timeout counts from there), now
+    by default. `ds`: the table, when the caller holds it already (the Python API's DataFrame,
+    data.frame; request.data then only names it)."""
     started = time.monotonic() if started is None else started
     space = resolve_space(request.space)
     workers, _ = worker_cap(request.workers, request.trials or request.workers)
@@ -197,11 +206,7 @@ estimators do). `started`: when the request began
     callbacks = [] if request.mlflow is None else [mlflow_callback(request.mlflow, objectives)]
     study = open_study(_storage(request), request.study, protocol=protocol, ds=ds, strategy=strategy,
                        objectives=objectives, space=sized, space_name=space_name(space))
-    if request.sep is not None and len(study.trials) == 0:   # export reads the file the same way
-        study.set_user_attr(records.SEP, request.sep)
-    if request.missing is not None and len(study.trials) == 0:   # and its empty cells
-        study.set_user_attr(records.MISSING_WORDS, request.missing)
-    _check_missing(study, request.missing)
+    _record_reading(study, request)
     _describe(echo, request, ds, study, own_space=space is not None)
     if request.warm_start:
         before = len(study.get_trials(deepcopy=False))
