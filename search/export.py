@@ -36,6 +36,7 @@ from gsearch.models.metrics import classification_scores, metric_scores, regress
 from gsearch.models.mlp import Ensemble, Pipeline, Preprocess, scale_logits
 from gsearch.models.validation import METRICS
 from gsearch.models.population import DivergedError, TrainData, resolve_device, train_population
+from gsearch.models.predict import by_rows
 from gsearch.search import records
 from gsearch.search.dashboard import artifact_dir, attach_export
 from gsearch.search.objectives import Objectives, feasible, score_of
@@ -84,7 +85,7 @@ def trial_config(trial: optuna.trial.FrozenTrial) -> TrialConfig:
 
 @torch.inference_mode()
 def _outputs(model: torch.nn.Module, X, device: torch.device) -> np.ndarray:
-    return model(torch.as_tensor(X, device=device)).cpu().numpy()
+    return by_rows(lambda part: model(torch.as_tensor(part, device=device)).cpu().numpy(), X)
 
 
 def test_report(ds: Dataset, outputs: np.ndarray, rows: np.ndarray) -> dict:

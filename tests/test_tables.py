@@ -257,3 +257,31 @@ def test_an_export_that_would_retrain_too_long_keeps_fewer_members_and_calibrate
     assert "members" not in meta and meta["pick"] == "accuracy"   # one trial, not the top 5
     assert meta["retrained_on_rows"] == len(split.train)
     assert meta["calibration"]["calibration_rows"] == len(split.val)
+
+
+def test_big_tables_go_through_an_exported_network_in_bounded_chunks():
+    """The quantile transform of an exported network holds rows x inputs x 32 values three
+    times over: a million test rows at once took 11.6 GB. Rows go through ROWS_AT_ONCE at a
+    time, and the answer is the whole one."""
+    from gsearch.models.predict import ROWS_AT_ONCE, by_rows
+
+    X = np.random.default_rng(0).normal(size=(2 * ROWS_AT_ONCE + 5, 3)).astype(np.float32)
+    sizes = []
+
+    def outputs(part):
+        sizes.append(len(part))
+        return part * 2
+
+    assert np.array_equal(by_rows(outputs, X), X * 2)
+    assert max(sizes) == ROWS_AT_ONCE and sum(sizes) == len(X) and len(sizes) == 3
+
+
+def test_quantile_knots_of_a_big_table_come_from_a_sample_as_good_as_all_rows():
+    from gsearch.models.mlp import QUANTILE_KNOTS, QUANTILE_SAMPLE, fit_quantiles
+
+    X = np.random.default_rng(1).exponential(size=(3 * QUANTILE_SAMPLE, 2)).astype(np.float32)
+    x, _ = fit_quantiles(X)
+    levels = np.linspace(0.5 / QUANTILE_KNOTS, 1 - 0.5 / QUANTILE_KNOTS, QUANTILE_KNOTS)
+    exact = np.quantile(X.astype(np.float64), levels, axis=0).T
+    assert (np.abs(x - exact) / (1 + np.abs(exact))).max() < 0.01   # each knot within 1 %
+    assert np.array_equal(fit_quantiles(X)[0], x)   # the sample is seeded: the same knots
