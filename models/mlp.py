@@ -56,7 +56,10 @@ def fit_quantiles(X: np.ndarray, knots: int = QUANTILE_KNOTS) -> tuple[np.ndarra
 def quantile_transform(X: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """X [n, F] through each column's piecewise-linear map x -> y (flat beyond the ends): what
     Quantile computes in torch."""
-    return np.stack([np.interp(X[:, j], x[j], y[j]) for j in range(X.shape[1])], axis=1).astype(np.float32)
+    out = np.empty(X.shape, np.float32)   # filled column by column: no float64 copy of X
+    for j in range(X.shape[1]):
+        out[:, j] = np.interp(X[:, j], x[j], y[j])
+    return out
 
 
 class Quantile(nn.Module):

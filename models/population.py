@@ -160,7 +160,8 @@ class Population:
     [(1, 1, False), (0, 1, True)]
     """
 
-    def __init__(self, *, device: torch.device | str = "cpu", seed: int = 0):
+    def __init__(self, *, device: torch.device | str = "cpu", seed: int = 0,
+                 inputs: dict[tuple, tuple] | None = None):
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self._members: list[_Member] = []     # training
@@ -168,7 +169,9 @@ class Population:
         self._packed: _Packed | None = None   # the stacks, rebuilt when membership changes
         self._shape: tuple | None = None      # (n, n_val, batch_size, n_features, n_classes, task, metric)
         self._next_id = 0
-        self._data: dict[tuple, tuple] = {}   # (data, transform) -> its tensors (_inputs)
+        # (data, transform) -> its tensors (_inputs); `inputs`: a cache shared with other
+        # populations (Populations: members of one data in several populations hold it once)
+        self._data: dict[tuple, tuple] = {} if inputs is None else inputs
 
     def __len__(self) -> int:
         return len(self._members)
@@ -218,15 +221,20 @@ class Population:
             def inputs(X):   # the quantile transform, where the config asks for it
                 return X if quantiles is None or X is None else quantile_transform(X, *quantiles)
 
-            mean, std = fit_scaler(inputs(data.X_train))
+            train = inputs(data.X_train)   # transformed once: for the scaler and the member
+            mean, std = fit_scaler(train)
             mean_t, std_t = torch.as_tensor(mean, device=self.device), torch.as_tensor(std, device=self.device)
 
-            def standardize(X):
+            def standardize(X, transformed=None):
                 if X is None:
                     return torch.zeros((0, data.X_train.shape[1]), device=self.device)
-                return (torch.as_tensor(inputs(X), dtype=torch.float32, device=self.device) - mean_t) / std_t
+                X = inputs(X) if transformed is None else transformed
+                t = torch.as_tensor(X, dtype=torch.float32, device=self.device)
+                # in place where the array is the transform's own; never into the caller's rows
+                t = t.sub_(mean_t) if quantiles is not None else t - mean_t
+                return t.div_(std_t)
 
-            self._data[key] = (data, (quantiles, mean, std, standardize(data.X_train),
+            self._data[key] = (data, (quantiles, mean, std, standardize(data.X_train, train),
                                       standardize(data.X_val)))   # `data` kept: its ids stay its own
         return self._data[key][1]
 
@@ -290,7 +298,7 @@ class Population:
         total = torch.zeros(K, device=self.device)
         for start in starts:
             idx = perm[:, start:start + batch]
-            xb, yb = p.X[p.member_rows, idx], p.y[p.member_rows, idx]
+            xb, yb = p.X[p.x_rows, idx], p.y[p.member_rows, idx]
             if p.any_noise:
                 xb = xb + torch.randn(xb.shape, generator=self.generator, device=xb.device) * p.noise
             loss = p.loss(p.forward(xb, train=True, generator=self.generator), yb)
@@ -365,6 +373,9 @@ class Populations:
     def __init__(self, *, device: torch.device | str = "cpu", seed: int = 0):
         self.device, self.seed = torch.device(device), seed
         self.populations: dict[tuple, Population] = {}
+        # the members' inputs, shared by all populations: an export's five members of five batch
+        # sizes are five populations, which held a copy of a million rows each (435 MB)
+        self._inputs: dict[tuple, tuple] = {}
 
     def __len__(self) -> int:
         """Members still training."""
@@ -374,7 +385,8 @@ class Populations:
         """A new member, in the population its key names (made when first needed)."""
         key = population_key(config, data, self.device)
         if key not in self.populations:
-            self.populations[key] = Population(device=self.device, seed=self.seed + len(self.populations))
+            self.populations[key] = Population(device=self.device, seed=self.seed + len(self.populations),
+                                               inputs=self._inputs)
         return key, self.populations[key].add(config, data, seed)
 
     def run_epoch(self) -> list[tuple[Member, EpochResult]]:
