@@ -7,6 +7,7 @@ import gzip
 import importlib
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,27 @@ def real_export(tmp_path_factory) -> Path:
     save_model(model, ExportManifest(ds.classes, FEATURE_NAMES, (config,), clip_samples=ds.clip_samples,
                                      test_scores={"accuracy": 0.5}), out)
     return out
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """tmpfs(name, size): a small tmpfs folder in tmp_path (root only: skipped elsewhere), a full
+    disk for real; unmounted after the test."""
+    mounted = []
+
+    def mount(name: str, size: str) -> Path:
+        where = tmp_path / name
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=True)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -7,7 +7,6 @@ text, and a damaged older export is one line."""
 import json
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -178,16 +177,9 @@ def test_out_as_a_symlink(studies, tmp_path):
 # -- item 14: a full disk --------------------------------------------------------------------
 
 @pytest.fixture
-def full_disk(tmp_path):
+def full_disk(tmpfs):
     """A 600 KB tmpfs (root only: skipped elsewhere)."""
-    where = tmp_path / "small"
-    where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(where)],
-                             capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=True)
+    return tmpfs("small", "600k")
 
 
 def test_a_full_disk_leaves_nothing_half_made(studies, full_disk):

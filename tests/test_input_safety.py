@@ -178,16 +178,9 @@ def test_running_out_of_memory_while_reading_is_said_in_one_line(tmp_path):
 # -- 19: a full disk under an upload to `gsearch serve` -----------------------------------------
 
 @pytest.fixture
-def small_tmpdir(tmp_path):
+def small_tmpdir(tmpfs):
     """A 1 MB tmpfs (root only: skipped elsewhere), as the server's TMPDIR."""
-    where = tmp_path / "tmpdir"
-    where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
-                             capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=True)
+    return tmpfs("tmpdir", "1m")
 
 
 @pytest.mark.slow

@@ -115,16 +115,9 @@ def test_three_processes_creating_one_fresh_server_database_at_once(request, ser
 # -- item 14: a full disk -------------------------------------------------------------------
 
 @pytest.fixture
-def full_disk(tmp_path):
+def full_disk(tmpfs):
     """A 600 KB tmpfs (root only: skipped elsewhere)."""
-    where = tmp_path / "small"
-    where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(where)],
-                             capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=True)
+    return tmpfs("small", "600k")
 
 
 @pytest.mark.parametrize("kind, workers", [("sqlite", 1), ("sqlite", 2), ("journal", 1),
