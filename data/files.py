@@ -133,24 +133,33 @@ def inflate(f, path: str | Path, bound: float, keep: bool = True,
     return b"".join(parts)
 
 
+def table_bytes(path: str | Path, bound: float, *, keep: bool = True,
+                error: type[GsearchError] = GsearchError) -> bytes:
+    """The content of the table at `path`, gunzipped when it starts with the gzip magic number;
+    `error` (one line) when it holds more than `bound` megabytes: a plain file by its size, a
+    gzipped one counted while it inflates and stopped at the bound. `keep` False: only checked
+    (b""). OSError is the caller's to answer."""
+    with open(path, "rb") as f:
+        if f.read(2) == GZIP_MAGIC:
+            f.seek(0)
+            return inflate(f, path, bound, keep=keep, error=error)
+        size = os.fstat(f.fileno()).st_size
+        if size > bound * (1 << 20):
+            raise error(too_big(path, f"is {megabytes(size)}", bound))
+        if not keep:
+            return b""
+        f.seek(0)
+        return f.read()
+
+
 def check_size(path: str | Path, max_mb: float | None = None,
                error: type[GsearchError] = GsearchError) -> None:
     """Raise `error` (one line) when the table at `path` (readable: check_readable) is larger
-    than `max_mb` megabytes (max_data_mb's default): a plain file by its size, a gzipped one by
-    what it inflates to, counted while inflating and stopped at the bound."""
-    bound = max_data_mb(max_mb)
-    path = Path(path)
+    than `max_mb` megabytes (max_data_mb's default): table_bytes without keeping them."""
     try:
-        with open(path, "rb") as f:
-            if f.read(2) == GZIP_MAGIC:
-                f.seek(0)
-                inflate(f, path, bound, keep=False, error=error)
-                return
-            size = os.fstat(f.fileno()).st_size
+        table_bytes(path, max_data_mb(max_mb), keep=False, error=error)
     except OSError:
         return   # the loader says why
-    if size > bound * (1 << 20):
-        raise error(too_big(path, f"is {megabytes(size)}", bound))
 
 
 def header_names(path: str | Path, sep: str | None = None) -> list[str]:

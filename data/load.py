@@ -12,7 +12,6 @@ import codecs
 import csv
 import hashlib
 import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +23,8 @@ from gsearch.data.columns import MISSING
 from gsearch.data.header import EXPECTED, DataError, check_header, show as _show  # noqa: F401 (EXPECTED re-exported)
 from gsearch.data.schema import CATEGORICAL, NUMERIC
 from gsearch.data.files import (  # noqa: F401 (re-exported)
-    GET_DATA_HINT, GZIP_MAGIC, KAGGLE_GTZAN, SEPARATORS, check_readable, header_names, inflate,
-    max_data_mb, megabytes, separator, too_big,
+    GET_DATA_HINT, KAGGLE_GTZAN, SEPARATORS, check_readable, header_names, max_data_mb,
+    megabytes, separator, table_bytes,
 )
 from gsearch.data.schema import (
     FEATURE_NAMES, FILENAME_COLUMN, GENRES, LABEL_COLUMN, LENGTH_COLUMN, SEGMENT_MAX_SAMPLES,
@@ -134,15 +133,7 @@ def _read_bytes(path: Path, max_mb: float | None = None) -> bytes:
     bound = max_data_mb(max_mb)
     try:
         check_readable(path, DataError)
-        with open(path, "rb") as f:
-            if f.read(2) == GZIP_MAGIC:
-                f.seek(0)
-                return inflate(f, path, bound, error=DataError)
-            size = os.fstat(f.fileno()).st_size
-            if size > bound * (1 << 20):
-                raise DataError(too_big(path, f"is {megabytes(size)}", bound))
-            f.seek(0)
-            raw = f.read()
+        raw = table_bytes(path, bound, error=DataError)
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
     if raw[:4] == b"PK\x03\x04":
