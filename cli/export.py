@@ -40,10 +40,15 @@ def print_export(published, out_dir: Path) -> None:
     """What export-best (and run --export) says of the model it wrote (search.export.Published)."""
     for note in published.notes:
         click.echo(f"note: {note}")
-    if (published.exported.manifest.pick or "").startswith("deadline"):
+    pick = published.exported.manifest.pick or ""
+    if pick.startswith("deadline") and pick.endswith("(no trial completed)"):
         click.echo("note: no trial completed before the deadline; the model is made of the trials "
                    "it stopped, best last validation score first, each retrained for the epochs it "
                    "had run (model.json's pick says so); a longer --timeout gives complete ones")
+    elif pick.startswith("deadline"):
+        click.echo("note: trials the deadline stopped were stopped, not beaten: they rank beside the "
+                   "completed ones by their last validation score, each retrained for the epochs it "
+                   "had run (model.json's pick says how many)")
     manifest, artifacts = published.exported.manifest, published.artifacts
     scores = f"{test_scores(manifest.test_scores)} ({manifest.n_test} held-out rows)"
     score = manifest.metric.replace("_", " ")

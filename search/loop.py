@@ -309,7 +309,7 @@ class TrialLoop:
                 continue
             if prune:
                 value = run.frozen.intermediate_values[run.epoch]
-                reason = (f"pruner stopped it after epoch {run.epoch + 1} "
+                reason = (f"{records.PRUNER} stopped it after epoch {run.epoch + 1} "
                           f"({self.objectives.score_title} {value:.3f})")
                 self._end(run, TrialState.PRUNED, reason=reason)
             elif all(run.done):

@@ -41,6 +41,7 @@ LATENCY_MS = "latency_ms"                 # single-row CPU latency (objective or
 FOLD_ACCURACIES = "fold_accuracies"       # per-fold validation accuracy under --cv K
 PRUNED_REASON = "pruned_reason"           # why a pruned trial stopped (pruner, deadline, NaN)
 DEADLINE = "deadline"                     # how PRUNED_REASON starts for a trial --timeout stopped
+PRUNER = "pruner"                         # ... and for a trial the pruner stopped
 INTERRUPTED = "interrupted"               # a Ctrl-C or SIGTERM ended it (state FAIL)
 RETRY_OF = "retry_of"                     # the number of the dead trial this one runs again
 

@@ -20,7 +20,7 @@ import optuna
 
 from gsearch import GsearchError
 from gsearch.search import records
-from gsearch.search.objectives import Objectives, cost_of, curve, feasible
+from gsearch.search.objectives import Objectives, cost_of, curve, feasible, score_of
 
 TrialState = optuna.trial.TrialState
 FrozenTrial = optuna.trial.FrozenTrial
@@ -172,11 +172,10 @@ def top_trials(study: optuna.Study, k: int | None = 1) -> list[FrozenTrial]:
 
 def deadline_stopped(study: optuna.Study) -> list[FrozenTrial]:
     """The trials a --timeout stopped (pruned, reason "deadline") after at least one epoch,
-    best last reported score first: what a run that completed no trial can still export."""
+    best last reported score first."""
     sign = 1.0 if Objectives.of(study).maximize else -1.0
-    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-    stopped = [t for t in pruned if curve(t) and str(
-        t.user_attrs.get(records.PRUNED_REASON, "")).startswith(records.DEADLINE)]
+    stopped = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+               if curve(t) and _reason(t).startswith(records.DEADLINE)]
 
     def last(trial: FrozenTrial) -> float:
         values = curve(trial)
@@ -185,19 +184,47 @@ def deadline_stopped(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(stopped, key=lambda t: (-last(t), t.number))
 
 
+def _reason(trial: FrozenTrial) -> str:
+    return str(trial.user_attrs.get(records.PRUNED_REASON, ""))
+
+
+def unbeaten(study: optuna.Study) -> list[FrozenTrial]:
+    """What an ensemble is made of: the completed trials within the study's limits and the
+    trials a --timeout stopped (stopped, not beaten), best first, a stopped trial by its last
+    validation score.
+
+    A trial the deadline stopped before the pruner's first check (fewer epochs than the
+    earliest epoch at which the pruner stopped any trial of the study) was never compared with
+    the others: it is left out while a completed trial or a stopped one that passed that check
+    is there. At load 4 on 2 cores, two trials started just before the deadline (1 and 5
+    epochs, validation 0.431 and 0.106) had joined the exported ensemble, and a weak completed
+    trial (0.71) had been exported alone while stopped ones scored 0.73-0.77
+    (docs/benchmarks.md, "A deadline under load")."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if feasible(t)]
+    stopped = [t for t in deadline_stopped(study) if feasible(t)]
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    checks = [len(curve(t)) for t in pruned if curve(t) and _reason(t).startswith(records.PRUNER)]
+    judged = [t for t in stopped if checks and len(curve(t)) >= min(checks)]
+    pool = complete + (judged if judged or complete else stopped)
+    sign = 1.0 if Objectives.of(study).maximize else -1.0
+
+    def score(trial: FrozenTrial) -> float:
+        values = curve(trial) if trial.state == TrialState.PRUNED else None
+        return sign * (values[max(values)] if values else score_of(trial))
+
+    return sorted(pool, key=lambda t: (-score(t), t.number))
+
+
 def chosen_trials(study: optuna.Study, ensemble: int | None,
                   pick: Pick | None) -> tuple[list[FrozenTrial], str]:
     """The trials to export and how they were chosen: `pick` (default knee on a
-    multi-objective study), else the top `ensemble` by validation value; where no trial
-    completed, the trials a deadline stopped, by their last reported score."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) and pick is None:
-        stopped = deadline_stopped(study)
-        if stopped:
-            k = min(ensemble or DEFAULT_ENSEMBLE, len(stopped))
-            return stopped[:k], (f"{records.DEADLINE}: top-{k} of the trials --timeout stopped, by their "
-                                 f"last {Objectives.of(study).metric} (no trial completed)")
+    multi-objective study), else the top `ensemble` by validation value, the trials a
+    deadline stopped among them by their last reported score (unbeaten)."""
     if ensemble is not None and ensemble < 1:
         raise GsearchError(f"--ensemble must be at least 1, got {ensemble}")
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if pick is None and not complete and deadline_stopped(study):
+        return _with_stopped(study, ensemble, Objectives.of(study).metric)
     multi = len(study.directions) > 1
     if multi and ensemble is not None and ensemble > 1:
         raise GsearchError(f"study '{study.study_name}' has several objectives and exports one "
@@ -209,6 +236,31 @@ def chosen_trials(study: optuna.Study, ensemble: int | None,
             raise GsearchError(f"--ensemble {ensemble} cannot be combined with --pick or --trial, "
                                "which export one trial; drop one of them")
         return [pick_trial(study, pick)], pick.describe()
-    chosen = top_trials(study, ensemble)
     by = Objectives.of(study).metric
+    if deadline_stopped(study):
+        return _with_stopped(study, ensemble, by)
+    chosen = top_trials(study, ensemble)
     return chosen, by if len(chosen) == 1 else f"top-{len(chosen)} by {by}"
+
+
+def _with_stopped(study: optuna.Study, ensemble: int | None, by: str) -> tuple[list[FrozenTrial], str]:
+    """The top `ensemble` (None: DEFAULT_ENSEMBLE) of a study a --timeout stopped trials of
+    (unbeaten), and how they were chosen: "deadline: ..." when a stopped trial is among them."""
+    pool = unbeaten(study)
+    if not pool:
+        raise GsearchError(f"study '{study.study_name}' has no completed trial within its limits "
+                           f"({Objectives.of(study).options()}); run more trials, or "
+                           "export one with --trial N")
+    if ensemble is not None and ensemble > len(pool):
+        raise GsearchError(f"--ensemble {ensemble} needs {ensemble} trials, study '{study.study_name}' "
+                           f"has {len(pool)} completed or stopped by --timeout; run more trials or "
+                           f"use --ensemble {len(pool)}")
+    chosen = pool[:min(ensemble or DEFAULT_ENSEMBLE, len(pool))]
+    stopped = sum(t.state == TrialState.PRUNED for t in chosen)
+    if not stopped:
+        return chosen, by if len(chosen) == 1 else f"top-{len(chosen)} by {by}"
+    if stopped == len(pool):
+        return chosen, (f"{records.DEADLINE}: top-{len(chosen)} of the trials --timeout stopped, by "
+                        f"their last {by} (no trial completed)")
+    return chosen, (f"{records.DEADLINE}: top-{len(chosen)} by {by}, {stopped} of them stopped by "
+                    f"--timeout (by their last {by})")

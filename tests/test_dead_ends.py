@@ -224,6 +224,58 @@ def test_a_deadline_before_any_trial_completed_still_delivers_a_model(cli, make_
     assert again.exit_code == 0 and "note: no trial completed before the deadline" in again.output
 
 
+def test_a_deadline_export_ranks_stopped_trials_beside_completed_ones_if_they_were_checked():
+    """Trials the deadline stopped were stopped, not beaten: they rank beside the completed
+    ones by their last score (at load 4 a weak completed trial, 0.71, was exported alone while
+    stopped ones scored 0.73-0.77). Those stopped before the pruner's first check were never
+    compared with the others: they join no model while another candidate is there (at load 4
+    two such trials, validation 0.431 and 0.106, cost an ensemble 5 points)."""
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from gsearch.search import records
+    from gsearch import GsearchError
+    from gsearch.search.selection import chosen_trials, unbeaten
+
+    def trial(epochs, last, reason):
+        if reason is None:
+            return create_trial(state=TrialState.COMPLETE, value=last, params={"width": 8},
+                                distributions={"width": IntDistribution(8, 16)},
+                                intermediate_values={epochs - 1: last})
+        values = {e: last - 0.01 * (epochs - 1 - e) for e in range(epochs)}
+        return create_trial(state=TrialState.PRUNED, params={"width": 8},
+                            distributions={"width": IntDistribution(8, 16)},
+                            intermediate_values=values,
+                            user_attrs={records.PRUNED_REASON: reason, records.EPOCHS_RUN: epochs})
+
+    deadline, pruner = f"{records.DEADLINE}: --timeout 7.5 s", f"{records.PRUNER} stopped it"
+    study = optuna.create_study(direction="maximize")
+    study.add_trials([trial(6, 0.55, pruner), trial(6, 0.40, pruner), trial(51, 0.738, deadline),
+                      trial(51, 0.769, deadline), trial(1, 0.431, deadline), trial(5, 0.106, deadline),
+                      trial(6, 0.35, deadline)])
+    assert [t.number for t in unbeaten(study)] == [3, 2, 6]
+    chosen, rule = chosen_trials(study, None, None)
+    assert [t.number for t in chosen] == [3, 2, 6]
+    assert rule == "deadline: top-3 of the trials --timeout stopped, by their last accuracy (no trial completed)"
+
+    study.add_trial(trial(20, 0.712, None))   # a completed trial: ranked by its value among them
+    chosen, rule = chosen_trials(study, None, None)
+    assert [t.number for t in chosen] == [3, 2, 7, 6]
+    assert rule == "deadline: top-4 by accuracy, 3 of them stopped by --timeout (by their last accuracy)"
+    assert [t.number for t in chosen_trials(study, 1, None)[0]] == [3]
+    with pytest.raises(GsearchError, match="--ensemble 9 needs 9 trials, .* has 4 completed or stopped"):
+        chosen_trials(study, 9, None)
+
+    unjudged = optuna.create_study(direction="maximize")   # no trial passed the first check:
+    unjudged.add_trials([trial(6, 0.55, pruner), trial(1, 0.431, deadline), trial(5, 0.106, deadline)])
+    assert [t.number for t in unbeaten(unjudged)] == [1, 2]   # a model all the same
+    unjudged.add_trial(trial(20, 0.3, None))   # ... unless a completed trial is there
+    assert [t.number for t in unbeaten(unjudged)] == [3]
+    unpruned = optuna.create_study(direction="maximize")   # no check at all (--pruner none)
+    unpruned.add_trials([trial(1, 0.431, deadline), trial(5, 0.106, deadline)])
+    assert [t.number for t in unbeaten(unpruned)] == [0, 1]
+
+
 def test_a_slow_start_up_does_not_eat_the_search(make_csv, tmp_path):
     """On a busy machine the imports and the data can take all of --timeout: the search then
     gets three quarters of it all the same, and the run says by how much it passed the deadline."""
