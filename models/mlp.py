@@ -64,19 +64,33 @@ def quantile_transform(X: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarra
 
 class Quantile(nn.Module):
     """Each input through its training rows' quantiles to a normal score: piecewise linear
-    between `knots` points, flat beyond them; written with ReLU and Min so that it exports to
-    ONNX."""
+    between `knots` points, flat beyond them. In torch each value finds its segment by binary
+    search (searchsorted); the ONNX graph, which has no such operator, sums every segment's
+    share with ReLU and Min instead: the same map, K times the work (at a million rows with
+    570 inputs, 25 s of a 100 s export went to it)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
         super().__init__()
         x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
         self.register_buffer("start", x[:, 0].clone())
         self.register_buffer("base", y[:, 0].clone())
-        self.register_buffer("knots", x[:, :-1].clone())
+        self.register_buffer("knots", x[:, :-1].contiguous())
         self.register_buffer("widths", (x[:, 1:] - x[:, :-1]).clone())
         self.register_buffer("slopes", ((y[:, 1:] - y[:, :-1]) / (x[:, 1:] - x[:, :-1])).clone())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            return self.summed(z)
+        rise = self.widths * self.slopes   # each segment's whole share
+        at = self.base[:, None] + torch.cumsum(rise, dim=1) - rise   # the map at each knot [F, K-1]
+        column = z.T.contiguous()                                     # [F, N]
+        segment = (torch.searchsorted(self.knots, column, right=True) - 1).clamp_(min=0)
+        share = torch.minimum(torch.relu(column - self.knots.gather(1, segment)),
+                              self.widths.gather(1, segment))
+        return (at.gather(1, segment) + share * self.slopes.gather(1, segment)).T
+
+    def summed(self, z: torch.Tensor) -> torch.Tensor:
+        """The same map as a sum over every segment (what the ONNX graph computes)."""
         d = z.unsqueeze(2) - self.knots                      # [N, F, knots - 1]
         step = torch.minimum(torch.relu(d), self.widths)      # each segment's share, 0..width
         return self.base + (step * self.slopes).sum(dim=2)

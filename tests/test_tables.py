@@ -227,6 +227,9 @@ def test_the_quantile_transform_trains_exports_and_agrees_between_backends(tmp_p
     probe = np.concatenate([X[:50], X[:5] * 100, -X[:5]])   # beyond both ends too
     np.testing.assert_allclose(Quantile(x, y)(torch.from_numpy(probe)).numpy(),
                                quantile_transform(probe, x, y), atol=1e-4)   # float32 sums
+    quantile = Quantile(x, y)   # by binary search in torch, summed over segments in ONNX
+    np.testing.assert_allclose(quantile(torch.from_numpy(probe)).numpy(),
+                               quantile.summed(torch.from_numpy(probe)).numpy(), atol=1e-5)
     config = TrialConfig(n_layers=1, width=8, epochs=3, input_transform="quantile")
     model, _ = train(config, TrainData(X, (X[:, 0] > 1).astype(np.int64), 2))
     save_model(model, ExportManifest(("no", "yes"), ("a", "b", "c"), (config,)), tmp_path / "m")
