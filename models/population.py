@@ -282,9 +282,12 @@ class Population:
             self._packed.unpack()
             self._packed = None
 
-    def run_epoch(self) -> list[EpochResult]:
-        """Train every member for one of its epochs, then validate; one host sync."""
-        if not self._members:
+    def run_epoch(self, until: float = math.inf) -> list[EpochResult]:
+        """Train every member for one of its epochs, then validate; one host sync. Past
+        `until` (time.monotonic()) an epoch of members that have each finished one is given up
+        between two batches and nothing is recorded (the caller ends them: a deadline); a
+        member's first epoch always runs out, so that a deadline leaves it a score."""
+        if not self._members or (time.monotonic() >= until and all(m.epoch for m in self._members)):
             return []
         t0 = time.perf_counter()
         if self._packed is None:
@@ -296,7 +299,10 @@ class Population:
         starts = batch_starts(n, batch)
         perm = torch.stack([torch.randperm(n, generator=m.generator, device=self.device) for m in ms])
         total = torch.zeros(K, device=self.device)
+        stoppable = math.isfinite(until) and all(m.epoch for m in ms)
         for start in starts:
+            if stoppable and time.monotonic() >= until:
+                return []
             idx = perm[:, start:start + batch]
             xb, yb = p.X[p.x_rows, idx], p.y[p.member_rows, idx]
             if p.any_noise:
@@ -389,10 +395,11 @@ class Populations:
                                                inputs=self._inputs)
         return key, self.populations[key].add(config, data, seed)
 
-    def run_epoch(self) -> list[tuple[Member, EpochResult]]:
-        """One epoch of every member still training, population by population."""
+    def run_epoch(self, until: float = math.inf) -> list[tuple[Member, EpochResult]]:
+        """One epoch of every member still training, population by population (`until`: as
+        Population.run_epoch)."""
         return [((key, result.member), result) for key, pop in self.populations.items()
-                for result in pop.run_epoch()]
+                for result in pop.run_epoch(until)]
 
     def remove(self, member: Member) -> History:
         """Forget a member, training (then it is marked pruned) or done; its history."""

@@ -194,7 +194,7 @@ class TrialLoop:
                 if not self.running:
                     return
                 self._beat()
-                for member, result in self.driver.run_epoch():
+                for member, result in self.driver.run_epoch(deadline):   # given up past it
                     self._record(member, result)
                 self._report_prune_finish()
                 if time.monotonic() >= deadline:

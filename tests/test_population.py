@@ -248,3 +248,45 @@ def test_members_must_share_rows_and_batch_size(data):
         pop.add(TrialConfig(batch_size=64), data, seed=0)
     with pytest.raises(ValueError, match="does not match"):   # no validation rows
         pop.add(TrialConfig(batch_size=32), TrainData(data.X_train, data.y_train, data.n_classes), seed=0)
+
+
+def test_an_epoch_past_the_deadline_is_given_up_once_every_member_has_a_score(data):
+    """Past `until` an epoch is given up between batches (at a million rows one epoch took
+    seconds past --timeout), but never a member's first: a deadline leaves each a score."""
+    pop = Population()
+    config = TrialConfig(n_layers=1, width=8, epochs=5, batch_size=16)
+    first = pop.add(config, data, seed=0)
+    assert [(r.member, r.epoch) for r in pop.run_epoch(until=0.0)] == [(first, 0)]
+    assert pop.run_epoch(until=0.0) == []   # given up: nothing recorded, no epoch counted
+    second = pop.add(config, data, seed=1)   # a newcomer's first epoch runs out, with the others'
+    assert sorted((r.member, r.epoch) for r in pop.run_epoch(until=0.0)) == [(first, 1), (second, 0)]
+    assert sorted((r.member, r.epoch) for r in pop.run_epoch()) == [(first, 2), (second, 1)]
+    driver = Populations()
+    driver.add(config, data, seed=0)
+    assert len(driver.run_epoch(until=0.0)) == 1 and driver.run_epoch(until=0.0) == []
+
+
+def test_an_epoch_is_given_up_between_two_batches_when_the_deadline_passes(data, monkeypatch):
+    """The deadline is read before every batch: here a clock that ticks once per reading
+    passes it before the third batch, and the epoch ends there with nothing recorded."""
+    import time
+    import types
+
+    import gsearch.models.population as population
+
+    pop = Population()
+    member = pop.add(TrialConfig(n_layers=1, width=8, epochs=5, batch_size=16), data, seed=0)
+    pop.run_epoch()
+    readings = []
+
+    def monotonic():
+        readings.append(1)
+        return float(len(readings))
+
+    monkeypatch.setattr(population, "time", types.SimpleNamespace(monotonic=monotonic,
+                                                                   perf_counter=time.perf_counter))
+    assert len(batch_starts(len(data.y_train), 16)) > 3
+    assert pop.run_epoch(until=4.0) == []   # readings 1 (the epoch), 2 and 3 (batches), 4: past
+    assert len(readings) == 4
+    monkeypatch.undo()
+    assert [(r.member, r.epoch) for r in pop.run_epoch()] == [(member, 1)]

@@ -1,5 +1,7 @@
 """The one ask/tell loop over populations: `gsearch run`, folds, pruning, divergence, Ctrl-C."""
 
+import math
+
 import numpy as np
 import optuna
 import pytest
@@ -119,11 +121,11 @@ def test_interrupt_leaves_no_running_trial_and_the_study_resumes(ds, monkeypatch
 
     run_epoch, calls = Population.run_epoch, []
 
-    def interrupted(self):
+    def interrupted(self, until=math.inf):
         calls.append(1)
         if len(calls) == 4:
             raise KeyboardInterrupt
-        return run_epoch(self)
+        return run_epoch(self, until)
 
     monkeypatch.setattr(Population, "run_epoch", interrupted)
     study = in_memory_study()
@@ -207,9 +209,9 @@ def test_a_running_trials_curve_reaches_the_storage_while_it_trains(ds, tmp_path
     seen = []   # stored curve lengths of the running trials, before each of the loop's epochs
     run_epoch = Populations.run_epoch
 
-    def look(self):
+    def look(self, until=math.inf):
         seen.extend(len(t.intermediate_values) for t in study.get_trials(states=(TrialState.RUNNING,)))
-        return run_epoch(self)
+        return run_epoch(self, until)
 
     monkeypatch.setattr(Populations, "run_epoch", look)
     run_search(study, ds, trials=2, device=torch.device("cpu"), population=2,
