@@ -60,8 +60,8 @@ OBJECTIVES_HELP = ("What the study optimizes: accuracy (validation accuracy), ac
                    "3-fold split (1, 2 or 3) instead of a --test-size holdout.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="A deadline in seconds from the command's start: no trial starts after it, "
-                   "and trials still training stop within an epoch (pruned, reason 'deadline', "
-                   "their curves kept).")
+                   "and trials still training stop at the next batch once they have finished an epoch "
+                   "(pruned, reason 'deadline', their curves kept).")
 @click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
               metavar="DIR",
               help="After the search, export the best trials to DIR in this process, as "

@@ -76,8 +76,8 @@ def run_search(study: optuna.Study, ds: Dataset, *, trials: int, space: Space | 
     space the study was sized to, space.SearchSpace.of), trained on
     `device` with seed `seed` + trial number, `population` trials at once.
 
-    After `timeout` seconds no trial starts and the trials in flight stop within an epoch
-    (pruned, reason "deadline"). With `workers` (count > 1) the trials run in that many
+    After `timeout` seconds no trial starts and the trials in flight stop at the next batch
+    once each has finished an epoch (pruned, reason "deadline"; a partial epoch is not counted). With `workers` (count > 1) the trials run in that many
     processes, each on its own handle of the study (`space` must then be picklable: a
     module-level function); otherwise here, on `study` itself. `callbacks` run in this
     process after each finished trial, as in study.optimize. Shows a progress bar, then a
