@@ -144,8 +144,14 @@ def test_a_ten_second_outage_is_ridden_out(proxy, postgres_url, make_csv):
     assert run.returncode == 0, err[-3000:]
     assert "Traceback" not in err and "retrying for up to 40 s" in err, err[-6000:]
     counts = states(postgres_url, name)
-    # the outage outlasted 3 beats (6 s): still no trial was taken for dead when it ended
-    assert counts == {"finished": 30, "all": 30, "fail": 0, "running": 0, "waiting": 0}, counts
+    # the outage outlasted 3 beats (6 s): still no trial was taken for dead when it ended. A
+    # trial being created as the connection dropped is created twice (Outage's docstring): its
+    # spare, never given a parameter or a score, is failed; it is the only failure allowed
+    # (seen once in CI under load: 31 trials, the spare failed)
+    trials = optuna.load_study(study_name=name, storage=open_storage(postgres_url)).trials
+    spares = [t for t in trials if t.state == TrialState.FAIL and not t.params and not t.intermediate_values]
+    assert len(spares) <= 1 and counts == {"finished": 30, "all": 30 + len(spares), "fail": len(spares),
+                                           "running": 0, "waiting": 0}, counts
     optuna.delete_study(study_name=name, storage=open_storage(postgres_url))
 
 
