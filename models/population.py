@@ -287,7 +287,8 @@ class Population:
         `until` (time.monotonic()) an epoch of members that have each finished one is given up
         between two batches and nothing is recorded (the caller ends them: a deadline); a
         member's first epoch always runs out, so that a deadline leaves it a score."""
-        if not self._members or (time.monotonic() >= until and all(m.epoch for m in self._members)):
+        stoppable = math.isfinite(until) and all(m.epoch for m in self._members)
+        if not self._members or (stoppable and time.monotonic() >= until):
             return []
         t0 = time.perf_counter()
         if self._packed is None:
@@ -299,7 +300,6 @@ class Population:
         starts = batch_starts(n, batch)
         perm = torch.stack([torch.randperm(n, generator=m.generator, device=self.device) for m in ms])
         total = torch.zeros(K, device=self.device)
-        stoppable = math.isfinite(until) and all(m.epoch for m in ms)
         for start in starts:
             if stoppable and time.monotonic() >= until:
                 return []

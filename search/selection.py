@@ -173,19 +173,27 @@ def top_trials(study: optuna.Study, k: int | None = 1) -> list[FrozenTrial]:
 def deadline_stopped(study: optuna.Study) -> list[FrozenTrial]:
     """The trials a --timeout stopped (pruned, reason "deadline") after at least one epoch,
     best last reported score first."""
-    sign = 1.0 if Objectives.of(study).maximize else -1.0
     stopped = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
                if curve(t) and _reason(t).startswith(records.DEADLINE)]
-
-    def last(trial: FrozenTrial) -> float:
-        values = curve(trial)
-        return sign * values[max(values)]
-
-    return sorted(stopped, key=lambda t: (-last(t), t.number))
+    return _ranked(study, stopped)
 
 
 def _reason(trial: FrozenTrial) -> str:
     return str(trial.user_attrs.get(records.PRUNED_REASON, ""))
+
+
+def _ranked(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """`trials` best first (earlier first on ties): a completed trial by its value, a stopped
+    one by its last reported score."""
+    sign = 1.0 if Objectives.of(study).maximize else -1.0
+
+    def score(trial: FrozenTrial) -> float:
+        if trial.state == TrialState.PRUNED:
+            values = curve(trial)
+            return sign * values[max(values)]
+        return sign * score_of(trial)
+
+    return sorted(trials, key=lambda t: (-score(t), t.number))
 
 
 def unbeaten(study: optuna.Study) -> list[FrozenTrial]:
@@ -205,14 +213,7 @@ def unbeaten(study: optuna.Study) -> list[FrozenTrial]:
     pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
     checks = [len(curve(t)) for t in pruned if curve(t) and _reason(t).startswith(records.PRUNER)]
     judged = [t for t in stopped if checks and len(curve(t)) >= min(checks)]
-    pool = complete + (judged if judged or complete else stopped)
-    sign = 1.0 if Objectives.of(study).maximize else -1.0
-
-    def score(trial: FrozenTrial) -> float:
-        values = curve(trial) if trial.state == TrialState.PRUNED else None
-        return sign * (values[max(values)] if values else score_of(trial))
-
-    return sorted(pool, key=lambda t: (-score(t), t.number))
+    return _ranked(study, complete + (judged if judged or complete else stopped))
 
 
 def chosen_trials(study: optuna.Study, ensemble: int | None,
@@ -222,10 +223,11 @@ def chosen_trials(study: optuna.Study, ensemble: int | None,
     deadline stopped among them by their last reported score (unbeaten)."""
     if ensemble is not None and ensemble < 1:
         raise GsearchError(f"--ensemble must be at least 1, got {ensemble}")
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if pick is None and not complete and deadline_stopped(study):
-        return _with_stopped(study, ensemble, Objectives.of(study).metric)
+    by = Objectives.of(study).metric
     multi = len(study.directions) > 1
+    if pick is None and deadline_stopped(study) and not (
+            multi and study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
+        return _with_stopped(study, ensemble, by)   # (a multi-objective study: a rule, if it can)
     if multi and ensemble is not None and ensemble > 1:
         raise GsearchError(f"study '{study.study_name}' has several objectives and exports one "
                            "model; drop --ensemble, and choose with --pick or --trial")
@@ -236,11 +238,12 @@ def chosen_trials(study: optuna.Study, ensemble: int | None,
             raise GsearchError(f"--ensemble {ensemble} cannot be combined with --pick or --trial, "
                                "which export one trial; drop one of them")
         return [pick_trial(study, pick)], pick.describe()
-    by = Objectives.of(study).metric
-    if deadline_stopped(study):
-        return _with_stopped(study, ensemble, by)
     chosen = top_trials(study, ensemble)
-    return chosen, by if len(chosen) == 1 else f"top-{len(chosen)} by {by}"
+    return chosen, _rule(chosen, by)
+
+
+def _rule(chosen: list[FrozenTrial], by: str) -> str:
+    return by if len(chosen) == 1 else f"top-{len(chosen)} by {by}"
 
 
 def _with_stopped(study: optuna.Study, ensemble: int | None, by: str) -> tuple[list[FrozenTrial], str]:
@@ -258,7 +261,7 @@ def _with_stopped(study: optuna.Study, ensemble: int | None, by: str) -> tuple[l
     chosen = pool[:min(ensemble or DEFAULT_ENSEMBLE, len(pool))]
     stopped = sum(t.state == TrialState.PRUNED for t in chosen)
     if not stopped:
-        return chosen, by if len(chosen) == 1 else f"top-{len(chosen)} by {by}"
+        return chosen, _rule(chosen, by)
     if stopped == len(pool):
         return chosen, (f"{records.DEADLINE}: top-{len(chosen)} of the trials --timeout stopped, by "
                         f"their last {by} (no trial completed)")
